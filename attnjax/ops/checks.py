@@ -1,0 +1,129 @@
+"""Up-front argument checks shared by every attention function.
+
+Each check raises ``ValueError``/``TypeError`` naming the argument, the expected and the actual
+shape or value, so a malformed call never reaches XLA (where it would be an opaque trace) and never
+silently broadcasts into a wrong result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+Window = tuple[int, int]
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(np.shape(x))
+
+
+def check_floating(name: str, x: Any) -> None:
+    """Raises TypeError unless ``x`` has a floating dtype."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype (float32, bfloat16, float16), got {dtype}")
+
+
+def check_qkv(query: Any, key: Any, value: Any, *, same_dtype: bool = True) -> tuple[int, int, int, int, int, int]:
+    """Checks ``query [B, T, N, H]``, ``key [B, S, K, H]``, ``value [B, S, K, Hv]``.
+
+    Returns:
+        ``(B, T, S, N, K, H)``.
+
+    Raises:
+        ValueError: wrong rank, batch/length/head mismatch, or ``N`` not divisible by ``K``.
+        TypeError: non-floating dtypes, or (with ``same_dtype``) differing dtypes.
+    """
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if np.ndim(x) != 4:
+            raise ValueError(f"{name} must have rank 4 [B, T|S, N|K, H], got shape {_shape(x)}")
+        check_floating(name, x)
+    B, T, N, H = _shape(query)
+    Bk, S, K, Hk = _shape(key)
+    Bv, Sv, Kv, _ = _shape(value)
+    if Bk != B or Bv != B:
+        raise ValueError(
+            f"batch sizes differ: query {_shape(query)}, key {_shape(key)}, value {_shape(value)} (axis 0)")
+    if Hk != H:
+        raise ValueError(f"key head dim must equal query head dim {H}: query {_shape(query)}, key {_shape(key)}")
+    if (Sv, Kv) != (S, K):
+        raise ValueError(f"value must match key on [S, K]: key {_shape(key)}, value {_shape(value)}")
+    if K == 0 or N % K != 0:
+        raise ValueError(
+            f"query heads N={N} must be a multiple of key/value heads K={K}: "
+            f"query {_shape(query)}, key {_shape(key)}")
+    if same_dtype:
+        dtypes = {jnp.result_type(x) for x in (query, key, value)}
+        if len(dtypes) != 1:
+            raise TypeError(
+                f"query, key and value must share one dtype, got {jnp.result_type(query)}, "
+                f"{jnp.result_type(key)}, {jnp.result_type(value)}")
+    return B, T, S, N, K, H
+
+
+def check_broadcastable(name: str, x: Any, target: tuple[int, ...]) -> None:
+    """Raises ValueError unless ``x`` has ``len(target)`` dims, each 1 or equal to the target's."""
+    shape = _shape(x)
+    letters = "BNTS" if len(target) == 4 else ""
+    if len(shape) != len(target) or any(d not in (1, t) for d, t in zip(shape, target)):
+        raise ValueError(
+            f"{name} must be broadcastable to {letters} {target} (rank {len(target)}, each dim 1 or equal), "
+            f"got shape {shape}")
+
+
+def check_mask_and_bias(mask: Any, bias: Any, target: tuple[int, int, int, int]) -> None:
+    """Checks a boolean ``mask`` and a floating ``bias``, both broadcastable to ``[B, N, T, S]``."""
+    if mask is not None:
+        check_broadcastable("mask", mask, target)
+        if jnp.result_type(mask) != jnp.bool_:
+            raise TypeError(
+                f"mask must be boolean (True = attend), got dtype {jnp.result_type(mask)}; "
+                "pass an additive mask as bias")
+    if bias is not None:
+        check_broadcastable("bias", bias, target)
+        check_floating("bias", bias)
+
+
+def check_seq_lengths(name: str, lengths: Any, batch: int) -> None:
+    """Checks an integer ``[B]`` array of sequence lengths."""
+    if lengths is None:
+        return
+    if _shape(lengths) != (batch,):
+        raise ValueError(f"{name} must have shape [B] = ({batch},), got {_shape(lengths)}")
+    if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {jnp.result_type(lengths)}")
+
+
+def normalize_window(local_window_size: int | tuple[int, int] | None) -> Window | None:
+    """Turns ``w`` into ``(w, w)`` and checks both sides are non-negative ints."""
+    if local_window_size is None:
+        return None
+    window = local_window_size
+    if isinstance(window, (int, np.integer)) and not isinstance(window, bool):
+        window = (int(window), int(window))
+    if (not isinstance(window, (tuple, list)) or len(window) != 2
+            or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) for w in window)):
+        raise ValueError(
+            f"local_window_size must be an int or a (left, right) pair of ints, got {local_window_size!r}")
+    left, right = int(window[0]), int(window[1])
+    if left < 0 or right < 0:
+        raise ValueError(f"local_window_size sides must be >= 0, got (left, right) = {(left, right)}")
+    return left, right
+
+
+def check_positive(name: str, value: float | None) -> None:
+    """Raises ValueError unless ``value`` is None or a finite number > 0."""
+    if value is None:
+        return
+    if not np.isscalar(value) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_dropout(dropout_rate: float, dropout_rng: Any) -> None:
+    """Checks ``0 <= dropout_rate < 1`` and that a key is given whenever the rate is positive."""
+    if not (0.0 <= float(dropout_rate) < 1.0):
+        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
+    if dropout_rate > 0 and dropout_rng is None:
+        raise ValueError(f"dropout_rate={dropout_rate} needs a dropout_rng key, got None")
