@@ -1,0 +1,85 @@
+"""Multi-head attention layer: parameters and projections here, the attention formula in ``attnjax.ops``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from attnjax.ops import dot_product_attention
+
+
+class MultiHeadAttention(nn.Module):
+    """Projects to ``N`` query heads and ``K`` key/value heads, attends, projects back to ``D``.
+
+    Parameter names and shapes match ``flax.linen.MultiHeadDotProductAttention`` (``query``/``key``/
+    ``value`` kernels ``[D, heads, H]``, ``out`` kernel ``[N, H, D]``), so weights move between the two.
+
+    Attributes:
+        num_heads: ``N`` query heads.
+        num_kv_heads: ``K`` key/value heads, dividing ``N`` (``K < N``: grouped-query, ``K == 1``:
+            multi-query); ``None`` means ``N``.
+        head_dim: ``H``.
+        out_features: output size; ``None`` keeps the query input's ``D``.
+        attention_fn: ``(query [B,T,N,H], key [B,S,K,H], value, **kwargs) -> [B,T,N,H]`` with the
+            keywords of ``jax.nn.dot_product_attention``; swap it to try other attention variants.
+        use_bias: biases on the projections.
+        dtype: computation dtype (``None``: inferred from inputs and params).
+        param_dtype: parameter dtype.
+        kernel_init: initializer of every projection kernel.
+    """
+
+    num_heads: int
+    head_dim: int
+    num_kv_heads: int | None = None
+    out_features: int | None = None
+    attention_fn: Callable[..., jnp.ndarray] = dot_product_attention
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, inputs_q: jnp.ndarray, inputs_kv: jnp.ndarray | None = None, *,
+                 mask: jnp.ndarray | None = None, bias: jnp.ndarray | None = None, is_causal: bool = False,
+                 query_seq_lengths: jnp.ndarray | None = None,
+                 key_value_seq_lengths: jnp.ndarray | None = None,
+                 **attention_kwargs: Any) -> jnp.ndarray:
+        """Attends from ``inputs_q [B, T, D]`` to ``inputs_kv [B, S, D]`` (self-attention if None).
+
+        Args:
+            inputs_q: ``[B, T, D]``.
+            inputs_kv: ``[B, S, Dkv]`` or None.
+            mask: boolean ``True`` = attend, broadcastable to ``[B, N, T, S]``.
+            bias: added to the logits, broadcastable to ``[B, N, T, S]``.
+            is_causal: query ``i`` sees keys ``j <= i``.
+            query_seq_lengths: ``[B]``; padded queries output zeros before the out projection.
+            key_value_seq_lengths: ``[B]``; keys past the length are ignored (key padding).
+            **attention_kwargs: passed to ``attention_fn`` (e.g. ``local_window_size``).
+
+        Returns:
+            ``[B, T, out_features or D]``.
+
+        Raises:
+            ValueError: non rank-3 inputs, or ``num_heads`` not divisible by ``num_kv_heads``.
+        """
+        kv_heads = self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+        if kv_heads < 1 or self.num_heads % kv_heads != 0:
+            raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={kv_heads}")
+        inputs_kv = inputs_q if inputs_kv is None else inputs_kv
+        for name, x in (("inputs_q", inputs_q), ("inputs_kv", inputs_kv)):
+            if x.ndim != 3:
+                raise ValueError(f"{name} must have rank 3 [B, L, D], got shape {x.shape}")
+        proj = lambda name, heads: nn.DenseGeneral(  # noqa: E731 - four identical projections
+            (heads, self.head_dim), use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+            kernel_init=self.kernel_init, name=name)
+        query = proj("query", self.num_heads)(inputs_q)  # [B, T, N, H]
+        key = proj("key", kv_heads)(inputs_kv)  # [B, S, K, H]
+        value = proj("value", kv_heads)(inputs_kv)  # [B, S, K, H]
+        out = self.attention_fn(query, key, value, bias, mask, is_causal=is_causal,
+                                query_seq_lengths=query_seq_lengths,
+                                key_value_seq_lengths=key_value_seq_lengths, **attention_kwargs)
+        return nn.DenseGeneral(self.out_features or inputs_q.shape[-1], axis=(-2, -1), use_bias=self.use_bias,
+                               dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
+                               name="out")(out)
