@@ -116,12 +116,24 @@ def dense_attention(query, key, value, bias=None, mask=None, *, scale=None, is_c
 IMPLEMENTATIONS: dict[str, Callable[..., jnp.ndarray]] = {"dense": dense_attention}
 
 
-def _pick_implementation(implementation: str | None) -> Callable[..., jnp.ndarray]:
-    name = "dense" if implementation is None else implementation
-    if name not in IMPLEMENTATIONS:
+def _pick_implementation(implementation: str | None) -> Callable[..., jnp.ndarray] | None:
+    """The named implementation, or None for ``implementation=None`` (chosen after the checks)."""
+    if implementation is None:
+        return None
+    if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"implementation must be one of {sorted(IMPLEMENTATIONS)} or None, got {implementation!r}")
-    return IMPLEMENTATIONS[name]
+    return IMPLEMENTATIONS[implementation]
+
+
+def _select_implementation(query, key, value, bias, mask, *, is_causal, query_seq_lengths, key_value_seq_lengths,
+                           window, logit_softcap, dropout_rate) -> str:
+    # Imported here because backends registers its paths into IMPLEMENTATIONS, so it imports this module.
+    from attnjax.ops.backends import select_implementation
+    return select_implementation(
+        jax.default_backend(), query.shape, key.shape, value.shape, query.dtype, has_bias=bias is not None,
+        has_mask=mask is not None, has_seq_lengths=query_seq_lengths is not None or key_value_seq_lengths is not None,
+        is_causal=is_causal, window=window, logit_softcap=logit_softcap, dropout_rate=dropout_rate)
 
 
 def dot_product_attention(
@@ -140,6 +152,7 @@ def dot_product_attention(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     implementation: str | None = None,
+    block_sizes: Any = None,
 ) -> jnp.ndarray:
     """Scaled dot-product attention, ``softmax(scale * Q K^T + bias) V``, per head.
 
@@ -160,7 +173,10 @@ def dot_product_attention(
         logit_softcap: if set, logits are squashed to ``cap * tanh(logits / cap)`` before bias and masks.
         dropout_rate: dropout on the attention weights (inverted scaling); needs ``dropout_rng``.
         dropout_rng: PRNG key for dropout.
-        implementation: ``None`` (best available) or one of ``IMPLEMENTATIONS``.
+        implementation: ``None`` (best for the platform and shapes, see
+            ``attnjax.ops.backends.select_implementation``) or one of ``IMPLEMENTATIONS``.
+        block_sizes: ``attnjax.ops.BlockSizes`` for the blocked paths (``"blockwise"``, ``"pallas"``);
+            with ``implementation=None`` it is used only if a blocked path is chosen.
 
     Returns:
         ``[B, T, N, H]`` in the query dtype. A query row with no visible key is zeros.
@@ -178,10 +194,25 @@ def dot_product_attention(
                               key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
                               logit_softcap=logit_softcap)
     checks.check_dropout(dropout_rate, dropout_rng)
+    name = implementation
+    if impl is None:
+        name = _select_implementation(query, key, value, bias, mask, is_causal=is_causal,
+                                      query_seq_lengths=query_seq_lengths,
+                                      key_value_seq_lengths=key_value_seq_lengths, window=window,
+                                      logit_softcap=logit_softcap, dropout_rate=float(dropout_rate))
+        impl = IMPLEMENTATIONS[name]
+    from attnjax.ops.backends import TAKES_BLOCK_SIZES  # local for the same reason as above
+    extra = {}
+    if block_sizes is not None:
+        if name in TAKES_BLOCK_SIZES:
+            extra["block_sizes"] = block_sizes
+        elif implementation is not None:
+            raise ValueError(f"block_sizes is used only by {sorted(TAKES_BLOCK_SIZES)}, "
+                             f"got implementation={implementation!r}")
     out = impl(query, key, value, bias, mask, scale=scale, is_causal=is_causal,
                query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
                window=window, logit_softcap=logit_softcap, dropout_rate=float(dropout_rate),
-               dropout_rng=dropout_rng)
+               dropout_rng=dropout_rng, **extra)
     return out[0] if unbatched else out
 
 

@@ -1,0 +1,304 @@
+"""Accelerator back ends: ``"cudnn"``, ``"pallas"``, ``"pallas_interpret"``, and the choice for ``None``.
+
+* ``"cudnn"``: ``jax.nn.dot_product_attention(implementation="cudnn")`` (cuDNN flash attention).
+  Needs a CUDA GPU and float16/bfloat16 inputs; no ``logit_softcap``, no dropout, and a local window
+  only as ``(left, 0)`` or with ``is_causal``.
+* ``"pallas"``: the Pallas kernels that ship with JAX, ``jax.experimental.pallas.ops.gpu.attention.mha``
+  on GPU and ``jax.experimental.pallas.ops.tpu.flash_attention`` on TPU. They take only ``scale`` and
+  ``is_causal`` (grouped-query heads are repeated to ``N``); anything else is an error.
+* ``"pallas_interpret"``: the same GPU ``mha`` kernel run by the Pallas interpreter, on any back end
+  (CPU included). It is slow and exists to test the kernel path without an accelerator; it is never
+  chosen automatically.
+
+Asking for a back end by name never falls back silently: if it cannot run (wrong platform, or an
+option it cannot express), it raises ``ValueError`` saying why. ``implementation=None`` goes through
+:func:`select_implementation`, a pure function of the platform, the shapes and the options.
+
+Both kernel paths keep the attnjax convention that a query row with no visible key returns zeros.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attnjax.ops.dot_product import IMPLEMENTATIONS
+from attnjax.ops.masks import attention_mask
+
+# From experiments/bench_attention.py on a 2-core CPU (float32, N=8, H=64, forward+backward): the
+# blockwise path already beats the dense one at T=S=1024 and its memory grows as O(T + S), so it
+# takes over from T*S = 512*512 up; below that the dense path's single fused matmul wins.
+BLOCKWISE_MIN_LOGITS = 512 * 512
+
+_GPU_PLATFORMS = ("gpu", "cuda", "rocm")
+_CUDNN_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def cudnn_unsupported_reason(platform: str, query_shape, value_shape, dtype, *, is_causal: bool = False,
+                             window: tuple[int, int] | None = None, logit_softcap: float | None = None,
+                             dropout_rate: float = 0.0) -> str | None:
+    """Why cuDNN flash attention cannot run this call, or None if it can (pure; no device query).
+
+    Args:
+        platform: ``jax.default_backend()``-style name: ``"cpu"``, ``"gpu"``, ``"cuda"``, ``"rocm"``, ``"tpu"``.
+        query_shape: ``(B, T, N, H)``.
+        value_shape: ``(B, S, K, Hv)``.
+        dtype: input dtype.
+        is_causal, window, logit_softcap, dropout_rate: the call's options.
+    """
+    if platform not in ("gpu", "cuda"):
+        return f"cuDNN attention needs a CUDA GPU back end, found {platform!r}"
+    if jnp.dtype(dtype) not in _CUDNN_DTYPES:
+        return f"cuDNN flash attention needs float16 or bfloat16 inputs, got {jnp.dtype(dtype)}"
+    H, Hv = query_shape[-1], value_shape[-1]
+    if Hv != H:
+        return f"cuDNN attention needs value head dim == query head dim, got {Hv} != {H}"
+    if H % 8 or H > 128:
+        return f"cuDNN flash attention needs a head dim that is a multiple of 8 and <= 128, got {H}"
+    if logit_softcap is not None:
+        return "cuDNN attention does not implement logit_softcap"
+    if dropout_rate:
+        return "attnjax does not route dropout through cuDNN; use implementation='dense'"
+    if window is not None and window[1] != 0 and not is_causal:
+        return f"cuDNN supports only left windows (left, 0) unless is_causal, got local_window_size={window}"
+    return None
+
+
+def pallas_unsupported_reason(platform: str, query_shape, key_shape, value_shape, *, has_bias: bool = False,
+                              has_mask: bool = False, has_seq_lengths: bool = False,
+                              window: tuple[int, int] | None = None, logit_softcap: float | None = None,
+                              dropout_rate: float = 0.0, interpret: bool = False) -> str | None:
+    """Why the Pallas kernels cannot run this call, or None if they can (pure; no device query)."""
+    if not interpret and platform not in _GPU_PLATFORMS + ("tpu",):
+        return (f"Pallas attention kernels need a GPU or TPU back end, found {platform!r} "
+                "(use implementation='pallas_interpret' to run the GPU kernel in the Pallas interpreter)")
+    unsupported = [name for name, used in (("bias", has_bias), ("mask", has_mask),
+                                           ("query_seq_lengths/key_value_seq_lengths", has_seq_lengths),
+                                           ("local_window_size", window is not None),
+                                           ("logit_softcap", logit_softcap is not None),
+                                           ("dropout_rate", bool(dropout_rate))) if used]
+    if unsupported:
+        return (f"the Pallas attention kernels take only scale and is_causal, got {', '.join(unsupported)}; "
+                "use implementation='blockwise' or 'dense'")
+    if value_shape[-1] != query_shape[-1]:
+        return f"Pallas attention needs value head dim == query head dim, got {value_shape[-1]} != {query_shape[-1]}"
+    return None
+
+
+def select_implementation(platform: str, query_shape, key_shape, value_shape, dtype, *, has_bias: bool = False,
+                          has_mask: bool = False, has_seq_lengths: bool = False, is_causal: bool = False,
+                          window: tuple[int, int] | None = None, logit_softcap: float | None = None,
+                          dropout_rate: float = 0.0) -> str:
+    """The implementation ``implementation=None`` uses (pure function of platform, shapes and options).
+
+    * dropout: ``"dense"`` (the only path with dropout);
+    * CUDA GPU: ``"cudnn"`` when :func:`cudnn_unsupported_reason` finds nothing against it;
+    * TPU: ``"pallas"`` (TPU flash attention) for plain or causal attention with ``T, S`` multiples
+      of 128, at least 1024;
+    * otherwise ``"blockwise"`` once ``T * S >= BLOCKWISE_MIN_LOGITS``, else ``"dense"``.
+
+    Args:
+        platform: back end name, e.g. ``jax.default_backend()``.
+        query_shape, key_shape, value_shape: ``[B, T, N, H]``, ``[B, S, K, H]``, ``[B, S, K, Hv]``.
+        dtype: input dtype.
+        has_bias, has_mask, has_seq_lengths, is_causal, window, logit_softcap, dropout_rate: options.
+
+    Returns:
+        A key of ``IMPLEMENTATIONS``.
+    """
+    if dropout_rate:
+        return "dense"
+    T, S = query_shape[1], key_shape[1]
+    if cudnn_unsupported_reason(platform, query_shape, value_shape, dtype, is_causal=is_causal, window=window,
+                                logit_softcap=logit_softcap) is None:
+        return "cudnn"
+    if (platform == "tpu" and T % 128 == 0 and S % 128 == 0 and min(T, S) >= 1024
+            and pallas_unsupported_reason(platform, query_shape, key_shape, value_shape, has_bias=has_bias,
+                                          has_mask=has_mask, has_seq_lengths=has_seq_lengths, window=window,
+                                          logit_softcap=logit_softcap) is None):
+        return "pallas"
+    return "blockwise" if T * S >= BLOCKWISE_MIN_LOGITS else "dense"
+
+
+def _rows_with_keys(T: int, S: int, mask, *, is_causal, query_seq_lengths, key_value_seq_lengths, window):
+    """Boolean ``[B|1, N|1, T, 1]``: which query rows see at least one key (None: all of them).
+
+    Without a user mask this is O(B*T) from positions; with one, the mask is combined exactly.
+    """
+    if mask is not None:
+        full = attention_mask(T, S, mask=mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                              key_value_seq_lengths=key_value_seq_lengths, window=window)
+        return jnp.any(full, axis=-1, keepdims=True)
+    if not is_causal and window is None and query_seq_lengths is None and key_value_seq_lengths is None:
+        return None
+    rows = jnp.arange(T)[None, :]  # [1, T]
+    kv_len = jnp.full((1, 1), S) if key_value_seq_lengths is None else jnp.minimum(
+        jnp.asarray(key_value_seq_lengths)[:, None], S)
+    lo = jnp.zeros_like(rows)
+    hi = jnp.broadcast_to(kv_len - 1, (kv_len.shape[0], T))
+    right = None if window is None else window[1]
+    if is_causal:
+        right = 0 if right is None else min(right, 0)
+    if right is not None:
+        hi = jnp.minimum(hi, rows + right)
+    if window is not None:
+        lo = jnp.maximum(lo, rows - window[0])
+    ok = lo <= hi
+    if query_seq_lengths is not None:
+        ok = ok & (rows < jnp.asarray(query_seq_lengths)[:, None])
+    return ok[:, None, :, None]
+
+
+def _zero_rows_without_keys(out, rows_ok):
+    """``out [B, T, N, H]`` with rows that see no key set to 0 (the attnjax convention)."""
+    if rows_ok is None:
+        return out
+    return jnp.where(jnp.swapaxes(rows_ok, 1, 2), out, jnp.zeros((), out.dtype))
+
+
+def _jax_nn_attention(query, key, value, bias, mask, *, scale, is_causal, query_seq_lengths,
+                      key_value_seq_lengths, window, jax_implementation):
+    """``jax.nn.dot_product_attention`` on checked arguments, with attnjax's fully-masked-row zeros."""
+    if window is not None and is_causal:
+        window = (window[0], 0)  # equivalent under causality, and the only form cuDNN accepts
+    as_i32 = lambda x: None if x is None else jnp.asarray(x, jnp.int32)
+    out = jax.nn.dot_product_attention(
+        query, key, value, bias=bias, mask=mask, scale=scale, is_causal=is_causal,
+        query_seq_lengths=as_i32(query_seq_lengths), key_value_seq_lengths=as_i32(key_value_seq_lengths),
+        local_window_size=window, implementation=jax_implementation)
+    rows_ok = _rows_with_keys(query.shape[1], key.shape[1], mask, is_causal=is_causal,
+                              query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
+                              window=window)
+    return _zero_rows_without_keys(out, rows_ok)
+
+
+def cudnn_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
+                    query_seq_lengths=None, key_value_seq_lengths=None, window=None, logit_softcap=None,
+                    dropout_rate=0.0, dropout_rng=None):
+    """cuDNN flash attention through ``jax.nn.dot_product_attention`` (checked arguments).
+
+    Raises:
+        ValueError: no CUDA GPU, or an option cuDNN cannot express (see :func:`cudnn_unsupported_reason`).
+    """
+    del dropout_rng
+    platform = jax.default_backend()
+    reason = cudnn_unsupported_reason(platform, query.shape, value.shape, query.dtype, is_causal=is_causal,
+                                      window=window, logit_softcap=logit_softcap, dropout_rate=dropout_rate)
+    if reason is not None:
+        raise ValueError(f"implementation='cudnn' cannot run: {reason}")
+    return _jax_nn_attention(query, key, value, bias, mask, scale=scale, is_causal=is_causal,
+                             query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
+                             window=window, jax_implementation="cudnn")
+
+
+def _repeat_kv(query, key, value):
+    """Repeats key/value heads to the query's ``N`` (the Pallas kernels have no grouped-query mode)."""
+    G = query.shape[2] // key.shape[2]
+    if G == 1:
+        return key, value
+    return jnp.repeat(key, G, axis=2), jnp.repeat(value, G, axis=2)
+
+
+def _gpu_mha(query, key, value, *, scale, is_causal, interpret, block_q, block_k):
+    """Runs ``pallas.ops.gpu.attention.mha`` on ``[B, T, N, H]`` inputs of any ``T`` and ``S``.
+
+    ``mha`` needs ``T`` and ``S`` to be block multiples. Padded query rows are dropped. Padded keys
+    must be hidden: under ``is_causal`` with ``T == S`` they come after every real query, so causality
+    hides them; otherwise (``T == S``) segment ids (real 0, padding 1) do, since ``mha`` takes one
+    segment-id array for queries and keys alike.
+    """
+    from jax.experimental.pallas.ops.gpu import attention as gpu_attention
+
+    T, S = query.shape[1], key.shape[1]
+    bq, bk = min(block_q, T), min(block_k, S)
+    sizes = gpu_attention.BlockSizes(block_q=bq, block_k=bk, block_q_dkv=bq, block_kv_dkv=bk,
+                                     block_q_dq=bq, block_kv_dq=bk)
+    segment_ids = None
+    pad_q, pad_k = -T % bq, -S % bk
+    if pad_k:
+        if T != S:
+            raise ValueError(
+                f"implementation='pallas' needs S ({S}) to be a multiple of block_k ({bk}) when T ({T}) != S; "
+                "pass block sizes that divide S or use implementation='blockwise'")
+        step = math.lcm(bq, bk)
+        pad_q = pad_k = -T % step
+        if not is_causal:
+            segment_ids = jnp.broadcast_to((jnp.arange(T + pad_q) >= T).astype(jnp.int32), (query.shape[0], T + pad_q))
+    q = jnp.pad(query, ((0, 0), (0, pad_q), (0, 0), (0, 0)))
+    k = jnp.pad(key, ((0, 0), (0, pad_k), (0, 0), (0, 0)))
+    v = jnp.pad(value, ((0, 0), (0, pad_k), (0, 0), (0, 0)))
+    out = gpu_attention.mha(q, k, v, segment_ids, sm_scale=scale, causal=is_causal, block_sizes=sizes,
+                            interpret=interpret)
+    return out[:, :T]
+
+
+def _tpu_flash(query, key, value, *, scale, is_causal):
+    """``pallas.ops.tpu.flash_attention`` on ``[B, T, N, H]`` inputs (it works in ``[B, N, T, H]``)."""
+    from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash
+
+    to_bnth = lambda x: jnp.swapaxes(x, 1, 2)
+    out = tpu_flash.flash_attention(to_bnth(query), to_bnth(key), to_bnth(value), causal=is_causal,
+                                    sm_scale=scale)
+    return jnp.swapaxes(out, 1, 2)
+
+
+def _pallas(query, key, value, bias, mask, *, scale, is_causal, query_seq_lengths, key_value_seq_lengths, window,
+            logit_softcap, dropout_rate, interpret, block_sizes):
+    platform = jax.default_backend()
+    reason = pallas_unsupported_reason(
+        platform, query.shape, key.shape, value.shape, has_bias=bias is not None, has_mask=mask is not None,
+        has_seq_lengths=query_seq_lengths is not None or key_value_seq_lengths is not None, window=window,
+        logit_softcap=logit_softcap, dropout_rate=dropout_rate, interpret=interpret)
+    name = "pallas_interpret" if interpret else "pallas"
+    if reason is not None:
+        raise ValueError(f"implementation={name!r} cannot run: {reason}")
+    scale = float(1.0 / np.sqrt(query.shape[-1]) if scale is None else scale)
+    key, value = _repeat_kv(query, key, value)
+    if platform == "tpu" and not interpret:
+        if block_sizes is not None:
+            raise ValueError("implementation='pallas' on TPU uses the kernel's own block sizes; pass block_sizes=None")
+        return _tpu_flash(query, key, value, scale=scale, is_causal=is_causal)
+    block_q = 64 if block_sizes is None else block_sizes.block_q
+    block_k = 64 if block_sizes is None else block_sizes.block_k
+    return _gpu_mha(query, key, value, scale=scale, is_causal=is_causal, interpret=interpret, block_q=block_q,
+                    block_k=block_k)
+
+
+def pallas_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
+                     query_seq_lengths=None, key_value_seq_lengths=None, window=None, logit_softcap=None,
+                     dropout_rate=0.0, dropout_rng=None, block_sizes: Any = None):
+    """JAX's Pallas attention kernel for the platform: GPU ``mha`` or TPU flash attention (checked args).
+
+    Args:
+        block_sizes: an ``attnjax.ops.BlockSizes``; its ``block_q``/``block_k`` tile the GPU kernel
+            (default 64/64, clipped to ``T``/``S``).
+
+    Raises:
+        ValueError: not on GPU/TPU, or an option the kernels cannot express.
+    """
+    del dropout_rng
+    return _pallas(query, key, value, bias, mask, scale=scale, is_causal=is_causal,
+                   query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths, window=window,
+                   logit_softcap=logit_softcap, dropout_rate=dropout_rate, interpret=False, block_sizes=block_sizes)
+
+
+def pallas_interpret_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
+                               query_seq_lengths=None, key_value_seq_lengths=None, window=None, logit_softcap=None,
+                               dropout_rate=0.0, dropout_rng=None, block_sizes: Any = None):
+    """The GPU Pallas ``mha`` kernel run by the Pallas interpreter, on any back end (slow; for tests)."""
+    del dropout_rng
+    return _pallas(query, key, value, bias, mask, scale=scale, is_causal=is_causal,
+                   query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths, window=window,
+                   logit_softcap=logit_softcap, dropout_rate=dropout_rate, interpret=True, block_sizes=block_sizes)
+
+
+IMPLEMENTATIONS["cudnn"] = cudnn_attention
+IMPLEMENTATIONS["pallas"] = pallas_attention
+IMPLEMENTATIONS["pallas_interpret"] = pallas_interpret_attention
+
+# Paths that take a ``block_sizes`` keyword (dot_product_attention passes it only to these).
+TAKES_BLOCK_SIZES = frozenset({"blockwise", "pallas", "pallas_interpret"})

@@ -1,0 +1,144 @@
+"""Memory-efficient (flash-attention-2 style) attention: ``implementation="blockwise"``.
+
+Neither pass ever holds a ``[T, S]`` matrix. The forward loops over query blocks and, inside, over
+key blocks with an online softmax (float32 running max ``m`` and sum ``l``); it saves only the
+output and the float32 log-sum-exp per query row. The backward (:mod:`attnjax.ops.blockwise_kernels`,
+a ``jax.custom_vjp``) recomputes each block's probabilities from that log-sum-exp instead of storing
+them. Key blocks that causality, a local window or ``key_value_seq_lengths`` mask entirely are never
+visited (dynamic loop bounds), so causal attention does about half the work.
+
+Layout inside the kernels: query heads are grouped under their key/value head and the group is
+folded into the row axis of each matmul, ``q [nq, B, K, G*bq, H]`` against ``k [nk, B, K, bk, H]``,
+so grouped-query attention never repeats keys or values in memory and every block is one batched
+matmul over all heads at once. ``T`` and ``S`` are padded up to block multiples; padded keys are
+masked and padded query rows dropped.
+
+Numerics match :func:`attnjax.ops.dot_product.dense_attention`: float32 statistics, masked logits
+at the finite ``MASK_VALUE``, a query row with no visible key returns zeros with zero gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attnjax.ops import blockwise_kernels as kernels
+from attnjax.ops.dot_product import IMPLEMENTATIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+    """Tile sizes of the blockwise path (hashable: usable as a ``jax.jit`` static argument).
+
+    A block never exceeds the sequence: ``min(block_q, T)`` and ``min(block_k, S)`` are used, and
+    the sequence is padded up to a multiple of that. The defaults were measured on a 2-core AVX2
+    CPU (float32, H=64, N=8, T=S=1024..4096, forward+backward); larger key blocks amortize the
+    per-iteration loop overhead, while a ``[K, G*block_q, block_k]`` float32 score tile should stay
+    within a few MiB of cache. On GPU/TPU prefer the ``"cudnn"``/``"pallas"`` kernels (see TPU_NOTES.md).
+
+    Attributes:
+        block_q: query rows per block (all heads of a block are processed together).
+        block_k: keys per block.
+    """
+
+    block_q: int = 256
+    block_k: int = 512
+
+    def __post_init__(self):
+        for name in ("block_q", "block_k"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"BlockSizes.{name} must be a positive int, got {value!r}")
+
+
+def _split_heads(x: jnp.ndarray | None, K: int, G: int, pad: tuple[int, int], fill: Any) -> jnp.ndarray | None:
+    """``[B|1, N|1, T|1, S|1]`` -> ``[B|1, K|1, G|1, Tp|1, Sp|1]``, padding only the axes that are not 1."""
+    if x is None:
+        return None
+    x = jnp.asarray(x)
+    b, n, t, s = x.shape
+    x = x.reshape(b, K, G, t, s) if n > 1 else x.reshape(b, 1, 1, t, s)
+    pad_t = pad[0] if t > 1 else 0
+    pad_s = pad[1] if s > 1 else 0
+    if pad_t or pad_s:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, pad_t), (0, pad_s)), constant_values=fill)
+    return x
+
+
+@functools.partial(jax.jit, static_argnames=("scale", "is_causal", "window", "logit_softcap", "block_sizes"))
+def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, *, scale, is_causal,
+               window, logit_softcap, block_sizes):
+    B, T, N, H = query.shape
+    S, K, Hv = key.shape[1], key.shape[2], value.shape[3]
+    G = N // K
+    bq, bk = min(block_sizes.block_q, T), min(block_sizes.block_k, S)
+    nq, nk = -(-T // bq), -(-S // bk)
+    pad_t, pad_s = nq * bq - T, nk * bk - S
+
+    q = jnp.pad(query, ((0, 0), (0, pad_t), (0, 0), (0, 0)))
+    q = q.reshape(B, nq, bq, K, G, H).transpose(1, 0, 3, 4, 2, 5).reshape(nq, B, K, G * bq, H)
+    k = jnp.pad(key, ((0, 0), (0, pad_s), (0, 0), (0, 0))).reshape(B, nk, bk, K, H).transpose(1, 0, 3, 2, 4)
+    v = jnp.pad(value, ((0, 0), (0, pad_s), (0, 0), (0, 0))).reshape(B, nk, bk, K, Hv).transpose(1, 0, 3, 2, 4)
+    bias5 = _split_heads(bias, K, G, (pad_t, pad_s), 0.0)
+    mask5 = _split_heads(mask, K, G, (pad_t, pad_s), False)
+    qlen = None if query_seq_lengths is None else jnp.asarray(query_seq_lengths, jnp.int32)
+    kvlen = None if key_value_seq_lengths is None else jnp.asarray(key_value_seq_lengths, jnp.int32)
+
+    config = kernels.Config(T=T, S=S, G=G, bq=bq, bk=bk, scale=float(1.0 / np.sqrt(H) if scale is None else scale),
+                            is_causal=bool(is_causal), window=window, logit_softcap=logit_softcap)
+    out = kernels.flash_attention(config, q, k, v, bias5, mask5, qlen, kvlen)  # [nq, B, K, G*bq, Hv]
+    out = out.reshape(nq, B, K, G, bq, Hv).transpose(1, 0, 4, 2, 3, 5).reshape(B, nq * bq, N, Hv)
+    return out[:, :T]
+
+
+def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
+                        query_seq_lengths=None, key_value_seq_lengths=None, window=None, logit_softcap=None,
+                        dropout_rate=0.0, dropout_rng=None, block_sizes: BlockSizes | None = None):
+    """Blockwise attention on already-checked arguments (the ``"blockwise"`` implementation).
+
+    Args:
+        query: ``[B, T, N, H]``.
+        key: ``[B, S, K, H]``, ``N % K == 0``.
+        value: ``[B, S, K, Hv]``.
+        bias: floating, broadcastable to ``[B, N, T, S]``; differentiable (its gradient has its own,
+            possibly broadcast, shape).
+        mask: boolean, broadcastable to ``[B, N, T, S]``, ``True`` = attend.
+        scale: logit multiplier, default ``1 / sqrt(H)``.
+        is_causal: query ``i`` sees keys ``j <= i``; fully masked key blocks are skipped.
+        query_seq_lengths: ``[B]`` int; rows past the length are zeros.
+        key_value_seq_lengths: ``[B]`` int; keys past the length are ignored (and blocks past the
+            longest length skipped).
+        window: ``(left, right)`` local window or None; blocks outside it are skipped.
+        logit_softcap: ``cap * tanh(logits / cap)`` before bias and masks.
+        dropout_rate: must be 0 (dropout is not implemented on this path).
+        dropout_rng: unused.
+        block_sizes: :class:`BlockSizes`, default ``BlockSizes()``.
+
+    Returns:
+        ``[B, T, N, Hv]`` in the query dtype.
+
+    Raises:
+        ValueError: ``dropout_rate > 0``, or ``block_sizes`` not a :class:`BlockSizes`.
+    """
+    del dropout_rng
+    if dropout_rate:
+        raise ValueError(
+            f"implementation='blockwise' does not implement attention dropout, got dropout_rate={dropout_rate}; "
+            "use implementation='dense' for dropout")
+    if block_sizes is None:
+        block_sizes = BlockSizes()
+    if not isinstance(block_sizes, BlockSizes):
+        raise ValueError(f"block_sizes must be an attnjax.ops.BlockSizes, got {block_sizes!r}")
+    return _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths,
+                      scale=None if scale is None else float(scale), is_causal=bool(is_causal),
+                      window=None if window is None else tuple(window),
+                      logit_softcap=None if logit_softcap is None else float(logit_softcap),
+                      block_sizes=block_sizes)
+
+
+IMPLEMENTATIONS["blockwise"] = blockwise_attention

@@ -1,0 +1,278 @@
+"""Forward and backward loops of blockwise attention, wired together with ``jax.custom_vjp``.
+
+Everything here works on the blocked layout built by :mod:`attnjax.ops.blockwise`:
+
+* ``q [nq, B, K, G*bq, H]``: query block ``i`` holds rows ``i*bq .. i*bq+bq-1`` of all ``G`` query
+  heads of key/value head ``k`` (folded row index ``r = g*bq + t``);
+* ``k [nk, B, K, bk, H]``, ``v [nk, B, K, bk, Hv]``;
+* ``bias``/``mask`` ``[B|1, K|1, G|1, Tp|1, Sp|1]`` (``Tp = nq*bq``, ``Sp = nk*bk``);
+* ``qlen``/``kvlen`` ``[B]`` int32 or None.
+
+The backward is flash-attention-2: one sweep over key blocks (``scan``, producing ``dK``/``dV`` per
+block) with an inner loop over the query blocks that see it, accumulating ``dQ`` (and the bias
+gradient) in place. Per block it recomputes ``P = exp(S - lse)`` and uses
+``dS = P * (dP - rowsum(dO * O))``. No loop is differentiated by JAX, which is what allows
+dynamic (data-dependent) loop bounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from attnjax.ops.dot_product import MASK_VALUE
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Static description of one blockwise call (hashable; a ``custom_vjp`` non-differentiable arg).
+
+    Attributes:
+        T, S: true (unpadded) query and key lengths.
+        G: query heads per key/value head.
+        bq, bk: block sizes; ``Tp = nq*bq >= T`` and ``Sp = nk*bk >= S``.
+        scale: logit multiplier.
+        is_causal: key ``j`` visible to query ``i`` only if ``j <= i``.
+        window: ``(left, right)`` or None.
+        logit_softcap: ``cap`` or None.
+    """
+
+    T: int
+    S: int
+    G: int
+    bq: int
+    bk: int
+    scale: float
+    is_causal: bool
+    window: tuple[int, int] | None
+    logit_softcap: float | None
+
+    @property
+    def nq(self) -> int:
+        return -(-self.T // self.bq)
+
+    @property
+    def nk(self) -> int:
+        return -(-self.S // self.bk)
+
+    @property
+    def right(self) -> int | None:
+        """Largest ``j - i`` allowed (None: unbounded)."""
+        right = None if self.window is None else self.window[1]
+        if self.is_causal:
+            right = 0 if right is None else min(right, 0)
+        return right
+
+    @property
+    def left(self) -> int | None:
+        """Largest ``i - j`` allowed (None: unbounded)."""
+        return None if self.window is None else self.window[0]
+
+
+def _kv_len(cfg: Config, kvlen):
+    return None if kvlen is None else jnp.minimum(kvlen, cfg.S)
+
+
+def key_block_range(cfg: Config, i, kvlen):
+    """``[lo, hi)`` of key blocks with at least one key visible to some row of query block ``i``."""
+    lo, hi = jnp.int32(0), jnp.int32(cfg.nk)
+    if cfg.left is not None:
+        lo = jnp.maximum(lo, (i * cfg.bq - cfg.left) // cfg.bk)
+    if cfg.right is not None:
+        hi = jnp.minimum(hi, (i * cfg.bq + cfg.bq - 1 + cfg.right) // cfg.bk + 1)
+    if kvlen is not None:
+        hi = jnp.minimum(hi, (jnp.max(_kv_len(cfg, kvlen)) + cfg.bk - 1) // cfg.bk)
+    return lo, jnp.maximum(hi, lo)
+
+
+def query_block_range(cfg: Config, j, qlen, kvlen):
+    """``[lo, hi)`` of query blocks with at least one row that sees a key of key block ``j``."""
+    lo, hi = jnp.int32(0), jnp.int32(cfg.nq)
+    if cfg.right is not None:
+        lo = jnp.maximum(lo, (j * cfg.bk - cfg.right) // cfg.bq)
+    if cfg.left is not None:
+        hi = jnp.minimum(hi, (j * cfg.bk + cfg.bk - 1 + cfg.left) // cfg.bq + 1)
+    if qlen is not None:
+        hi = jnp.minimum(hi, (jnp.max(qlen) + cfg.bq - 1) // cfg.bq)
+    if kvlen is not None:  # a key block past every sequence's end is seen by nobody
+        hi = jnp.where(j * cfg.bk < jnp.max(_kv_len(cfg, kvlen)), hi, lo)
+    return lo, jnp.maximum(hi, lo)
+
+
+def _slice_block(x, i, j, cfg: Config):
+    """Block ``(i, j)`` of a ``[.., Tp|1, Sp|1]`` bias or mask (broadcast axes are not sliced)."""
+    t_start = i * cfg.bq if x.shape[3] > 1 else 0
+    s_start = j * cfg.bk if x.shape[4] > 1 else 0
+    sizes = x.shape[:3] + (cfg.bq if x.shape[3] > 1 else 1, cfg.bk if x.shape[4] > 1 else 1)
+    return lax.dynamic_slice(x, (0, 0, 0, t_start, s_start), sizes)
+
+
+def _block_mask(cfg: Config, i, j, mask, qlen, kvlen):
+    """Boolean visibility of block ``(i, j)``, broadcastable to ``[B, K, G, bq, bk]``, or None."""
+    q_pos = i * cfg.bq + jnp.arange(cfg.bq)
+    k_pos = j * cfg.bk + jnp.arange(cfg.bk)
+    parts = []
+    if cfg.right is not None:
+        parts.append((k_pos[None, :] <= q_pos[:, None] + cfg.right)[None, None, None])
+    if cfg.left is not None:
+        parts.append((k_pos[None, :] >= q_pos[:, None] - cfg.left)[None, None, None])
+    if kvlen is not None:
+        parts.append(k_pos[None, :] < _kv_len(cfg, kvlen)[:, None])
+        parts[-1] = parts[-1][:, None, None, None, :]
+    elif cfg.nk * cfg.bk != cfg.S:  # padded keys
+        parts.append((k_pos < cfg.S)[None, None, None, None, :])
+    if qlen is not None:
+        parts.append((q_pos[None, :] < qlen[:, None])[:, None, None, :, None])
+    if mask is not None:
+        parts.append(_slice_block(mask, i, j, cfg))
+    if not parts:
+        return None
+    return functools.reduce(jnp.logical_and, parts)
+
+
+def _prescaled(q):
+    """Float32 queries are multiplied by the scale once, up front, which saves one pass over every
+    ``[G*bq, bk]`` score tile; lower precisions keep the exact float32 multiply after the matmul."""
+    return q.dtype == jnp.float32
+
+
+def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen):
+    """Masked float32 logits ``[B, K, G*bq, bk]`` of block ``(i, j)`` and the softcap's ``tanh``.
+
+    ``q_i`` is already multiplied by the scale when :func:`_prescaled`.
+
+    Returns:
+        ``(logits, tanh_or_None)``; masked entries are exactly ``MASK_VALUE``.
+    """
+    s = jnp.einsum("bkqh,bksh->bkqs", q_i, k_j, preferred_element_type=jnp.float32)
+    if not _prescaled(q_i):
+        s = s * jnp.float32(cfg.scale)
+    t = None
+    if cfg.logit_softcap is not None:
+        t = jnp.tanh(s / cfg.logit_softcap)
+        s = cfg.logit_softcap * t
+    visible = _block_mask(cfg, i, j, mask, qlen, kvlen)
+    if bias is None and visible is None:
+        return s, t
+    B, K = s.shape[:2]
+    s5 = s.reshape(B, K, cfg.G, cfg.bq, cfg.bk)
+    if bias is not None:
+        s5 = s5 + _slice_block(bias, i, j, cfg).astype(jnp.float32)
+    if visible is not None:
+        s5 = jnp.where(visible, s5, MASK_VALUE)
+    return s5.reshape(s.shape), t
+
+
+def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
+    """Returns ``out [nq, B, K, G*bq, Hv]`` (query dtype) and ``lse [nq, B, K, G*bq]`` float32."""
+
+    def one_query_block(args):
+        q_i, i = args
+        rows = q_i.shape[:3]
+
+        def body(j, carry):
+            m, l, acc = carry
+            s, _ = _block_logits(cfg, q_i, k[j], i, j, bias, mask, qlen, kvlen)
+            m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+            # While a row has seen only masked keys, m == MASK_VALUE and those keys get weight 1;
+            # the first visible key makes alpha = exp(MASK_VALUE - m) = 0, which erases them.
+            alpha = jnp.exp(m - m_new)
+            p = jnp.exp(s - m_new[..., None])
+            l = l * alpha + jnp.sum(p, axis=-1)
+            pv = jnp.einsum("bkqs,bksh->bkqh", p.astype(v.dtype), v[j], preferred_element_type=jnp.float32)
+            return m_new, l, acc * alpha[..., None] + pv
+
+        init = (jnp.full(rows, MASK_VALUE, jnp.float32), jnp.zeros(rows, jnp.float32),
+                jnp.zeros(rows + (v.shape[-1],), jnp.float32))
+        lo, hi = key_block_range(cfg, i, kvlen)
+        m, l, acc = lax.fori_loop(lo, hi, body, init)
+        has_key = m > MASK_VALUE
+        safe_l = jnp.where(has_key, l, 1.0)
+        out = jnp.where(has_key[..., None], acc / safe_l[..., None], 0.0)
+        # +inf makes the backward's exp(s - lse) exactly 0 on rows without a visible key.
+        lse = jnp.where(has_key, m + jnp.log(safe_l), jnp.inf)
+        return out.astype(q.dtype), lse
+
+    q_in = q * jnp.float32(cfg.scale) if _prescaled(q) else q
+    return lax.map(one_query_block, (q_in, jnp.arange(cfg.nq, dtype=jnp.int32)))
+
+
+def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, out, lse, dout):
+    """Gradients wrt ``q, k, v`` (input dtypes) and ``bias`` (float32 in bias's blocked shape, or None)."""
+    delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # rowsum(dO * O)
+    B, K = q.shape[1:3]
+    # dK and dV contract over query rows. CPU matmul kernels are ~3x slower when the left operand
+    # contracts its row axis, so keep Q^T and dO^T ([.., H, G*bq]) and accumulate dK^T, dV^T instead.
+    # The logit scale is applied once to the summed dQ and dK, not per block.
+    q_dtype = q.dtype
+    q = q * jnp.float32(cfg.scale) if _prescaled(q) else q
+    q_t, dout_t = jnp.swapaxes(q, -1, -2), jnp.swapaxes(dout, -1, -2)
+    dk_scale = jnp.float32(1.0 if _prescaled(q) else cfg.scale)
+
+    def one_key_block(carry, j):
+        dq, dbias = carry
+        k_j, v_j = k[j], v[j]
+
+        def body(i, inner):
+            dq, dbias, dk_j, dv_j = inner
+            q_i, do_i = q[i], dout[i]
+            q_t_i, do_t_i = q_t[i], dout_t[i]
+            s, t = _block_logits(cfg, q_i, k_j, i, j, bias, mask, qlen, kvlen)
+            p = jnp.exp(s - lse[i][..., None])
+            dv_j = dv_j + jnp.einsum("bkhq,bkqs->bkhs", do_t_i, p.astype(do_i.dtype),
+                                     preferred_element_type=jnp.float32)
+            dp = jnp.einsum("bkqh,bksh->bkqs", do_i, v_j, preferred_element_type=jnp.float32)
+            ds = p * (dp - delta[i][..., None])  # gradient wrt the (capped, biased) logits
+            if dbias is not None:
+                ds5 = ds.reshape(B, K, cfg.G, cfg.bq, cfg.bk)
+                axes = tuple(a for a in range(5) if dbias.shape[a] == 1 and ds5.shape[a] > 1)
+                block = jnp.sum(ds5, axis=axes, keepdims=True)
+                starts = (0, 0, 0, i * cfg.bq if dbias.shape[3] > 1 else 0, j * cfg.bk if dbias.shape[4] > 1 else 0)
+                old = lax.dynamic_slice(dbias, starts, block.shape)
+                dbias = lax.dynamic_update_slice(dbias, old + block, starts)
+            if t is not None:
+                ds = ds * (1.0 - t * t)
+            dq_i = jnp.einsum("bkqs,bksh->bkqh", ds.astype(k_j.dtype), k_j, preferred_element_type=jnp.float32)
+            dq = lax.dynamic_update_index_in_dim(dq, dq[i] + dq_i, i, 0)
+            dk_j = dk_j + jnp.einsum("bkhq,bkqs->bkhs", q_t_i, ds.astype(q_i.dtype),
+                                     preferred_element_type=jnp.float32)
+            return dq, dbias, dk_j, dv_j
+
+        t_shape = lambda x: x.shape[:2] + (x.shape[3], x.shape[2])
+        init = (dq, dbias, jnp.zeros(t_shape(k_j), jnp.float32), jnp.zeros(t_shape(v_j), jnp.float32))
+        lo, hi = query_block_range(cfg, j, qlen, kvlen)
+        dq, dbias, dk_t_j, dv_t_j = lax.fori_loop(lo, hi, body, init)
+        return (dq, dbias), (jnp.swapaxes(dk_t_j * dk_scale, -1, -2).astype(k.dtype),
+                             jnp.swapaxes(dv_t_j, -1, -2).astype(v.dtype))
+
+    dbias0 = None if bias is None else jnp.zeros(bias.shape, jnp.float32)
+    (dq, dbias), (dk, dv) = lax.scan(one_key_block, (jnp.zeros(q.shape, jnp.float32), dbias0),
+                                     jnp.arange(cfg.nk, dtype=jnp.int32))
+    return (dq * jnp.float32(cfg.scale)).astype(q_dtype), dk, dv, dbias
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def flash_attention(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
+    """Blockwise attention on the blocked layout; returns ``out [nq, B, K, G*bq, Hv]``."""
+    return _forward(cfg, q, k, v, bias, mask, qlen, kvlen)[0]
+
+
+def _flash_fwd(cfg, q, k, v, bias, mask, qlen, kvlen):
+    out, lse = _forward(cfg, q, k, v, bias, mask, qlen, kvlen)
+    return out, (q, k, v, bias, mask, qlen, kvlen, out, lse)
+
+
+def _flash_bwd(cfg, residuals, dout):
+    q, k, v, bias, mask, qlen, kvlen, out, lse = residuals
+    dq, dk, dv, dbias = _backward(cfg, q, k, v, bias, mask, qlen, kvlen, out, lse, dout)
+    if dbias is not None:
+        dbias = dbias.astype(bias.dtype)
+    # Masks and sequence lengths are boolean/integer: None is their (symbolic zero) cotangent.
+    return dq, dk, dv, dbias, None, None, None
+
+
+flash_attention.defvjp(_flash_fwd, _flash_bwd)
