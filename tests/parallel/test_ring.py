@@ -1,0 +1,226 @@
+"""Ring attention on 8 fake CPU devices equals the dense reference, values and gradients."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec
+
+import attnjax
+from attnjax.ops.masks import position_mask
+from attnjax.parallel import LAYOUTS, from_layout, layout_positions, ring_attention, ring_self_attention, to_layout
+
+AUTO = jax.sharding.AxisType.Auto
+
+
+@functools.lru_cache(maxsize=None)
+def _mesh(shape=(8,), names=("seq",)):
+    n = int(np.prod(shape))
+    return jax.make_mesh(shape, names, axis_types=(AUTO,) * len(shape), devices=jax.devices()[:n])
+
+
+def _inputs(B, T, S, N, K, H, dtype=jnp.float32, seed=0):
+    r = np.random.RandomState(seed)
+    q, k, v = (jnp.asarray(r.randn(*shape), dtype) for shape in ((B, T, N, H), (B, S, K, H), (B, S, K, H)))
+    cotangent = jnp.asarray(r.randn(B, T, N, H), dtype)
+    return q, k, v, cotangent
+
+
+def _value_and_grads(attention, q, k, v, cotangent):
+    out, pull = jax.vjp(attention, q, k, v)
+    return out, pull(cotangent)
+
+
+# One entry per code path: (shapes B, T, S, N, K, H), mesh shape, keyword arguments. Options are
+# combined so that each entry is one compile (the file must stay fast on 2 shared CPU cores).
+CASES = {
+    # No mask at all (the mask-free path), multi-query (K = 1), a 4-device sub-mesh.
+    "full-mqa-mesh4": ((2, 32, 32, 4, 1, 8), (4,), dict()),
+    "causal-contiguous": ((3, 32, 32, 4, 2, 8), (8,), dict(is_causal=True, layout="contiguous", kv_lengths=True)),
+    "causal-striped": ((3, 32, 32, 4, 2, 8), (8,), dict(is_causal=True, layout="striped", kv_lengths=True)),
+    "causal-zigzag": ((3, 32, 32, 4, 2, 8), (8,), dict(is_causal=True, layout="zigzag", kv_lengths=True)),
+    "window-qlengths-softcap-zigzag": ((3, 32, 32, 4, 2, 8), (8,), dict(
+        layout="zigzag", local_window_size=(5, 2), q_lengths=True, logit_softcap=2.0, scale=0.3)),
+    # Cross-attention (S != T: chunk sizes differ) with the batch also sharded, over data x seq.
+    "cross-causal-zigzag-data-seq": ((4, 32, 64, 2, 2, 8), (2, 4), dict(
+        is_causal=True, layout="zigzag", kv_lengths=True, batch_axis_name="data")),
+}
+def _lengths(B, length, short):
+    # Full, partial and empty (every query row fully masked) sequences.
+    return jnp.array([length, short, 0, length][:B], jnp.int32)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_ring_self_attention_matches_dense_values_and_grads(name):
+    (B, T, S, N, K, H), mesh_shape, options = CASES[name]
+    options = dict(options)
+    q, k, v, cotangent = _inputs(B, T, S, N, K, H)
+    names = ("seq",) if len(mesh_shape) == 1 else ("data", "seq")
+    kv_lengths = _lengths(B, S, 13) if options.pop("kv_lengths", False) else None
+    q_lengths = _lengths(B, T, 20) if options.pop("q_lengths", False) else None
+    ring_kwargs = dict(mesh=_mesh(mesh_shape, names), axis_name="seq", **options)
+    dense_kwargs = {key: val for key, val in options.items() if key not in ("layout", "batch_axis_name")}
+
+    def ring(q, k, v, q_lengths, kv_lengths):
+        return ring_self_attention(q, k, v, query_seq_lengths=q_lengths, key_value_seq_lengths=kv_lengths,
+                                   **ring_kwargs)
+
+
+    @jax.jit
+    def both(q, k, v, cotangent, q_lengths, kv_lengths):
+        ring_result = _value_and_grads(lambda q, k, v: ring(q, k, v, q_lengths, kv_lengths), q, k, v, cotangent)
+        dense_result = _value_and_grads(lambda q, k, v: attnjax.dot_product_attention(
+            q, k, v, query_seq_lengths=q_lengths, key_value_seq_lengths=kv_lengths, **dense_kwargs), q, k, v, cotangent)
+        return ring_result, dense_result
+
+    (out, grads), (want_out, want_grads) = both(q, k, v, cotangent, q_lengths, kv_lengths)
+
+    assert out.shape == (B, T, N, H) and out.dtype == q.dtype
+    np.testing.assert_allclose(out, want_out, atol=1e-5, rtol=1e-5)
+    for arg, got, want in zip("qkv", grads, want_grads):
+        assert bool(jnp.all(jnp.isfinite(got))), f"d{arg} not finite"
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=f"d{arg}")
+    if kv_lengths is not None and B > 2:
+        # Batch 2 has no keys at all: zeros out, zero gradients (never NaN).
+        np.testing.assert_array_equal(out[2], 0.0)
+        np.testing.assert_array_equal(grads[0][2], 0.0)
+
+
+def test_ring_attention_inside_users_shard_map():
+    """The primary API: the user's own shard_map (VMA check on) over a data x seq mesh, zigzag layout."""
+    mesh = _mesh((2, 4), ("data", "seq"))
+    axis_size = 4
+    B, T, N, K, H = 2, 32, 4, 2, 8
+    q, k, v, cotangent = _inputs(B, T, T, N, K, H, seed=1)
+    kv_lengths = jnp.array([32, 19], jnp.int32)
+    seq_spec = PartitionSpec("data", "seq", None, None)  # per shard [B/2, T/4, N|K, H]
+    lengths_spec = PartitionSpec("data")  # per shard [B/2], global lengths
+
+    def local(q, k, v, kv_lengths):
+        return ring_attention(q, k, v, axis_name="seq", is_causal=True, layout="zigzag",
+                              key_value_seq_lengths=kv_lengths)
+
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(seq_spec, seq_spec, seq_spec, lengths_spec),
+                            out_specs=seq_spec)
+
+    def attention(q, k, v):
+        q, k, v = (to_layout(x, "zigzag", axis_size) for x in (q, k, v))
+        return from_layout(sharded(q, k, v, kv_lengths), "zigzag", axis_size)
+
+    def dense(q, k, v):
+        return attnjax.dot_product_attention(q, k, v, is_causal=True, key_value_seq_lengths=kv_lengths)
+
+    (out, grads), (want_out, want_grads) = jax.jit(lambda *args: (
+        _value_and_grads(attention, *args), _value_and_grads(dense, *args)))(q, k, v, cotangent)
+    np.testing.assert_allclose(out, want_out, atol=1e-5, rtol=1e-5)
+    for arg, got, want in zip("qkv", grads, want_grads):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=f"d{arg}")
+
+
+def test_bfloat16_as_accurate_as_dense_bfloat16():
+    """bf16 ring output/grads are within bf16 rounding of the float32 reference, like dense bf16's."""
+    B, T, N, K, H = 2, 32, 4, 2, 8
+    q, k, v, cotangent = _inputs(B, T, T, N, K, H, dtype=jnp.bfloat16, seed=2)
+    ring = functools.partial(ring_self_attention, mesh=_mesh(), axis_name="seq", is_causal=True, layout="striped")
+    dense = functools.partial(attnjax.dot_product_attention, is_causal=True)
+    got, exact, dense_bf16 = jax.jit(lambda *args: (
+        _value_and_grads(ring, *args), _value_and_grads(dense, *(x.astype(jnp.float32) for x in args)),
+        _value_and_grads(dense, *args)))(q, k, v, cotangent)
+    assert got[0].dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in got[1])
+    for name, x, want, baseline in zip(["out", "dq", "dk", "dv"], jax.tree.leaves(got), jax.tree.leaves(exact),
+                                       jax.tree.leaves(dense_bf16)):
+        x, baseline = x.astype(jnp.float32), baseline.astype(jnp.float32)
+        # bfloat16 keeps 8 mantissa bits; values here are O(1), so 2e-2 is a few bf16 ulps.
+        np.testing.assert_allclose(x, want, atol=2e-2, rtol=2e-2, err_msg=name)
+        ring_error, dense_error = float(jnp.abs(x - want).max()), float(jnp.abs(baseline - want).max())
+        assert ring_error <= 1.5 * dense_error + 1e-3, (name, ring_error, dense_error)
+
+
+def test_explicit_mesh_keeps_output_sharded():
+    """jax.make_mesh's default Explicit axes: inputs are resharded for shard_map; output stays sharded."""
+    mesh = jax.make_mesh((8,), ("seq",), devices=jax.devices()[:8])
+    q, k, v, _ = _inputs(2, 32, 32, 4, 2, 8, seed=3)
+    out = jax.jit(functools.partial(ring_self_attention, mesh=mesh, axis_name="seq", layout="striped"))(q, k, v)
+    assert out.sharding.spec == PartitionSpec(None, "seq", None, None)
+    np.testing.assert_allclose(out, attnjax.dot_product_attention(q, k, v), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("axis_size", [1, 4, 8])
+def test_layout_permutation_matches_layout_positions(layout, axis_size):
+    T = 32
+    order = to_layout(jnp.arange(T)[None], layout, axis_size)[0]
+    local = T // axis_size
+    for device in range(axis_size):
+        np.testing.assert_array_equal(order[device * local:(device + 1) * local],
+                                      layout_positions(layout, local, axis_size, device))
+    x = jnp.arange(2 * T * 3).reshape(2, T, 3)
+    np.testing.assert_array_equal(from_layout(to_layout(x, layout, axis_size), layout, axis_size), x)
+
+
+def _visible_chunk_pairs(layout, axis_size, T):
+    """counts[device, step] = (query chunk, key chunk) pairs with a visible causal entry."""
+    local = T // axis_size
+    n = 2 if layout == "zigzag" else 1
+    counts = np.zeros((axis_size, axis_size), int)
+    for device in range(axis_size):
+        q_chunks = np.split(np.asarray(layout_positions(layout, local, axis_size, device)), n)
+        for step in range(axis_size):
+            source = (device - step) % axis_size
+            k_chunks = np.split(np.asarray(layout_positions(layout, local, axis_size, source)), n)
+            counts[device, step] = sum(bool(position_mask(jnp.asarray(qc), jnp.asarray(kc), is_causal=True).any())
+                                       for qc in q_chunks for kc in k_chunks)
+    return counts
+
+
+def test_zigzag_balances_causal_work():
+    """Zigzag: every device computes 2 of its 4 chunk pairs per remote step (4 locally); contiguous: 0 to 1."""
+    counts = _visible_chunk_pairs("zigzag", 8, 64)
+    np.testing.assert_array_equal(counts[:, 0], 3)  # own block: two diagonal chunks + early-vs-late
+    np.testing.assert_array_equal(counts[:, 1:], 2)
+    contiguous = _visible_chunk_pairs("contiguous", 8, 64)
+    # Device i has i + 1 useful blocks: device 7 is busy on every step, device 0 on one.
+    np.testing.assert_array_equal(contiguous.sum(axis=1), np.arange(1, 9))
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_wrapper_rejects_lengths_that_do_not_split():
+    q = jnp.zeros((1, 24, 2, 8))
+    with pytest.raises(ValueError, match=r"query .*\(1, 24, 2, 8\).*divisible by 16.*zigzag"):
+        ring_self_attention(q, q, q, mesh=_mesh(), axis_name="seq", is_causal=True)
+    q30 = jnp.zeros((1, 30, 2, 8))
+    with pytest.raises(ValueError, match=r"divisible by 8"):
+        ring_self_attention(q30, q30, q30, mesh=_mesh(), axis_name="seq")
+    k = jnp.zeros((1, 20, 2, 8))
+    with pytest.raises(ValueError, match=r"key .*\(1, 20, 2, 8\).*divisible by 8"):
+        ring_self_attention(q, k, k, mesh=_mesh(), axis_name="seq", layout="contiguous")
+
+
+def test_wrapper_rejects_bad_axes_layout_and_batch():
+    q = jnp.zeros((3, 32, 2, 8))
+    with pytest.raises(ValueError, match=r"axis_name 'sequence' is not an axis of the mesh"):
+        ring_self_attention(q, q, q, mesh=_mesh(), axis_name="sequence")
+    with pytest.raises(ValueError, match=r"layout must be one of .*got 'diagonal'"):
+        ring_self_attention(q, q, q, mesh=_mesh(), axis_name="seq", layout="diagonal")
+    with pytest.raises(ValueError, match=r"batch size 3 .* divisible by the size 2 of batch_axis_name 'data'"):
+        ring_self_attention(q, q, q, mesh=_mesh((2, 4), ("data", "seq")), axis_name="seq", batch_axis_name="data")
+    with pytest.raises(ValueError, match=r"query heads N=3 must be a multiple of key/value heads K=2"):
+        ring_self_attention(jnp.zeros((3, 32, 3, 8)), q, q, mesh=_mesh(), axis_name="seq")
+    with pytest.raises(TypeError, match=r"key_value_seq_lengths must be an integer array"):
+        ring_self_attention(q, q, q, mesh=_mesh(), axis_name="seq", key_value_seq_lengths=jnp.ones(3))
+
+
+def test_ring_attention_rejects_odd_zigzag_shards():
+    q = jnp.zeros((1, 24, 2, 8))  # 3 tokens per device on 8 devices: cannot split into 2 chunks
+    sharded = jax.shard_map(
+        functools.partial(ring_attention, axis_name="seq", layout="zigzag", is_causal=True), mesh=_mesh(),
+        in_specs=PartitionSpec(None, "seq", None, None), out_specs=PartitionSpec(None, "seq", None, None))
+    with pytest.raises(ValueError, match=r"even per-shard query length.*\(1, 3, 2, 8\)"):
+        sharded(q, q, q)
