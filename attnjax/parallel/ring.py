@@ -9,7 +9,7 @@ attention output of its queries, and no device ever holds more than one remote k
 memory per device is ``O(T·S / P²)`` for the block logits plus ``O((T + S) / P)`` for the shards.
 
 Masks (causal, sliding window, padding) are built from *global* token positions, which depend on the
-device index (``lax.axis_index``) and on the sequence layout (see :data:`LAYOUTS`), so the result is
+device index (``lax.axis_index``) and on the sequence layout (see :mod:`attnjax.parallel.layouts`), so the result is
 exactly that of the dense reference ``attnjax.dot_product_attention`` on the unsharded sequence.
 
 Gradients use a hand-written ring backward (``jax.custom_vjp``): the forward keeps only the local
@@ -34,126 +34,8 @@ from jax.sharding import Mesh, PartitionSpec
 from attnjax.ops import checks
 from attnjax.ops.dot_product import MASK_VALUE, scaled_logits
 from attnjax.ops.masks import combine_masks, position_mask
-
-# How the global sequence is laid out over the ``P`` devices of the ring.
-#
-# * ``contiguous``: device ``i`` holds tokens ``[i·L, (i+1)·L)`` (``L`` = local length). Natural for
-#   non-causal attention. Under a causal mask it is unbalanced: device ``i`` has useful work only for
-#   the ``i + 1`` key blocks at or before its own, so device ``P-1`` computes ``P`` blocks while device
-#   0 computes one and then waits; every ring step costs as much as the slowest device.
-# * ``striped``: token ``t`` lives on device ``t mod P``. Every (query block, key block) pair is then
-#   about half visible under a causal mask, so every device does the same amount of work at every
-#   step (balanced), though each block is still computed in full (no block can be skipped).
-# * ``zigzag``: the sequence is cut into ``2P`` chunks and device ``i`` holds chunks ``i`` and
-#   ``2P-1-i`` (one early, one late). Under a causal mask, against a key block from a device ``j < i``
-#   exactly the first key chunk is visible to both query chunks; against ``j > i`` exactly the second
-#   query chunk sees both key chunks; only ``j == i`` needs the triangular mask. So on every step each
-#   device computes two of its four (query chunk, key chunk) pairs and skips the other two with
-#   ``lax.cond``: balanced *and* half the work of the contiguous layout's busiest device.
-LAYOUTS = ("contiguous", "striped", "zigzag")
-
-
-def _chunks_per_shard(layout: str) -> int:
-    """Zigzag shards are two non-adjacent chunks; the others are one run of positions."""
-    return 2 if layout == "zigzag" else 1
-
-
-def _check_layout(layout: str) -> None:
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-
-
-def _layout_order(length: int, layout: str, axis_size: int) -> np.ndarray:
-    """``order[j]`` = global position of the token stored at index ``j`` of the permuted sequence."""
-    positions = np.arange(length)
-    if layout == "contiguous":
-        return positions
-    if layout == "striped":
-        # Device i's shard (a contiguous slice after permuting) is tokens i, i + P, i + 2P, ...
-        return positions.reshape(length // axis_size, axis_size).T.reshape(-1)
-    chunks = positions.reshape(2 * axis_size, length // (2 * axis_size))
-    pairs = [(i, 2 * axis_size - 1 - i) for i in range(axis_size)]
-    return np.concatenate([chunks[c] for pair in pairs for c in pair])
-
-
-def check_layout_length(name: str, length: int, layout: str, axis_size: int) -> None:
-    """Raises ValueError unless a sequence of ``length`` tokens splits into the layout's shards.
-
-    Args:
-        name: the argument name used in the message, e.g. ``"query"``.
-        length: global sequence length.
-        layout: one of :data:`LAYOUTS`.
-        axis_size: number of devices ``P`` on the ring axis.
-    """
-    _check_layout(layout)
-    multiple = 2 * axis_size if layout == "zigzag" else axis_size
-    if length % multiple != 0:
-        raise ValueError(
-            f"{name} sequence length {length} must be divisible by {multiple} "
-            f"({'2 x ' if layout == 'zigzag' else ''}ring axis size {axis_size}) for layout {layout!r}")
-
-
-def _reorder(x: jnp.ndarray, order: np.ndarray, axis: int, out_sharding: Any) -> jnp.ndarray:
-    if out_sharding is None:
-        return jnp.take(x, order, axis=axis)
-    # Under Explicit mesh axes a gather along a sharded axis needs its output sharding spelled out.
-    return x.at[(slice(None),) * axis + (order,)].get(out_sharding=out_sharding)
-
-
-def to_layout(x: jnp.ndarray, layout: str, axis_size: int, *, axis: int = 1,
-              out_sharding: Any = None) -> jnp.ndarray:
-    """Permutes a global sequence so that contiguous sharding over ``axis_size`` devices gives ``layout``.
-
-    Use it before ``jax.shard_map`` with the sequence axis sharded (and :func:`from_layout` after)
-    when calling :func:`ring_attention` with ``layout="striped"`` or ``"zigzag"`` yourself.
-
-    Args:
-        x: array whose ``axis`` is the sequence, e.g. ``[B, T, N, H]``.
-        layout: one of :data:`LAYOUTS`.
-        axis_size: number of devices ``P`` on the ring axis.
-        axis: the sequence axis.
-        out_sharding: the result's sharding; needed only when ``x`` is sharded along ``axis`` over an
-            Explicit mesh axis (``jax.make_mesh``'s default), where JAX will not guess it.
-
-    Returns:
-        ``x`` with its sequence axis reordered (a copy; ``contiguous`` returns ``x`` itself).
-    """
-    check_layout_length("x", x.shape[axis], layout, axis_size)
-    if layout == "contiguous":
-        return x
-    return _reorder(x, _layout_order(x.shape[axis], layout, axis_size), axis, out_sharding)
-
-
-def from_layout(x: jnp.ndarray, layout: str, axis_size: int, *, axis: int = 1,
-                out_sharding: Any = None) -> jnp.ndarray:
-    """Inverse of :func:`to_layout`: puts a sequence stored in ``layout`` back into position order."""
-    check_layout_length("x", x.shape[axis], layout, axis_size)
-    if layout == "contiguous":
-        return x
-    return _reorder(x, np.argsort(_layout_order(x.shape[axis], layout, axis_size)), axis, out_sharding)
-
-
-def layout_positions(layout: str, local_length: int, axis_size: int, index: jnp.ndarray | int) -> jnp.ndarray:
-    """Global positions ``[L]`` of the ``local_length`` tokens held by ring device ``index``.
-
-    Args:
-        layout: one of :data:`LAYOUTS`.
-        local_length: tokens per device ``L`` (the global length divided by ``axis_size``).
-        axis_size: number of devices ``P`` on the ring axis.
-        index: the device's position on the ring (``lax.axis_index``), int or traced int.
-
-    Returns:
-        ``[L]`` int32 positions in the global (unpermuted) sequence.
-    """
-    _check_layout(layout)
-    local = jnp.arange(local_length, dtype=jnp.int32)
-    index = jnp.asarray(index, jnp.int32)
-    if layout == "contiguous":
-        return index * local_length + local
-    if layout == "striped":
-        return local * axis_size + index
-    half = local_length // 2
-    return jnp.where(local < half, index * half + local, (2 * axis_size - 1 - index) * half + local - half)
+from attnjax.parallel.layouts import (check_layout, check_layout_length, chunks_per_shard, from_layout, layout_positions,
+                                      to_layout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +160,7 @@ def _ring_setup(cfg: _RingConfig, q, k):
     axis_size = lax.axis_size(cfg.axis_name)
     index = lax.axis_index(cfg.axis_name)
     perm = [(j, (j + 1) % axis_size) for j in range(axis_size)]
-    n = _chunks_per_shard(cfg.layout)
+    n = chunks_per_shard(cfg.layout)
     q_pos = _split(layout_positions(cfg.layout, q.shape[1], axis_size, index)[None], n)
     q_pos = [p[0] for p in q_pos]
 
@@ -408,7 +290,7 @@ _ring.defvjp(_ring_fwd, _ring_bwd)
 
 def _check_ring_arguments(query, key, value, *, layout, query_seq_lengths, key_value_seq_lengths,
                           scale, logit_softcap, local_window_size):
-    _check_layout(layout)
+    check_layout(layout)
     B, T, S, N, K, H = checks.check_qkv(query, key, value)
     checks.check_seq_lengths("query_seq_lengths", query_seq_lengths, B)
     checks.check_seq_lengths("key_value_seq_lengths", key_value_seq_lengths, B)
@@ -442,7 +324,7 @@ def ring_attention(
     ``[i·T/P, (i+1)·T/P)``; for ``striped`` and ``zigzag`` permute the global arrays with
     :func:`to_layout` before ``shard_map`` and the output back with :func:`from_layout` (or use
     :func:`ring_self_attention`, which does both). Use ``zigzag`` for causal attention: it halves the
-    work of the busiest device (see :data:`LAYOUTS`).
+    work of the busiest device (see :mod:`attnjax.parallel.layouts`).
 
     Args:
         query: ``[B, T/P, N, H]`` local queries.

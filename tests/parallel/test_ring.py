@@ -9,8 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 import attnjax
-from attnjax.ops.masks import position_mask
-from attnjax.parallel import LAYOUTS, from_layout, layout_positions, ring_attention, ring_self_attention, to_layout
+from attnjax.parallel import from_layout, ring_attention, ring_self_attention, to_layout
 
 AUTO = jax.sharding.AxisType.Auto
 
@@ -145,47 +144,6 @@ def test_explicit_mesh_keeps_output_sharded():
     out = jax.jit(functools.partial(ring_self_attention, mesh=mesh, axis_name="seq", layout="striped"))(q, k, v)
     assert out.sharding.spec == PartitionSpec(None, "seq", None, None)
     np.testing.assert_allclose(out, attnjax.dot_product_attention(q, k, v), atol=1e-5, rtol=1e-5)
-
-
-# ---------------------------------------------------------------------------------------------- layouts
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("axis_size", [1, 4, 8])
-def test_layout_permutation_matches_layout_positions(layout, axis_size):
-    T = 32
-    order = to_layout(jnp.arange(T)[None], layout, axis_size)[0]
-    local = T // axis_size
-    for device in range(axis_size):
-        np.testing.assert_array_equal(order[device * local:(device + 1) * local],
-                                      layout_positions(layout, local, axis_size, device))
-    x = jnp.arange(2 * T * 3).reshape(2, T, 3)
-    np.testing.assert_array_equal(from_layout(to_layout(x, layout, axis_size), layout, axis_size), x)
-
-
-def _visible_chunk_pairs(layout, axis_size, T):
-    """counts[device, step] = (query chunk, key chunk) pairs with a visible causal entry."""
-    local = T // axis_size
-    n = 2 if layout == "zigzag" else 1
-    counts = np.zeros((axis_size, axis_size), int)
-    for device in range(axis_size):
-        q_chunks = np.split(np.asarray(layout_positions(layout, local, axis_size, device)), n)
-        for step in range(axis_size):
-            source = (device - step) % axis_size
-            k_chunks = np.split(np.asarray(layout_positions(layout, local, axis_size, source)), n)
-            counts[device, step] = sum(bool(position_mask(jnp.asarray(qc), jnp.asarray(kc), is_causal=True).any())
-                                       for qc in q_chunks for kc in k_chunks)
-    return counts
-
-
-def test_zigzag_balances_causal_work():
-    """Zigzag: every device computes 2 of its 4 chunk pairs per remote step (4 locally); contiguous: 0 to 1."""
-    counts = _visible_chunk_pairs("zigzag", 8, 64)
-    np.testing.assert_array_equal(counts[:, 0], 3)  # own block: two diagonal chunks + early-vs-late
-    np.testing.assert_array_equal(counts[:, 1:], 2)
-    contiguous = _visible_chunk_pairs("contiguous", 8, 64)
-    # Device i has i + 1 useful blocks: device 7 is busy on every step, device 0 on one.
-    np.testing.assert_array_equal(contiguous.sum(axis=1), np.arange(1, 9))
 
 
 # ---------------------------------------------------------------------------------------------- errors
