@@ -67,8 +67,8 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainSt
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads),
-               "param_norm": optax.global_norm(params), "update_norm": optax.global_norm(updates)}
+    metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
     return new_state, metrics
 
 

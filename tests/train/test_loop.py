@@ -1,0 +1,52 @@
+"""fit: compiles once across calls, logs JSON lines, validates batch sharding."""
+
+import io
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnjax import data, nn as ann, train
+from attnjax.parallel import data_mesh
+
+
+def _state(task, max_len, hidden, seed=0):
+    model = ann.build_model("lstm", task.output_size, dict(hidden_size=hidden))
+    example = jnp.zeros((1, data.padded_length(task, max_len), data.vocab_size(task)))
+    return train.create_train_state(model, jax.random.key(seed), example, train.make_optimizer(1e-3, 1.0))
+
+
+def test_fit_logs_json_lines_and_compiles_once_across_seeds():
+    task = data.get_task("parity_check")
+    rng = np.random.default_rng(0)
+    mesh = data_mesh()
+    step = train.jit_train_step(mesh)
+    before = step._cache_size()
+    log = io.StringIO()
+    for seed in range(2):  # a second seed of the same config must reuse the compiled step
+        state = _state(task, 4, hidden=11, seed=seed)
+        state, history = train.fit(state, lambda _: data.training_batch(task, rng, 8, 4), 5, rng=jax.random.key(seed),
+                                   mesh=mesh, log_every=2, log_file=log, progress=False)
+        assert int(state.step) == 5
+    assert step._cache_size() == before + 1
+    records = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 5, 2, 4, 5]
+    for r in records:
+        assert {"step", "loss", "accuracy", "grad_norm", "param_norm", "update_norm", "steps_per_sec"} <= set(r)
+        assert r["steps_per_sec"] > 0 and np.isfinite(r["loss"])
+
+
+def test_fit_accepts_iterators_and_rejects_indivisible_batches():
+    task = data.get_task("parity_check")
+    rng = np.random.default_rng(0)
+    state = _state(task, 4, hidden=11)
+    batches = iter([data.training_batch(task, rng, 8, 4) for _ in range(2)])
+    state, history = train.fit(state, batches, 2, rng=jax.random.key(0), progress=False)
+    assert history[-1]["step"] == 2
+    with pytest.raises(ValueError, match="divisible by mesh axis 'data' of size 8"):
+        train.fit(state, lambda _: data.training_batch(task, rng, 6, 4), 1, rng=jax.random.key(0),
+                  mesh=data_mesh(8), progress=False)
+    with pytest.raises(ValueError, match="log_every"):
+        train.fit(state, batches, 1, rng=jax.random.key(0), log_every=0)
