@@ -116,12 +116,12 @@ def _forward_block(cfg: _RingConfig, q, k, v, mask, state):
 
 
 def _backward_block(cfg: _RingConfig, q, k, v, do, lse, delta, mask, grads):
-    """Adds one block's contribution to ``grads = (dq [B,T,N,H], dk [B,S,K,H], dv [B,S,K,H])`` (float32)."""
+    """Adds one block's contribution to ``grads = (dq [B,T,N,H], dk [B,S,K,H], dv [B,S,K,Hv])`` (float32)."""
     dq, dk, dv = grads
     B, T, N, H = q.shape
     K = k.shape[2]
     q_g = q.reshape(B, T, K, N // K, H)
-    do_g = do.reshape(B, T, K, N // K, H)
+    do_g = do.reshape(B, T, K, N // K, v.shape[3])
     logits = _block_logits(cfg, q, k)
     # lse is finite for every row (0 for rows with no visible key, whose p is zeroed by the mask).
     # Masked logits become MASK_VALUE, whose exp underflows to exactly 0 against any finite lse.
@@ -173,10 +173,10 @@ def _ring_setup(cfg: _RingConfig, q, k):
 
 
 def _ring_forward(cfg: _RingConfig, q, k, v, q_lengths, kv_lengths):
-    """Returns the local output ``[B, T/P, N, H]`` and log-sum-exp ``[B, K, G, T/P]`` (float32)."""
+    """Returns the local output ``[B, T/P, N, Hv]`` and log-sum-exp ``[B, K, G, T/P]`` (float32)."""
     axis_size, perm, n, q_pos, k_positions = _ring_setup(cfg, q, k)
-    B, T, N, H = q.shape
-    K = k.shape[2]
+    B, T, N, _ = q.shape
+    K, Hv = v.shape[2], v.shape[3]
     axes = _target_axes(cfg, q, k, v, q_lengths, kv_lengths)
     q_chunks = _split(q, n)
     Tc = T // n
@@ -184,7 +184,7 @@ def _ring_forward(cfg: _RingConfig, q, k, v, q_lengths, kv_lengths):
     def init():
         m = _vary(jnp.full((B, K, N // K, Tc), MASK_VALUE, jnp.float32), axes)
         l = _vary(jnp.zeros((B, K, N // K, Tc), jnp.float32), axes)
-        acc = _vary(jnp.zeros((B, K, N // K, Tc, H), jnp.float32), axes)
+        acc = _vary(jnp.zeros((B, K, N // K, Tc, Hv), jnp.float32), axes)
         return m, l, acc
 
     def step(s, k_blk, v_blk, states):
@@ -214,8 +214,8 @@ def _ring_forward(cfg: _RingConfig, q, k, v, q_lengths, kv_lengths):
         # Rows that saw no key output zeros; their lse is unused (the mask zeroes p) but kept finite.
         outs.append(jnp.where(seen[..., None], acc / safe_l[..., None], 0.0))
         lses.append(jnp.where(seen, m + jnp.log(safe_l), 0.0))
-    out = jnp.concatenate(outs, axis=3)  # [B, K, G, T, H]
-    out = out.transpose(0, 3, 1, 2, 4).reshape(B, T, N, H).astype(q.dtype)
+    out = jnp.concatenate(outs, axis=3)  # [B, K, G, T, Hv]
+    out = out.transpose(0, 3, 1, 2, 4).reshape(B, T, N, Hv).astype(q.dtype)
     return out, jnp.concatenate(lses, axis=3)
 
 
@@ -256,7 +256,8 @@ def _ring_backward(cfg: _RingConfig, q, k, v, q_lengths, kv_lengths, out, lse, d
 
     dq = tuple(zeros((B, T // n, N, H)) for _ in range(n))
     S = k.shape[1]
-    dkv = (tuple(zeros((B, S // n, K, H)) for _ in range(n)), tuple(zeros((B, S // n, K, H)) for _ in range(n)))
+    Hv = v.shape[3]
+    dkv = (tuple(zeros((B, S // n, K, H)) for _ in range(n)), tuple(zeros((B, S // n, K, Hv)) for _ in range(n)))
     kv, dkv, dq = lax.fori_loop(0, axis_size - 1, body, ((k, v), dkv, dq))
     dq, dkv = step(axis_size - 1, *kv, dq, dkv)
     # P hops in all: each dK/dV accumulator is back on the device that owns its block.
@@ -329,7 +330,7 @@ def ring_attention(
     Args:
         query: ``[B, T/P, N, H]`` local queries.
         key: ``[B, S/P, K, H]`` local keys, same dtype, ``N % K == 0`` (``K < N``: grouped-query).
-        value: ``[B, S/P, K, H]`` local values.
+        value: ``[B, S/P, K, Hv]`` local values (``Hv`` may differ from ``H``).
         axis_name: the mesh axis (or tuple of axes) the sequence is sharded over.
         is_causal: query at global position ``i`` sees keys at global positions ``j <= i``.
         layout: one of :data:`LAYOUTS`, the order of positions across shards (both for queries and keys).
@@ -341,7 +342,7 @@ def ring_attention(
         logit_softcap: if set, logits become ``cap * tanh(logits / cap)`` before masking.
 
     Returns:
-        ``[B, T/P, N, H]`` local output, in the query dtype.
+        ``[B, T/P, N, Hv]`` local output, in the query dtype.
 
     Raises:
         ValueError: malformed shapes, layout, window, scale or softcap, or a zigzag local length that is odd.
@@ -394,10 +395,17 @@ def ring_self_attention(
     ``batch_axis_name`` or 1): query ``[B/D, T/P, N, H]``, key/value ``[B/D, S/P, K, H]``, lengths
     ``[B/D]``.
 
+    For ``striped``/``zigzag`` the permutation into the layout and back moves every token across
+    devices on each call (a gather on sharded inputs). In a model with many attention layers it is
+    cheaper to permute the tokens once (:func:`to_layout`), keep activations in that order, and call
+    :func:`ring_attention` inside your own ``shard_map``: position-wise layers (MLPs, norms) do not
+    care about token order, and positional encodings only need
+    :func:`~attnjax.parallel.layouts.layout_positions`.
+
     Args:
         query: ``[B, T, N, H]`` global queries.
         key: ``[B, S, K, H]`` global keys (``N % K == 0``).
-        value: ``[B, S, K, H]`` global values.
+        value: ``[B, S, K, Hv]`` global values.
         mesh: the device mesh.
         axis_name: mesh axis the sequence is sharded over (the ring).
         is_causal: causal masking (top-left aligned, as ``jax.nn``).
@@ -407,7 +415,7 @@ def ring_self_attention(
             :func:`ring_attention`.
 
     Returns:
-        ``[B, T, N, H]`` in the query dtype, in the original (unpermuted) order.
+        ``[B, T, N, Hv]`` in the query dtype, in the original (unpermuted) order.
 
     Raises:
         ValueError: unknown axis names, a sequence length not divisible by ``P`` (``2P`` for zigzag),

@@ -20,10 +20,11 @@ def _mesh(shape=(8,), names=("seq",)):
     return jax.make_mesh(shape, names, axis_types=(AUTO,) * len(shape), devices=jax.devices()[:n])
 
 
-def _inputs(B, T, S, N, K, H, dtype=jnp.float32, seed=0):
+def _inputs(B, T, S, N, K, H, Hv=None, dtype=jnp.float32, seed=0):
+    Hv = H if Hv is None else Hv
     r = np.random.RandomState(seed)
-    q, k, v = (jnp.asarray(r.randn(*shape), dtype) for shape in ((B, T, N, H), (B, S, K, H), (B, S, K, H)))
-    cotangent = jnp.asarray(r.randn(B, T, N, H), dtype)
+    q, k, v = (jnp.asarray(r.randn(*shape), dtype) for shape in ((B, T, N, H), (B, S, K, H), (B, S, K, Hv)))
+    cotangent = jnp.asarray(r.randn(B, T, N, Hv), dtype)
     return q, k, v, cotangent
 
 
@@ -32,7 +33,7 @@ def _value_and_grads(attention, q, k, v, cotangent):
     return out, pull(cotangent)
 
 
-# One entry per code path: (shapes B, T, S, N, K, H), mesh shape, keyword arguments. Options are
+# One entry per code path: (shapes B, T, S, N, K, H[, Hv]), mesh shape, keyword arguments. Options are
 # combined so that each entry is one compile (the file must stay fast on 2 shared CPU cores).
 CASES = {
     # No mask at all (the mask-free path), multi-query (K = 1), a 4-device sub-mesh.
@@ -40,10 +41,10 @@ CASES = {
     "causal-contiguous": ((3, 32, 32, 4, 2, 8), (8,), dict(is_causal=True, layout="contiguous", kv_lengths=True)),
     "causal-striped": ((3, 32, 32, 4, 2, 8), (8,), dict(is_causal=True, layout="striped", kv_lengths=True)),
     "causal-zigzag": ((3, 32, 32, 4, 2, 8), (8,), dict(is_causal=True, layout="zigzag", kv_lengths=True)),
-    "window-qlengths-softcap-zigzag": ((3, 32, 32, 4, 2, 8), (8,), dict(
-        layout="zigzag", local_window_size=(5, 2), q_lengths=True, logit_softcap=2.0, scale=0.3)),
-    # Cross-attention (S != T: chunk sizes differ) with the batch also sharded, over data x seq.
-    "cross-causal-zigzag-data-seq": ((4, 32, 64, 2, 2, 8), (2, 4), dict(
+    "window-qlengths-softcap-striped": ((3, 32, 32, 4, 2, 8), (8,), dict(
+        layout="striped", local_window_size=(5, 2), q_lengths=True, logit_softcap=2.0, scale=0.3)),
+    # Cross-attention (S != T: chunk sizes differ, value head dim 16 != 8) with the batch also sharded.
+    "cross-causal-zigzag-data-seq": ((4, 32, 64, 2, 2, 8, 16), (2, 4), dict(
         is_causal=True, layout="zigzag", kv_lengths=True, batch_axis_name="data")),
 }
 def _lengths(B, length, short):
@@ -53,9 +54,10 @@ def _lengths(B, length, short):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_ring_self_attention_matches_dense_values_and_grads(name):
-    (B, T, S, N, K, H), mesh_shape, options = CASES[name]
+    shapes, mesh_shape, options = CASES[name]
+    B, T, S, N, K, H = shapes[:6]
     options = dict(options)
-    q, k, v, cotangent = _inputs(B, T, S, N, K, H)
+    q, k, v, cotangent = _inputs(*shapes)
     names = ("seq",) if len(mesh_shape) == 1 else ("data", "seq")
     kv_lengths = _lengths(B, S, 13) if options.pop("kv_lengths", False) else None
     q_lengths = _lengths(B, T, 20) if options.pop("q_lengths", False) else None
@@ -76,7 +78,7 @@ def test_ring_self_attention_matches_dense_values_and_grads(name):
 
     (out, grads), (want_out, want_grads) = both(q, k, v, cotangent, q_lengths, kv_lengths)
 
-    assert out.shape == (B, T, N, H) and out.dtype == q.dtype
+    assert out.shape == (B, T, N, v.shape[3]) and out.dtype == q.dtype
     np.testing.assert_allclose(out, want_out, atol=1e-5, rtol=1e-5)
     for arg, got, want in zip("qkv", grads, want_grads):
         assert bool(jnp.all(jnp.isfinite(got))), f"d{arg} not finite"
@@ -88,7 +90,7 @@ def test_ring_self_attention_matches_dense_values_and_grads(name):
 
 
 def test_ring_attention_inside_users_shard_map():
-    """The primary API: the user's own shard_map (VMA check on) over a data x seq mesh, zigzag layout."""
+    """The primary API: the user's own shard_map (VMA check on) over a data x seq mesh, striped layout."""
     mesh = _mesh((2, 4), ("data", "seq"))
     axis_size = 4
     B, T, N, K, H = 2, 32, 4, 2, 8
@@ -98,15 +100,15 @@ def test_ring_attention_inside_users_shard_map():
     lengths_spec = PartitionSpec("data")  # per shard [B/2], global lengths
 
     def local(q, k, v, kv_lengths):
-        return ring_attention(q, k, v, axis_name="seq", is_causal=True, layout="zigzag",
+        return ring_attention(q, k, v, axis_name="seq", is_causal=True, layout="striped",
                               key_value_seq_lengths=kv_lengths)
 
     sharded = jax.shard_map(local, mesh=mesh, in_specs=(seq_spec, seq_spec, seq_spec, lengths_spec),
                             out_specs=seq_spec)
 
     def attention(q, k, v):
-        q, k, v = (to_layout(x, "zigzag", axis_size) for x in (q, k, v))
-        return from_layout(sharded(q, k, v, kv_lengths), "zigzag", axis_size)
+        q, k, v = (to_layout(x, "striped", axis_size) for x in (q, k, v))
+        return from_layout(sharded(q, k, v, kv_lengths), "striped", axis_size)
 
     def dense(q, k, v):
         return attnjax.dot_product_attention(q, k, v, is_causal=True, key_value_seq_lengths=kv_lengths)
