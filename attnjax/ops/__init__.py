@@ -15,3 +15,30 @@ __all__ = [
     "combine_masks", "dot_product_attention", "padding_mask", "segment_mask", "select_implementation",
     "sliding_window_mask",
 ]
+
+# Attention variants, positional encodings, diagnostics and the registry (issue 3).
+from attnjax.ops.similarity import (additive_attention, additive_weights, cosine_attention, cosine_weights,
+                                    l2_attention, l2_weights, multiplicative_attention, multiplicative_weights)
+from attnjax.ops.normalizers import (sigmoid_attention, sigmoid_weights, softmax_temperature_attention,
+                                     softmax_temperature_weights)
+from attnjax.ops.linear import (linear_attention, linear_weights, orthogonal_random_features,
+                                performer_attention, performer_weights)
+from attnjax.ops.local import local_attention, local_weights
+from attnjax.ops.positional import (POSITIONAL, alibi_bias, alibi_slopes, consecutive_positions, get_positional,
+                                    learned_encoding, learned_table_init, randomized_positions, rope,
+                                    sinusoidal_encoding, t5_relative_bias, t5_relative_bucket, t5_table_init)
+from attnjax.ops.registry import ATTENTION, AttentionSpec, get_attention, get_spec, init_attention_params
+from attnjax.ops.diagnostics import (attention_weights_of, head_entropy, mean_attended_distance,
+                                     row_attended_distance, row_entropy)
+
+__all__ += [
+    "ATTENTION", "AttentionSpec", "POSITIONAL", "additive_attention", "additive_weights", "alibi_bias",
+    "alibi_slopes", "attention_weights_of", "consecutive_positions", "cosine_attention", "cosine_weights",
+    "get_attention", "get_positional", "get_spec", "head_entropy", "init_attention_params", "l2_attention",
+    "l2_weights", "learned_encoding", "learned_table_init", "linear_attention", "linear_weights",
+    "local_attention", "local_weights", "mean_attended_distance", "multiplicative_attention",
+    "multiplicative_weights", "orthogonal_random_features", "performer_attention", "performer_weights",
+    "randomized_positions", "rope", "row_attended_distance", "row_entropy", "sigmoid_attention",
+    "sigmoid_weights", "sinusoidal_encoding", "softmax_temperature_attention", "softmax_temperature_weights",
+    "t5_relative_bias", "t5_relative_bucket", "t5_table_init",
+]

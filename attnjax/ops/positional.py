@@ -1,0 +1,333 @@
+"""Positional encodings as pure functions of integer *positions*.
+
+Everything takes explicit positions (``[T]`` or ``[B, T]`` integers) rather than a length, so the
+same code serves consecutive positions, offsets (decoding with a cache) and randomized positions
+(Ruoss et al. 2023). Three ways to inject position, one per kind in :data:`POSITIONAL`:
+
+* ``"embedding"``: a ``[.., T, D]`` vector added to the token embeddings (sinusoidal, learned table);
+* ``"rotary"``: rotate queries and keys, ``[B, T, N, H] -> [B, T, N, H]`` (RoPE);
+* ``"bias"``: an additive logit bias ``[1|B, N, T, S]`` passed as ``bias=`` to an attention function
+  (ALiBi, T5 relative buckets);
+* ``"none"``: NoPE (causal masking alone carries order).
+
+Learned tables (absolute embeddings, T5 buckets) are created by ``*_init`` helpers and owned by the
+calling Flax module; these functions only read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jnp.ndarray
+
+
+# --------------------------------------------------------------------------- argument checks
+
+def _check_int(name: str, value, minimum: int = 1) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_positions(name: str, positions, *, allow_float: bool = False) -> Array:
+    positions = jnp.asarray(positions)
+    if positions.ndim not in (1, 2):
+        raise ValueError(f"{name} must have shape [T] or [B, T], got {tuple(positions.shape)}")
+    dtype = positions.dtype
+    if not jnp.issubdtype(dtype, jnp.integer) and not (allow_float and jnp.issubdtype(dtype, jnp.floating)):
+        kind = "an integer or float" if allow_float else "an integer"
+        raise TypeError(f"{name} must be {kind} array, got dtype {dtype}")
+    return positions
+
+
+def _check_pair(q_positions, k_positions) -> tuple[Array, Array]:
+    q = _check_positions("q_positions", q_positions)
+    k = _check_positions("k_positions", k_positions)
+    if q.ndim != k.ndim or (q.ndim == 2 and q.shape[0] != k.shape[0]):
+        raise ValueError(
+            f"q_positions and k_positions must both be [T]/[S] or [B, T]/[B, S] with equal B, got "
+            f"{tuple(q.shape)} and {tuple(k.shape)}")
+    return q, k
+
+
+def _relative(q: Array, k: Array) -> Array:
+    """``k_j - q_i`` as ``[1|B, 1, T, S]`` int32 (negative = key in the past)."""
+    rel = k[..., None, :].astype(jnp.int32) - q[..., :, None].astype(jnp.int32)
+    return rel[None, None] if rel.ndim == 2 else rel[:, None]
+
+
+# --------------------------------------------------------------------------- absolute embeddings
+
+def sinusoidal_encoding(positions, dim: int, *, max_timescale: float = 10_000.0) -> Array:
+    """Vaswani et al. (2017) encodings: ``[sin(p w_0), .., sin(p w_{D/2-1}), cos(p w_0), ..]``.
+
+    Frequencies ``w_i = max_timescale^(-2i / D)``.
+
+    Args:
+        positions: ``[T]`` or ``[B, T]``, integer or float.
+        dim: ``D``, even.
+        max_timescale: longest wavelength (over ``2 pi``).
+
+    Returns:
+        ``[T, D]`` or ``[B, T, D]`` float32.
+    """
+    positions = _check_positions("positions", positions, allow_float=True)
+    dim = _check_int("dim", dim)
+    if dim % 2:
+        raise ValueError(f"dim must be even (sin/cos pairs), got {dim}")
+    if not max_timescale > 1:
+        raise ValueError(f"max_timescale must be > 1, got {max_timescale!r}")
+    freqs = jnp.exp(-math.log(max_timescale) * jnp.arange(dim // 2, dtype=jnp.float32) * 2.0 / dim)
+    angles = positions.astype(jnp.float32)[..., None] * freqs
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def learned_table_init(rng: jax.Array, max_len: int, dim: int, *, std: float = 0.02) -> Array:
+    """A ``[max_len, D]`` float32 table of learned absolute position embeddings, ``N(0, std^2)``."""
+    max_len, dim = _check_int("max_len", max_len), _check_int("dim", dim)
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std!r}")
+    return std * jax.random.normal(rng, (max_len, dim), jnp.float32)
+
+
+def learned_encoding(table, positions) -> Array:
+    """Rows of a learned ``[max_len, D]`` table at ``positions``.
+
+    Positions outside ``[0, max_len)`` get a **zero** vector: a learned table has nothing to say
+    about positions it never had, and length-generalization evaluations must still run (no NaN,
+    no silent clipping to the last row).
+
+    Returns:
+        ``[T, D]`` or ``[B, T, D]`` in the table dtype.
+    """
+    table = jnp.asarray(table)
+    if table.ndim != 2:
+        raise ValueError(f"table must have shape [max_len, D], got {tuple(table.shape)}")
+    positions = _check_positions("positions", positions)
+    return jnp.take(table, positions, axis=0, mode="fill", fill_value=0)
+
+
+# --------------------------------------------------------------------------- RoPE
+
+def rope(x, positions, *, base: float = 10_000.0, fraction: float = 1.0) -> Array:
+    """Rotary position embedding (Su et al. 2021) of queries or keys.
+
+    The first ``R = 2 * floor(fraction * H / 2)`` features are rotated in pairs ``(i, i + R/2)``
+    (the "half-split" layout of GPT-NeoX) by angle ``p * base^(-2i / R)``; the other ``H - R``
+    features pass through (partial rotary). Computed in float32, returned in ``x.dtype``. Rotating
+    both queries and keys makes ``q_i . k_j`` depend on positions only through ``i - j``.
+
+    Args:
+        x: ``[B, T, N, H]``.
+        positions: ``[T]`` or ``[B, T]`` integer (or float) positions.
+        base: frequency base (> 1).
+        fraction: share of the head dim that is rotated, in ``(0, 1]``.
+
+    Returns:
+        ``[B, T, N, H]``, same dtype as ``x``.
+    """
+    x = jnp.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape [B, T, N, H], got {tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be floating, got dtype {x.dtype}")
+    positions = _check_positions("positions", positions, allow_float=True)
+    B, T, N, H = x.shape
+    if positions.shape[-1] != T or (positions.ndim == 2 and positions.shape[0] not in (1, B)):
+        raise ValueError(f"positions must have shape [T] = ({T},) or [B, T] = ({B}, {T}), got {tuple(positions.shape)}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    if not base > 1:
+        raise ValueError(f"base must be > 1, got {base!r}")
+    R = 2 * int(fraction * H // 2)
+    if R == 0:
+        raise ValueError(f"fraction={fraction} of head dim H={H} rotates no feature pair; raise fraction")
+    half = R // 2
+    inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) * 2.0 / R)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [(B,) T, R/2]
+    angles = angles[None, :, None, :] if angles.ndim == 2 else angles[:, :, None, :]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    x32 = x.astype(jnp.float32)
+    x1, x2, rest = x32[..., :half], x32[..., half:R], x32[..., R:]
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], axis=-1)
+    return rotated.astype(x.dtype)
+
+
+# --------------------------------------------------------------------------- ALiBi
+
+def alibi_slopes(num_heads: int) -> Array:
+    """Per-head ALiBi slopes (Press et al. 2022), ``[N]`` float32.
+
+    For ``N`` a power of two, the geometric sequence ``2^(-8/N), 2^(-16/N), .., 2^-8``; otherwise
+    the slopes of the nearest lower power of two ``M`` followed by every other slope of ``2M``.
+    """
+    num_heads = _check_int("num_heads", num_heads)
+
+    def powers(n):
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    m = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = powers(m) if m == num_heads else powers(m) + powers(2 * m)[0::2][: num_heads - m]
+    return jnp.asarray(slopes, jnp.float32)
+
+
+def alibi_bias(q_positions, k_positions, slopes, *, causal: bool = True) -> Array:
+    """ALiBi linear distance penalty as an additive logit bias.
+
+    ``bias[n, i, j] = -slope_n * |i - j|`` (bidirectional) or ``-slope_n * (i - j)`` for ``j <= i``
+    and 0 for ``j > i`` (causal: those keys must be hidden by ``is_causal``/a mask anyway).
+
+    Args:
+        q_positions: ``[T]`` or ``[B, T]`` integer.
+        k_positions: ``[S]`` or ``[B, S]`` integer.
+        slopes: ``[N]`` (e.g. :func:`alibi_slopes`), may be learned.
+        causal: see above.
+
+    Returns:
+        ``[1, N, T, S]`` (or ``[B, N, T, S]``) float32.
+    """
+    q, k = _check_pair(q_positions, k_positions)
+    slopes = jnp.asarray(slopes)
+    if slopes.ndim != 1:
+        raise ValueError(f"slopes must have shape [N], got {tuple(slopes.shape)}")
+    distance = -_relative(q, k)  # i - j >= 0 for past keys
+    distance = jnp.maximum(distance, 0) if causal else jnp.abs(distance)
+    return -slopes.astype(jnp.float32)[None, :, None, None] * distance.astype(jnp.float32)
+
+
+# --------------------------------------------------------------------------- T5 relative buckets
+
+def t5_relative_bucket(relative_position, *, bidirectional: bool = True, num_buckets: int = 32,
+                       max_distance: int = 128) -> Array:
+    """T5 (Raffel et al. 2020) buckets of ``relative_position = key - query``.
+
+    Half of the buckets (per direction) hold exact small distances; the rest cover distances
+    logarithmically up to ``max_distance``, beyond which everything shares the last bucket. With
+    ``bidirectional`` the first half of buckets is for past keys, the second for future keys;
+    otherwise future keys all fall in bucket 0 (with distance 0).
+
+    Returns:
+        int32 buckets in ``[0, num_buckets)``, same shape as ``relative_position``.
+    """
+    num_buckets = _check_int("num_buckets", num_buckets, 2)
+    max_distance = _check_int("max_distance", max_distance, 1)
+    n = -jnp.asarray(relative_position).astype(jnp.int32)  # > 0 for past keys
+    buckets = jnp.zeros_like(n)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (n < 0).astype(jnp.int32) * num_buckets
+        n = jnp.abs(n)
+    else:
+        n = jnp.maximum(n, 0)
+    max_exact = max(num_buckets // 2, 1)
+    log_ratio = jnp.log(jnp.maximum(n, 1).astype(jnp.float32) / max_exact) / math.log(
+        max(max_distance / max_exact, 1.0 + 1e-6))
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(jnp.int32)
+    large = jnp.minimum(large, num_buckets - 1)
+    return buckets + jnp.where(n < max_exact, n, large)
+
+
+def t5_table_init(rng: jax.Array, num_buckets: int, num_heads: int, *, std: float = 0.02) -> Array:
+    """A ``[num_buckets, N]`` float32 table of learned per-head bucket biases."""
+    num_buckets, num_heads = _check_int("num_buckets", num_buckets, 2), _check_int("num_heads", num_heads)
+    return std * jax.random.normal(rng, (num_buckets, num_heads), jnp.float32)
+
+
+def t5_relative_bias(table, q_positions, k_positions, *, bidirectional: bool = True,
+                     max_distance: int = 128) -> Array:
+    """T5 relative position bias ``table[bucket(k_j - q_i), n]`` as an additive logit bias.
+
+    Args:
+        table: ``[num_buckets, N]`` learned biases (see :func:`t5_table_init`).
+        q_positions: ``[T]`` or ``[B, T]``; k_positions: ``[S]`` or ``[B, S]`` integers.
+
+    Returns:
+        ``[1, N, T, S]`` (or ``[B, N, T, S]``) in the table dtype.
+    """
+    table = jnp.asarray(table)
+    if table.ndim != 2:
+        raise ValueError(f"table must have shape [num_buckets, N], got {tuple(table.shape)}")
+    q, k = _check_pair(q_positions, k_positions)
+    buckets = t5_relative_bucket(_relative(q, k)[:, 0], bidirectional=bidirectional,
+                                 num_buckets=table.shape[0], max_distance=max_distance)  # [1|B, T, S]
+    return jnp.moveaxis(table[buckets], -1, 1)
+
+
+# --------------------------------------------------------------------------- positions
+
+def consecutive_positions(batch: int, length: int, offset: int = 0) -> Array:
+    """``[B, T]`` int32 positions ``offset, offset + 1, ..`` (evaluation / standard training)."""
+    batch, length = _check_int("batch", batch), _check_int("length", length)
+    return jnp.broadcast_to(offset + jnp.arange(length, dtype=jnp.int32), (batch, length))
+
+
+def randomized_positions(rng: jax.Array, batch: int, length: int, max_len: int) -> Array:
+    """Randomized positions (Ruoss et al. 2023) for training: a sorted random subset of ``[0, max_len)``.
+
+    Each batch row draws ``length`` distinct positions uniformly without replacement from
+    ``[0, max_len)`` and sorts them, so the model sees position values (and gaps) up to ``max_len``
+    while training on short sequences. At test time use :func:`consecutive_positions`.
+
+    Returns:
+        ``[B, T]`` int32, strictly increasing along ``T``.
+
+    Raises:
+        ValueError: ``length > max_len``.
+    """
+    batch, length, max_len = (_check_int("batch", batch), _check_int("length", length),
+                              _check_int("max_len", max_len))
+    if length > max_len:
+        raise ValueError(f"length ({length}) must be <= max_len ({max_len}) to draw distinct positions")
+    # The top-`length` of i.i.d. uniform scores is a uniform random subset of [0, max_len).
+    scores = jax.random.uniform(rng, (batch, max_len))
+    _, idx = jax.lax.top_k(scores, length)
+    return jnp.sort(idx, axis=-1).astype(jnp.int32)
+
+
+# --------------------------------------------------------------------------- lookup
+
+@dataclasses.dataclass(frozen=True)
+class PositionalSpec:
+    """How a model applies a positional encoding.
+
+    Attributes:
+        name: key in :data:`POSITIONAL`.
+        kind: ``"embedding"`` (add to token embeddings), ``"rotary"`` (rotate q and k), ``"bias"``
+            (additive attention bias) or ``"none"``.
+        randomized_train_positions: train on :func:`randomized_positions`, test on consecutive ones.
+        learned: the encoding has a learned table (``learned``, ``t5``).
+        description: one line.
+    """
+
+    name: str
+    kind: str
+    randomized_train_positions: bool = False
+    learned: bool = False
+    description: str = ""
+
+
+POSITIONAL: dict[str, PositionalSpec] = {spec.name: spec for spec in (
+    PositionalSpec("sinusoidal", "embedding", description="fixed sin/cos embeddings (Vaswani et al.)"),
+    PositionalSpec("learned", "embedding", learned=True, description="learned absolute table"),
+    PositionalSpec("rope", "rotary", description="rotary q/k (Su et al.)"),
+    PositionalSpec("alibi", "bias", description="linear distance bias (Press et al.)"),
+    PositionalSpec("t5", "bias", learned=True, description="bucketed relative bias (Raffel et al.)"),
+    PositionalSpec("nope", "none", description="no positional information"),
+    PositionalSpec("randomized", "embedding", randomized_train_positions=True,
+                   description="sinusoidal on randomized train positions (Ruoss et al. 2023)"),
+)}
+
+
+def get_positional(name: str) -> PositionalSpec:
+    """The :class:`PositionalSpec` named ``name``; ValueError listing valid names otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"positional name must be a str, got {type(name).__name__}: {name!r}")
+    if name not in POSITIONAL:
+        raise ValueError(f"unknown positional encoding {name!r}; valid names: {', '.join(sorted(POSITIONAL))}")
+    return POSITIONAL[name]

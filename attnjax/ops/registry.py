@@ -1,0 +1,146 @@
+"""One lookup dict from attention name to function, with what callers need to know about each.
+
+Every registered function has the call signature of :func:`attnjax.dot_product_attention`::
+
+    fn(query [B, T, N, H], key [B, S, K, H], value [B, S, K, H], bias=None, mask=None, *,
+       is_causal=False, query_seq_lengths=None, key_value_seq_lengths=None, **params) -> [B, T, N, H]
+
+``params`` are the variant's own keywords (a temperature, projection matrices, random features).
+A Flax module builds them once with ``spec.init_params(rng, head_dim=H, num_heads=N)`` (a dict to
+store as parameters when ``spec.trainable_params``, or as constants otherwise) and passes them
+back as ``fn(q, k, v, ..., **params)``.
+
+Example::
+
+    spec = get_spec("cosine")
+    out = spec.fn(q, k, v, is_causal=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attnjax.ops.dot_product import attention_weights, dot_product_attention
+from attnjax.ops.linear import linear_attention, linear_weights, orthogonal_random_features, performer_attention, \
+    performer_weights
+from attnjax.ops.local import local_attention, local_weights
+from attnjax.ops.normalizers import (sigmoid_attention, sigmoid_weights, softmax_temperature_attention,
+                                     softmax_temperature_weights)
+from attnjax.ops.similarity import (additive_attention, additive_weights, cosine_attention, cosine_weights,
+                                    l2_attention, l2_weights, multiplicative_attention, multiplicative_weights)
+
+ParamsInit = Callable[..., dict[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionSpec:
+    """What a caller (a Flax layer, the conformance kit, diagnostics) needs to know about a variant.
+
+    Attributes:
+        name: registry key.
+        fn: the attention function (signature in the module docstring).
+        weights_fn: ``(query, key, bias=None, mask=None, *, is_causal, ..., **params) -> [B, N, T, S]``
+            float32 weights (materialized; for diagnostics), or None.
+        exact_softmax: with the default (or no) params, ``fn`` equals ``dot_product_attention``.
+        approx_tol: max abs error to exact softmax attention that the variant guarantees on the
+            conformance kit's approximation inputs (see :mod:`attnjax.testing`), or None.
+        mask_kind: ``"full"`` (any ``[B, N, T, S]`` mask and bias) or ``"keys"`` (key masks
+            ``[B, N, 1, S]`` only, no bias: linear-time variants form no logits).
+        position_free: permuting keys and values together leaves the output unchanged.
+        init_params: ``(rng, *, head_dim, num_heads) -> dict`` of keyword params, or None if the
+            variant needs none.
+        trainable_params: whether those params are meant to be learned (vs fixed random features).
+        description: one line for tables and error messages.
+    """
+
+    name: str
+    fn: Callable[..., jax.Array]
+    weights_fn: Callable[..., jax.Array] | None
+    exact_softmax: bool = False
+    approx_tol: float | None = None
+    mask_kind: str = "full"
+    position_free: bool = True
+    init_params: ParamsInit | None = None
+    trainable_params: bool = True
+    description: str = ""
+
+    @property
+    def supports_bias(self) -> bool:
+        return self.mask_kind == "full"
+
+
+def _init_additive(rng, *, head_dim: int, num_heads: int) -> dict[str, jax.Array]:
+    k1, k2, k3 = jax.random.split(rng, 3)
+    std = 1.0 / np.sqrt(head_dim)
+    return {"w_query": std * jax.random.normal(k1, (head_dim, head_dim)),
+            "w_key": std * jax.random.normal(k2, (head_dim, head_dim)),
+            "v_score": std * jax.random.normal(k3, (head_dim,))}
+
+
+def _init_multiplicative(rng, *, head_dim: int, num_heads: int) -> dict[str, jax.Array]:
+    # Identity plus noise: starts close to dot-product attention, which trains stably.
+    return {"weight": jnp.eye(head_dim) + 0.1 / np.sqrt(head_dim) * jax.random.normal(rng, (head_dim, head_dim))}
+
+
+PERFORMER_FEATURES = 256
+
+
+def _init_performer(rng, *, head_dim: int, num_heads: int) -> dict[str, jax.Array]:
+    return {"projection": orthogonal_random_features(rng, PERFORMER_FEATURES, head_dim)}
+
+
+ATTENTION: dict[str, AttentionSpec] = {spec.name: spec for spec in (
+    AttentionSpec("dot_product", dot_product_attention, attention_weights, exact_softmax=True,
+                  description="softmax(Q K^T / sqrt(H)) V"),
+    AttentionSpec("softmax_temperature", softmax_temperature_attention, softmax_temperature_weights,
+                  exact_softmax=True, description="softmax(Q K^T / (sqrt(H) tau)) V, tau=1 by default"),
+    AttentionSpec("cosine", cosine_attention, cosine_weights,
+                  description="softmax(cos(q, k) / tau) V (QK-normalized)"),
+    AttentionSpec("l2", l2_attention, l2_weights,
+                  description="softmax(-||q - k||^2 / sqrt(H)) V (Kim et al. 2021)"),
+    AttentionSpec("additive", additive_attention, additive_weights, init_params=_init_additive,
+                  description="softmax(v^T tanh(W_q q + W_k k)) V (Bahdanau)"),
+    AttentionSpec("multiplicative", multiplicative_attention, multiplicative_weights,
+                  init_params=_init_multiplicative, description="softmax(q W k^T / sqrt(H)) V (Luong general)"),
+    AttentionSpec("sigmoid", sigmoid_attention, sigmoid_weights,
+                  description="sigmoid(Q K^T / sqrt(H) - log S) V (Ramapuram et al. 2024)"),
+    AttentionSpec("linear", linear_attention, linear_weights, mask_kind="keys",
+                  description="elu+1 linear attention, O(T) memory (Katharopoulos et al. 2020)"),
+    AttentionSpec("performer", performer_attention, performer_weights, mask_kind="keys", approx_tol=0.15,
+                  init_params=_init_performer, trainable_params=False,
+                  description=f"Performer FAVOR+ with {PERFORMER_FEATURES} orthogonal random features"),
+    AttentionSpec("local", local_attention, local_weights, position_free=False,
+                  description="sliding-window softmax attention, O(T * window) memory"),
+)}
+
+
+def get_spec(name: str) -> AttentionSpec:
+    """The :class:`AttentionSpec` registered under ``name``.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+        TypeError: ``name`` is not a string.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"attention name must be a str, got {type(name).__name__}: {name!r}")
+    if name not in ATTENTION:
+        raise ValueError(f"unknown attention {name!r}; valid names: {', '.join(sorted(ATTENTION))}")
+    return ATTENTION[name]
+
+
+def get_attention(name: str) -> Callable[..., jax.Array]:
+    """The attention function registered under ``name`` (see :func:`get_spec` for errors)."""
+    return get_spec(name).fn
+
+
+def init_attention_params(name: str, rng: jax.Array, *, head_dim: int, num_heads: int) -> dict[str, Any]:
+    """Keyword params for variant ``name`` (empty dict if it needs none)."""
+    spec = get_spec(name)
+    if spec.init_params is None:
+        return {}
+    return spec.init_params(rng, head_dim=head_dim, num_heads=num_heads)
