@@ -186,7 +186,8 @@ def dot_product_attention(
         TypeError: non-floating inputs, mismatched dtypes, non-boolean mask, non-integer lengths.
     """
     impl = _pick_implementation(implementation)
-    unbatched = np.ndim(query) == 3
+    # Like jax.nn, [T, N, H] inputs (all three unbatched) are accepted and returned unbatched.
+    unbatched = all(np.ndim(x) == 3 for x in (query, key, value))
     if unbatched:
         query, key, value = (jnp.asarray(x)[None] for x in (query, key, value))
     query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
