@@ -1,0 +1,218 @@
+"""Blockwise (flash-style) attention against the dense reference: values, gradients, memory."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnjax.ops import BlockSizes, dot_product_attention
+from attnjax.ops import blockwise_kernels as kernels
+
+SMALL = BlockSizes(block_q=8, block_k=16)
+
+
+def _inputs(seed, B, T, S, N, K, H, Hv=None, dtype=jnp.float32):
+    ks = jax.random.split(jax.random.PRNGKey(seed), 4)
+    q = jax.random.normal(ks[0], (B, T, N, H), jnp.float32).astype(dtype)
+    k = jax.random.normal(ks[1], (B, S, K, H), jnp.float32).astype(dtype)
+    v = jax.random.normal(ks[2], (B, S, K, Hv or H), jnp.float32).astype(dtype)
+    # A fixed random cotangent, so gradients test every output entry with its own weight.
+    cot = jax.random.normal(ks[3], (B, T, N, Hv or H), jnp.float32)
+    return q, k, v, cot
+
+
+def _value_and_grads(implementation, q, k, v, cot, bias=None, block_sizes=None, **kwargs):
+    extra = {} if block_sizes is None else {"block_sizes": block_sizes}
+
+    def loss(q, k, v, bias):
+        out = dot_product_attention(q, k, v, bias, implementation=implementation, **extra, **kwargs)
+        return jnp.sum(out.astype(jnp.float32) * cot), out
+
+    argnums = (0, 1, 2) if bias is None else (0, 1, 2, 3)
+    (_, out), grads = jax.value_and_grad(loss, argnums=argnums, has_aux=True)(q, k, v, bias)
+    return out, grads
+
+
+def _assert_matches_dense(q, k, v, cot, bias=None, block_sizes=SMALL, atol=1e-5, grad_atol=1e-4, **kwargs):
+    # One jitted program computes both paths: compiling dominates these tests' run time.
+    @jax.jit
+    def both(q, k, v, cot, bias):
+        return (_value_and_grads("dense", q, k, v, cot, bias, **kwargs),
+                _value_and_grads("blockwise", q, k, v, cot, bias, block_sizes=block_sizes, **kwargs))
+
+    (out_d, grads_d), (out_b, grads_b) = both(q, k, v, cot, bias)
+    assert out_b.shape == out_d.shape and out_b.dtype == out_d.dtype
+    np.testing.assert_allclose(np.asarray(out_b, np.float32), np.asarray(out_d, np.float32), atol=atol, rtol=0)
+    for name, gb, gd in zip("qkv" + "b", grads_b, grads_d):
+        assert gb.shape == gd.shape, name
+        assert np.all(np.isfinite(np.asarray(gb, np.float32))), name
+        np.testing.assert_allclose(np.asarray(gb, np.float32), np.asarray(gd, np.float32), atol=grad_atol, rtol=0,
+                                   err_msg=f"gradient wrt {name}")
+
+
+# (T, S, N, K, options): T and S are deliberately not multiples of the 8/16 blocks.
+CASES = {
+    "gqa_4_2": (37, 29, 4, 2, {}),
+    "causal_T_gt_S_mqa": (40, 21, 4, 1, {"is_causal": True}),
+    "causal_T_lt_S_softcap_scale": (13, 35, 2, 2, {"is_causal": True, "logit_softcap": 1.5, "scale": 0.3}),
+    "window": (33, 27, 2, 2, {"local_window_size": (5, 3)}),
+    "window_causal_seq_lengths": (30, 30, 4, 2, {"local_window_size": 6, "is_causal": True,
+                                                 "query_seq_lengths": np.array([17, 30]),
+                                                 "key_value_seq_lengths": np.array([30, 9])}),
+    "seq_lengths": (29, 38, 2, 2, {"query_seq_lengths": np.array([29, 7]),
+                                    "key_value_seq_lengths": np.array([20, 38])}),
+}
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_dense(case):
+    T, S, N, K, options = CASES[case]
+    q, k, v, cot = _inputs(0, 2, T, S, N, K, 8)
+    _assert_matches_dense(q, k, v, cot, **options)
+
+
+@pytest.mark.parametrize("bias_shape, mask_shape", [((2, 4, 27, 33), None), ((1, 4, 27, 1), (2, 1, 1, 33)),
+                                                     ((2, 1, 1, 33), (1, 4, 27, 1)), (None, (2, 4, 27, 33))])
+def test_bias_and_mask_shapes(bias_shape, mask_shape):
+    """Bias gradients come back in the bias's own broadcast shape; masks broadcast along any axis."""
+    q, k, v, cot = _inputs(1, 2, 27, 33, 4, 2, 8)
+    bias = None if bias_shape is None else jax.random.normal(jax.random.PRNGKey(7), bias_shape)
+    mask = None if mask_shape is None else jax.random.bernoulli(jax.random.PRNGKey(3), 0.7, mask_shape)
+    _assert_matches_dense(q, k, v, cot, bias=bias, mask=mask, is_causal=bias_shape is not None,
+                          local_window_size=(12, 4) if mask_shape is not None else None)
+
+
+def test_bias_mask_softcap_window_together():
+    q, k, v, cot = _inputs(3, 1, 34, 34, 4, 2, 8)
+    bias = jax.random.normal(jax.random.PRNGKey(4), (1, 4, 34, 34))
+    mask = jax.random.bernoulli(jax.random.PRNGKey(5), 0.8, (1, 1, 34, 34))
+    _assert_matches_dense(q, k, v, cot, bias=bias, mask=mask, logit_softcap=2.0, local_window_size=(7, 2),
+                          query_seq_lengths=np.array([30]), key_value_seq_lengths=np.array([31]))
+
+
+def test_fully_masked_rows_are_zero_with_zero_finite_gradients():
+    q, k, v, cot = _inputs(4, 2, 20, 20, 2, 2, 8)
+    mask = jnp.ones((2, 1, 20, 20), bool).at[:, :, 3].set(False).at[1, :, 10:].set(False)
+    lengths = np.array([20, 0])  # batch 1 has no key at all
+    out, grads = jax.jit(lambda q, k, v, cot: _value_and_grads(
+        "blockwise", q, k, v, cot, mask=mask, block_sizes=SMALL, key_value_seq_lengths=lengths))(q, k, v, cot)
+    assert np.all(np.asarray(out[:, 3]) == 0) and np.all(np.asarray(out[1]) == 0)
+    for g in grads:
+        assert np.all(np.isfinite(np.asarray(g)))
+    assert np.all(np.asarray(grads[0][:, 3]) == 0) and np.all(np.asarray(grads[0][1]) == 0)
+    assert np.all(np.asarray(grads[1][1]) == 0) and np.all(np.asarray(grads[2][1]) == 0)
+
+
+def test_window_rows_without_keys():
+    """T > S with a tight window: late queries see no key at all (their key-block range is empty)."""
+    q, k, v, cot = _inputs(5, 1, 40, 12, 2, 2, 8)
+    _assert_matches_dense(q, k, v, cot, local_window_size=(3, 1))
+
+
+@pytest.mark.parametrize("sizes", [BlockSizes(7, 5), BlockSizes()])
+def test_block_sizes(sizes):
+    q, k, v, cot = _inputs(6, 1, 26, 19, 4, 2, 8)
+    _assert_matches_dense(q, k, v, cot, block_sizes=sizes, is_causal=True)
+
+
+def test_value_head_dim_differs():
+    q, k, v, cot = _inputs(7, 1, 18, 22, 2, 1, 8, Hv=12)
+    _assert_matches_dense(q, k, v, cot)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_no_worse_than_dense(dtype):
+    """bf16/f16 inputs: both paths round the probabilities to the input dtype before the PV matmul, in
+    different orders, so they cannot agree to float32 accuracy. Each is compared with the float32
+    result on the same (rounded) inputs: the blockwise error must stay within 2x the dense error
+    (plus one ulp-scale slack), and the output keeps the input dtype."""
+    q, k, v, cot = _inputs(8, 1, 37, 29, 4, 2, 16, dtype=dtype)
+
+    @jax.jit
+    def three(q, k, v, cot):
+        opts = {"is_causal": True}
+        return (_value_and_grads("dense", *(x.astype(jnp.float32) for x in (q, k, v)), cot, **opts),
+                _value_and_grads("dense", q, k, v, cot, **opts),
+                _value_and_grads("blockwise", q, k, v, cot, block_sizes=SMALL, **opts))
+
+    (ref, ref_grads), (out_d, grads_d), (out_b, grads_b) = three(q, k, v, cot)
+    assert out_b.dtype == dtype
+    eps = float(jnp.finfo(dtype).eps)
+    err = lambda a, b: float(jnp.max(jnp.abs(a.astype(jnp.float32) - b)))
+    assert err(out_b, ref) <= 2 * err(out_d, ref) + eps
+    for gb, gd, gr in zip(grads_b, grads_d, ref_grads):
+        scale = float(jnp.max(jnp.abs(gr)))
+        assert err(gb, gr) <= 2 * err(gd, gr) + eps * scale
+
+
+def test_dropout_is_a_clear_error():
+    q, k, v, _ = _inputs(9, 1, 8, 8, 2, 2, 8)
+    with pytest.raises(ValueError, match="dropout"):
+        dot_product_attention(q, k, v, implementation="blockwise", dropout_rate=0.1,
+                              dropout_rng=jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.5, True])
+def test_bad_block_sizes(bad):
+    with pytest.raises(ValueError, match="block_q"):
+        BlockSizes(block_q=bad)
+
+
+def test_block_sizes_rejected_by_dense():
+    q, k, v, _ = _inputs(9, 1, 8, 8, 2, 2, 8)
+    with pytest.raises(ValueError, match="block_sizes"):
+        dot_product_attention(q, k, v, implementation="dense", block_sizes=SMALL)
+    with pytest.raises(ValueError, match="BlockSizes"):
+        dot_product_attention(q, k, v, implementation="blockwise", block_sizes=(8, 8))
+
+
+def test_jit_compiles_once_and_block_sizes_are_static():
+    q, k, v, _ = _inputs(10, 1, 24, 24, 2, 2, 8)
+    f = jax.jit(lambda q, k, v: dot_product_attention(q, k, v, implementation="blockwise", block_sizes=SMALL,
+                                                      is_causal=True))
+    f(q, k, v)
+    out = f(2.0 * q, k, v)
+    assert f._cache_size() == 1
+    np.testing.assert_allclose(out, dot_product_attention(2.0 * q, k, v, is_causal=True), atol=1e-5)
+
+
+def _config(T, S, bq, bk, is_causal=False, window=None):
+    return kernels.Config(T=T, S=S, G=1, bq=bq, bk=bk, scale=1.0, is_causal=is_causal, window=window,
+                          logit_softcap=None)
+
+
+def test_causal_skips_blocks_above_the_diagonal():
+    cfg = _config(64, 64, 16, 16, is_causal=True)
+    ranges = [tuple(int(x) for x in kernels.key_block_range(cfg, i, None)) for i in range(4)]
+    assert ranges == [(0, 1), (0, 2), (0, 3), (0, 4)]  # 10 of 16 blocks visited
+    ranges = [tuple(int(x) for x in kernels.query_block_range(cfg, j, None, None)) for j in range(4)]
+    assert ranges == [(0, 4), (1, 4), (2, 4), (3, 4)]
+
+
+def test_window_and_lengths_skip_blocks():
+    cfg = _config(64, 64, 16, 16, window=(16, 0))
+    assert [tuple(int(x) for x in kernels.key_block_range(cfg, i, None)) for i in range(4)] == [
+        (0, 1), (0, 2), (1, 3), (2, 4)]
+    cfg = _config(64, 64, 16, 16)
+    assert tuple(int(x) for x in kernels.key_block_range(cfg, 2, jnp.array([5, 20]))) == (0, 2)
+    assert tuple(int(x) for x in kernels.query_block_range(cfg, 3, jnp.array([40, 3]), jnp.array([64, 64]))) == (0, 3)
+    lo, hi = kernels.query_block_range(cfg, 3, None, jnp.array([30, 40]))
+    assert int(hi) == int(lo)  # no sequence reaches key block 3
+
+
+def _temp_bytes(fn, *args):
+    return fn.lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_compiled_temporary_memory_is_far_below_dense():
+    """Forward+backward at T=S=2048, N=4: dense holds several [B, N, T, S] float32 buffers (64 MiB each);
+    blockwise must stay O(T) (compile only, nothing is executed)."""
+    shape = jax.ShapeDtypeStruct((1, 2048, 4, 32), jnp.float32)
+
+    def grad_fn(implementation):
+        def loss(q, k, v):
+            return jnp.sum(dot_product_attention(q, k, v, implementation=implementation, is_causal=True))
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+
+    dense = _temp_bytes(grad_fn("dense"), shape, shape, shape)
+    blockwise = _temp_bytes(grad_fn("blockwise"), shape, shape, shape)
+    assert dense >= 64 * 2**20
+    assert blockwise * 16 <= dense, (blockwise, dense)
