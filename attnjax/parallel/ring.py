@@ -5,8 +5,9 @@ size ``P``). Every device keeps its own queries and, for ``P`` steps, computes a
 queries against the key/value block it currently holds while passing that block on to the next
 device of the ring (``lax.ppermute``). The per-query softmax is accumulated online (running max,
 running sum, running weighted values, all float32), so after ``P`` steps each device holds the exact
-attention output of its queries, and no device ever holds more than one remote key/value block:
-memory per device is ``O(T·S / P²)`` for the block logits plus ``O((T + S) / P)`` for the shards.
+attention output of its queries, and no device ever holds more than one remote key/value block.
+Within a step the shards are tiled again (``block_size``, :mod:`attnjax.parallel.ring_kernels`), so
+memory per device is ``O((T + S) / P)`` for the shards plus one ``[B, N, block, block]`` logits tile.
 
 Masks (causal, sliding window, padding) are built from *global* token positions, which depend on the
 device index (``lax.axis_index``) and on the sequence layout (see :mod:`attnjax.parallel.layouts`), so the result is
@@ -21,9 +22,8 @@ Nothing of size ``T x S`` is stored between forward and backward.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Callable, Hashable
+from typing import Hashable
 
 import jax
 import jax.numpy as jnp
@@ -32,238 +32,94 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
 from attnjax.ops import checks
-from attnjax.ops.dot_product import MASK_VALUE, scaled_logits
-from attnjax.ops.masks import combine_masks, position_mask
+from attnjax.ops.dot_product import MASK_VALUE
 from attnjax.parallel.layouts import (check_layout, check_layout_length, chunks_per_shard, from_layout, layout_positions,
                                       to_layout)
+from attnjax.parallel.ring_kernels import (RingConfig, backward_step, forward_step, from_tiles, pick_block, to_tiles,
+                                           vary, varying_axes)
 
 
-@dataclasses.dataclass(frozen=True)
-class _RingConfig:
-    """Static (hashable) options of one ring attention call."""
-
-    axis_name: Hashable
-    layout: str
-    is_causal: bool
-    window: checks.Window | None
-    scale: float
-    logit_softcap: float | None
-
-
-# --------------------------------------------------------------------------------------------------
-# VMA typing: loop carries and lax.cond branches must have the same "varying over mesh axes" type on
-# every path. Accumulators start as constants (varying over nothing), so they are cast to the union of
-# the inputs' varying axes, plus the ring axis (positions depend on lax.axis_index).
-
-
-def _varying_axes(x: Any) -> frozenset:
-    manual = getattr(jax.typeof(x), "manual_axis_type", None)
-    return frozenset(getattr(manual, "varying", ()))
-
-
-def _axis_tuple(axis_name: Hashable) -> tuple:
-    return tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
-
-
-def _target_axes(cfg: _RingConfig, *arrays: Any) -> frozenset:
-    axes = frozenset(_axis_tuple(cfg.axis_name))
-    for x in arrays:
-        if x is not None:
-            axes |= _varying_axes(x)
-    return axes
-
-
-def _vary(x: jnp.ndarray, axes: frozenset) -> jnp.ndarray:
-    missing = tuple(a for a in sorted(axes, key=str) if a not in _varying_axes(x))
-    return lax.pcast(x, missing, to="varying") if missing else x
-
-
-# --------------------------------------------------------------------------------------------------
-# One (query chunk, key chunk) block. Internal layouts: grouped queries ``[B, T, K, G, H]``, logits
-# ``[B, K, G, T, S]``, row statistics ``[B, K, G, T]``, accumulators ``[B, K, G, T, H]``.
-
-
-def _block_mask(cfg: _RingConfig, q_pos, k_pos, q_lengths, kv_lengths) -> jnp.ndarray | None:
-    """Boolean mask broadcastable to ``[B, K, G, Tc, Sc]`` from global positions, or None."""
-    structural = position_mask(q_pos, k_pos, is_causal=cfg.is_causal, window=cfg.window)
-    q_ok = None if q_lengths is None else (q_pos[None, :] < q_lengths[:, None])[:, None, None, :, None]
-    k_ok = None if kv_lengths is None else (k_pos[None, :] < kv_lengths[:, None])[:, None, None, None, :]
-    return combine_masks(None if structural is None else structural[None, None, None], q_ok, k_ok)
-
-
-def _block_logits(cfg: _RingConfig, q, k):
-    B, T, N, _ = q.shape
-    K, S = k.shape[2], k.shape[1]
-    logits = scaled_logits(q, k, scale=cfg.scale, logit_softcap=cfg.logit_softcap)
-    return logits.reshape(B, K, N // K, T, S)
-
-
-def _forward_block(cfg: _RingConfig, q, k, v, mask, state):
-    """Online-softmax update of ``state = (m, l, acc)`` with one key/value block."""
-    m, l, acc = state
-    logits = _block_logits(cfg, q, k)
-    if mask is not None:
-        logits = jnp.where(mask, logits, MASK_VALUE)
-    m_new = jnp.maximum(m, logits.max(axis=-1))
-    p = jnp.exp(logits - m_new[..., None])
-    if mask is not None:
-        # A row with no visible key in this block has m_new == MASK_VALUE == its logits: exp(0) = 1
-        # would count masked keys, so zero them explicitly.
-        p = jnp.where(mask, p, 0.0)
-    alpha = jnp.exp(m - m_new)
-    pv = jnp.einsum("BKGTS,BSKH->BKGTH", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    return m_new, alpha * l + p.sum(axis=-1), alpha[..., None] * acc + pv
-
-
-def _backward_block(cfg: _RingConfig, q, k, v, do, lse, delta, mask, grads):
-    """Adds one block's contribution to ``grads = (dq [B,T,N,H], dk [B,S,K,H], dv [B,S,K,Hv])`` (float32)."""
-    dq, dk, dv = grads
-    B, T, N, H = q.shape
-    K = k.shape[2]
-    q_g = q.reshape(B, T, K, N // K, H)
-    do_g = do.reshape(B, T, K, N // K, v.shape[3])
-    logits = _block_logits(cfg, q, k)
-    # lse is finite for every row (0 for rows with no visible key, whose p is zeroed by the mask).
-    # Masked logits become MASK_VALUE, whose exp underflows to exactly 0 against any finite lse.
-    p = jnp.exp((logits if mask is None else jnp.where(mask, logits, MASK_VALUE)) - lse[..., None])
-    dv = dv + jnp.einsum("BKGTS,BTKGH->BSKH", p.astype(do.dtype), do_g, preferred_element_type=jnp.float32)
-    dp = jnp.einsum("BTKGH,BSKH->BKGTS", do_g, v, preferred_element_type=jnp.float32)
-    ds = p * (dp - delta[..., None])
-    if cfg.logit_softcap is not None:
-        # d/dx [c tanh(x / c)] = 1 - tanh² = 1 - (capped / c)²; masked entries already have ds = 0.
-        ds = ds * (1.0 - jnp.square(logits / cfg.logit_softcap))
-    ds = ds * jnp.float32(cfg.scale)
-    dq = dq + jnp.einsum("BKGTS,BSKH->BTKGH", ds.astype(k.dtype), k,
-                         preferred_element_type=jnp.float32).reshape(B, T, N, H)
-    dk = dk + jnp.einsum("BKGTS,BTKGH->BSKH", ds.astype(q.dtype), q_g, preferred_element_type=jnp.float32)
-    return dq, dk, dv
-
-
-def _skip_if_masked(mask, compute: Callable, state):
-    """Runs ``compute(state)`` unless ``mask`` hides the whole block (then returns ``state`` unchanged)."""
-    if mask is None:
-        return compute(state)
-    return lax.cond(jnp.any(mask), compute, lambda s: s, state)
-
-
-# --------------------------------------------------------------------------------------------------
-# The ring loops.
-
-
-def _split(x: jnp.ndarray, n: int) -> list:
-    """Static split of the sequence axis (1) into ``n`` equal chunks."""
-    size = x.shape[1] // n
-    return [x[:, c * size:(c + 1) * size] for c in range(n)]
-
-
-def _ring_setup(cfg: _RingConfig, q, k):
+def _ring_setup(cfg: RingConfig, T: int, S: int):
     axis_size = lax.axis_size(cfg.axis_name)
     index = lax.axis_index(cfg.axis_name)
     perm = [(j, (j + 1) % axis_size) for j in range(axis_size)]
-    n = chunks_per_shard(cfg.layout)
-    q_pos = _split(layout_positions(cfg.layout, q.shape[1], axis_size, index)[None], n)
-    q_pos = [p[0] for p in q_pos]
+    q_pos = layout_positions(cfg.layout, T, axis_size, index).reshape(-1, cfg.block_q)
 
     def k_positions(step):
         # The block held at `step` started on device index - step (it moves one hop per step).
         source = (index - step) % axis_size
-        return [p[0] for p in _split(layout_positions(cfg.layout, k.shape[1], axis_size, source)[None], n)]
+        return layout_positions(cfg.layout, S, axis_size, source).reshape(-1, cfg.block_k)
 
-    return axis_size, perm, n, q_pos, k_positions
+    return axis_size, perm, q_pos, k_positions
 
 
-def _ring_forward(cfg: _RingConfig, q, k, v, q_lengths, kv_lengths):
-    """Returns the local output ``[B, T/P, N, Hv]`` and log-sum-exp ``[B, K, G, T/P]`` (float32)."""
-    axis_size, perm, n, q_pos, k_positions = _ring_setup(cfg, q, k)
+def _send(cfg: RingConfig, perm, tree):
+    return jax.tree.map(lambda x: lax.ppermute(x, cfg.axis_name, perm), tree)
+
+
+def _ring_forward(cfg: RingConfig, q, k, v, q_lengths, kv_lengths):
+    """Returns the local output ``[B, T/P, N, Hv]`` and the tiled log-sum-exp ``[nq, B, K, G, bq]`` (float32)."""
     B, T, N, _ = q.shape
-    K, Hv = v.shape[2], v.shape[3]
-    axes = _target_axes(cfg, q, k, v, q_lengths, kv_lengths)
-    q_chunks = _split(q, n)
-    Tc = T // n
+    S, K, Hv = k.shape[1], v.shape[2], v.shape[3]
+    G, nq, bq = N // K, T // cfg.block_q, cfg.block_q
+    axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
+    axes = varying_axes(cfg, q, k, v, q_lengths, kv_lengths)
+    q_tiles = to_tiles(q, bq)
+    state = (vary(jnp.full((nq, B, K, G, bq), MASK_VALUE, jnp.float32), axes),
+             vary(jnp.zeros((nq, B, K, G, bq), jnp.float32), axes),
+             vary(jnp.zeros((nq, B, K, G, bq, Hv), jnp.float32), axes))
 
-    def init():
-        m = _vary(jnp.full((B, K, N // K, Tc), MASK_VALUE, jnp.float32), axes)
-        l = _vary(jnp.zeros((B, K, N // K, Tc), jnp.float32), axes)
-        acc = _vary(jnp.zeros((B, K, N // K, Tc, Hv), jnp.float32), axes)
-        return m, l, acc
-
-    def step(s, k_blk, v_blk, states):
-        k_chunks, v_chunks, k_pos = _split(k_blk, n), _split(v_blk, n), k_positions(s)
-        states = list(states)
-        for i in range(n):
-            for j in range(n):
-                mask = _block_mask(cfg, q_pos[i], k_pos[j], q_lengths, kv_lengths)
-                compute = functools.partial(_forward_block, cfg, q_chunks[i], k_chunks[j], v_chunks[j], mask)
-                states[i] = _skip_if_masked(mask, compute, states[i])
-        return tuple(states)
+    def step(s, kv, state):
+        return forward_step(cfg, q_tiles, q_pos, *kv, k_positions(s), q_lengths, kv_lengths, state)
 
     def body(s, carry):
-        (k_blk, v_blk), states = carry
+        kv, state = carry
         # Send the block on before using it, so the transfer can overlap this step's compute.
-        nxt = (lax.ppermute(k_blk, cfg.axis_name, perm), lax.ppermute(v_blk, cfg.axis_name, perm))
-        return nxt, step(s, k_blk, v_blk, states)
+        return _send(cfg, perm, kv), step(s, kv, state)
 
-    states = tuple(init() for _ in range(n))
-    (k_blk, v_blk), states = lax.fori_loop(0, axis_size - 1, body, ((k, v), states))
-    states = step(axis_size - 1, k_blk, v_blk, states)
+    kv = (to_tiles(k, cfg.block_k), to_tiles(v, cfg.block_k))
+    kv, state = lax.fori_loop(0, axis_size - 1, body, (kv, state))
+    m, l, acc = step(axis_size - 1, kv, state)  # the last block needs no onward send
 
-    outs, lses = [], []
-    for m, l, acc in states:
-        seen = l > 0
-        safe_l = jnp.where(seen, l, 1.0)
-        # Rows that saw no key output zeros; their lse is unused (the mask zeroes p) but kept finite.
-        outs.append(jnp.where(seen[..., None], acc / safe_l[..., None], 0.0))
-        lses.append(jnp.where(seen, m + jnp.log(safe_l), 0.0))
-    out = jnp.concatenate(outs, axis=3)  # [B, K, G, T, Hv]
-    out = out.transpose(0, 3, 1, 2, 4).reshape(B, T, N, Hv).astype(q.dtype)
-    return out, jnp.concatenate(lses, axis=3)
+    seen = l > 0
+    safe_l = jnp.where(seen, l, 1.0)
+    # Rows that saw no key output zeros; their lse is unused (the mask zeroes p) but kept finite.
+    out = jnp.where(seen[..., None], acc / safe_l[..., None], 0.0)  # [nq, B, K, G, bq, Hv]
+    out = out.transpose(1, 0, 4, 2, 3, 5).reshape(B, T, N, Hv).astype(q.dtype)
+    return out, jnp.where(seen, m + jnp.log(safe_l), 0.0)
 
 
-def _ring_backward(cfg: _RingConfig, q, k, v, q_lengths, kv_lengths, out, lse, do):
+def _ring_backward(cfg: RingConfig, q, k, v, q_lengths, kv_lengths, out, lse, do):
     """Ring backward: ``dK``/``dV`` accumulators travel with their key/value block and return home."""
-    axis_size, perm, n, q_pos, k_positions = _ring_setup(cfg, q, k)
     B, T, N, H = q.shape
-    K = k.shape[2]
-    axes = _target_axes(cfg, q, k, v, q_lengths, kv_lengths, do)
+    S, K, Hv = k.shape[1], v.shape[2], v.shape[3]
+    G, nq, bq, nk, bk = N // K, T // cfg.block_q, cfg.block_q, S // cfg.block_k, cfg.block_k
+    axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
+    axes = varying_axes(cfg, q, k, v, q_lengths, kv_lengths, do)
     delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B, T, N]
-    delta = delta.reshape(B, T, K, N // K).transpose(0, 2, 3, 1)  # [B, K, G, T]
-    q_chunks, do_chunks = _split(q, n), _split(do, n)
-    lse_chunks = [lse[..., i * (T // n):(i + 1) * (T // n)] for i in range(n)]
-    delta_chunks = [delta[..., i * (T // n):(i + 1) * (T // n)] for i in range(n)]
+    delta = delta.reshape(B, nq, bq, K, G).transpose(1, 0, 3, 4, 2)  # [nq, B, K, G, bq], like lse
+    q_tiles, do_tiles = to_tiles(q, bq), to_tiles(do, bq)
 
-    def step(s, k_blk, v_blk, dq, dkv):
-        k_chunks, v_chunks, k_pos = _split(k_blk, n), _split(v_blk, n), k_positions(s)
-        dq, dk, dv = list(dq), list(dkv[0]), list(dkv[1])
-        for i in range(n):
-            for j in range(n):
-                mask = _block_mask(cfg, q_pos[i], k_pos[j], q_lengths, kv_lengths)
-                compute = functools.partial(_backward_block, cfg, q_chunks[i], k_chunks[j], v_chunks[j],
-                                            do_chunks[i], lse_chunks[i], delta_chunks[i], mask)
-                dq[i], dk[j], dv[j] = _skip_if_masked(mask, compute, (dq[i], dk[j], dv[j]))
-        return tuple(dq), (tuple(dk), tuple(dv))
-
-    def send(tree):
-        return jax.tree.map(lambda x: lax.ppermute(x, cfg.axis_name, perm), tree)
+    def step(s, kv, dq, dkv):
+        dq, dk, dv = backward_step(cfg, q_tiles, q_pos, do_tiles, lse, delta, *kv, k_positions(s), q_lengths,
+                                   kv_lengths, (dq, *dkv))
+        return dq, (dk, dv)
 
     def body(s, carry):
         kv, dkv, dq = carry
-        nxt = send(kv)
-        dq, dkv = step(s, *kv, dq, dkv)
-        return nxt, send(dkv), dq
+        nxt = _send(cfg, perm, kv)
+        dq, dkv = step(s, kv, dq, dkv)
+        return nxt, _send(cfg, perm, dkv), dq
 
-    def zeros(shape):
-        return _vary(jnp.zeros(shape, jnp.float32), axes)
-
-    dq = tuple(zeros((B, T // n, N, H)) for _ in range(n))
-    S = k.shape[1]
-    Hv = v.shape[3]
-    dkv = (tuple(zeros((B, S // n, K, H)) for _ in range(n)), tuple(zeros((B, S // n, K, Hv)) for _ in range(n)))
-    kv, dkv, dq = lax.fori_loop(0, axis_size - 1, body, ((k, v), dkv, dq))
-    dq, dkv = step(axis_size - 1, *kv, dq, dkv)
+    dq = vary(jnp.zeros((nq, B, bq, N, H), jnp.float32), axes)
+    dkv = (vary(jnp.zeros((nk, B, bk, K, H), jnp.float32), axes),
+           vary(jnp.zeros((nk, B, bk, K, Hv), jnp.float32), axes))
+    kv = (to_tiles(k, bk), to_tiles(v, bk))
+    kv, dkv, dq = lax.fori_loop(0, axis_size - 1, body, (kv, dkv, dq))
+    dq, dkv = step(axis_size - 1, kv, dq, dkv)
     # P hops in all: each dK/dV accumulator is back on the device that owns its block.
-    dk, dv = send(dkv)
-    return (jnp.concatenate(dq, axis=1).astype(q.dtype), jnp.concatenate(dk, axis=1).astype(k.dtype),
-            jnp.concatenate(dv, axis=1).astype(v.dtype))
+    dk, dv = _send(cfg, perm, dkv)
+    return (from_tiles(dq).astype(q.dtype), from_tiles(dk).astype(k.dtype), from_tiles(dv).astype(v.dtype))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -290,8 +146,10 @@ _ring.defvjp(_ring_fwd, _ring_bwd)
 
 
 def _check_ring_arguments(query, key, value, *, layout, query_seq_lengths, key_value_seq_lengths,
-                          scale, logit_softcap, local_window_size):
+                          scale, logit_softcap, local_window_size, block_size):
     check_layout(layout)
+    if not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     B, T, S, N, K, H = checks.check_qkv(query, key, value)
     checks.check_seq_lengths("query_seq_lengths", query_seq_lengths, B)
     checks.check_seq_lengths("key_value_seq_lengths", key_value_seq_lengths, B)
@@ -314,6 +172,7 @@ def ring_attention(
     local_window_size: int | tuple[int, int] | None = None,
     scale: float | None = None,
     logit_softcap: float | None = None,
+    block_size: int = 512,
 ) -> jnp.ndarray:
     """Exact attention over a sequence sharded along mesh axis ``axis_name``; call inside ``jax.shard_map``.
 
@@ -340,27 +199,32 @@ def ring_attention(
         local_window_size: ``w`` or ``(left, right)``: query ``i`` sees keys ``i-left..i+right``.
         scale: logit multiplier, default ``1 / sqrt(H)``.
         logit_softcap: if set, logits become ``cap * tanh(logits / cap)`` before masking.
+        block_size: target tile length inside a ring step (see :func:`~attnjax.parallel.ring_kernels.pick_block`):
+            the largest temporary is one ``[B, N, block, block]`` float32 tile, whatever ``T/P``.
 
     Returns:
         ``[B, T/P, N, Hv]`` local output, in the query dtype.
 
     Raises:
-        ValueError: malformed shapes, layout, window, scale or softcap, or a zigzag local length that is odd.
+        ValueError: malformed shapes, layout, window, scale, softcap or block size, or an odd zigzag
+            local length.
         TypeError: non-floating inputs, mismatched dtypes, non-integer lengths.
     """
     (_, T, S, _, _, H), window = _check_ring_arguments(
         query, key, value, layout=layout, query_seq_lengths=query_seq_lengths,
         key_value_seq_lengths=key_value_seq_lengths, scale=scale, logit_softcap=logit_softcap,
-        local_window_size=local_window_size)
+        local_window_size=local_window_size, block_size=block_size)
     if layout == "zigzag":
         for name, length in (("query", T), ("key", S)):
             if length % 2:
                 raise ValueError(
                     f"layout 'zigzag' needs an even per-shard {name} length (two chunks per device), "
                     f"got {name} shard shape {tuple(np.shape(query if name == 'query' else key))}")
-    cfg = _RingConfig(axis_name=axis_name, layout=layout, is_causal=bool(is_causal), window=window,
-                      scale=float(1.0 / np.sqrt(H) if scale is None else scale),
-                      logit_softcap=None if logit_softcap is None else float(logit_softcap))
+    chunks = chunks_per_shard(layout)
+    cfg = RingConfig(axis_name=axis_name, layout=layout, is_causal=bool(is_causal), window=window,
+                     scale=float(1.0 / np.sqrt(H) if scale is None else scale),
+                     logit_softcap=None if logit_softcap is None else float(logit_softcap),
+                     block_q=pick_block(T, chunks, int(block_size)), block_k=pick_block(S, chunks, int(block_size)))
     q_lengths = None if query_seq_lengths is None else jnp.asarray(query_seq_lengths, jnp.int32)
     kv_lengths = None if key_value_seq_lengths is None else jnp.asarray(key_value_seq_lengths, jnp.int32)
     return _ring(cfg, jnp.asarray(query), jnp.asarray(key), jnp.asarray(value), q_lengths, kv_lengths)
@@ -381,6 +245,7 @@ def ring_self_attention(
     local_window_size: int | tuple[int, int] | None = None,
     scale: float | None = None,
     logit_softcap: float | None = None,
+    block_size: int = 512,
 ) -> jnp.ndarray:
     """:func:`ring_attention` on global arrays: permutes into ``layout``, shards, runs the ring, restores order.
 
@@ -411,8 +276,8 @@ def ring_self_attention(
         is_causal: causal masking (top-left aligned, as ``jax.nn``).
         layout: one of :data:`LAYOUTS`; default ``"zigzag"`` if ``is_causal`` else ``"contiguous"``.
         batch_axis_name: optional mesh axis to shard the batch over (data parallelism).
-        query_seq_lengths, key_value_seq_lengths, local_window_size, scale, logit_softcap: as in
-            :func:`ring_attention`.
+        query_seq_lengths, key_value_seq_lengths, local_window_size, scale, logit_softcap, block_size:
+            as in :func:`ring_attention`.
 
     Returns:
         ``[B, T, N, Hv]`` in the query dtype, in the original (unpermuted) order.
@@ -425,7 +290,7 @@ def ring_self_attention(
     (B, T, S, _, _, _), _ = _check_ring_arguments(
         query, key, value, layout=layout, query_seq_lengths=query_seq_lengths,
         key_value_seq_lengths=key_value_seq_lengths, scale=scale, logit_softcap=logit_softcap,
-        local_window_size=local_window_size)
+        local_window_size=local_window_size, block_size=block_size)
     for name, axis in (("axis_name", axis_name), ("batch_axis_name", batch_axis_name)):
         if axis is not None and axis not in mesh.shape:
             raise ValueError(f"{name} {axis!r} is not an axis of the mesh, whose axes are {dict(mesh.shape)}")
@@ -449,7 +314,7 @@ def ring_self_attention(
     def local(q, k, v, lengths):
         return ring_attention(q, k, v, axis_name=axis_name, is_causal=is_causal, layout=layout,
                               local_window_size=local_window_size, scale=scale, logit_softcap=logit_softcap,
-                              **lengths)
+                              block_size=block_size, **lengths)
 
     sharded = jax.shard_map(local, mesh=mesh, in_specs=(seq_spec, seq_spec, seq_spec, lengths_spec),
                             out_specs=seq_spec)

@@ -10,6 +10,7 @@ from jax.sharding import PartitionSpec
 
 import attnjax
 from attnjax.parallel import from_layout, ring_attention, ring_self_attention, to_layout
+from attnjax.parallel.ring_kernels import pick_block
 
 AUTO = jax.sharding.AxisType.Auto
 
@@ -38,14 +39,19 @@ def _value_and_grads(attention, q, k, v, cotangent):
 CASES = {
     # No mask at all (the mask-free path), multi-query (K = 1), a 4-device sub-mesh.
     "full-mqa-mesh4": ((2, 32, 32, 4, 1, 8), (4,), dict()),
-    "causal-contiguous": ((3, 32, 32, 4, 2, 8), (8,), dict(is_causal=True, layout="contiguous", kv_lengths=True)),
+    # block_size=2: 2 query and 2 key tiles per device inside each ring step.
+    "causal-contiguous-tiled": ((3, 32, 32, 4, 2, 8), (8,), dict(
+        is_causal=True, layout="contiguous", kv_lengths=True, block_size=2)),
     "causal-striped": ((3, 32, 32, 4, 2, 8), (8,), dict(is_causal=True, layout="striped", kv_lengths=True)),
-    "causal-zigzag": ((3, 32, 32, 4, 2, 8), (8,), dict(is_causal=True, layout="zigzag", kv_lengths=True)),
+    # 8 tokens per device = zigzag chunks of 4, tiled by 2: 4 query tiles, 4 key tiles.
+    "causal-zigzag-tiled": ((3, 64, 64, 4, 2, 8), (8,), dict(
+        is_causal=True, layout="zigzag", kv_lengths=True, block_size=2)),
     "window-qlengths-softcap-striped": ((3, 32, 32, 4, 2, 8), (8,), dict(
         layout="striped", local_window_size=(5, 2), q_lengths=True, logit_softcap=2.0, scale=0.3)),
-    # Cross-attention (S != T: chunk sizes differ, value head dim 16 != 8) with the batch also sharded.
+    # Cross-attention (S != T: chunk sizes differ, value head dim 16 != 8) with the batch also sharded;
+    # per device 8 queries in 2 tiles, 16 keys in 4 tiles.
     "cross-causal-zigzag-data-seq": ((4, 32, 64, 2, 2, 8, 16), (2, 4), dict(
-        is_causal=True, layout="zigzag", kv_lengths=True, batch_axis_name="data")),
+        is_causal=True, layout="zigzag", kv_lengths=True, batch_axis_name="data", block_size=4)),
 }
 def _lengths(B, length, short):
     # Full, partial and empty (every query row fully masked) sequences.
@@ -62,7 +68,7 @@ def test_ring_self_attention_matches_dense_values_and_grads(name):
     kv_lengths = _lengths(B, S, 13) if options.pop("kv_lengths", False) else None
     q_lengths = _lengths(B, T, 20) if options.pop("q_lengths", False) else None
     ring_kwargs = dict(mesh=_mesh(mesh_shape, names), axis_name="seq", **options)
-    dense_kwargs = {key: val for key, val in options.items() if key not in ("layout", "batch_axis_name")}
+    dense_kwargs = {key: val for key, val in options.items() if key not in ("layout", "batch_axis_name", "block_size")}
 
     def ring(q, k, v, q_lengths, kv_lengths):
         return ring_self_attention(q, k, v, query_seq_lengths=q_lengths, key_value_seq_lengths=kv_lengths,
@@ -175,6 +181,25 @@ def test_wrapper_rejects_bad_axes_layout_and_batch():
         ring_self_attention(jnp.zeros((3, 32, 3, 8)), q, q, mesh=_mesh(), axis_name="seq")
     with pytest.raises(TypeError, match=r"key_value_seq_lengths must be an integer array"):
         ring_self_attention(q, q, q, mesh=_mesh(), axis_name="seq", key_value_seq_lengths=jnp.ones(3))
+
+
+def test_rejects_bad_block_size():
+    q = jnp.zeros((1, 32, 2, 8))
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match=r"block_size must be a positive int, got"):
+            ring_self_attention(q, q, q, mesh=_mesh(), axis_name="seq", block_size=bad)
+
+
+@pytest.mark.parametrize("length, chunks, target, expected", [
+    (4096, 1, 512, 512),
+    (4096, 2, 512, 512),
+    (96, 2, 512, 48),  # short shard: one tile per chunk
+    (1000, 1, 512, 500),  # largest divisor not above the target
+    (1200, 2, 512, 300),  # tiles never straddle the two zigzag chunks of 600
+    (2 * 1009, 2, 512, 1009),  # prime chunk: no divisor in [64, 512], one tile per chunk
+])
+def test_pick_block(length, chunks, target, expected):
+    assert pick_block(length, chunks, target) == expected
 
 
 def test_ring_attention_rejects_odd_zigzag_shards():

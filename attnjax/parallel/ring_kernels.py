@@ -1,0 +1,207 @@
+"""Per-device work of one ring step: the local queries against the key/value block currently held.
+
+Inside a ring step the local shards are tiled again, into query tiles of ``block_q`` rows and key
+tiles of ``block_k`` columns, so that the largest temporary is one ``[B, N, block_q, block_k]``
+float32 tile however long the per-device sequence is (flash-attention style). A tile whose mask is
+entirely False (causal future, outside a local window, padding) is skipped with ``lax.cond``; this
+is what turns the zigzag layout's structure into saved work.
+
+Shapes (per device; ``nq = Tl / block_q`` query tiles, ``nk = Sl / block_k`` key tiles):
+
+* queries ``[nq, B, bq, N, H]``, query positions ``[nq, bq]``;
+* keys ``[nk, B, bk, K, H]``, values ``[nk, B, bk, K, Hv]``, key positions ``[nk, bk]``;
+* online-softmax state per query tile: running max ``m`` and sum ``l`` ``[nq, B, K, G, bq]``,
+  weighted values ``acc [nq, B, K, G, bq, Hv]``, all float32;
+* gradients ``dq [nq, B, bq, N, H]``, ``dk [nk, B, bk, K, H]``, ``dv [nk, B, bk, K, Hv]``, float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Hashable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from attnjax.ops import checks
+from attnjax.ops.dot_product import MASK_VALUE, scaled_logits
+from attnjax.ops.masks import combine_masks, position_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class RingConfig:
+    """Static (hashable) options of one ring attention call."""
+
+    axis_name: Hashable
+    layout: str
+    is_causal: bool
+    window: checks.Window | None
+    scale: float
+    logit_softcap: float | None
+    block_q: int
+    block_k: int
+
+
+def pick_block(length: int, chunks: int, target: int) -> int:
+    """Tile length for a shard of ``length`` tokens made of ``chunks`` runs of consecutive positions.
+
+    The largest divisor of the run length not above ``target``, so that tiles never straddle two
+    runs (a zigzag tile then holds consecutive positions and skips cleanly). If the run length has
+    no divisor in ``[target / 8, target]`` (e.g. a large prime), the whole run is one tile: correct,
+    but with an ``O(run²)`` temporary instead of ``O(target²)``.
+    """
+    run = length // chunks
+    if run <= target:
+        return run
+    for size in range(target, max(target // 8, 1) - 1, -1):
+        if run % size == 0:
+            return size
+    return run
+
+
+def to_tiles(x: jnp.ndarray, size: int) -> jnp.ndarray:
+    """``[B, L, ...]`` -> ``[L / size, B, size, ...]``."""
+    B, L = x.shape[:2]
+    return jnp.moveaxis(x.reshape(B, L // size, size, *x.shape[2:]), 1, 0)
+
+
+def from_tiles(x: jnp.ndarray) -> jnp.ndarray:
+    """``[n, B, size, ...]`` -> ``[B, n·size, ...]``."""
+    n, B, size = x.shape[:3]
+    return jnp.moveaxis(x, 0, 1).reshape(B, n * size, *x.shape[3:])
+
+
+# --------------------------------------------------------------------------------------------------
+# VMA typing: loop carries and lax.cond branches must have the same "varying over mesh axes" type on
+# every path. Accumulators start as constants (varying over nothing), so they are cast to the union of
+# the inputs' varying axes plus the ring axis (positions depend on lax.axis_index).
+
+
+def _varying_axes(x: Any) -> frozenset:
+    manual = getattr(jax.typeof(x), "manual_axis_type", None)
+    return frozenset(getattr(manual, "varying", ()))
+
+
+def varying_axes(cfg: RingConfig, *arrays: Any) -> frozenset:
+    """Mesh axes any of ``arrays`` varies over, plus the ring axis."""
+    axes = frozenset(cfg.axis_name if isinstance(cfg.axis_name, (tuple, list)) else (cfg.axis_name,))
+    for x in arrays:
+        if x is not None:
+            axes |= _varying_axes(x)
+    return axes
+
+
+def vary(x: jnp.ndarray, axes: frozenset) -> jnp.ndarray:
+    """Casts ``x`` to varying over ``axes`` (a no-op for axes it already varies over)."""
+    missing = tuple(a for a in sorted(axes, key=str) if a not in _varying_axes(x))
+    return lax.pcast(x, missing, to="varying") if missing else x
+
+
+# --------------------------------------------------------------------------------------------------
+# One (query tile, key tile) pair. Logits are ``[B, K, G, bq, bk]``.
+
+
+def _tile_mask(cfg: RingConfig, q_pos, k_pos, q_lengths, kv_lengths) -> jnp.ndarray | None:
+    """Boolean mask broadcastable to ``[B, K, G, bq, bk]`` from global positions, or None."""
+    structural = position_mask(q_pos, k_pos, is_causal=cfg.is_causal, window=cfg.window)
+    q_ok = None if q_lengths is None else (q_pos[None, :] < q_lengths[:, None])[:, None, None, :, None]
+    k_ok = None if kv_lengths is None else (k_pos[None, :] < kv_lengths[:, None])[:, None, None, None, :]
+    return combine_masks(None if structural is None else structural[None, None, None], q_ok, k_ok)
+
+
+def _tile_logits(cfg: RingConfig, q, k):
+    B, T, N, _ = q.shape
+    K, S = k.shape[2], k.shape[1]
+    logits = scaled_logits(q, k, scale=cfg.scale, logit_softcap=cfg.logit_softcap)
+    return logits.reshape(B, K, N // K, T, S)
+
+
+def _forward_tile(cfg: RingConfig, q, k, v, mask, state):
+    """Online-softmax update of ``state = (m, l, acc)`` with one key tile."""
+    m, l, acc = state
+    logits = _tile_logits(cfg, q, k)
+    if mask is not None:
+        logits = jnp.where(mask, logits, MASK_VALUE)
+    m_new = jnp.maximum(m, logits.max(axis=-1))
+    p = jnp.exp(logits - m_new[..., None])
+    if mask is not None:
+        # A row with no visible key so far has m_new == MASK_VALUE == its masked logits: exp(0) = 1
+        # would count masked keys, so zero them explicitly.
+        p = jnp.where(mask, p, 0.0)
+    alpha = jnp.exp(m - m_new)
+    pv = jnp.einsum("BKGTS,BSKH->BKGTH", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return m_new, alpha * l + p.sum(axis=-1), alpha[..., None] * acc + pv
+
+
+def _backward_tile(cfg: RingConfig, q, k, v, do, lse, delta, mask, grads):
+    """Adds one tile's contribution to ``grads = (dq [B,bq,N,H], dk [B,bk,K,H], dv [B,bk,K,Hv])``."""
+    dq, dk, dv = grads
+    B, T, N, H = q.shape
+    K = k.shape[2]
+    q_g = q.reshape(B, T, K, N // K, H)
+    do_g = do.reshape(B, T, K, N // K, v.shape[3])
+    logits = _tile_logits(cfg, q, k)
+    # lse is finite for every row (0 for rows with no visible key). Masked logits become MASK_VALUE,
+    # whose exp underflows to exactly 0 against any finite lse, so p needs no second where.
+    p = jnp.exp((logits if mask is None else jnp.where(mask, logits, MASK_VALUE)) - lse[..., None])
+    dv = dv + jnp.einsum("BKGTS,BTKGH->BSKH", p.astype(do.dtype), do_g, preferred_element_type=jnp.float32)
+    dp = jnp.einsum("BTKGH,BSKH->BKGTS", do_g, v, preferred_element_type=jnp.float32)
+    ds = p * (dp - delta[..., None])
+    if cfg.logit_softcap is not None:
+        # d/dx [c tanh(x / c)] = 1 - tanh² = 1 - (capped / c)²; masked entries already have ds = 0.
+        ds = ds * (1.0 - jnp.square(logits / cfg.logit_softcap))
+    ds = ds * jnp.float32(cfg.scale)
+    dq = dq + jnp.einsum("BKGTS,BSKH->BTKGH", ds.astype(k.dtype), k,
+                         preferred_element_type=jnp.float32).reshape(B, T, N, H)
+    dk = dk + jnp.einsum("BKGTS,BTKGH->BSKH", ds.astype(q.dtype), q_g, preferred_element_type=jnp.float32)
+    return dq, dk, dv
+
+
+def _skip_if_masked(mask, compute: Callable, state):
+    """Runs ``compute(state)`` unless ``mask`` hides the whole tile (then returns ``state`` unchanged)."""
+    if mask is None:
+        return compute(state)
+    return lax.cond(jnp.any(mask), compute, lambda s: s, state)
+
+
+# --------------------------------------------------------------------------------------------------
+# One ring step: all query tiles against all key tiles of the block held now.
+
+
+def forward_step(cfg: RingConfig, q, q_pos, k, v, k_pos, q_lengths, kv_lengths, state):
+    """Online-softmax update of every query tile's ``state = (m, l, acc)`` with one key/value block."""
+
+    def query_tile(i, state):
+        m, l, acc = state
+        q_i, pos_i = q[i], q_pos[i]
+
+        def key_tile(j, tile_state):
+            mask = _tile_mask(cfg, pos_i, k_pos[j], q_lengths, kv_lengths)
+            return _skip_if_masked(mask, functools.partial(_forward_tile, cfg, q_i, k[j], v[j], mask), tile_state)
+
+        m_i, l_i, acc_i = lax.fori_loop(0, k.shape[0], key_tile, (m[i], l[i], acc[i]))
+        return m.at[i].set(m_i), l.at[i].set(l_i), acc.at[i].set(acc_i)
+
+    return lax.fori_loop(0, q.shape[0], query_tile, state)
+
+
+def backward_step(cfg: RingConfig, q, q_pos, do, lse, delta, k, v, k_pos, q_lengths, kv_lengths, grads):
+    """Adds one key/value block's contribution to ``grads = (dq, dk, dv)`` (tiled, float32)."""
+
+    def key_tile(j, grads):
+        dq, dk, dv = grads
+        k_j, v_j, pos_j = k[j], v[j], k_pos[j]
+
+        def query_tile(i, carry):
+            dq, dk_j, dv_j = carry
+            mask = _tile_mask(cfg, q_pos[i], pos_j, q_lengths, kv_lengths)
+            compute = functools.partial(_backward_tile, cfg, q[i], k_j, v_j, do[i], lse[i], delta[i], mask)
+            dq_i, dk_j, dv_j = _skip_if_masked(mask, compute, (dq[i], dk_j, dv_j))
+            return dq.at[i].set(dq_i), dk_j, dv_j
+
+        dq, dk_j, dv_j = lax.fori_loop(0, q.shape[0], query_tile, (dq, dk[j], dv[j]))
+        return dq, dk.at[j].set(dk_j), dv.at[j].set(dv_j)
+
+    return lax.fori_loop(0, k.shape[0], key_tile, grads)
