@@ -19,6 +19,7 @@ Both kernel paths keep the attnjax convention that a query row with no visible k
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -228,6 +229,13 @@ def _gpu_mha(query, key, value, *, scale, is_causal, interpret, block_q, block_k
         pad_q = pad_k = -T % step
         if not is_causal:
             segment_ids = jnp.broadcast_to((jnp.arange(T + pad_q) >= T).astype(jnp.int32), (query.shape[0], T + pad_q))
+    # mha's fused backward needs as many dQ query blocks as dK/dV key blocks.
+    T_pad, n_blocks = T + pad_q, (S + pad_k) // bk
+    if T_pad % n_blocks:
+        raise ValueError(
+            f"implementation='pallas' needs the padded T ({T_pad}) to split into S/block_k = {n_blocks} equal "
+            "blocks for mha's backward; choose block sizes with T/block_q == S/block_k")
+    sizes = dataclasses.replace(sizes, block_q_dq=T_pad // n_blocks)
     q = jnp.pad(query, ((0, 0), (0, pad_q), (0, 0), (0, 0)))
     k = jnp.pad(key, ((0, 0), (0, pad_k), (0, 0), (0, 0)))
     v = jnp.pad(value, ((0, 0), (0, pad_k), (0, 0), (0, 0)))
