@@ -206,14 +206,21 @@ def ring_attention(
         ``[B, T/P, N, Hv]`` local output, in the query dtype.
 
     Raises:
-        ValueError: malformed shapes, layout, window, scale, softcap or block size, or an odd zigzag
-            local length.
+        ValueError: malformed shapes, layout, window, scale, softcap or block size, an odd zigzag
+            local length, or ``axis_name`` not bound by an enclosing ``shard_map``.
         TypeError: non-floating inputs, mismatched dtypes, non-integer lengths.
     """
     (_, T, S, _, _, H), window = _check_ring_arguments(
         query, key, value, layout=layout, query_seq_lengths=query_seq_lengths,
         key_value_seq_lengths=key_value_seq_lengths, scale=scale, logit_softcap=logit_softcap,
         local_window_size=local_window_size, block_size=block_size)
+    try:
+        lax.axis_size(axis_name)
+    except NameError as error:
+        raise ValueError(
+            f"ring_attention must run inside jax.shard_map with the sequence sharded over mesh axis "
+            f"axis_name={axis_name!r}, which is not bound here ({error}); from global arrays use "
+            f"ring_self_attention(..., mesh=mesh, axis_name=...)") from None
     if layout == "zigzag":
         for name, length in (("query", T), ("key", S)):
             if length % 2:

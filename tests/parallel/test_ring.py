@@ -183,6 +183,12 @@ def test_wrapper_rejects_bad_axes_layout_and_batch():
         ring_self_attention(q, q, q, mesh=_mesh(), axis_name="seq", key_value_seq_lengths=jnp.ones(3))
 
 
+def test_ring_attention_outside_shard_map_says_so():
+    q = jnp.zeros((1, 8, 2, 4))
+    with pytest.raises(ValueError, match=r"inside jax.shard_map .* axis_name='seq'"):
+        ring_attention(q, q, q, axis_name="seq")
+
+
 def test_rejects_bad_block_size():
     q = jnp.zeros((1, 32, 2, 8))
     for bad in (0, 2.0, True):
