@@ -13,3 +13,23 @@ __all__ = ["attention_weights", "dot_product_attention"]
 from attnjax.ops import ATTENTION, get_attention  # noqa: E402
 
 __all__ += ["ATTENTION", "get_attention"]
+
+# Flax modules and training (issue 2). Resolved on first access, so `import attnjax` and the pure
+# ops never import Flax or optax.
+_LAZY = {
+    **dict.fromkeys(["LSTM", "LSTMConfig", "MODELS", "MultiHeadAttention", "TransformerConfig",
+                     "TransformerEncoder", "build_model"], "attnjax.nn"),
+    **dict.fromkeys(["TrainState", "create_train_state", "eval_step", "evaluate", "fit", "make_optimizer",
+                     "train_step"], "attnjax.train"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'attnjax' has no attribute {name!r}")
+
+
+__all__ += sorted(_LAZY)

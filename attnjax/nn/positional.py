@@ -1,9 +1,9 @@
 """Positional encodings for the Flax models, selected by name.
 
 ``POSITIONAL`` maps a name to ``(length, dim) -> [length, dim]`` float32 table added to the token
-embeddings. ``attnjax/ops/positional.py`` (pure JAX) will provide more encodings; they plug in here as
-new entries, and encodings that act on attention logits (RoPE, ALiBi) will go through the attention
-function instead.
+embeddings. The formulas live in :mod:`attnjax.ops.positional` (pure JAX); more absolute encodings
+plug in here as entries, while encodings acting on attention logits (RoPE, ALiBi, relative bias) go
+through the attention function.
 """
 
 from __future__ import annotations
@@ -11,23 +11,20 @@ from __future__ import annotations
 from typing import Callable
 
 import jax.numpy as jnp
-import numpy as np
+
+from attnjax.ops.positional import sinusoidal_encoding
 
 
 def sinusoidal_table(length: int, dim: int, max_timescale: float = 10_000.0) -> jnp.ndarray:
-    """Vaswani et al. sinusoids: ``[length, dim]`` with sin on even and cos on odd channels.
+    """Vaswani et al. sinusoids for positions ``0..length-1``: ``[length, dim]`` float32.
+
+    Channel layout is :func:`attnjax.ops.positional.sinusoidal_encoding`'s (all sines, then all
+    cosines); the embedding layer in front makes the channel order irrelevant.
 
     Raises:
         ValueError: ``dim`` not a positive even number.
     """
-    if dim < 2 or dim % 2:
-        raise ValueError(f"dim must be a positive even number for sinusoidal positions, got {dim}")
-    position = np.arange(length, dtype=np.float32)[:, None]
-    inv_freq = np.exp(-np.log(max_timescale) * np.arange(0, dim, 2, dtype=np.float32) / dim)
-    table = np.zeros((length, dim), dtype=np.float32)
-    table[:, 0::2] = np.sin(position * inv_freq)
-    table[:, 1::2] = np.cos(position * inv_freq)
-    return jnp.asarray(table)
+    return sinusoidal_encoding(jnp.arange(length), dim, max_timescale=max_timescale)
 
 
 def no_positions(length: int, dim: int) -> jnp.ndarray:

@@ -18,39 +18,41 @@ def _onehot(B=2, L=9, V=3, seed=0):
 def test_shapes_and_padding_invariance(name, cfg):
     model = ann.build_model(name, output_size=5, config=cfg)
     x = _onehot()
-    params = model.init(jax.random.key(0), x)
-    logits = model.apply(params, x, seq_lengths=jnp.array([9, 9]))
+    params = jax.jit(model.init)(jax.random.key(0), x)
+    apply = jax.jit(model.apply)
+    logits = apply(params, x, seq_lengths=jnp.array([9, 9]))
     assert logits.shape == (2, 9, 5) and logits.dtype == jnp.float32
     # Real positions 0..5 must not depend on what sits in the padded tail 6..8.
     noise = jnp.concatenate([x[:, :6], 7.0 * jnp.ones((2, 3, 3))], axis=1)
     lengths = jnp.array([6, 6])
-    np.testing.assert_allclose(model.apply(params, noise, seq_lengths=lengths)[:, :6],
-                               model.apply(params, x, seq_lengths=lengths)[:, :6], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(apply(params, noise, seq_lengths=lengths)[:, :6],
+                               apply(params, x, seq_lengths=lengths)[:, :6], rtol=1e-5, atol=1e-5)
 
 
 def test_transformer_is_bidirectional_and_uses_positions():
     model = ann.build_model("transformer", 2, dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=16))
     x = _onehot(B=1, L=6)
-    params = model.init(jax.random.key(0), x)
+    params = jax.jit(model.init)(jax.random.key(0), x)
+    apply = jax.jit(model.apply)
     changed_last = x.at[0, -1].set(jnp.array([0.0, 0.0, 1.0]) if x[0, -1, 2] == 0 else jnp.array([1.0, 0, 0]))
     # position 0 sees the last token (bidirectional)
-    assert not np.allclose(model.apply(params, x)[0, 0], model.apply(params, changed_last)[0, 0])
+    assert not np.allclose(apply(params, x)[0, 0], apply(params, changed_last)[0, 0])
     same = jnp.tile(x[:, :1], (1, 6, 1))
-    out = model.apply(params, same)
+    out = apply(params, same)
     assert not np.allclose(out[0, 0], out[0, 3])  # identical tokens, different positions
     nopos = ann.build_model("transformer", 2, dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=16,
                                                    positional="none"))
-    out = nopos.apply(params, same)
+    out = jax.jit(nopos.apply)(params, same)
     np.testing.assert_allclose(out[0, 0], out[0, 3], rtol=1e-5, atol=1e-6)
 
 
 def test_sinusoidal_table():
     t = ann.sinusoidal_table(50, 8)
     assert t.shape == (50, 8)
-    np.testing.assert_allclose(t[0], np.tile([0.0, 1.0], 4), atol=1e-7)
+    np.testing.assert_allclose(t[0], [0.0] * 4 + [1.0] * 4, atol=1e-7)  # sines first, then cosines
     np.testing.assert_allclose(t[7, 0], np.sin(7.0), rtol=1e-6)
-    np.testing.assert_allclose(t[7, 3], np.cos(7.0 / 10_000 ** (2 / 8)), rtol=1e-6)
-    with pytest.raises(ValueError, match="positive even"):
+    np.testing.assert_allclose(t[7, 5], np.cos(7.0 / 10_000 ** (2 / 8)), rtol=1e-5)
+    with pytest.raises(ValueError, match="even"):
         ann.sinusoidal_table(4, 3)
 
 
