@@ -2,7 +2,8 @@
 
 For every (task, model, seed): train on input lengths 1..N (sampled per example, padded to one shape
 so the step compiles once), then measure per-token accuracy at the blank positions on every length
-1..M. The OOD score is the mean accuracy over lengths N+1..M.
+1..M (``eval_batch_size`` fresh examples per length). A run's ``train_accuracy`` is that accuracy
+averaged over the training lengths 1..N; its ``ood_score`` the mean over lengths N+1..M.
 
     python -m experiments.length_generalization [--workdir DIR] [--config.num_steps=3000 ...]
     python -m experiments.length_generalization --config=experiments/configs/length_generalization.py:paper
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from attnjax import data
@@ -148,6 +149,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, out=sys.stdout) -> dict
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # keep JAX's backend-probing INFO lines out of the table output
     workdir = _WORKDIR.value
     results = run(_CONFIG.value, workdir)
     print()

@@ -43,7 +43,7 @@ def test_fit_accepts_iterators_and_rejects_indivisible_batches():
     rng = np.random.default_rng(0)
     state = _state(task, 4, hidden=11)
     batches = iter([data.training_batch(task, rng, 8, 4) for _ in range(2)])
-    state, history = train.fit(state, batches, 2, rng=jax.random.key(0), progress=False)
+    state, history = train.fit(state, batches, 2, rng=jax.random.key(0), progress=True)  # tqdm bar on stderr
     assert history[-1]["step"] == 2
     with pytest.raises(ValueError, match="divisible by mesh axis 'data' of size 8"):
         train.fit(state, lambda _: data.training_batch(task, rng, 6, 4), 1, rng=jax.random.key(0),
