@@ -62,3 +62,23 @@ def test_training_batch_lengths_uniform_and_fixed_shape():
         seen.update((b["seq_lengths"] - 1).tolist())
     assert shapes == {(64, 7, 3)}
     assert seen == set(range(1, 7))
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(task_name=st.sampled_from(sorted(data.TASKS)), lengths=st.lists(st.integers(1, 9), min_size=1, max_size=6),
+       extra=st.integers(0, 3), seed=st.integers(0, 2**16))
+def test_make_batch_layout_property(task_name, lengths, extra, seed):
+    task = data.get_task(task_name)
+    lengths = np.array(lengths)
+    pad = data.padded_length(task, int(lengths.max())) + extra
+    b = data.make_batch(task, np.random.default_rng(seed), lengths, pad)
+    out = np.array([task.output_length(int(n)) for n in lengths])
+    np.testing.assert_array_equal(b["seq_lengths"], lengths + out)
+    np.testing.assert_array_equal(b["loss_mask"].sum(1), out)
+    real = b["inputs"].sum(-1)  # 1 at real positions, 0 at padding
+    np.testing.assert_array_equal(real, (np.arange(pad)[None] < b["seq_lengths"][:, None]).astype(np.float32))
+    assert np.all(b["targets"][b["loss_mask"] == 0] == 0)
+    assert np.all((b["targets"] >= 0) & (b["targets"] < task.output_size))
