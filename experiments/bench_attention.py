@@ -1,0 +1,209 @@
+"""Attention kernels side by side: ``python -m experiments.bench_attention``.
+
+One process, on the default JAX device: attnjax dense, attnjax blockwise, ``jax.nn.dot_product_attention``
+(XLA) and ``flax.linen.dot_product_attention``; forward and forward+backward; float32 and bfloat16;
+B=1, N=8, H=64, T=S over ``--lengths``, causal and not. For every row it reports the median time, the
+achieved GFLOP/s, the ratio to ``jax.nn`` at the same setting, and the compiled temporary memory
+(``jax.jit(f).lower(...).compile().memory_analysis().temp_size_in_bytes``), plus the device's matmul
+GFLOP/s as the roof. Output: a markdown table on stdout, ``summary.md`` and ``results.json`` in
+``--out`` (written atomically).
+
+FLOPs counted: forward ``4*B*N*T*S*H`` (two matmuls), forward+backward 3.5x that (the backward has five
+matmuls: the recomputed or stored scores, dV, dP, dQ, dK); causal rows count half. So GFLOP/s is
+*useful* throughput: a path that computes masked blocks is not credited for them.
+
+Memory safety: every function is compiled first, without running; any whose temporary memory exceeds
+``--budget-gib`` is reported as "skipped (memory)" with its compiled memory and never executed (the
+XLA path's backward at T=S=16384 would need tens of GiB). ``--max-timed-length`` reports only the
+compiled memory above that length, for a quick memory comparison at long sequences.
+
+Example (the issue's CPU targets, float32 forward+backward):
+    python -m experiments.bench_attention --lengths 1024,4096,16384 --dtypes float32 --passes fwd+bwd \
+        --causal 0 --max-timed-length 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attnjax.ops import BlockSizes, dot_product_attention
+from attnjax.train.reporting import environment_info, write_json, write_text
+
+IMPLEMENTATIONS = ("attnjax_dense", "attnjax_blockwise", "jax_nn_xla", "flax_linen")
+REFERENCE = "jax_nn_xla"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    dtype: str
+    causal: bool
+    passes: str  # "fwd" or "fwd+bwd"
+    length: int
+
+
+def attention_fn(name: str, causal: bool, block_sizes: BlockSizes) -> Callable:
+    """``(q, k, v) -> out`` for one implementation, ``[B, T, N, H]`` layout."""
+    if name == "attnjax_dense":
+        return lambda q, k, v: dot_product_attention(q, k, v, is_causal=causal, implementation="dense")
+    if name == "attnjax_blockwise":
+        return lambda q, k, v: dot_product_attention(q, k, v, is_causal=causal, implementation="blockwise",
+                                                     block_sizes=block_sizes)
+    if name == "jax_nn_xla":
+        return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="xla")
+    if name == "flax_linen":
+        def flax_attention(q, k, v):
+            mask = None
+            if causal:  # built from iota inside the traced function, as a model would
+                T, S = q.shape[1], k.shape[1]
+                mask = (jnp.arange(S)[None, :] <= jnp.arange(T)[:, None])[None, None]
+            return nn.dot_product_attention(q, k, v, mask=mask)
+        return flax_attention
+    raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
+
+
+def benchmark_fn(attn: Callable, passes: str) -> Callable:
+    """Jitted forward (``(q, k, v) -> out``) or forward+backward (``(q, k, v, dout) -> (dq, dk, dv)``)."""
+    if passes == "fwd":
+        return jax.jit(attn)
+    if passes == "fwd+bwd":
+        return jax.jit(lambda q, k, v, dout: jax.vjp(attn, q, k, v)[1](dout))
+    raise ValueError(f"passes must be 'fwd' or 'fwd+bwd', got {passes!r}")
+
+
+def flops(setting: Setting, batch: int, heads: int, head_dim: int) -> float:
+    fwd = 4.0 * batch * heads * setting.length * setting.length * head_dim
+    total = fwd * (3.5 if setting.passes == "fwd+bwd" else 1.0)
+    return total * (0.5 if setting.causal else 1.0)
+
+
+def time_call(fn: Callable, args: tuple, repeats: int) -> tuple[float, list[float]]:
+    """Median wall time (s) of ``fn(*args)`` after one warm-up call (which also compiles)."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def matmul_roof(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of one ``[n, n] @ [n, n]`` matmul on the default device, float32 accumulation."""
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    median, _ = time_call(f, (a, a), repeats)
+    return 2.0 * n ** 3 / median / 1e9
+
+
+def run_row(name: str, setting: Setting, args: argparse.Namespace, block_sizes: BlockSizes) -> dict[str, Any]:
+    B, N, H = args.batch, args.heads, args.head_dim
+    dtype = jnp.dtype(setting.dtype)
+    fn = benchmark_fn(attention_fn(name, setting.causal, block_sizes), setting.passes)
+    spec = jax.ShapeDtypeStruct((B, setting.length, N, H), dtype)
+    specs = (spec,) * (4 if setting.passes == "fwd+bwd" else 3)
+    row: dict[str, Any] = {**dataclasses.asdict(setting), "implementation": name}
+    try:
+        compiled = fn.lower(*specs).compile()
+    except Exception as err:  # report, keep benchmarking the other rows
+        row.update(status=f"compile error: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+        return row
+    memory = compiled.memory_analysis()
+    temp = None if memory is None else int(memory.temp_size_in_bytes)
+    row["temp_bytes"] = temp
+    if temp is not None and temp > args.budget_gib * 2**30:
+        row["status"] = "skipped (memory)"
+        return row
+    if setting.length > args.max_timed_length:
+        row["status"] = "memory only"
+        return row
+    keys = jax.random.split(jax.random.PRNGKey(setting.length), len(specs))
+    inputs = tuple(jax.random.normal(k, spec.shape, jnp.float32).astype(dtype) for k in keys)
+    median, times = time_call(compiled, inputs, args.repeats)
+    row.update(status="ok", seconds=median, all_seconds=times, gflops=flops(setting, B, N, H) / median / 1e9)
+    return row
+
+
+def _fmt_bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:,.1f}"
+
+
+def markdown(rows: list[dict[str, Any]], roofs: dict[str, float]) -> str:
+    lines = ["| dtype | causal | pass | T=S | implementation | time (ms) | GFLOP/s | vs jax.nn | temp MiB | status |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        ms = f"{r['seconds'] * 1e3:,.1f}" if "seconds" in r else "-"
+        gf = f"{r['gflops']:.1f}" if "gflops" in r else "-"
+        ratio = f"{r['ratio_to_jax_nn']:.2f}x" if r.get("ratio_to_jax_nn") else "-"
+        lines.append(f"| {r['dtype']} | {r['causal']} | {r['passes']} | {r['length']} | {r['implementation']} | {ms} "
+                     f"| {gf} | {ratio} | {_fmt_bytes(r.get('temp_bytes'))} | {r['status']} |")
+    roof = ", ".join(f"{k}: {v:.1f} GFLOP/s" for k, v in roofs.items())
+    return "\n".join(lines) + f"\n\nMatmul roof (2048x2048x2048) on {jax.devices()[0].device_kind}: {roof}\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    csv = lambda cast: (lambda s: [cast(x) for x in s.split(",") if x])
+    p.add_argument("--lengths", type=csv(int), default=[512, 1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--dtypes", type=csv(str), default=["float32", "bfloat16"])
+    p.add_argument("--passes", type=csv(str), default=["fwd", "fwd+bwd"])
+    p.add_argument("--causal", type=csv(int), default=[0, 1], help="0, 1 or 0,1")
+    p.add_argument("--implementations", type=csv(str), default=list(IMPLEMENTATIONS))
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up; the median is reported")
+    p.add_argument("--budget-gib", type=float, default=6.0, help="never execute a function whose compiled "
+                   "temporary memory exceeds this")
+    p.add_argument("--max-timed-length", type=int, default=1 << 30, help="above this T, report memory only")
+    p.add_argument("--block-q", type=int, default=None, help="blockwise block_q (default: BlockSizes())")
+    p.add_argument("--block-k", type=int, default=None, help="blockwise block_k (default: BlockSizes())")
+    p.add_argument("--out", default="results/bench_attention", help="directory for results.json and summary.md")
+    args = p.parse_args(argv)
+    for name in args.implementations:
+        if name not in IMPLEMENTATIONS:
+            p.error(f"--implementations: unknown {name!r}; choose from {', '.join(IMPLEMENTATIONS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    defaults = BlockSizes()
+    block_sizes = BlockSizes(args.block_q or defaults.block_q, args.block_k or defaults.block_k)
+    roofs = {dtype: matmul_roof(jnp.dtype(dtype)) for dtype in args.dtypes}
+    rows = []
+    for dtype in args.dtypes:
+        for causal in args.causal:
+            for passes in args.passes:
+                for length in args.lengths:
+                    setting = Setting(dtype, bool(causal), passes, length)
+                    group = [run_row(name, setting, args, block_sizes) for name in args.implementations]
+                    reference = next((r for r in group if r["implementation"] == REFERENCE and "seconds" in r), None)
+                    for r in group:
+                        if reference is not None and "seconds" in r:
+                            r["ratio_to_jax_nn"] = reference["seconds"] / r["seconds"]
+                        print(markdown([r], {}).splitlines()[2], flush=True)
+                    rows.extend(group)
+    table = markdown(rows, roofs)
+    results = {"command": " ".join([os.path.basename(sys.executable), "-m", "experiments.bench_attention"]
+                                   + (sys.argv[1:] if argv is None else list(argv))),
+               "config": {k: v for k, v in vars(args).items()}, "block_sizes": dataclasses.asdict(block_sizes),
+               "matmul_roof_gflops": roofs, "rows": rows, "environment": environment_info()}
+    write_json(os.path.join(args.out, "results.json"), results)
+    write_text(os.path.join(args.out, "summary.md"), "# Attention benchmark\n\n" + table)
+    print("\n" + table)
+    return results
+
+
+if __name__ == "__main__":
+    main()
