@@ -84,3 +84,13 @@ def test_make_optimizer_is_cached_and_checks():
     import pytest
     with pytest.raises(ValueError, match="learning_rate"):
         train.make_optimizer(0.0)
+
+
+def test_step_rng_is_folded_with_the_step_number():
+    cfg = dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=8, dropout_rate=0.5)
+    _, state, next_batch = _setup(model="transformer", cfg=cfg)
+    step = jax.jit(train.train_step)
+    batch, key = next_batch(), jax.random.key(7)
+    loss = lambda s: float(step(s, batch, key)[1]["loss"])  # noqa: E731 - the step is not donated here
+    assert loss(state) == loss(state)  # same state, batch and key: same dropout masks
+    assert loss(state) != loss(state.replace(step=state.step + 1))  # next step: fresh dropout masks
