@@ -248,6 +248,10 @@ def _tpu_flash(query, key, value, *, scale, is_causal):
     """``pallas.ops.tpu.flash_attention`` on ``[B, T, N, H]`` inputs (it works in ``[B, N, T, H]``)."""
     from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash
 
+    T, S = query.shape[1], key.shape[1]
+    if T % 128 or S % 128:  # the kernel's default tiles are 128 along both sequences
+        raise ValueError(f"implementation='pallas' on TPU needs T and S to be multiples of 128, got T={T}, S={S}; "
+                         "use implementation='blockwise' for other lengths")
     to_bnth = lambda x: jnp.swapaxes(x, 1, 2)
     out = tpu_flash.flash_attention(to_bnth(query), to_bnth(key), to_bnth(value), causal=is_causal,
                                     sm_scale=scale)
