@@ -36,8 +36,11 @@ Properties (each only where the options say it applies):
   within ``8 * eps(dtype) * max|v|`` of the float32 output;
 * ``exact softmax`` (``exact_softmax``): equal to :func:`attnjax.dot_product_attention`, values
   and gradients;
-* ``approximation`` (``approx_tol``): max abs error to exact softmax attention ``<= approx_tol``
-  on queries/keys ``~ N(0, 0.5^2)``, values ``~ N(0, 1)``, ``T = S = 16``, ``H = 8``.
+* ``approximation`` (``approx_tol``): root-mean-square error to exact softmax attention (over
+  all output entries) ``<= approx_tol`` on queries/keys ``~ N(0, 0.5^2)``, values ``~ N(0, 1)``,
+  ``B = 2``, ``T = S = 16``, ``N = K = 2``, ``H = 8``, causal and not (the exact outputs there have
+  RMS 0.28 and 0.50). RMS rather than max error because a random-feature estimate's worst entry
+  is dominated by its tail.
 
 Requires ``hypothesis`` (in attnjax's ``dev`` extra).
 """
@@ -428,17 +431,27 @@ def _low_precision_case(run, opts):
                           f"{dt.name} output is far from the float32 output")
 
 
+APPROX_CASE = Case(B=2, T=16, S=16, N=2, K=2, H=8, seed=19)
+
+
+def approximation_inputs() -> tuple[Array, Array, Array]:
+    """The ``(query, key, value)`` on which ``approx_tol`` is checked (see the module docstring)."""
+    return _inputs(APPROX_CASE, qk_std=APPROX_QK_STD)
+
+
 def _approx_case(run, opts):
     prop = "approximation"
-    case = Case(B=2, T=16, S=16, N=2, K=2, H=8, seed=19)
+    case = APPROX_CASE
     q, k, v = _inputs(case, qk_std=APPROX_QK_STD)
     refs = dict(_both(_reference(), q, k, v))
     for is_causal, (out, _) in _both(run, q, k, v):
-        err, idx = _max_err(out, refs[is_causal][0])
-        if not err <= opts.approx_tol:
+        diff = np.asarray(out, np.float64) - np.asarray(refs[is_causal][0], np.float64)
+        rms = float(np.sqrt(np.mean(diff ** 2)))
+        if not rms <= opts.approx_tol:
+            err, idx = _max_err(out, refs[is_causal][0])
             _fail(prop, f"{case.describe()}, q/k std {APPROX_QK_STD}, is_causal={is_causal}",
-                  f"max abs error to exact softmax attention {err:.3g} at {idx} exceeds approx_tol "
-                  f"{opts.approx_tol:g}")
+                  f"root-mean-square error to exact softmax attention {rms:.3g} exceeds approx_tol "
+                  f"{opts.approx_tol:g} (max abs error {err:.3g} at {idx})")
 
 
 # --------------------------------------------------------------------------- entry point
@@ -473,7 +486,7 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
             (only key masks ``[B, 1, 1, S]``), or None (no ``mask`` argument).
         supports_causal: ``fn`` accepts ``is_causal=True``.
         position_free: the output does not depend on key order (no positional information).
-        approx_tol: ``fn`` approximates softmax attention within this max abs error (see module doc).
+        approx_tol: ``fn`` approximates softmax attention within this RMS error (see module doc).
         zero_masked_rows: a query with no visible key must output zeros (attnjax's convention).
         gqa: ``fn`` supports ``K < N`` key/value heads (otherwise ``K == N`` is always used).
         dtypes: low-precision dtypes to check (names or dtypes); empty to skip.
@@ -519,4 +532,4 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
     shape_properties()
 
 
-__all__ = ["APPROX_QK_STD", "EXTREME_LOGIT", "check_attention"]
+__all__ = ["APPROX_QK_STD", "EXTREME_LOGIT", "approximation_inputs", "check_attention"]

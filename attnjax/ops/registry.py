@@ -47,8 +47,9 @@ class AttentionSpec:
         weights_fn: ``(query, key, bias=None, mask=None, *, is_causal, ..., **params) -> [B, N, T, S]``
             float32 weights (materialized; for diagnostics), or None.
         exact_softmax: with the default (or no) params, ``fn`` equals ``dot_product_attention``.
-        approx_tol: max abs error to exact softmax attention that the variant guarantees on the
-            conformance kit's approximation inputs (see :mod:`attnjax.testing`), or None.
+        approx_tol: root-mean-square error to exact softmax attention that the variant stays within
+            on the conformance kit's approximation inputs (:func:`attnjax.testing.approximation_inputs`),
+            or None.
         mask_kind: ``"full"`` (any ``[B, N, T, S]`` mask and bias) or ``"keys"`` (key masks
             ``[B, N, 1, S]`` only, no bias: linear-time variants form no logits).
         position_free: permuting keys and values together leaves the output unchanged.
@@ -88,6 +89,9 @@ def _init_multiplicative(rng, *, head_dim: int, num_heads: int) -> dict[str, jax
 
 
 PERFORMER_FEATURES = 256
+# RMS error on the kit's approximation inputs with 256 features, over 40 draws (20 seeds, causal and
+# not): mean 0.038, max 0.089 (the exact outputs have RMS 0.28 / 0.50); it halves per 4x features.
+PERFORMER_TOL = 0.12
 
 
 def _init_performer(rng, *, head_dim: int, num_heads: int) -> dict[str, jax.Array]:
@@ -111,7 +115,7 @@ ATTENTION: dict[str, AttentionSpec] = {spec.name: spec for spec in (
                   description="sigmoid(Q K^T / sqrt(H) - log S) V (Ramapuram et al. 2024)"),
     AttentionSpec("linear", linear_attention, linear_weights, mask_kind="keys",
                   description="elu+1 linear attention, O(T) memory (Katharopoulos et al. 2020)"),
-    AttentionSpec("performer", performer_attention, performer_weights, mask_kind="keys", approx_tol=0.15,
+    AttentionSpec("performer", performer_attention, performer_weights, mask_kind="keys", approx_tol=PERFORMER_TOL,
                   init_params=_init_performer, trainable_params=False,
                   description=f"Performer FAVOR+ with {PERFORMER_FEATURES} orthogonal random features"),
     AttentionSpec("local", local_attention, local_weights, position_free=False,
