@@ -532,4 +532,35 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
     shape_properties()
 
 
-__all__ = ["APPROX_QK_STD", "EXTREME_LOGIT", "approximation_inputs", "check_attention"]
+# Keywords that make a registered variant's kit run meaningful at the kit's tiny shapes (a window
+# of 64 would cover every key there and hide the windowing).
+_REGISTERED_KWARGS = {"local": {"window_size": (1, 2), "block_size": 2}}
+
+
+def check_registered(name: str, *, max_examples: int = 3, **overrides: Any) -> None:
+    """Runs :func:`check_attention` on the registered variant ``name`` with the options its
+    :class:`~attnjax.ops.registry.AttentionSpec` states, and params from ``spec.init_params`` sized
+    to each drawn head dimension.
+
+    Args:
+        name: a key of :data:`attnjax.ops.registry.ATTENTION`.
+        max_examples: hypothesis examples.
+        **overrides: replace any :func:`check_attention` option.
+    """
+    from attnjax.ops.registry import get_spec
+
+    spec = get_spec(name)
+    extra = dict(_REGISTERED_KWARGS.get(name, {}))
+
+    def fn(q, k, v, **kwargs):
+        params = {} if spec.init_params is None else spec.init_params(
+            jax.random.key(0), head_dim=q.shape[-1], num_heads=q.shape[2])
+        return spec.fn(q, k, v, **params, **extra, **kwargs)
+
+    options = dict(exact_softmax=spec.exact_softmax, mask_kind=spec.mask_kind, position_free=spec.position_free,
+                   approx_tol=spec.approx_tol, max_examples=max_examples)
+    options.update(overrides)
+    check_attention(fn, **options)
+
+
+__all__ = ["APPROX_QK_STD", "EXTREME_LOGIT", "approximation_inputs", "check_attention", "check_registered"]

@@ -1,0 +1,102 @@
+"""The registry: one dict, uniform call signature, consistent metadata, and every entry conforms."""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attnjax
+from attnjax import dot_product_attention
+from attnjax.ops import registry
+from attnjax.testing import check_registered
+
+NAMES = sorted(registry.ATTENTION)
+B, T, S, N, K, H = 2, 5, 5, 4, 2, 4
+
+
+def _inputs(seed=0):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    return (jax.random.normal(keys[0], (B, T, N, H)), jax.random.normal(keys[1], (B, S, K, H)),
+            jax.random.normal(keys[2], (B, S, K, H)))
+
+
+def _params(spec):
+    return registry.init_attention_params(spec.name, jax.random.key(1), head_dim=H, num_heads=N)
+
+
+def test_every_issue_variant_is_registered_under_its_own_name():
+    assert {"dot_product", "cosine", "l2", "additive", "multiplicative", "sigmoid", "softmax_temperature",
+            "linear", "performer", "local"} <= set(NAMES)
+    for name, spec in registry.ATTENTION.items():
+        assert spec.name == name and spec.description and callable(spec.fn) and callable(spec.weights_fn)
+        assert spec.mask_kind in ("full", "keys")
+    assert attnjax.get_attention("l2") is registry.ATTENTION["l2"].fn
+
+
+def test_unknown_name_error_lists_valid_names():
+    with pytest.raises(ValueError) as info:
+        registry.get_attention("flash")
+    for name in NAMES:
+        assert name in str(info.value)
+    with pytest.raises(TypeError, match="str"):
+        registry.get_spec(None)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_uniform_signature_and_weights_reproduce_the_output(name):
+    spec = registry.get_spec(name)
+    sig = inspect.signature(spec.fn)
+    assert list(sig.parameters)[:5] == ["query", "key", "value", "bias", "mask"]
+    for kw in ("is_causal", "query_seq_lengths", "key_value_seq_lengths"):
+        assert sig.parameters[kw].kind is inspect.Parameter.KEYWORD_ONLY
+    q, k, v = _inputs()
+    params = _params(spec)
+    mask = jnp.asarray(np.array([[1, 1, 0, 1, 1], [1, 0, 1, 1, 1]], bool))[:, None, None, :]
+    lengths = jnp.array([5, 3])
+    for causal in (False, True):
+        kwargs = dict(mask=mask, is_causal=causal, key_value_seq_lengths=lengths, **params)
+        out = spec.fn(q, k, v, None, **kwargs)
+        assert out.shape == (B, T, N, H) and out.dtype == q.dtype
+        w = spec.weights_fn(q, k, None, **kwargs)
+        assert w.shape == (B, N, T, S) and w.dtype == jnp.float32
+        np.testing.assert_allclose(jnp.einsum("bnts,bsnh->btnh", w, jnp.repeat(v, N // K, axis=2)), out,
+                                   atol=3e-5, rtol=3e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if registry.ATTENTION[n].exact_softmax])
+def test_exact_entries_equal_dot_product_attention(name):
+    q, k, v = _inputs()
+    bias = jax.random.normal(jax.random.key(3), (1, N, T, S))
+    np.testing.assert_allclose(registry.get_attention(name)(q, k, v, bias, is_causal=True),
+                               dot_product_attention(q, k, v, bias, is_causal=True), atol=1e-6)
+
+
+def test_init_params_give_the_documented_shapes():
+    p = registry.init_attention_params("additive", jax.random.key(0), head_dim=H, num_heads=N)
+    assert {k: v.shape for k, v in p.items()} == {"w_query": (H, H), "w_key": (H, H), "v_score": (H,)}
+    p = registry.init_attention_params("multiplicative", jax.random.key(0), head_dim=H, num_heads=N)
+    assert p["weight"].shape == (H, H)
+    p = registry.init_attention_params("performer", jax.random.key(0), head_dim=H, num_heads=N)
+    assert p["projection"].shape == (registry.PERFORMER_FEATURES, H)
+    assert not registry.get_spec("performer").trainable_params
+    assert registry.init_attention_params("cosine", jax.random.key(0), head_dim=H, num_heads=N) == {}
+
+
+def test_key_mask_variants_reject_bias_and_full_masks():
+    q, k, v = _inputs()
+    for name in NAMES:
+        spec = registry.get_spec(name)
+        if spec.mask_kind != "keys":
+            continue
+        with pytest.raises(ValueError, match="bias"):
+            spec.fn(q, k, v, jnp.zeros((1, N, T, S)), **_params(spec))
+        with pytest.raises(ValueError, match="mask"):
+            spec.fn(q, k, v, mask=jnp.ones((B, N, T, S), bool), **_params(spec))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_every_registered_variant_passes_the_conformance_kit(name):
+    check_registered(name)
