@@ -73,6 +73,38 @@ class Config:
         return None if self.window is None else self.window[0]
 
 
+def _vma(x) -> frozenset:
+    """Manual mesh axes (inside ``jax.shard_map``) that ``x`` varies over; empty outside shard_map."""
+    manual = getattr(jax.typeof(x), "manual_axis_type", None)
+    return frozenset(getattr(manual, "varying", None) or ())
+
+
+def _varying_axes(*xs) -> tuple[str, ...]:
+    axes = set()
+    for x in xs:
+        if x is not None:
+            axes |= _vma(x)
+    return tuple(sorted(axes))
+
+
+def _like_inputs(x, axes: tuple[str, ...]):
+    """Marks a freshly built loop carry as varying over ``axes``: under shard_map's VMA check a loop
+    carry must keep one type, and the body's outputs vary wherever the inputs do."""
+    missing = tuple(a for a in axes if a not in _vma(x))
+    return lax.pcast(x, missing, to="varying") if missing else x
+
+
+def _match_vma(grad, primal):
+    """A cotangent with its primal's shard_map type: summed over the mesh axes along which the primal
+    is replicated but its per-device gradient is not (a shared input's gradient is the sum)."""
+    if grad is None:
+        return None
+    extra = tuple(sorted(_vma(grad) - _vma(primal)))
+    if extra:
+        grad = lax.psum(grad, extra)
+    return _like_inputs(grad, tuple(sorted(_vma(primal))))
+
+
 def _kv_len(cfg: Config, kvlen):
     return None if kvlen is None else jnp.minimum(kvlen, cfg.S)
 
@@ -188,6 +220,7 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
 
         init = (jnp.full(rows, MASK_VALUE, jnp.float32), jnp.zeros(rows, jnp.float32),
                 jnp.zeros(rows + (v.shape[-1],), jnp.float32))
+        init = tuple(_like_inputs(x, axes) for x in init)
         lo, hi = key_block_range(cfg, i, kvlen)
         m, l, acc = lax.fori_loop(lo, hi, body, init)
         has_key = m > MASK_VALUE
@@ -197,6 +230,7 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
         lse = jnp.where(has_key, m + jnp.log(safe_l), jnp.inf)
         return out.astype(q.dtype), lse
 
+    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen)
     q_in = q * jnp.float32(cfg.scale) if _prescaled(q) else q
     return lax.map(one_query_block, (q_in, jnp.arange(cfg.nq, dtype=jnp.int32)))
 
@@ -204,6 +238,7 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
 def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, out, lse, dout):
     """Gradients wrt ``q, k, v`` (input dtypes) and ``bias`` (float32 in bias's blocked shape, or None)."""
     delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # rowsum(dO * O)
+    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, out, lse, dout)
     B, K = q.shape[1:3]
     # dK and dV contract over query rows. CPU matmul kernels are ~3x slower when the left operand
     # contracts its row axis, so keep Q^T and dO^T ([.., H, G*bq]) and accumulate dK^T, dV^T instead.
@@ -243,14 +278,16 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, out, lse, dout):
             return dq, dbias, dk_j, dv_j
 
         t_shape = lambda x: x.shape[:2] + (x.shape[3], x.shape[2])
-        init = (dq, dbias, jnp.zeros(t_shape(k_j), jnp.float32), jnp.zeros(t_shape(v_j), jnp.float32))
+        init = (dq, dbias, _like_inputs(jnp.zeros(t_shape(k_j), jnp.float32), axes),
+                _like_inputs(jnp.zeros(t_shape(v_j), jnp.float32), axes))
         lo, hi = query_block_range(cfg, j, qlen, kvlen)
         dq, dbias, dk_t_j, dv_t_j = lax.fori_loop(lo, hi, body, init)
         return (dq, dbias), (jnp.swapaxes(dk_t_j * dk_scale, -1, -2).astype(k.dtype),
                              jnp.swapaxes(dv_t_j, -1, -2).astype(v.dtype))
 
-    dbias0 = None if bias is None else jnp.zeros(bias.shape, jnp.float32)
-    (dq, dbias), (dk, dv) = lax.scan(one_key_block, (jnp.zeros(q.shape, jnp.float32), dbias0),
+    dbias0 = None if bias is None else _like_inputs(jnp.zeros(bias.shape, jnp.float32), axes)
+    dq0 = _like_inputs(jnp.zeros(q.shape, jnp.float32), axes)
+    (dq, dbias), (dk, dv) = lax.scan(one_key_block, (dq0, dbias0),
                                      jnp.arange(cfg.nk, dtype=jnp.int32))
     return (dq * jnp.float32(cfg.scale)).astype(q_dtype), dk, dv, dbias
 
@@ -271,6 +308,7 @@ def _flash_bwd(cfg, residuals, dout):
     dq, dk, dv, dbias = _backward(cfg, q, k, v, bias, mask, qlen, kvlen, out, lse, dout)
     if dbias is not None:
         dbias = dbias.astype(bias.dtype)
+    dq, dk, dv, dbias = (_match_vma(g, x) for g, x in ((dq, q), (dk, k), (dv, v), (dbias, bias)))
     # Masks and sequence lengths are boolean/integer: None is their (symbolic zero) cotangent.
     return dq, dk, dv, dbias, None, None, None
 

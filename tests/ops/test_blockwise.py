@@ -113,6 +113,13 @@ def test_block_sizes(sizes):
     _assert_matches_dense(q, k, v, cot, block_sizes=sizes, is_causal=True)
 
 
+@pytest.mark.slow
+def test_default_block_sizes_on_several_blocks():
+    """Default (256, 512) blocks with T, S past one block and not multiples of it."""
+    q, k, v, cot = _inputs(11, 1, 600, 530, 2, 1, 16)
+    _assert_matches_dense(q, k, v, cot, block_sizes=BlockSizes(), is_causal=True)
+
+
 def test_value_head_dim_differs():
     q, k, v, cot = _inputs(7, 1, 18, 22, 2, 1, 8, Hv=12)
     _assert_matches_dense(q, k, v, cot)
@@ -216,3 +223,23 @@ def test_compiled_temporary_memory_is_far_below_dense():
     blockwise = _temp_bytes(grad_fn("blockwise"), shape, shape, shape)
     assert dense >= 64 * 2**20
     assert blockwise * 16 <= dense, (blockwise, dense)
+
+
+def test_inside_shard_map_with_replicated_bias():
+    """Under jax.shard_map (VMA check on): loop carries must carry the inputs' varying axes, and the
+    gradient of a replicated bias is the sum of the per-device gradients."""
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
+    q, k, v, cot = _inputs(12, 4, 20, 20, 2, 1, 8)
+    bias = jax.random.normal(jax.random.PRNGKey(13), (1, 2, 20, 20))
+
+    def attend(q, k, v, bias):
+        return dot_product_attention(q, k, v, bias, implementation="blockwise", block_sizes=SMALL, is_causal=True)
+
+    sharded = jax.shard_map(attend, mesh=mesh, in_specs=(P("data"), P("data"), P("data"), P()), out_specs=P("data"))
+    loss = lambda f: (lambda q, k, v, bias: jnp.sum(f(q, k, v, bias) * cot))
+    got = jax.jit(jax.value_and_grad(loss(sharded), argnums=(0, 1, 2, 3)))(q, k, v, bias)
+    want = jax.jit(jax.value_and_grad(loss(attend), argnums=(0, 1, 2, 3)))(q, k, v, bias)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5)
