@@ -138,7 +138,7 @@ def _fmt_bytes(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:,.1f}"
 
 
-def markdown(rows: list[dict[str, Any]], roofs: dict[str, float]) -> str:
+def markdown(rows: list[dict[str, Any]], roofs: dict[str, float], roof_size: int = 2048) -> str:
     lines = ["| dtype | causal | pass | T=S | implementation | time (ms) | GFLOP/s | vs jax.nn | temp MiB | status |",
              "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
     for r in rows:
@@ -148,7 +148,7 @@ def markdown(rows: list[dict[str, Any]], roofs: dict[str, float]) -> str:
         lines.append(f"| {r['dtype']} | {r['causal']} | {r['passes']} | {r['length']} | {r['implementation']} | {ms} "
                      f"| {gf} | {ratio} | {_fmt_bytes(r.get('temp_bytes'))} | {r['status']} |")
     roof = ", ".join(f"{k}: {v:.1f} GFLOP/s" for k, v in roofs.items())
-    return "\n".join(lines) + f"\n\nMatmul roof (2048x2048x2048) on {jax.devices()[0].device_kind}: {roof}\n"
+    return "\n".join(lines) + f"\n\nMatmul roof (n x n x n, n={roof_size}) on {jax.devices()[0].device_kind}: {roof}\n"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -168,6 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-timed-length", type=int, default=1 << 30, help="above this T, report memory only")
     p.add_argument("--block-q", type=int, default=None, help="blockwise block_q (default: BlockSizes())")
     p.add_argument("--block-k", type=int, default=None, help="blockwise block_k (default: BlockSizes())")
+    p.add_argument("--roof-size", type=int, default=2048, help="n of the n x n x n matmul that measures the roof")
     p.add_argument("--out", default="results/bench_attention", help="directory for results.json and summary.md")
     args = p.parse_args(argv)
     for name in args.implementations:
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     defaults = BlockSizes()
     block_sizes = BlockSizes(args.block_q or defaults.block_q, args.block_k or defaults.block_k)
-    roofs = {dtype: matmul_roof(jnp.dtype(dtype)) for dtype in args.dtypes}
+    roofs = {dtype: matmul_roof(jnp.dtype(dtype), args.roof_size) for dtype in args.dtypes}
     rows = []
     for dtype in args.dtypes:
         for causal in args.causal:
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             r["ratio_to_jax_nn"] = reference["seconds"] / r["seconds"]
                         print(markdown([r], {}).splitlines()[2], flush=True)
                     rows.extend(group)
-    table = markdown(rows, roofs)
+    table = markdown(rows, roofs, args.roof_size)
     results = {"command": " ".join([os.path.basename(sys.executable), "-m", "experiments.bench_attention"]
                                    + (sys.argv[1:] if argv is None else list(argv))),
                "config": {k: v for k, v in vars(args).items()}, "block_sizes": dataclasses.asdict(block_sizes),
