@@ -1,0 +1,145 @@
+"""The conformance kit must pass a correct attention function and *fail* broken ones, naming the
+violated property and showing a counterexample."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnjax import dot_product_attention
+from attnjax.ops.positional import alibi_bias, alibi_slopes
+from attnjax.testing import check_attention
+
+FAST = dict(max_examples=2, dtypes=())
+
+
+def plain_attention(q, k, v, mask=None, is_causal=False, *, scale=None, mask_value=-1e30, zero_empty=True,
+                    ignore_mask=False, ignore_causal=False):
+    """A user's own straightforward attention, with switches that break it in specific ways."""
+    B, T, N, H = q.shape
+    S, K = k.shape[1], k.shape[2]
+    kn = jnp.repeat(k, N // K, axis=2).astype(jnp.float32)
+    vn = jnp.repeat(v, N // K, axis=2).astype(jnp.float32)
+    logits = jnp.einsum("btnh,bsnh->bnts", q.astype(jnp.float32), kn) * (scale or 1 / np.sqrt(H))
+    keep = jnp.ones((B, N, T, S), bool)
+    if mask is not None and not ignore_mask:
+        keep = keep & mask
+    if is_causal and not ignore_causal:
+        keep = keep & (jnp.arange(S)[None, :] <= jnp.arange(T)[:, None])
+    logits = jnp.where(keep, logits, mask_value)
+    p = jax.nn.softmax(logits, axis=-1)
+    if zero_empty:
+        p = jnp.where(keep.any(-1, keepdims=True), p, 0.0)
+    return jnp.einsum("bnts,bsnh->btnh", p, vn).astype(q.dtype)
+
+
+def _fails(fn, prop, **options):
+    with pytest.raises(AssertionError) as info:
+        check_attention(fn, **options)
+    message = str(info.value)
+    assert f"[{prop}] violated" in message, message
+    assert "counterexample" in message, message
+    return message
+
+
+def test_a_correct_user_function_passes_every_property():
+    check_attention(plain_attention, max_examples=3)
+
+
+def test_dot_product_attention_passes_as_exact_softmax():
+    check_attention(dot_product_attention, exact_softmax=True, max_examples=2)
+
+
+def test_leaking_masked_keys_is_caught():
+    # A soft additive mask (-5) still lets masked keys through.
+    fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal, mask_value=-5.0)
+    message = _fails(fn, "masked keys", zero_masked_rows=False, **FAST)
+    assert "mask" in message
+
+
+def test_ignoring_is_causal_is_caught_by_gradient():
+    fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal, ignore_causal=True)
+    message = _fails(fn, "causality", mask_kind=None, **FAST)
+    assert "later position" in message
+
+
+def test_nan_on_fully_masked_rows_is_caught():
+    fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal, mask_value=-jnp.inf,
+                                                                     zero_empty=False)
+    message = _fails(fn, "fully masked rows", **FAST)
+    assert "not finite" in message
+
+
+def test_mean_instead_of_zeros_on_empty_rows_is_caught():
+    fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal, zero_empty=False)
+    _fails(fn, "fully masked rows", **FAST)
+    check_attention(fn, zero_masked_rows=False, **FAST)  # but it is allowed when the option says so
+
+
+def test_mixing_the_batch_is_caught():
+    def fn(q, k, v, mask=None, is_causal=False):
+        return plain_attention(q, k - jnp.mean(k, axis=0, keepdims=True), v, mask, is_causal)
+
+    _fails(fn, "batch independence", mask_kind=None, supports_causal=False, **FAST)
+
+
+def test_positional_bias_claimed_position_free_is_caught():
+    def fn(q, k, v, mask=None, is_causal=False):
+        T, N, S = q.shape[1], q.shape[2], k.shape[1]
+        bias = alibi_bias(jnp.arange(T), jnp.arange(S), alibi_slopes(N) * 4, causal=False)
+        return dot_product_attention(q, k, v, bias, mask, is_causal=is_causal)
+
+    _fails(fn, "key permutation", **FAST)
+    check_attention(fn, position_free=False, **FAST)
+
+
+def test_overflow_at_extreme_logits_is_caught():
+    def fn(q, k, v, mask=None, is_causal=False):  # softmax without subtracting the row max
+        logits = jnp.einsum("btnh,bsnh->bnts", q, jnp.repeat(k, q.shape[2] // k.shape[2], axis=2))
+        e = jnp.exp(logits / np.sqrt(q.shape[-1]))
+        p = e / e.sum(-1, keepdims=True)
+        return jnp.einsum("bnts,bsnh->btnh", p, jnp.repeat(v, q.shape[2] // k.shape[2], axis=2))
+
+    _fails(fn, "extreme logits", mask_kind=None, supports_causal=False, **FAST)
+
+
+def test_wrong_output_dtype_is_caught():
+    fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal).astype(jnp.float32)
+    _fails(fn, "low precision", max_examples=2, dtypes=("bfloat16",))
+
+
+def test_claiming_exact_softmax_with_another_temperature_is_caught():
+    fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal,
+                                                                     scale=1.1 / np.sqrt(q.shape[-1]))
+    _fails(fn, "exact softmax", exact_softmax=True, **FAST)
+
+
+def test_an_approximation_outside_its_tolerance_is_caught():
+    def uniform(q, k, v, mask=None, is_causal=False):  # mean of the values: a poor approximation
+        vn = jnp.repeat(v, q.shape[2] // k.shape[2], axis=2)
+        if is_causal:
+            counts = jnp.arange(1, v.shape[1] + 1, dtype=v.dtype)[None, :, None, None]
+            return (jnp.cumsum(vn, axis=1) / counts)[:, :q.shape[1]]
+        return jnp.broadcast_to(jnp.mean(vn, axis=1, keepdims=True), q.shape[:3] + (v.shape[-1],))
+
+    message = _fails(uniform, "approximation", approx_tol=0.05, mask_kind=None, position_free=True, **FAST)
+    assert "root-mean-square" in message
+
+
+def test_trace_time_randomness_is_caught_by_the_jit_property():
+    rng = np.random.default_rng(0)
+    fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal) + rng.normal() * 1e-2
+    _fails(fn, "jit", **FAST)
+
+
+@pytest.mark.parametrize("kwargs,exc,word", [
+    (dict(mask_kind="rows"), ValueError, "mask_kind"),
+    (dict(approx_tol=0.0), ValueError, "approx_tol"),
+    (dict(max_examples=0), ValueError, "max_examples"),
+    (dict(dtypes=("float8",)), ValueError, "dtypes"),
+])
+def test_bad_options_are_rejected(kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        check_attention(plain_attention, **kwargs)
+    with pytest.raises(TypeError, match="callable"):
+        check_attention("attention")
