@@ -198,6 +198,15 @@ def _check_matrix(name: str, x: Any, shape: tuple[int | None, ...], letters: str
 
 
 
+def _cosine_scores(temperature, eps):
+    def scores(q, k, dims):
+        # Checked here, once the number of query heads N = dims[3] is known to be valid.
+        check_per_head_scalar("temperature", temperature, dims[3])
+        return cosine_logits(q, k, temperature, eps=eps)
+
+    return scores
+
+
 def cosine_attention(query, key, value, bias=None, mask=None, *, temperature: Any = 0.1, is_causal=False,
                      query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None,
                      eps: float = 1e-6):
@@ -215,9 +224,8 @@ def cosine_attention(query, key, value, bias=None, mask=None, *, temperature: An
     Raises:
         ValueError/TypeError: malformed shapes, dtypes or temperature.
     """
-    check_per_head_scalar("temperature", temperature, np.shape(query)[2] if np.ndim(query) == 4 else 0)
     checks.check_positive("eps", eps)
-    return _run(lambda q, k, dims: cosine_logits(q, k, temperature, eps=eps), query, key, value, bias, mask,
+    return _run(_cosine_scores(temperature, eps), query, key, value, bias, mask,
                 is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                 key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
                 weights_only=False)
@@ -226,9 +234,8 @@ def cosine_attention(query, key, value, bias=None, mask=None, *, temperature: An
 def cosine_weights(query, key, bias=None, mask=None, *, temperature: Any = 0.1, is_causal=False,
                    query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None, eps=1e-6):
     """``[B, N, T, S]`` float32 probabilities of :func:`cosine_attention` (same arguments, no value)."""
-    check_per_head_scalar("temperature", temperature, np.shape(query)[2] if np.ndim(query) == 4 else 0)
     checks.check_positive("eps", eps)
-    return _run(lambda q, k, dims: cosine_logits(q, k, temperature, eps=eps), query, key, key, bias, mask,
+    return _run(_cosine_scores(temperature, eps), query, key, key, bias, mask,
                 is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                 key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
                 weights_only=True)
