@@ -166,13 +166,48 @@ def _block_mask(cfg: Config, i, j, mask, qlen, kvlen):
     return functools.reduce(jnp.logical_and, parts)
 
 
+def _block_fully_visible(cfg: Config, i, j, mask, qlen, kvlen):
+    """Whether every (query, key) pair of block ``(i, j)`` is visible, so its mask can be skipped.
+
+    Returns a traced bool; ``False`` (static) when a user mask is given (it is never checked
+    for being all-True); ``None`` when nothing is masked at all.
+    """
+    if mask is not None:
+        return False
+    conds = []
+    if cfg.right is not None:
+        conds.append(j * cfg.bk + cfg.bk - 1 <= i * cfg.bq + cfg.right)
+    if cfg.left is not None:
+        conds.append(j * cfg.bk >= i * cfg.bq + cfg.bq - 1 - cfg.left)
+    if kvlen is not None:
+        conds.append(j * cfg.bk + cfg.bk <= jnp.min(_kv_len(cfg, kvlen)))
+    elif cfg.nk * cfg.bk != cfg.S:
+        conds.append(j * cfg.bk + cfg.bk <= cfg.S)
+    if qlen is not None:
+        conds.append(i * cfg.bq + cfg.bq <= jnp.min(qlen))
+    if not conds:
+        return None
+    return functools.reduce(jnp.logical_and, conds)
+
+
+def _with_or_without_mask(fully_visible, fn, *args):
+    """``fn(masked, *args)``, skipping the mask on fully visible blocks.
+
+    Under causality or a window most blocks are interior; building and applying their mask costs
+    about as much as the softmax itself on CPU, so those blocks take the unmasked branch.
+    """
+    if fully_visible is None or fully_visible is False:
+        return fn(True, *args)
+    return lax.cond(fully_visible, functools.partial(fn, False), functools.partial(fn, True), *args)
+
+
 def _prescaled(q):
     """Float32 queries are multiplied by the scale once, up front, which saves one pass over every
     ``[G*bq, bk]`` score tile; lower precisions keep the exact float32 multiply after the matmul."""
     return q.dtype == jnp.float32
 
 
-def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen):
+def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, masked: bool = True):
     """Masked float32 logits ``[B, K, G*bq, bk]`` of block ``(i, j)`` and the softcap's ``tanh``.
 
     ``q_i`` is already multiplied by the scale when :func:`_prescaled`.
@@ -187,7 +222,7 @@ def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen):
     if cfg.logit_softcap is not None:
         t = jnp.tanh(s / cfg.logit_softcap)
         s = cfg.logit_softcap * t
-    visible = _block_mask(cfg, i, j, mask, qlen, kvlen)
+    visible = _block_mask(cfg, i, j, mask, qlen, kvlen) if masked else None
     if bias is None and visible is None:
         return s, t
     B, K = s.shape[:2]
@@ -207,8 +242,11 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
         rows = q_i.shape[:3]
 
         def body(j, carry):
+            return _with_or_without_mask(_block_fully_visible(cfg, i, j, mask, qlen, kvlen), step, j, carry)
+
+        def step(masked, j, carry):
             m, l, acc = carry
-            s, _ = _block_logits(cfg, q_i, k[j], i, j, bias, mask, qlen, kvlen)
+            s, _ = _block_logits(cfg, q_i, k[j], i, j, bias, mask, qlen, kvlen, masked)
             m_new = jnp.maximum(m, jnp.max(s, axis=-1))
             # While a row has seen only masked keys, m == MASK_VALUE and those keys get weight 1;
             # the first visible key makes alpha = exp(MASK_VALUE - m) = 0, which erases them.
@@ -252,30 +290,34 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, out, lse, dout):
         dq, dbias = carry
         k_j, v_j = k[j], v[j]
 
-        def body(i, inner):
-            dq, dbias, dk_j, dv_j = inner
+        def block_grads(masked, i):
+            """Contributions of block (i, j): dQ_i, dK_j^T, dV_j^T and the bias-gradient block."""
             q_i, do_i = q[i], dout[i]
-            q_t_i, do_t_i = q_t[i], dout_t[i]
-            s, t = _block_logits(cfg, q_i, k_j, i, j, bias, mask, qlen, kvlen)
+            s, t = _block_logits(cfg, q_i, k_j, i, j, bias, mask, qlen, kvlen, masked)
             p = jnp.exp(s - lse[i][..., None])
-            dv_j = dv_j + jnp.einsum("bkhq,bkqs->bkhs", do_t_i, p.astype(do_i.dtype),
-                                     preferred_element_type=jnp.float32)
+            dv_c = jnp.einsum("bkhq,bkqs->bkhs", dout_t[i], p.astype(do_i.dtype), preferred_element_type=jnp.float32)
             dp = jnp.einsum("bkqh,bksh->bkqs", do_i, v_j, preferred_element_type=jnp.float32)
             ds = p * (dp - delta[i][..., None])  # gradient wrt the (capped, biased) logits
-            if dbias is not None:
+            db = None
+            if bias is not None:
                 ds5 = ds.reshape(B, K, cfg.G, cfg.bq, cfg.bk)
-                axes = tuple(a for a in range(5) if dbias.shape[a] == 1 and ds5.shape[a] > 1)
-                block = jnp.sum(ds5, axis=axes, keepdims=True)
-                starts = (0, 0, 0, i * cfg.bq if dbias.shape[3] > 1 else 0, j * cfg.bk if dbias.shape[4] > 1 else 0)
-                old = lax.dynamic_slice(dbias, starts, block.shape)
-                dbias = lax.dynamic_update_slice(dbias, old + block, starts)
+                sum_axes = tuple(a for a in range(5) if bias.shape[a] == 1 and ds5.shape[a] > 1)
+                db = jnp.sum(ds5, axis=sum_axes, keepdims=True)
             if t is not None:
                 ds = ds * (1.0 - t * t)
-            dq_i = jnp.einsum("bkqs,bksh->bkqh", ds.astype(k_j.dtype), k_j, preferred_element_type=jnp.float32)
-            dq = lax.dynamic_update_index_in_dim(dq, dq[i] + dq_i, i, 0)
-            dk_j = dk_j + jnp.einsum("bkhq,bkqs->bkhs", q_t_i, ds.astype(q_i.dtype),
-                                     preferred_element_type=jnp.float32)
-            return dq, dbias, dk_j, dv_j
+            dq_c = jnp.einsum("bkqs,bksh->bkqh", ds.astype(k_j.dtype), k_j, preferred_element_type=jnp.float32)
+            dk_c = jnp.einsum("bkhq,bkqs->bkhs", q_t[i], ds.astype(q_i.dtype), preferred_element_type=jnp.float32)
+            return dq_c, dk_c, dv_c, db
+
+        def body(i, inner):
+            dq, dbias, dk_j, dv_j = inner
+            dq_c, dk_c, dv_c, db = _with_or_without_mask(_block_fully_visible(cfg, i, j, mask, qlen, kvlen),
+                                                         block_grads, i)
+            dq = lax.dynamic_update_index_in_dim(dq, dq[i] + dq_c, i, 0)
+            if db is not None:
+                starts = (0, 0, 0, i * cfg.bq if dbias.shape[3] > 1 else 0, j * cfg.bk if dbias.shape[4] > 1 else 0)
+                dbias = lax.dynamic_update_slice(dbias, lax.dynamic_slice(dbias, starts, db.shape) + db, starts)
+            return dq, dbias, dk_j + dk_c, dv_j + dv_c
 
         t_shape = lambda x: x.shape[:2] + (x.shape[3], x.shape[2])
         init = (dq, dbias, _like_inputs(jnp.zeros(t_shape(k_j), jnp.float32), axes),
