@@ -15,6 +15,10 @@ masked and padded query rows dropped.
 
 Numerics match :func:`attnjax.ops.dot_product.dense_attention`: float32 statistics, masked logits
 at the finite ``MASK_VALUE``, a query row with no visible key returns zeros with zero gradients.
+
+Limits: reverse-mode only (a ``custom_vjp``: ``jax.jvp``/``jacfwd`` and second derivatives are not
+supported; use ``implementation="dense"`` for those); no attention dropout. Works under ``jit``,
+``vmap`` and ``jax.shard_map`` (with the VMA check on).
 """
 
 from __future__ import annotations

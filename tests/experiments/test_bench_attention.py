@@ -9,8 +9,8 @@ from experiments import bench_attention
 def test_benchmark_runs_and_skips_over_budget(tmp_path):
     out = tmp_path / "bench"
     results = bench_attention.main(["--lengths", "32", "--dtypes", "float32", "--passes", "fwd+bwd", "--causal", "1",
-                                    "--heads", "2", "--head-dim", "8", "--repeats", "1", "--roof-size", "128", "--budget-gib", "0.00001",
-                                    "--out", str(out)])
+                                    "--heads", "2", "--head-dim", "8", "--repeats", "1", "--roof-size", "128",
+                                    "--budget-gib", "0.00001", "--out", str(out)])
     rows = results["rows"]
     assert {r["implementation"] for r in rows} == set(bench_attention.IMPLEMENTATIONS)
     # The budget is below every path's compiled temporary memory: nothing may be executed.

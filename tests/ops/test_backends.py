@@ -112,7 +112,8 @@ def test_jax_nn_translation_matches_dense():
     bias = jax.random.normal(jax.random.PRNGKey(2), (1, 4, 12, 12))
     base = {"bias": None, "mask": None, "scale": None, "is_causal": False, "query_seq_lengths": None,
             "key_value_seq_lengths": None, "window": None}
-    for options in [dict(is_causal=True, window=(3, 2), mask=mask), dict(window=(4, 0), key_value_seq_lengths=jnp.array([0, 7])),
+    for options in [dict(is_causal=True, window=(3, 2), mask=mask),
+                    dict(window=(4, 0), key_value_seq_lengths=jnp.array([0, 7])),  # batch 0: no key at all
                     dict(query_seq_lengths=jnp.array([5, 12]), key_value_seq_lengths=jnp.array([12, 6]), bias=bias)]:
         options = {**base, **options}
         got, want = jax.jit(lambda q, k, v: (backends._jax_nn_attention(q, k, v, jax_implementation="xla", **options),
