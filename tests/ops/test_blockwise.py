@@ -243,3 +243,18 @@ def test_inside_shard_map_with_replicated_bias():
     want = jax.jit(jax.value_and_grad(loss(attend), argnums=(0, 1, 2, 3)))(q, k, v, bias)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5)
+
+
+def test_vmap_with_batched_lengths():
+    """Per-example key lengths under vmap make the loop bounds batched; results must still match dense."""
+    q = jax.random.normal(jax.random.PRNGKey(14), (3, 1, 20, 2, 8))
+    lengths = jnp.array([[5], [20], [0]])
+
+    def loss(implementation, **extra):
+        return lambda q, n: jnp.sum(dot_product_attention(q, q, q, is_causal=True, key_value_seq_lengths=n,
+                                                          implementation=implementation, **extra) ** 2)
+
+    got = jax.jit(jax.vmap(jax.value_and_grad(loss("blockwise", block_sizes=SMALL))))(q, lengths)
+    want = jax.jit(jax.vmap(jax.value_and_grad(loss("dense"))))(q, lengths)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-4)
