@@ -8,6 +8,10 @@ achieved GFLOP/s, the ratio to ``jax.nn`` at the same setting, and the compiled 
 GFLOP/s as the roof. Output: a markdown table on stdout, ``summary.md`` and ``results.json`` in
 ``--out`` (written atomically).
 
+Timing: every runnable implementation of a setting is compiled and called once (warm-up), then timed
+round-robin, one call each per round, ``--repeats`` rounds; the median is reported. On a shared machine
+this exposes all implementations of a row to the same background load.
+
 FLOPs counted: forward ``4*B*N*T*S*H`` (two matmuls), forward+backward 3.5x that (the backward has five
 matmuls: the recomputed or stored scores, dV, dP, dQ, dK); causal rows count half. So GFLOP/s is
 *useful* throughput: a path that computes masked blocks is not credited for them.
@@ -106,7 +110,9 @@ def matmul_roof(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
     return 2.0 * n ** 3 / median / 1e9
 
 
-def run_row(name: str, setting: Setting, args: argparse.Namespace, block_sizes: BlockSizes) -> dict[str, Any]:
+def prepare_row(name: str, setting: Setting, args: argparse.Namespace,
+                block_sizes: BlockSizes) -> tuple[dict[str, Any], tuple[Callable, tuple] | None]:
+    """Compiles one row and checks its memory; returns the row and ``(compiled, inputs)`` if it may run."""
     B, N, H = args.batch, args.heads, args.head_dim
     dtype = jnp.dtype(setting.dtype)
     fn = benchmark_fn(attention_fn(name, setting.causal, block_sizes), setting.passes)
@@ -117,21 +123,43 @@ def run_row(name: str, setting: Setting, args: argparse.Namespace, block_sizes: 
         compiled = fn.lower(*specs).compile()
     except Exception as err:  # report, keep benchmarking the other rows
         row.update(status=f"compile error: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
-        return row
+        return row, None
     memory = compiled.memory_analysis()
     temp = None if memory is None else int(memory.temp_size_in_bytes)
     row["temp_bytes"] = temp
     if temp is not None and temp > args.budget_gib * 2**30:
         row["status"] = "skipped (memory)"
-        return row
+        return row, None
     if setting.length > args.max_timed_length:
         row["status"] = "memory only"
-        return row
+        return row, None
     keys = jax.random.split(jax.random.PRNGKey(setting.length), len(specs))
     inputs = tuple(jax.random.normal(k, spec.shape, jnp.float32).astype(dtype) for k in keys)
-    median, times = time_call(compiled, inputs, args.repeats)
-    row.update(status="ok", seconds=median, all_seconds=times, gflops=flops(setting, B, N, H) / median / 1e9)
-    return row
+    return row, (compiled, inputs)
+
+
+def time_group(setting: Setting, prepared: list[tuple[dict[str, Any], tuple[Callable, tuple] | None]],
+               args: argparse.Namespace) -> None:
+    """Times the runnable rows of one setting round-robin (one call of each per round, after a warm-up
+    call of each), so that load from other processes hits every implementation alike; fills in the
+    median time, GFLOP/s and the ratio to ``jax.nn``."""
+    runnable = [(row, fn, inputs) for row, job in prepared if job is not None for fn, inputs in [job]]
+    for _, fn, inputs in runnable:
+        jax.block_until_ready(fn(*inputs))
+    times: dict[int, list[float]] = {id(row): [] for row, _, _ in runnable}
+    for _ in range(args.repeats):
+        for row, fn, inputs in runnable:
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*inputs))
+            times[id(row)].append(time.perf_counter() - start)
+    for row, _, _ in runnable:
+        median = statistics.median(times[id(row)])
+        row.update(status="ok", seconds=median, all_seconds=times[id(row)],
+                   gflops=flops(setting, args.batch, args.heads, args.head_dim) / median / 1e9)
+    reference = next((row for row, _, _ in runnable if row["implementation"] == REFERENCE), None)
+    for row, _, _ in runnable:
+        if reference is not None:
+            row["ratio_to_jax_nn"] = reference["seconds"] / row["seconds"]
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -162,7 +190,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up; the median is reported")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up; the median is reported")
     p.add_argument("--budget-gib", type=float, default=6.0, help="never execute a function whose compiled "
                    "temporary memory exceeds this")
     p.add_argument("--max-timed-length", type=int, default=1 << 30, help="above this T, report memory only")
@@ -188,13 +216,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for passes in args.passes:
                 for length in args.lengths:
                     setting = Setting(dtype, bool(causal), passes, length)
-                    group = [run_row(name, setting, args, block_sizes) for name in args.implementations]
-                    reference = next((r for r in group if r["implementation"] == REFERENCE and "seconds" in r), None)
-                    for r in group:
-                        if reference is not None and "seconds" in r:
-                            r["ratio_to_jax_nn"] = reference["seconds"] / r["seconds"]
-                        print(markdown([r], {}).splitlines()[2], flush=True)
-                    rows.extend(group)
+                    prepared = [prepare_row(name, setting, args, block_sizes) for name in args.implementations]
+                    time_group(setting, prepared, args)
+                    for row, _ in prepared:
+                        print(markdown([row], {}).splitlines()[2], flush=True)
+                        rows.append(row)
+                    del prepared  # frees this setting's inputs and executables before the next one
     table = markdown(rows, roofs, args.roof_size)
     results = {"command": " ".join([os.path.basename(sys.executable), "-m", "experiments.bench_attention"]
                                    + (sys.argv[1:] if argv is None else list(argv))),
