@@ -42,10 +42,12 @@ def _fails(fn, prop, **options):
     return message
 
 
+@pytest.mark.slow  # a full passing kit run: several compilations
 def test_a_correct_user_function_passes_every_property():
     check_attention(plain_attention, max_examples=3)
 
 
+@pytest.mark.slow  # a full passing kit run: several compilations
 def test_dot_product_attention_passes_as_exact_softmax():
     check_attention(dot_product_attention, exact_softmax=True, max_examples=2)
 
@@ -70,6 +72,7 @@ def test_nan_on_fully_masked_rows_is_caught():
     assert "not finite" in message
 
 
+@pytest.mark.slow  # a full passing kit run: several compilations
 def test_mean_instead_of_zeros_on_empty_rows_is_caught():
     fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal, zero_empty=False)
     _fails(fn, "fully masked rows", **FAST)
@@ -83,6 +86,7 @@ def test_mixing_the_batch_is_caught():
     _fails(fn, "batch independence", mask_kind=None, supports_causal=False, **FAST)
 
 
+@pytest.mark.slow  # a full passing kit run: several compilations
 def test_positional_bias_claimed_position_free_is_caught():
     def fn(q, k, v, mask=None, is_causal=False):
         T, N, S = q.shape[1], q.shape[2], k.shape[1]
