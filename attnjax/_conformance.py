@@ -227,20 +227,25 @@ def _check_jacobian(case, jacs, mask, is_causal: bool):
         _assert_finite(label, case, jac, f"d output / d {name}", mask=mask, is_causal=is_causal)
         mag = np.abs(np.asarray(jac, np.float32)).max(axis=(3, 7))  # [B, T, N, B', L, M]
         allowed = np.zeros(mag.shape, dtype=bool)
-        for b in range(case.B):
-            allowed[b, :, :, b] = True  # only the own batch element
-            if name != "query" and vis is not None:
-                for n in range(case.N):
-                    allowed[b, :, n, b, :, n // G] &= vis[b, :, n, :]
+        for b in range(case.B):  # only the own batch element and the own (query or kv) head
+            for n in range(case.N):
+                head = n if name == "query" else n // G
+                allowed[b, :, n, b, :, head] = True
+                if name != "query" and vis is not None:
+                    allowed[b, :, n, b, :, head] &= vis[b, :, n, :]
         if is_causal:
             later = np.arange(mag.shape[4])[None, :] > np.arange(case.T)[:, None]  # [T, L]
             allowed &= ~later[None, :, None, None, :, None]
         leak = np.where(allowed, 0.0, mag)
         if np.any(leak > 0):
             b, t, n, b2, l, m = np.unravel_index(int(np.argmax(leak)), leak.shape)
+            own_head = n if name == "query" else n // G
             reason = ("a different batch element" if b2 != b else
+                      "a different head" if m != own_head else
                       "a later position" if is_causal and l > t else "a masked key")
-            _fail(label, case, f"output [b={b}, t={t}, n={n}] has gradient {leak.max():.3g} with respect to "
+            prop = {"a different batch element": "batch independence", "a different head": "head independence",
+                    "a later position": "causality", "a masked key": "masked keys"}[reason]
+            _fail(prop, case, f"output [b={b}, t={t}, n={n}] has gradient {leak.max():.3g} with respect to "
                   f"{name} [b={b2}, position={l}, head={m}], which is {reason}", is_causal=is_causal,
                   mask=None if mask is None else np.asarray(mask))
 

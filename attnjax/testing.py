@@ -21,8 +21,10 @@ Properties (each only where the options say it applies):
 
 * ``shape/dtype``: output ``[B, T, N, H]`` in the input dtype;
 * ``jit``: ``jax.jit(fn)`` agrees with ``fn``;
-* ``batch independence``: each batch element's output equals ``fn`` on that element alone, and
-  has zero gradient with respect to the other elements' inputs;
+* ``batch independence``: each batch element's output does not change when the other elements
+  change, and has zero gradient with respect to their inputs;
+* ``head independence``: output head ``n`` has zero gradient with respect to every query head
+  but ``n`` and every key/value head but ``n // (N // K)``;
 * ``key permutation`` (``position_free``): permuting keys and values together leaves the output
   unchanged;
 * ``masked keys`` (``mask_kind``): masked keys/values have no influence on the output (they are

@@ -87,6 +87,14 @@ def test_mixing_the_batch_is_caught():
 
 
 @pytest.mark.slow  # a full passing kit run: several compilations
+def test_mixing_heads_is_caught():
+    def fn(q, k, v, mask=None, is_causal=False):
+        return plain_attention(q + 0.1 * jnp.mean(q, axis=2, keepdims=True), k, v, mask, is_causal)
+
+    message = _fails(fn, "head independence", mask_kind=None, supports_causal=False, **FAST)
+    assert "a different head" in message
+
+
 def test_positional_bias_claimed_position_free_is_caught():
     def fn(q, k, v, mask=None, is_causal=False):
         T, N, S = q.shape[1], q.shape[2], k.shape[1]
