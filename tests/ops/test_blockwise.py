@@ -1,4 +1,8 @@
-"""Blockwise (flash-style) attention against the dense reference: values, gradients, memory."""
+"""Blockwise (flash-style) attention against the dense reference: values, gradients, memory.
+
+Compiling (dense + blockwise, forward + backward) dominates every case, so a core set runs by default
+and the remaining option combinations are marked ``slow`` (they still run in CI: ``pytest -m slow``).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -62,15 +66,23 @@ CASES = {
     "seq_lengths": (29, 38, 2, 2, {"query_seq_lengths": np.array([29, 7]),
                                     "key_value_seq_lengths": np.array([20, 38])}),
 }
-@pytest.mark.parametrize("case", sorted(CASES))
+FAST_CASES = ("gqa_4_2", "window_causal_seq_lengths")
+
+
+@pytest.mark.parametrize("case", [c if c in FAST_CASES else pytest.param(c, marks=pytest.mark.slow)
+                                  for c in sorted(CASES)])
 def test_matches_dense(case):
     T, S, N, K, options = CASES[case]
     q, k, v, cot = _inputs(0, 2, T, S, N, K, 8)
     _assert_matches_dense(q, k, v, cot, **options)
 
 
-@pytest.mark.parametrize("bias_shape, mask_shape", [((2, 4, 27, 33), None), ((1, 4, 27, 1), (2, 1, 1, 33)),
-                                                     ((2, 1, 1, 33), (1, 4, 27, 1)), (None, (2, 4, 27, 33))])
+@pytest.mark.parametrize("bias_shape, mask_shape", [
+    ((2, 4, 27, 33), None),
+    pytest.param((1, 4, 27, 1), (2, 1, 1, 33), marks=pytest.mark.slow),
+    pytest.param((2, 1, 1, 33), (1, 4, 27, 1), marks=pytest.mark.slow),
+    pytest.param(None, (2, 4, 27, 33), marks=pytest.mark.slow),
+])
 def test_bias_and_mask_shapes(bias_shape, mask_shape):
     """Bias gradients come back in the bias's own broadcast shape; masks broadcast along any axis."""
     q, k, v, cot = _inputs(1, 2, 27, 33, 4, 2, 8)
@@ -101,12 +113,14 @@ def test_fully_masked_rows_are_zero_with_zero_finite_gradients():
     assert np.all(np.asarray(grads[1][1]) == 0) and np.all(np.asarray(grads[2][1]) == 0)
 
 
+@pytest.mark.slow
 def test_window_rows_without_keys():
     """T > S with a tight window: late queries see no key at all (their key-block range is empty)."""
     q, k, v, cot = _inputs(5, 1, 40, 12, 2, 2, 8)
     _assert_matches_dense(q, k, v, cot, local_window_size=(3, 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sizes", [BlockSizes(7, 5), BlockSizes()])
 def test_block_sizes(sizes):
     q, k, v, cot = _inputs(6, 1, 26, 19, 4, 2, 8)
@@ -120,11 +134,13 @@ def test_default_block_sizes_on_several_blocks():
     _assert_matches_dense(q, k, v, cot, block_sizes=BlockSizes(), is_causal=True)
 
 
+@pytest.mark.slow
 def test_value_head_dim_differs():
     q, k, v, cot = _inputs(7, 1, 18, 22, 2, 1, 8, Hv=12)
     _assert_matches_dense(q, k, v, cot)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_low_precision_no_worse_than_dense(dtype):
     """bf16/f16 inputs: both paths round the probabilities to the input dtype before the PV matmul, in
@@ -225,6 +241,7 @@ def test_compiled_temporary_memory_is_far_below_dense():
     assert blockwise * 16 <= dense, (blockwise, dense)
 
 
+@pytest.mark.slow
 def test_inside_shard_map_with_replicated_bias():
     """Under jax.shard_map (VMA check on): loop carries must carry the inputs' varying axes, and the
     gradient of a replicated bias is the sum of the per-device gradients."""
@@ -245,6 +262,7 @@ def test_inside_shard_map_with_replicated_bias():
         np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_vmap_with_batched_lengths():
     """Per-example key lengths under vmap make the loop bounds batched; results must still match dense."""
     q = jax.random.normal(jax.random.PRNGKey(14), (3, 1, 20, 2, 8))
