@@ -2,12 +2,11 @@
 
 from attnjax.nn.attention import MultiHeadAttention
 from attnjax.nn.models import MODELS, build_model
-from attnjax.nn.positional import POSITIONAL, get_positional, sinusoidal_table
+from attnjax.nn.positional import PositionalEncoding, PositionalInputs, sinusoidal_table
 from attnjax.nn.recurrent import LSTM, LSTMConfig
-from attnjax.nn.transformer import ATTENTION, EncoderBlock, TransformerConfig, TransformerEncoder, get_attention
+from attnjax.nn.transformer import EncoderBlock, TransformerConfig, TransformerEncoder
 
 __all__ = [
-    "ATTENTION", "EncoderBlock", "LSTM", "LSTMConfig", "MODELS", "MultiHeadAttention", "POSITIONAL",
-    "TransformerConfig", "TransformerEncoder", "build_model", "get_attention", "get_positional",
-    "sinusoidal_table",
+    "EncoderBlock", "LSTM", "LSTMConfig", "MODELS", "MultiHeadAttention", "PositionalEncoding", "PositionalInputs",
+    "TransformerConfig", "TransformerEncoder", "build_model", "sinusoidal_table",
 ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from attnjax.ops import dot_product_attention
+from attnjax.ops.positional import rope
+from attnjax.ops.registry import get_spec
 
 
 class MultiHeadAttention(nn.Module):
@@ -22,8 +24,13 @@ class MultiHeadAttention(nn.Module):
             multi-query); ``None`` means ``N``.
         head_dim: ``H``.
         out_features: output size; ``None`` keeps the query input's ``D``.
-        attention_fn: ``(query [B,T,N,H], key [B,S,K,H], value, **kwargs) -> [B,T,N,H]`` with the
-            keywords of ``jax.nn.dot_product_attention``; swap it to try other attention variants.
+        attention: name of a variant in :data:`attnjax.ops.registry.ATTENTION`. Its own parameters
+            (a temperature, score projections, random features) become the ``attention_params`` entry of
+            this layer's params; fixed ones (Performer features) are read through ``stop_gradient``.
+        attention_fn: a custom ``(query [B,T,N,H], key [B,S,K,H], value, bias, mask, **kwargs) ->
+            [B,T,N,H]`` with the keywords of ``jax.nn.dot_product_attention``; overrides ``attention``.
+        rope_fraction: share of each head rotated when ``rotary_positions`` are given (partial RoPE).
+        rope_base: RoPE frequency base.
         use_bias: biases on the projections.
         dtype: computation dtype (``None``: inferred from inputs and params).
         param_dtype: parameter dtype.
@@ -34,7 +41,10 @@ class MultiHeadAttention(nn.Module):
     head_dim: int
     num_kv_heads: int | None = None
     out_features: int | None = None
-    attention_fn: Callable[..., jnp.ndarray] = dot_product_attention
+    attention: str = "dot_product"
+    attention_fn: Callable[..., jnp.ndarray] | None = None
+    rope_fraction: float = 1.0
+    rope_base: float = 10_000.0
     use_bias: bool = True
     dtype: Any = None
     param_dtype: Any = jnp.float32
@@ -45,6 +55,7 @@ class MultiHeadAttention(nn.Module):
                  mask: jnp.ndarray | None = None, bias: jnp.ndarray | None = None, is_causal: bool = False,
                  query_seq_lengths: jnp.ndarray | None = None,
                  key_value_seq_lengths: jnp.ndarray | None = None,
+                 rotary_positions: jnp.ndarray | None = None,
                  **attention_kwargs: Any) -> jnp.ndarray:
         """Attends from ``inputs_q [B, T, D]`` to ``inputs_kv [B, S, D]`` (self-attention if None).
 
@@ -56,6 +67,8 @@ class MultiHeadAttention(nn.Module):
             is_causal: query ``i`` sees keys ``j <= i``.
             query_seq_lengths: ``[B]``; padded queries output zeros before the out projection.
             key_value_seq_lengths: ``[B]``; keys past the length are ignored (key padding).
+            rotary_positions: ``[T]`` or ``[B, T]`` positions; if given, queries and keys are rotated (RoPE,
+                self-attention only).
             **attention_kwargs: passed to ``attention_fn`` (e.g. ``local_window_size``).
 
         Returns:
@@ -77,9 +90,21 @@ class MultiHeadAttention(nn.Module):
         query = proj("query", self.num_heads)(inputs_q)  # [B, T, N, H]
         key = proj("key", kv_heads)(inputs_kv)  # [B, S, K, H]
         value = proj("value", kv_heads)(inputs_kv)  # [B, S, K, H]
-        out = self.attention_fn(query, key, value, bias, mask, is_causal=is_causal,
-                                query_seq_lengths=query_seq_lengths,
-                                key_value_seq_lengths=key_value_seq_lengths, **attention_kwargs)
+        if rotary_positions is not None:
+            query = rope(query, rotary_positions, base=self.rope_base, fraction=self.rope_fraction)
+            key = rope(key, rotary_positions, base=self.rope_base, fraction=self.rope_fraction)
+        attention_fn = self.attention_fn
+        if attention_fn is None:
+            spec = get_spec(self.attention)
+            attention_fn = spec.fn
+            if spec.init_params is not None:
+                params = self.param("attention_params", lambda rng: spec.init_params(
+                    rng, head_dim=self.head_dim, num_heads=self.num_heads))
+                if not spec.trainable_params:
+                    params = jax.lax.stop_gradient(params)
+                attention_kwargs = {**params, **attention_kwargs}
+        out = attention_fn(query, key, value, bias, mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                           key_value_seq_lengths=key_value_seq_lengths, **attention_kwargs)
         return nn.DenseGeneral(self.out_features or inputs_q.shape[-1], axis=(-2, -1), use_bias=self.use_bias,
                                dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
                                name="out")(out)

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax.nn.attention import MultiHeadAttention
-from attnjax.nn.positional import get_positional
-from attnjax.ops import dot_product_attention
-
-# name -> attention function with the jax.nn.dot_product_attention signature. attnjax.ops.registry
-# will take this role once it exists; the Transformer only ever sees the name.
-ATTENTION: dict[str, Callable[..., jnp.ndarray]] = {"dot_product": dot_product_attention}
-
-
-def get_attention(name: str) -> Callable[..., jnp.ndarray]:
-    """Looks an attention function up by name; ValueError lists the known names."""
-    if name not in ATTENTION:
-        raise ValueError(f"attention must be one of {sorted(ATTENTION)}, got {name!r}")
-    return ATTENTION[name]
+from attnjax.nn.positional import PositionalEncoding, PositionalInputs
+from attnjax.ops.positional import get_positional
+from attnjax.ops.registry import get_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +25,10 @@ class TransformerConfig:
         num_kv_heads: ``K`` (None: ``N``).
         mlp_dim: hidden size of the feed-forward block.
         dropout_rate: dropout on the residual branches (train mode only).
-        attention: name in ``ATTENTION``.
-        positional: name in ``attnjax.nn.positional.POSITIONAL``.
+        attention: a variant name in :data:`attnjax.ops.registry.ATTENTION`.
+        positional: an encoding name in :data:`attnjax.ops.positional.POSITIONAL`.
+        max_len: learned-table size and the range of randomized training positions.
+        rope_fraction: share of each head that RoPE rotates (``positional="rope"``).
         causal: causal self-attention (a decoder-style encoder); default bidirectional.
         dtype: computation dtype.
     """
@@ -49,14 +41,18 @@ class TransformerConfig:
     dropout_rate: float = 0.0
     attention: str = "dot_product"
     positional: str = "sinusoidal"
+    max_len: int = 2048
+    rope_fraction: float = 1.0
     causal: bool = False
     dtype: Any = jnp.float32
 
     def __post_init__(self):
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}")
-        get_attention(self.attention)
-        get_positional(self.positional)
+        spec, positional = get_spec(self.attention), get_positional(self.positional)
+        if positional.kind == "bias" and not spec.supports_bias:
+            raise ValueError(f"positional={self.positional!r} adds a logit bias, which attention="
+                             f"{self.attention!r} cannot take (it forms no logits); pick another pair")
 
 
 class EncoderBlock(nn.Module):
@@ -65,12 +61,15 @@ class EncoderBlock(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, seq_lengths: jnp.ndarray | None, train: bool) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, seq_lengths: jnp.ndarray | None, train: bool,
+                 positions: PositionalInputs = PositionalInputs()) -> jnp.ndarray:
         cfg = self.config
         h = nn.LayerNorm(dtype=cfg.dtype)(x)
         h = MultiHeadAttention(num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
-                               head_dim=cfg.d_model // cfg.num_heads, attention_fn=get_attention(cfg.attention),
-                               dtype=cfg.dtype)(h, is_causal=cfg.causal, key_value_seq_lengths=seq_lengths)
+                               head_dim=cfg.d_model // cfg.num_heads, attention=cfg.attention,
+                               rope_fraction=cfg.rope_fraction, dtype=cfg.dtype)(
+            h, bias=positions.bias, is_causal=cfg.causal, key_value_seq_lengths=seq_lengths,
+            rotary_positions=positions.rotary_positions)
         x = x + nn.Dropout(cfg.dropout_rate, deterministic=not train)(h)
         h = nn.LayerNorm(dtype=cfg.dtype)(x)
         h = nn.Dense(cfg.mlp_dim, dtype=cfg.dtype)(h)
@@ -97,7 +96,7 @@ class TransformerEncoder(nn.Module):
             inputs: ``[B, L, V]`` float.
             seq_lengths: ``[B]`` real lengths; keys beyond are masked out, so padding never changes the
                 outputs at real positions. None: every position is real.
-            train: enables dropout (needs a ``'dropout'`` rng).
+            train: enables dropout (needs a ``'dropout'`` rng) and randomized positions (a ``'positions'`` rng).
 
         Returns:
             ``[B, L, C]`` float32 logits.
@@ -106,8 +105,11 @@ class TransformerEncoder(nn.Module):
             raise ValueError(f"inputs must have rank 3 [B, L, V], got shape {inputs.shape}")
         cfg = self.config
         x = nn.Dense(cfg.d_model, dtype=cfg.dtype, name="embed")(inputs)
-        x = x + get_positional(cfg.positional)(inputs.shape[1], cfg.d_model).astype(x.dtype)
+        positions = PositionalEncoding(cfg.positional, cfg.d_model, cfg.num_heads, max_len=cfg.max_len,
+                                       causal=cfg.causal, name="positional")(inputs.shape[0], inputs.shape[1], train)
+        if positions.embedding is not None:
+            x = x + positions.embedding.astype(x.dtype)
         for i in range(cfg.num_layers):
-            x = EncoderBlock(cfg, name=f"block_{i}")(x, seq_lengths, train)
+            x = EncoderBlock(cfg, name=f"block_{i}")(x, seq_lengths, train, positions)
         x = nn.LayerNorm(dtype=cfg.dtype, name="final_norm")(x)
         return nn.Dense(self.output_size, dtype=cfg.dtype, name="logits")(x).astype(jnp.float32)

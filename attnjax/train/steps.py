@@ -38,7 +38,8 @@ def masked_loss_and_correct(logits: jnp.ndarray, targets: jnp.ndarray, loss_mask
 
 
 def _forward(state: TrainState, params: Any, batch: Batch, train: bool, rng: jax.Array | None):
-    rngs = {"dropout": rng} if rng is not None else None
+    # Separate streams so that adding randomized positions does not change a model's dropout masks.
+    rngs = {"dropout": rng, "positions": jax.random.fold_in(rng, 1)} if rng is not None else None
     logits = state.apply_fn({"params": params}, batch["inputs"], seq_lengths=batch["seq_lengths"], train=train,
                             rngs=rngs)
     return masked_loss_and_correct(logits, batch["targets"], batch["loss_mask"])

@@ -36,10 +36,16 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.progress = "auto"  # tqdm bar: "auto" (when a terminal), "on", "off"
     c.mesh_data = -1  # devices on the 'data' mesh axis (-1: all)
 
+    # Attention variant (attnjax.ops.registry.ATTENTION) and positional encoding
+    # (attnjax.ops.positional.POSITIONAL) of the attention models, e.g. --config.attention=cosine
+    # --config.positional=alibi; the model configs below refer to these two values.
+    c.attention = "dot_product"
+    c.positional = "sinusoidal"
+
     c.lstm = ml_collections.ConfigDict(dict(hidden_size=64, num_layers=1))
     c.transformer = ml_collections.ConfigDict(dict(
         num_layers=2, d_model=32, num_heads=4, mlp_dim=64, dropout_rate=0.0,
-        attention="dot_product", positional="sinusoidal", causal=False))
+        attention=c.get_ref("attention"), positional=c.get_ref("positional"), causal=False))
 
     if preset == "paper":
         c.num_seeds = 10

@@ -20,7 +20,8 @@ def test_cli_tiny_config_writes_parsable_results(tmp_path):
                  "--config.train_max_length=2", "--config.test_max_length=4", "--config.batch_size=4",
                  "--config.eval_batch_size=4", "--config.eval_bucket=2", "--config.log_every=2",
                  "--config.lstm.hidden_size=4", "--config.transformer.d_model=8", "--config.transformer.mlp_dim=8",
-                 "--config.transformer.num_layers=1", "--config.transformer.num_heads=2"]
+                 "--config.transformer.num_layers=1", "--config.transformer.num_heads=2",
+                 "--config.attention=cosine", "--config.positional=alibi"]
     # Run from another cwd: the default config file must resolve relative to the module.
     proc = subprocess.run([sys.executable, "-m", "experiments.length_generalization", f"--workdir={workdir}",
                            *overrides], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
@@ -30,6 +31,8 @@ def test_cli_tiny_config_writes_parsable_results(tmp_path):
     results = json.loads((workdir / "results.json").read_text())
     assert results["complete"] and results["config"]["num_steps"] == 3
     assert results["config"]["lstm"]["hidden_size"] == 4
+    assert (results["config"]["transformer"]["attention"], results["config"]["transformer"]["positional"]) == (
+        "cosine", "alibi")
     assert results["environment"]["jax"] and results["environment"]["devices"]
     assert len(results["runs"]) == 2 * 2 * 2
     for run in results["runs"]:
@@ -73,5 +76,7 @@ def test_config_presets():
     cpu, paper = lg_config.get_config(), lg_config.get_config("paper")
     assert cpu.train_max_length < cpu.test_max_length
     assert (paper.train_max_length, paper.test_max_length, paper.batch_size) == (40, 500, 128)
+    cpu.attention, cpu.positional = "l2", "rope"  # the transformer config follows the top-level names
+    assert (cpu.transformer.attention, cpu.transformer.positional) == ("l2", "rope")
     with pytest.raises(ValueError, match="preset"):
         lg_config.get_config("gpu")

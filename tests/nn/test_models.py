@@ -41,7 +41,7 @@ def test_transformer_is_bidirectional_and_uses_positions():
     out = apply(params, same)
     assert not np.allclose(out[0, 0], out[0, 3])  # identical tokens, different positions
     nopos = ann.build_model("transformer", 2, dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=16,
-                                                   positional="none"))
+                                                   positional="nope"))
     out = jax.jit(nopos.apply)(params, same)
     np.testing.assert_allclose(out[0, 0], out[0, 3], rtol=1e-5, atol=1e-6)
 
@@ -59,10 +59,12 @@ def test_sinusoidal_table():
 def test_registry_errors():
     with pytest.raises(ValueError, match="model must be one of"):
         ann.build_model("gpt", 2)
-    with pytest.raises(ValueError, match="attention must be one of"):
+    with pytest.raises(ValueError, match="unknown attention 'nope'; valid names: .*cosine"):
         ann.TransformerConfig(attention="nope")
-    with pytest.raises(ValueError, match="positional must be one of"):
-        ann.TransformerConfig(positional="nope")
+    with pytest.raises(ValueError, match="unknown positional encoding 'none'; valid names: .*alibi"):
+        ann.TransformerConfig(positional="none")
+    with pytest.raises(ValueError, match="cannot take"):
+        ann.TransformerConfig(attention="linear", positional="alibi")
     with pytest.raises(ValueError, match="divisible by num_heads"):
         ann.TransformerConfig(d_model=10, num_heads=4)
     with pytest.raises(TypeError):
