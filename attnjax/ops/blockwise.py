@@ -41,17 +41,18 @@ class BlockSizes:
 
     A block never exceeds the sequence: ``min(block_q, T)`` and ``min(block_k, S)`` are used, and
     the sequence is padded up to a multiple of that. The defaults were measured on a 2-core AVX2
-    CPU (float32, H=64, N=8, T=S=1024..4096, forward+backward); larger key blocks amortize the
-    per-iteration loop overhead, while a ``[K, G*block_q, block_k]`` float32 score tile should stay
-    within a few MiB of cache. On GPU/TPU prefer the ``"cudnn"``/``"pallas"`` kernels (see TPU_NOTES.md).
+    CPU (float32, H=64, N=8, T=S=1024..4096, forward+backward): 512x256 gave T=4096 non-causal
+    986 ms vs 1062 ms for 256x512 (causal 652 vs 807 ms); the timings are not monotone in either size
+    (256x256: 1644 ms, 1024x128: 1026 ms), so re-measure on other hardware. A
+    ``[K, G*block_q, block_k]`` float32 score tile (4 MiB here) should stay within cache. On GPU/TPU prefer the ``"cudnn"``/``"pallas"`` kernels (see TPU_NOTES.md).
 
     Attributes:
         block_q: query rows per block (all heads of a block are processed together).
         block_k: keys per block.
     """
 
-    block_q: int = 256
-    block_k: int = 512
+    block_q: int = 512
+    block_k: int = 256
 
     def __post_init__(self):
         for name in ("block_q", "block_k"):
