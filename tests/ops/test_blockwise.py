@@ -129,7 +129,7 @@ def test_block_sizes(sizes):
 
 @pytest.mark.slow
 def test_default_block_sizes_on_several_blocks():
-    """Default (256, 512) blocks with T, S past one block and not multiples of it."""
+    """Default blocks with T, S past one block and not multiples of it."""
     q, k, v, cot = _inputs(11, 1, 600, 530, 2, 1, 16)
     _assert_matches_dense(q, k, v, cot, block_sizes=BlockSizes(), is_causal=True)
 
