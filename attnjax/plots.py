@@ -7,10 +7,11 @@ run never leaves a half-written PNG.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
+
+from attnjax.atomic_io import save_figure
 
 
 def plot_weight_maps(weights, path: str | os.PathLike, *, titles: Sequence[str] | None = None,
@@ -80,15 +81,8 @@ def plot_weight_maps(weights, path: str | os.PathLike, *, titles: Sequence[str] 
     if suptitle:
         fig.suptitle(suptitle)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
+        save_figure(path, fig, dpi=dpi)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path

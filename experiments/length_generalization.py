@@ -30,7 +30,7 @@ from ml_collections import config_flags
 
 from attnjax import data
 from attnjax.nn import build_model
-from attnjax.parallel.mesh import make_mesh
+from attnjax.parallel.mesh import data_mesh
 from attnjax.train import create_train_state, evaluate_lengths, fit, make_optimizer, reporting
 from attnjax.train.state import count_params
 from experiments import length_generalization_report as report
@@ -119,7 +119,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, out=sys.stdout) -> dict
     _validate(config)
     log_dir = os.path.join(workdir, "logs")
     os.makedirs(log_dir, exist_ok=True)
-    mesh = make_mesh((config.mesh_data,), ("data",))
+    mesh = data_mesh(config.mesh_data)
     results: dict[str, Any] = {"experiment": "length_generalization", "config": config.to_dict(),
                                "environment": reporting.environment_info(),
                                "mesh": {k: int(v) for k, v in mesh.shape.items()}, "complete": False, "runs": []}

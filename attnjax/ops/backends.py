@@ -141,9 +141,7 @@ def _rows_with_keys(T: int, S: int, mask, *, is_causal, query_seq_lengths, key_v
         jnp.asarray(key_value_seq_lengths)[:, None], S)
     lo = jnp.zeros_like(rows)
     hi = jnp.broadcast_to(kv_len - 1, (kv_len.shape[0], T))
-    right = None if window is None else window[1]
-    if is_causal:
-        right = 0 if right is None else min(right, 0)
+    right = 0 if is_causal else (None if window is None else window[1])  # window sides are >= 0
     if right is not None:
         hi = jnp.minimum(hi, rows + right)
     if window is not None:

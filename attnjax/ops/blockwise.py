@@ -92,7 +92,8 @@ def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_l
     bias5 = _split_heads(bias, K, G, (pad_t, pad_s), 0.0)
     mask5 = _split_heads(mask, K, G, (pad_t, pad_s), False)
     qlen = None if query_seq_lengths is None else jnp.asarray(query_seq_lengths, jnp.int32)
-    kvlen = None if key_value_seq_lengths is None else jnp.asarray(key_value_seq_lengths, jnp.int32)
+    # Clamped once here so the block loops can compare positions against it directly.
+    kvlen = None if key_value_seq_lengths is None else jnp.minimum(jnp.asarray(key_value_seq_lengths, jnp.int32), S)
 
     config = kernels.Config(T=T, S=S, G=G, bq=bq, bk=bk, scale=float(1.0 / np.sqrt(H) if scale is None else scale),
                             is_causal=bool(is_causal), window=window, logit_softcap=logit_softcap)

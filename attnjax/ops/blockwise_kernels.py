@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from attnjax.ops.masks import position_mask
+from attnjax.ops.vma import cast_varying, varying_axes_of
 from attnjax.ops.dot_product import MASK_VALUE
 
 
@@ -62,10 +64,9 @@ class Config:
     @property
     def right(self) -> int | None:
         """Largest ``j - i`` allowed (None: unbounded)."""
-        right = None if self.window is None else self.window[1]
-        if self.is_causal:
-            right = 0 if right is None else min(right, 0)
-        return right
+        if self.is_causal:  # window sides are >= 0, so causality always wins on the right
+            return 0
+        return None if self.window is None else self.window[1]
 
     @property
     def left(self) -> int | None:
@@ -73,25 +74,12 @@ class Config:
         return None if self.window is None else self.window[0]
 
 
-def _vma(x) -> frozenset:
-    """Manual mesh axes (inside ``jax.shard_map``) that ``x`` varies over; empty outside shard_map."""
-    manual = getattr(jax.typeof(x), "manual_axis_type", None)
-    return frozenset(getattr(manual, "varying", None) or ())
-
-
 def _varying_axes(*xs) -> tuple[str, ...]:
     axes = set()
     for x in xs:
         if x is not None:
-            axes |= _vma(x)
-    return tuple(sorted(axes))
-
-
-def _like_inputs(x, axes: tuple[str, ...]):
-    """Marks a freshly built loop carry as varying over ``axes``: under shard_map's VMA check a loop
-    carry must keep one type, and the body's outputs vary wherever the inputs do."""
-    missing = tuple(a for a in axes if a not in _vma(x))
-    return lax.pcast(x, missing, to="varying") if missing else x
+            axes |= varying_axes_of(x)
+    return tuple(sorted(axes, key=str))
 
 
 def _match_vma(grad, primal):
@@ -99,14 +87,10 @@ def _match_vma(grad, primal):
     is replicated but its per-device gradient is not (a shared input's gradient is the sum)."""
     if grad is None:
         return None
-    extra = tuple(sorted(_vma(grad) - _vma(primal)))
+    extra = tuple(sorted(varying_axes_of(grad) - varying_axes_of(primal)))
     if extra:
         grad = lax.psum(grad, extra)
-    return _like_inputs(grad, tuple(sorted(_vma(primal))))
-
-
-def _kv_len(cfg: Config, kvlen):
-    return None if kvlen is None else jnp.minimum(kvlen, cfg.S)
+    return cast_varying(grad, tuple(sorted(varying_axes_of(primal))))
 
 
 def key_block_range(cfg: Config, i, kvlen):
@@ -117,7 +101,7 @@ def key_block_range(cfg: Config, i, kvlen):
     if cfg.right is not None:
         hi = jnp.minimum(hi, (i * cfg.bq + cfg.bq - 1 + cfg.right) // cfg.bk + 1)
     if kvlen is not None:
-        hi = jnp.minimum(hi, (jnp.max(_kv_len(cfg, kvlen)) + cfg.bk - 1) // cfg.bk)
+        hi = jnp.minimum(hi, (jnp.max(kvlen) + cfg.bk - 1) // cfg.bk)
     return lo, jnp.maximum(hi, lo)
 
 
@@ -131,7 +115,7 @@ def query_block_range(cfg: Config, j, qlen, kvlen):
     if qlen is not None:
         hi = jnp.minimum(hi, (jnp.max(qlen) + cfg.bq - 1) // cfg.bq)
     if kvlen is not None:  # a key block past every sequence's end is seen by nobody
-        hi = jnp.where(j * cfg.bk < jnp.max(_kv_len(cfg, kvlen)), hi, lo)
+        hi = jnp.where(j * cfg.bk < jnp.max(kvlen), hi, lo)
     return lo, jnp.maximum(hi, lo)
 
 
@@ -148,12 +132,11 @@ def _block_mask(cfg: Config, i, j, mask, qlen, kvlen):
     q_pos = i * cfg.bq + jnp.arange(cfg.bq)
     k_pos = j * cfg.bk + jnp.arange(cfg.bk)
     parts = []
-    if cfg.right is not None:
-        parts.append((k_pos[None, :] <= q_pos[:, None] + cfg.right)[None, None, None])
-    if cfg.left is not None:
-        parts.append((k_pos[None, :] >= q_pos[:, None] - cfg.left)[None, None, None])
+    structural = position_mask(q_pos, k_pos, is_causal=cfg.is_causal, window=cfg.window)
+    if structural is not None:
+        parts.append(structural[None, None, None])
     if kvlen is not None:
-        parts.append(k_pos[None, :] < _kv_len(cfg, kvlen)[:, None])
+        parts.append(k_pos[None, :] < kvlen[:, None])
         parts[-1] = parts[-1][:, None, None, None, :]
     elif cfg.nk * cfg.bk != cfg.S:  # padded keys
         parts.append((k_pos < cfg.S)[None, None, None, None, :])
@@ -180,7 +163,7 @@ def _block_fully_visible(cfg: Config, i, j, mask, qlen, kvlen):
     if cfg.left is not None:
         conds.append(j * cfg.bk >= i * cfg.bq + cfg.bq - 1 - cfg.left)
     if kvlen is not None:
-        conds.append(j * cfg.bk + cfg.bk <= jnp.min(_kv_len(cfg, kvlen)))
+        conds.append(j * cfg.bk + cfg.bk <= jnp.min(kvlen))
     elif cfg.nk * cfg.bk != cfg.S:
         conds.append(j * cfg.bk + cfg.bk <= cfg.S)
     if qlen is not None:
@@ -258,7 +241,7 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
 
         init = (jnp.full(rows, MASK_VALUE, jnp.float32), jnp.zeros(rows, jnp.float32),
                 jnp.zeros(rows + (v.shape[-1],), jnp.float32))
-        init = tuple(_like_inputs(x, axes) for x in init)
+        init = tuple(cast_varying(x, axes) for x in init)
         lo, hi = key_block_range(cfg, i, kvlen)
         m, l, acc = lax.fori_loop(lo, hi, body, init)
         has_key = m > MASK_VALUE
@@ -320,15 +303,15 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, out, lse, dout):
             return dq, dbias, dk_j + dk_c, dv_j + dv_c
 
         t_shape = lambda x: x.shape[:2] + (x.shape[3], x.shape[2])
-        init = (dq, dbias, _like_inputs(jnp.zeros(t_shape(k_j), jnp.float32), axes),
-                _like_inputs(jnp.zeros(t_shape(v_j), jnp.float32), axes))
+        init = (dq, dbias, cast_varying(jnp.zeros(t_shape(k_j), jnp.float32), axes),
+                cast_varying(jnp.zeros(t_shape(v_j), jnp.float32), axes))
         lo, hi = query_block_range(cfg, j, qlen, kvlen)
         dq, dbias, dk_t_j, dv_t_j = lax.fori_loop(lo, hi, body, init)
         return (dq, dbias), (jnp.swapaxes(dk_t_j * dk_scale, -1, -2).astype(k.dtype),
                              jnp.swapaxes(dv_t_j, -1, -2).astype(v.dtype))
 
-    dbias0 = None if bias is None else _like_inputs(jnp.zeros(bias.shape, jnp.float32), axes)
-    dq0 = _like_inputs(jnp.zeros(q.shape, jnp.float32), axes)
+    dbias0 = None if bias is None else cast_varying(jnp.zeros(bias.shape, jnp.float32), axes)
+    dq0 = cast_varying(jnp.zeros(q.shape, jnp.float32), axes)
     (dq, dbias), (dk, dv) = lax.scan(one_key_block, (dq0, dbias0),
                                      jnp.arange(cfg.nk, dtype=jnp.int32))
     return (dq * jnp.float32(cfg.scale)).astype(q_dtype), dk, dv, dbias

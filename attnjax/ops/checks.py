@@ -96,7 +96,8 @@ def check_seq_lengths(name: str, lengths: Any, batch: int) -> None:
         raise TypeError(f"{name} must be an integer array, got dtype {jnp.result_type(lengths)}")
 
 
-def normalize_window(local_window_size: int | tuple[int, int] | None) -> Window | None:
+def normalize_window(local_window_size: int | tuple[int, int] | None, *,
+                     name: str = "local_window_size") -> Window | None:
     """Turns ``w`` into ``(w, w)`` and checks both sides are non-negative ints."""
     if local_window_size is None:
         return None
@@ -106,10 +107,10 @@ def normalize_window(local_window_size: int | tuple[int, int] | None) -> Window 
     if (not isinstance(window, (tuple, list)) or len(window) != 2
             or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) for w in window)):
         raise ValueError(
-            f"local_window_size must be an int or a (left, right) pair of ints, got {local_window_size!r}")
+            f"{name} must be an int or a (left, right) pair of ints, got {local_window_size!r}")
     left, right = int(window[0]), int(window[1])
     if left < 0 or right < 0:
-        raise ValueError(f"local_window_size sides must be >= 0, got (left, right) = {(left, right)}")
+        raise ValueError(f"{name} sides must be >= 0, got (left, right) = {(left, right)}")
     return left, right
 
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnjax.ops import checks
-from attnjax.ops.masks import padding_mask
+from attnjax.ops.masks import padding_mask, position_mask
 
 Array = jnp.ndarray
 FeatureMap = Callable[[Array], Array]
@@ -232,10 +232,8 @@ def _dense_weights(phi_q: Array, phi_k: Array, is_causal: bool, query_seq_length
     scores = jnp.einsum("BTNF,BSNF->BNTS", phi_q, phi_k)
     T, S = scores.shape[-2:]
     if is_causal:
-        scores = jnp.where(jnp.arange(S)[None, :] <= jnp.arange(T)[:, None], scores, 0.0)
-    den = jnp.sum(scores, axis=-1, keepdims=True)
-    ok = den > _MIN_NORMALIZER
-    weights = jnp.where(ok, scores / jnp.where(ok, den, 1.0), 0.0)
+        scores = jnp.where(position_mask(jnp.arange(T), jnp.arange(S), is_causal=True), scores, 0.0)
+    weights = _safe_ratio(scores, jnp.sum(scores, axis=-1))
     if query_seq_lengths is not None:
         valid = jnp.arange(T)[None, :] < jnp.asarray(query_seq_lengths)[:, None]
         weights = jnp.where(valid[:, None, :, None], weights, 0.0)

@@ -28,10 +28,7 @@ def _check(query, key, value, bias, mask, window_size, scale, query_seq_lengths,
     checks.check_positive("scale", scale)
     if window_size is None:
         raise ValueError("window_size must be an int or a (left, right) pair of ints, got None")
-    try:
-        window = checks.normalize_window(window_size)
-    except ValueError as e:
-        raise ValueError(str(e).replace("local_window_size", "window_size")) from None
+    window = checks.normalize_window(window_size, name="window_size")
     if not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool) or block_size <= 0:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     return (B, T, S, N, K, H), window

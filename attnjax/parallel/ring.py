@@ -35,8 +35,9 @@ from attnjax.ops import checks
 from attnjax.ops.dot_product import MASK_VALUE
 from attnjax.parallel.layouts import (check_layout, check_layout_length, chunks_per_shard, from_layout, layout_positions,
                                       to_layout)
+from attnjax.ops.vma import cast_varying
 from attnjax.parallel.ring_kernels import (RingConfig, backward_step, forward_step, from_tiles, pick_block, to_tiles,
-                                           vary, varying_axes)
+                                           varying_axes)
 
 
 def _ring_setup(cfg: RingConfig, T: int, S: int):
@@ -65,9 +66,9 @@ def _ring_forward(cfg: RingConfig, q, k, v, q_lengths, kv_lengths):
     axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
     axes = varying_axes(cfg, q, k, v, q_lengths, kv_lengths)
     q_tiles = to_tiles(q, bq)
-    state = (vary(jnp.full((nq, B, K, G, bq), MASK_VALUE, jnp.float32), axes),
-             vary(jnp.zeros((nq, B, K, G, bq), jnp.float32), axes),
-             vary(jnp.zeros((nq, B, K, G, bq, Hv), jnp.float32), axes))
+    state = (cast_varying(jnp.full((nq, B, K, G, bq), MASK_VALUE, jnp.float32), axes),
+             cast_varying(jnp.zeros((nq, B, K, G, bq), jnp.float32), axes),
+             cast_varying(jnp.zeros((nq, B, K, G, bq, Hv), jnp.float32), axes))
 
     def step(s, kv, state):
         return forward_step(cfg, q_tiles, q_pos, *kv, k_positions(s), q_lengths, kv_lengths, state)
@@ -111,9 +112,9 @@ def _ring_backward(cfg: RingConfig, q, k, v, q_lengths, kv_lengths, out, lse, do
         dq, dkv = step(s, kv, dq, dkv)
         return nxt, _send(cfg, perm, dkv), dq
 
-    dq = vary(jnp.zeros((nq, B, bq, N, H), jnp.float32), axes)
-    dkv = (vary(jnp.zeros((nk, B, bk, K, H), jnp.float32), axes),
-           vary(jnp.zeros((nk, B, bk, K, Hv), jnp.float32), axes))
+    dq = cast_varying(jnp.zeros((nq, B, bq, N, H), jnp.float32), axes)
+    dkv = (cast_varying(jnp.zeros((nk, B, bk, K, H), jnp.float32), axes),
+           cast_varying(jnp.zeros((nk, B, bk, K, Hv), jnp.float32), axes))
     kv = (to_tiles(k, bk), to_tiles(v, bk))
     kv, dkv, dq = lax.fori_loop(0, axis_size - 1, body, (kv, dkv, dq))
     dq, dkv = step(axis_size - 1, kv, dq, dkv)

@@ -28,6 +28,7 @@ from jax import lax
 from attnjax.ops import checks
 from attnjax.ops.dot_product import MASK_VALUE, scaled_logits
 from attnjax.ops.masks import combine_masks, position_mask
+from attnjax.ops.vma import varying_axes_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,24 +80,13 @@ def from_tiles(x: jnp.ndarray) -> jnp.ndarray:
 # the inputs' varying axes plus the ring axis (positions depend on lax.axis_index).
 
 
-def _varying_axes(x: Any) -> frozenset:
-    manual = getattr(jax.typeof(x), "manual_axis_type", None)
-    return frozenset(getattr(manual, "varying", ()))
-
-
 def varying_axes(cfg: RingConfig, *arrays: Any) -> frozenset:
     """Mesh axes any of ``arrays`` varies over, plus the ring axis."""
     axes = frozenset(cfg.axis_name if isinstance(cfg.axis_name, (tuple, list)) else (cfg.axis_name,))
     for x in arrays:
         if x is not None:
-            axes |= _varying_axes(x)
+            axes |= varying_axes_of(x)
     return axes
-
-
-def vary(x: jnp.ndarray, axes: frozenset) -> jnp.ndarray:
-    """Casts ``x`` to varying over ``axes`` (a no-op for axes it already varies over)."""
-    missing = tuple(a for a in sorted(axes, key=str) if a not in _varying_axes(x))
-    return lax.pcast(x, missing, to="varying") if missing else x
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,17 +18,14 @@ from attnjax.train.steps import eval_step
 eval_step_jit = jax.jit(eval_step)
 
 
-def evaluate(state: TrainState, batches: Iterable[Mapping[str, Any]], *, mesh: Mesh | None = None,
-             data_axis: str = DATA_AXIS) -> dict[str, float]:
-    """Token-weighted mean loss and accuracy over ``batches``.
+def _dispatch(state: TrainState, batches: Iterable[Mapping[str, Any]], mesh: Mesh | None, data_axis: str) -> list:
+    """Launches ``eval_step`` on every batch without waiting for results (dispatch is asynchronous)."""
+    return [eval_step_jit(state, shard_batch(b, mesh, data_axis) if mesh is not None else b) for b in batches]
 
-    Returns:
-        ``{"loss", "accuracy", "count"}``; NaN loss/accuracy when nothing was scored.
-    """
+
+def _reduce(metrics: list[Mapping[str, Any]]) -> dict[str, float]:
     totals = np.zeros(3)
-    for batch in batches:
-        batch = shard_batch(batch, mesh, data_axis) if mesh is not None else batch
-        m = jax.device_get(eval_step_jit(state, batch))
+    for m in metrics:
         totals += (m["loss_sum"], m["correct"], m["count"])
     loss_sum, correct, count = totals
     if count == 0:
@@ -36,11 +33,24 @@ def evaluate(state: TrainState, batches: Iterable[Mapping[str, Any]], *, mesh: M
     return {"loss": float(loss_sum / count), "accuracy": float(correct / count), "count": float(count)}
 
 
+def evaluate(state: TrainState, batches: Iterable[Mapping[str, Any]], *, mesh: Mesh | None = None,
+             data_axis: str = DATA_AXIS) -> dict[str, float]:
+    """Token-weighted mean loss and accuracy over ``batches``.
+
+    Returns:
+        ``{"loss", "accuracy", "count"}``; NaN loss/accuracy when nothing was scored.
+    """
+    return _reduce(jax.device_get(_dispatch(state, batches, mesh, data_axis)))
+
+
 def evaluate_lengths(state: TrainState, make_batches: Callable[[int], Iterable[Mapping[str, Any]]],
-                     lengths: Iterable[int], **kwargs: Any) -> dict[int, dict[str, float]]:
+                     lengths: Iterable[int], *, mesh: Mesh | None = None,
+                     data_axis: str = DATA_AXIS) -> dict[int, dict[str, float]]:
     """:func:`evaluate` at each input length: ``{length: {"loss", "accuracy", "count"}}``.
 
     ``make_batches(length)`` yields that length's batches; padding them to a few bucket lengths
-    bounds the number of compiled programs.
+    bounds the number of compiled programs. Every length is dispatched before the one host transfer,
+    so building the next length's batches overlaps with the device work.
     """
-    return {int(n): evaluate(state, make_batches(int(n)), **kwargs) for n in lengths}
+    dispatched = {int(n): _dispatch(state, make_batches(int(n)), mesh, data_axis) for n in lengths}
+    return {n: _reduce(metrics) for n, metrics in jax.device_get(dispatched).items()}

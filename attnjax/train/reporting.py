@@ -1,67 +1,13 @@
-"""Atomic result files: write to a temporary file in the target directory, then ``os.replace``.
-
-``os.replace`` is atomic on POSIX within one filesystem, so a reader (or an interrupted run) sees the
-old file or the complete new one, never a partial write. On any error the temporary file is removed.
-"""
+"""Result files of experiments: the atomic writers (from :mod:`attnjax.atomic_io`) and the environment record."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import tempfile
-from typing import IO, Any, Callable, Iterator
+from typing import Any
 
+from attnjax.atomic_io import atomic_open, save_figure, write_json, write_text, write_with
 
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """Context manager yielding a temp file that replaces ``path`` only if the block succeeds.
-
-    Args:
-        path: destination; its directory is created if missing.
-        mode: ``"w"`` (text) or ``"wb"`` (binary).
-    """
-    if mode not in ("w", "wb"):
-        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: never leave the temp file behind
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Atomically writes ``text`` (UTF-8)."""
-    with atomic_open(path, "w") as f:
-        f.write(text)
-
-
-def write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> None:
-    """Atomically writes ``obj`` as JSON (serialization errors leave ``path`` untouched)."""
-    with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=indent, sort_keys=False, allow_nan=True)
-        f.write("\n")
-
-
-def save_figure(path: str | os.PathLike, figure: Any, **savefig_kwargs: Any) -> None:
-    """Atomically saves a Matplotlib figure as PNG."""
-    with atomic_open(path, "wb") as f:
-        figure.savefig(f, format="png", **savefig_kwargs)
-
-
-def write_with(path: str | os.PathLike, writer: Callable[[IO], None], binary: bool = False) -> None:
-    """Atomically writes whatever ``writer(file)`` writes."""
-    with atomic_open(path, "wb" if binary else "w") as f:
-        writer(f)
+__all__ = ["atomic_open", "environment_info", "save_figure", "write_json", "write_text", "write_with"]
 
 
 def environment_info() -> dict[str, Any]:
