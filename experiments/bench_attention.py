@@ -39,7 +39,6 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from attnjax.ops import BlockSizes, dot_product_attention
 from attnjax.train.reporting import environment_info, write_json, write_text
@@ -91,32 +90,41 @@ def flops(setting: Setting, batch: int, heads: int, head_dim: int) -> float:
     return total * (0.5 if setting.causal else 1.0)
 
 
-def time_call(fn: Callable, args: tuple, repeats: int) -> tuple[float, list[float]]:
-    """Median wall time (s) of ``fn(*args)`` after one warm-up call (which also compiles)."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def round_robin(calls: list[tuple[Callable, tuple]], repeats: int) -> list[list[float]]:
+    """Wall times (s) of every ``fn(*args)`` in ``calls``: one warm-up call each (which also compiles),
+    then ``repeats`` rounds of one call each, so load from other processes hits all of them alike."""
+    for fn, args in calls:
         jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeats):
+        for fn_times, (fn, args) in zip(times, calls):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            fn_times.append(time.perf_counter() - start)
+    return times
 
 
 def matmul_roof(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of one ``[n, n] @ [n, n]`` matmul on the default device, float32 accumulation."""
     a = jnp.ones((n, n), dtype)
     f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-    median, _ = time_call(f, (a, a), repeats)
-    return 2.0 * n ** 3 / median / 1e9
+    [times] = round_robin([(f, (a, a))], repeats)
+    return 2.0 * n ** 3 / statistics.median(times) / 1e9
+
+
+def setting_inputs(setting: Setting, args: argparse.Namespace) -> tuple[jnp.ndarray, ...]:
+    """``q, k, v`` (and ``dout`` for fwd+bwd), ``[B, T, N, H]`` standard normal, shared by every row."""
+    shape = (args.batch, setting.length, args.heads, args.head_dim)
+    keys = jax.random.split(jax.random.PRNGKey(setting.length), 4 if setting.passes == "fwd+bwd" else 3)
+    return tuple(jax.random.normal(k, shape, jnp.float32).astype(setting.dtype) for k in keys)
 
 
 def prepare_row(name: str, setting: Setting, args: argparse.Namespace,
-                block_sizes: BlockSizes) -> tuple[dict[str, Any], tuple[Callable, tuple] | None]:
-    """Compiles one row and checks its memory; returns the row and ``(compiled, inputs)`` if it may run."""
+                block_sizes: BlockSizes) -> tuple[dict[str, Any], Callable | None]:
+    """Compiles one row and checks its memory; returns the row and the compiled function if it may run."""
     B, N, H = args.batch, args.heads, args.head_dim
-    dtype = jnp.dtype(setting.dtype)
     fn = benchmark_fn(attention_fn(name, setting.causal, block_sizes), setting.passes)
-    spec = jax.ShapeDtypeStruct((B, setting.length, N, H), dtype)
+    spec = jax.ShapeDtypeStruct((B, setting.length, N, H), jnp.dtype(setting.dtype))
     specs = (spec,) * (4 if setting.passes == "fwd+bwd" else 3)
     row: dict[str, Any] = {**dataclasses.asdict(setting), "implementation": name}
     try:
@@ -133,31 +141,24 @@ def prepare_row(name: str, setting: Setting, args: argparse.Namespace,
     if setting.length > args.max_timed_length:
         row["status"] = "memory only"
         return row, None
-    keys = jax.random.split(jax.random.PRNGKey(setting.length), len(specs))
-    inputs = tuple(jax.random.normal(k, spec.shape, jnp.float32).astype(dtype) for k in keys)
-    return row, (compiled, inputs)
+    return row, compiled
 
 
-def time_group(setting: Setting, prepared: list[tuple[dict[str, Any], tuple[Callable, tuple] | None]],
+def time_group(setting: Setting, prepared: list[tuple[dict[str, Any], Callable | None]],
                args: argparse.Namespace) -> None:
-    """Times the runnable rows of one setting round-robin (one call of each per round, after a warm-up
-    call of each), so that load from other processes hits every implementation alike; fills in the
-    median time, GFLOP/s and the ratio to ``jax.nn``."""
-    runnable = [(row, fn, inputs) for row, job in prepared if job is not None for fn, inputs in [job]]
-    for _, fn, inputs in runnable:
-        jax.block_until_ready(fn(*inputs))
-    times: dict[int, list[float]] = {id(row): [] for row, _, _ in runnable}
-    for _ in range(args.repeats):
-        for row, fn, inputs in runnable:
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*inputs))
-            times[id(row)].append(time.perf_counter() - start)
-    for row, _, _ in runnable:
-        median = statistics.median(times[id(row)])
-        row.update(status="ok", seconds=median, all_seconds=times[id(row)],
+    """Times the runnable rows of one setting round-robin on shared inputs; fills in the median time,
+    GFLOP/s and the ratio to ``jax.nn``."""
+    runnable = [(row, fn) for row, fn in prepared if fn is not None]
+    if not runnable:
+        return
+    inputs = setting_inputs(setting, args)
+    all_times = round_robin([(fn, inputs) for _, fn in runnable], args.repeats)
+    for (row, _), times in zip(runnable, all_times):
+        median = statistics.median(times)
+        row.update(status="ok", seconds=median, all_seconds=times,
                    gflops=flops(setting, args.batch, args.heads, args.head_dim) / median / 1e9)
-    reference = next((row for row, _, _ in runnable if row["implementation"] == REFERENCE), None)
-    for row, _, _ in runnable:
+    reference = next((row for row, _ in runnable if row["implementation"] == REFERENCE), None)
+    for row, _ in runnable:
         if reference is not None:
             row["ratio_to_jax_nn"] = reference["seconds"] / row["seconds"]
 

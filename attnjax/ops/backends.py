@@ -25,8 +25,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from attnjax.ops import checks
 from attnjax.ops.dot_product import IMPLEMENTATIONS
 from attnjax.ops.masks import attention_mask
 
@@ -266,7 +266,7 @@ def _pallas(query, key, value, bias, mask, *, scale, is_causal, query_seq_length
     name = "pallas_interpret" if interpret else "pallas"
     if reason is not None:
         raise ValueError(f"implementation={name!r} cannot run: {reason}")
-    scale = float(1.0 / np.sqrt(query.shape[-1]) if scale is None else scale)
+    scale = float(checks.default_scale(scale, query.shape[-1]))
     key, value = _repeat_kv(query, key, value)
     if platform == "tpu" and not interpret:
         if block_sizes is not None:

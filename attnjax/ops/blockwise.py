@@ -29,9 +29,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from attnjax.ops import blockwise_kernels as kernels
+from attnjax.ops import checks
 from attnjax.ops.dot_product import IMPLEMENTATIONS
 
 
@@ -44,7 +44,8 @@ class BlockSizes:
     CPU (float32, H=64, N=8, T=S=1024..4096, forward+backward): 512x256 gave T=4096 non-causal
     986 ms vs 1062 ms for 256x512 (causal 652 vs 807 ms); the timings are not monotone in either size
     (256x256: 1644 ms, 1024x128: 1026 ms), so re-measure on other hardware. A
-    ``[K, G*block_q, block_k]`` float32 score tile (4 MiB here) should stay within cache. On GPU/TPU prefer the ``"cudnn"``/``"pallas"`` kernels (see TPU_NOTES.md).
+    ``[K, G*block_q, block_k]`` float32 score tile (4 MiB here) should stay within cache. On GPU/TPU
+    prefer the ``"cudnn"``/``"pallas"`` kernels (see TPU_NOTES.md).
 
     Attributes:
         block_q: query rows per block (all heads of a block are processed together).
@@ -56,9 +57,7 @@ class BlockSizes:
 
     def __post_init__(self):
         for name in ("block_q", "block_k"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"BlockSizes.{name} must be a positive int, got {value!r}")
+            checks.check_positive_int(f"BlockSizes.{name}", getattr(self, name))
 
 
 def _split_heads(x: jnp.ndarray | None, K: int, G: int, pad: tuple[int, int], fill: Any) -> jnp.ndarray | None:
@@ -95,7 +94,7 @@ def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_l
     # Clamped once here so the block loops can compare positions against it directly.
     kvlen = None if key_value_seq_lengths is None else jnp.minimum(jnp.asarray(key_value_seq_lengths, jnp.int32), S)
 
-    config = kernels.Config(T=T, S=S, G=G, bq=bq, bk=bk, scale=float(1.0 / np.sqrt(H) if scale is None else scale),
+    config = kernels.Config(T=T, S=S, G=G, bq=bq, bk=bk, scale=float(checks.default_scale(scale, H)),
                             is_causal=bool(is_causal), window=window, logit_softcap=logit_softcap)
     out = kernels.flash_attention(config, q, k, v, bias5, mask5, qlen, kvlen)  # [nq, B, K, G*bq, Hv]
     out = out.reshape(nq, B, K, G, bq, Hv).transpose(1, 0, 4, 2, 3, 5).reshape(B, nq * bq, N, Hv)

@@ -63,6 +63,20 @@ def check_qkv(query: Any, key: Any, value: Any, *, same_dtype: bool = True) -> t
     return B, T, S, N, K, H
 
 
+def check_inputs(query: Any, key: Any, value: Any, *, bias: Any = None, mask: Any = None, query_seq_lengths: Any = None,
+                 key_value_seq_lengths: Any = None) -> tuple[int, int, int, int, int, int]:
+    """:func:`check_qkv`, then ``bias``/``mask`` against ``[B, N, T, S]`` and both ``[B]`` length arrays.
+
+    Returns:
+        ``(B, T, S, N, K, H)``.
+    """
+    B, T, S, N, K, H = check_qkv(query, key, value)
+    check_mask_and_bias(mask, bias, (B, N, T, S))
+    check_seq_lengths("query_seq_lengths", query_seq_lengths, B)
+    check_seq_lengths("key_value_seq_lengths", key_value_seq_lengths, B)
+    return B, T, S, N, K, H
+
+
 def check_broadcastable(name: str, x: Any, target: tuple[int, ...]) -> None:
     """Raises ValueError unless ``x`` has ``len(target)`` dims, each 1 or equal to the target's."""
     shape = _shape(x)
@@ -120,6 +134,17 @@ def check_positive(name: str, value: float | None) -> None:
         return
     if not np.isscalar(value) or not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raises ValueError unless ``value`` is an int (not a bool) >= 1."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def default_scale(scale: Any, head_dim: int) -> Any:
+    """The logit multiplier: ``scale`` as given (it may be traced), or ``1 / sqrt(head_dim)`` when None."""
+    return 1.0 / np.sqrt(head_dim) if scale is None else scale
 
 
 def check_dropout(dropout_rate: float, dropout_rng: Any) -> None:

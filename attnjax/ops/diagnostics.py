@@ -43,8 +43,13 @@ def _check_weights(weights) -> Array:
     return weights.astype(jnp.float32)
 
 
+def _has_weight(weights: Array) -> Array:
+    """``[B, N, T]``: rows with positive total weight (the rows the per-head statistics average over)."""
+    return jnp.sum(weights, axis=-1) > 0
+
+
 def _normalized(weights: Array) -> tuple[Array, Array]:
-    """Row-normalized weights and the ``[B, N, T]`` mask of rows with positive total weight."""
+    """Row-normalized weights and :func:`_has_weight` of the rows."""
     total = jnp.sum(weights, axis=-1)
     valid = total > 0
     probs = weights / jnp.where(valid, total, 1.0)[..., None]
@@ -70,8 +75,7 @@ def row_entropy(weights) -> Array:
 def head_entropy(weights) -> Array:
     """Mean row entropy per head, ``[N]`` float32 (NaN for a head with no valid row)."""
     weights = _check_weights(weights)
-    _, valid = _normalized(weights)
-    return _per_head_mean(row_entropy(weights), valid)
+    return _per_head_mean(row_entropy(weights), _has_weight(weights))
 
 
 def row_attended_distance(weights, q_positions=None, k_positions=None) -> Array:
@@ -98,8 +102,7 @@ def row_attended_distance(weights, q_positions=None, k_positions=None) -> Array:
 def mean_attended_distance(weights, q_positions=None, k_positions=None) -> Array:
     """Mean attended distance per head, ``[N]`` float32 (NaN for a head with no valid row)."""
     weights = _check_weights(weights)
-    _, valid = _normalized(weights)
-    return _per_head_mean(row_attended_distance(weights, q_positions, k_positions), valid)
+    return _per_head_mean(row_attended_distance(weights, q_positions, k_positions), _has_weight(weights))
 
 
 def summarize(weights, q_positions=None, k_positions=None) -> dict[str, np.ndarray]:

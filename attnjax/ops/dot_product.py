@@ -40,7 +40,7 @@ def scaled_logits(query: jnp.ndarray, key: jnp.ndarray, *, scale: float | None,
     """
     B, T, N, H = query.shape
     K = key.shape[2]
-    scale = 1.0 / np.sqrt(H) if scale is None else scale
+    scale = checks.default_scale(scale, H)
     grouped = query.reshape(B, T, K, N // K, H)
     logits = jnp.einsum("BTKGH,BSKH->BKGTS", grouped, key, preferred_element_type=jnp.float32)
     logits = logits.reshape(B, N, T, key.shape[1]) * jnp.float32(scale)
@@ -81,10 +81,8 @@ def _dropout(probs: jnp.ndarray, rate: float, rng: Any) -> jnp.ndarray:
 
 def _check_arguments(query, key, value, bias, mask, *, scale, query_seq_lengths, key_value_seq_lengths,
                      local_window_size, logit_softcap):
-    B, T, S, N, K, H = checks.check_qkv(query, key, value)
-    checks.check_mask_and_bias(mask, bias, (B, N, T, S))
-    checks.check_seq_lengths("query_seq_lengths", query_seq_lengths, B)
-    checks.check_seq_lengths("key_value_seq_lengths", key_value_seq_lengths, B)
+    checks.check_inputs(query, key, value, bias=bias, mask=mask, query_seq_lengths=query_seq_lengths,
+                        key_value_seq_lengths=key_value_seq_lengths)
     checks.check_positive("scale", scale)
     checks.check_positive("logit_softcap", logit_softcap)
     return checks.normalize_window(local_window_size)
@@ -233,12 +231,14 @@ def attention_weights(
     """The ``[B, N, T, S]`` float32 attention probabilities of :func:`dot_product_attention`.
 
     Takes the same arguments (no value, dropout or implementation). Rows sum to 1, except rows with
-    no visible key, which are all zeros.
+    no visible key, which are all zeros. Unbatched ``[T, N, H]``/``[S, K, H]`` inputs give ``[N, T, S]``.
     """
-    query, key = jnp.asarray(query), jnp.asarray(key)
+    unbatched = np.ndim(query) == 3 and np.ndim(key) == 3
+    query, key = (jnp.asarray(x)[None] if unbatched else jnp.asarray(x) for x in (query, key))
     window = _check_arguments(query, key, key, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
                               key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
                               logit_softcap=logit_softcap)
-    return _dense_probs(query, key, bias, mask, scale=scale, is_causal=is_causal,
-                        query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
-                        window=window, logit_softcap=logit_softcap)
+    probs = _dense_probs(query, key, bias, mask, scale=scale, is_causal=is_causal,
+                         query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
+                         window=window, logit_softcap=logit_softcap)
+    return probs[0] if unbatched else probs

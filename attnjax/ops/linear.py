@@ -48,9 +48,8 @@ def orthogonal_random_features(rng: jax.Array, num_features: int, head_dim: int)
     Raises:
         ValueError: ``num_features`` or ``head_dim`` not a positive int.
     """
-    for name, n in (("num_features", num_features), ("head_dim", head_dim)):
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"{name} must be a positive int, got {n!r}")
+    checks.check_positive_int("num_features", num_features)
+    checks.check_positive_int("head_dim", head_dim)
     n_blocks = -(-num_features // head_dim)
     block_key, norm_key = jax.random.split(rng)
     gaussian = jax.random.normal(block_key, (n_blocks, head_dim, head_dim), jnp.float32)
@@ -195,7 +194,8 @@ def _key_mask(mask, key_value_seq_lengths, B: int, N: int, S: int) -> Array | No
 
 
 def _check(name: str, query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, chunk_size):
-    B, T, S, N, K, H = checks.check_qkv(query, key, value)
+    B, T, S, N, K, H = checks.check_inputs(query, key, value, query_seq_lengths=query_seq_lengths,
+                                           key_value_seq_lengths=key_value_seq_lengths)
     if bias is not None:
         raise ValueError(
             f"bias is not supported by {name}: it never forms [B, N, T, S] logits; got bias of shape "
@@ -206,10 +206,7 @@ def _check(name: str, query, key, value, bias, mask, query_seq_lengths, key_valu
             raise ValueError(
                 f"mask for {name} must be a key mask broadcastable to [B, N, 1, S] = ({B}, {N}, 1, {S}) "
                 f"(no [T, S] logits exist), got shape {tuple(np.shape(mask))}")
-    checks.check_seq_lengths("query_seq_lengths", query_seq_lengths, B)
-    checks.check_seq_lengths("key_value_seq_lengths", key_value_seq_lengths, B)
-    if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    checks.check_positive_int("chunk_size", chunk_size)
     return B, T, S, N, K, H
 
 

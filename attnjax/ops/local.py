@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from attnjax.ops import checks
 from attnjax.ops.dot_product import attention_weights, masked_softmax, scaled_logits, weighted_values
@@ -21,17 +20,14 @@ Array = jnp.ndarray
 
 def _check(query, key, value, bias, mask, window_size, scale, query_seq_lengths, key_value_seq_lengths,
            block_size):
-    B, T, S, N, K, H = checks.check_qkv(query, key, value)
-    checks.check_mask_and_bias(mask, bias, (B, N, T, S))
-    checks.check_seq_lengths("query_seq_lengths", query_seq_lengths, B)
-    checks.check_seq_lengths("key_value_seq_lengths", key_value_seq_lengths, B)
+    dims = checks.check_inputs(query, key, value, bias=bias, mask=mask, query_seq_lengths=query_seq_lengths,
+                               key_value_seq_lengths=key_value_seq_lengths)
     checks.check_positive("scale", scale)
     if window_size is None:
         raise ValueError("window_size must be an int or a (left, right) pair of ints, got None")
     window = checks.normalize_window(window_size, name="window_size")
-    if not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool) or block_size <= 0:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
-    return (B, T, S, N, K, H), window
+    checks.check_positive_int("block_size", block_size)
+    return dims, window
 
 
 def _slice_tile(x, start_t, C, start_s, W):

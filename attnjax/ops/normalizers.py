@@ -13,28 +13,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnjax.ops import checks
-from attnjax.ops.dot_product import scaled_logits, weighted_values
-from attnjax.ops.masks import attention_mask
-from attnjax.ops.similarity import (_as_arrays, check_common, check_per_head_scalar, per_head,
-                                    probs_from_logits)
+from attnjax.ops.dot_product import scaled_logits
+from attnjax.ops.similarity import check_per_head_scalar, per_head, run_attention
 
 Array = jnp.ndarray
 
 
 # --------------------------------------------------------------------------- softmax with temperature
 
-def _temperature_probs(query, key, bias, mask, *, temperature, scale, is_causal, query_seq_lengths,
-                       key_value_seq_lengths, local_window_size, value=None):
-    query, key, bias, mask = _as_arrays(query, key, bias, mask)
-    value = key if value is None else jnp.asarray(value)
-    (B, T, S, N, K, H), window = check_common(
-        query, key, value, bias, mask, query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size)
-    check_per_head_scalar("temperature", temperature, N)
+def _temperature_probs(query, key, value, bias, mask, *, temperature, scale, weights_only, **masking):
     checks.check_positive("scale", scale)
-    logits = scaled_logits(query, key, scale=scale) / per_head(temperature, N)
-    return probs_from_logits(logits, bias, mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                             key_value_seq_lengths=key_value_seq_lengths, window=window)
+
+    def logits_fn(q, k, dims):
+        N = dims[3]
+        check_per_head_scalar("temperature", temperature, N)
+        return scaled_logits(q, k, scale=scale) / per_head(temperature, N)
+
+    return run_attention(logits_fn, query, key, value, bias, mask, weights_only=weights_only, **masking)
 
 
 def softmax_temperature_attention(query, key, value, bias=None, mask=None, *, temperature: Any = 1.0,
@@ -55,46 +50,43 @@ def softmax_temperature_attention(query, key, value, bias=None, mask=None, *, te
     Returns:
         ``[B, T, N, H]`` in the query dtype; rows with no visible key are zeros.
     """
-    probs = _temperature_probs(query, key, bias, mask, temperature=temperature, scale=scale,
-                               is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                               key_value_seq_lengths=key_value_seq_lengths,
-                               local_window_size=local_window_size, value=value)
-    return weighted_values(probs, jnp.asarray(value)).astype(jnp.result_type(query))
+    return _temperature_probs(query, key, value, bias, mask, temperature=temperature, scale=scale,
+                              weights_only=False, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                              key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size)
 
 
 def softmax_temperature_weights(query, key, bias=None, mask=None, *, temperature: Any = 1.0, scale=None,
                                 is_causal=False, query_seq_lengths=None, key_value_seq_lengths=None,
                                 local_window_size=None):
     """``[B, N, T, S]`` float32 probabilities of :func:`softmax_temperature_attention`."""
-    return _temperature_probs(query, key, bias, mask, temperature=temperature, scale=scale,
-                              is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+    return _temperature_probs(query, key, key, bias, mask, temperature=temperature, scale=scale,
+                              weights_only=True, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                               key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size)
 
 
 # --------------------------------------------------------------------------- sigmoid attention
 
-def _sigmoid_weights(query, key, bias, mask, *, scale, sigmoid_bias, is_causal, query_seq_lengths,
-                     key_value_seq_lengths, local_window_size, value=None):
-    query, key, bias, mask = _as_arrays(query, key, bias, mask)
-    value = key if value is None else jnp.asarray(value)
-    (B, T, S, N, K, H), window = check_common(
-        query, key, value, bias, mask, query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size)
-    checks.check_positive("scale", scale)
-    if sigmoid_bias is None:
-        # Ramapuram et al. (2024): b = -log(n) keeps the summed weights of n keys O(1) at init, like softmax.
-        sigmoid_bias = -float(np.log(S))
-    else:
-        check_per_head_scalar("sigmoid_bias", sigmoid_bias, N, positive=False)
-    logits = scaled_logits(query, key, scale=scale) + per_head(sigmoid_bias, N)
-    if bias is not None:
-        logits = logits + bias.astype(jnp.float32)
+def _masked_sigmoid(logits: Array, mask: Array | None) -> Array:
+    """Independent sigmoid weights; masked entries exactly 0 (no row normalization)."""
     weights = jax.nn.sigmoid(logits)
-    full_mask = attention_mask(T, S, mask=mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                               key_value_seq_lengths=key_value_seq_lengths, window=window)
-    if full_mask is not None:
-        weights = jnp.where(full_mask, weights, 0.0)
-    return weights
+    return weights if mask is None else jnp.where(mask, weights, 0.0)
+
+
+def _sigmoid_weights(query, key, value, bias, mask, *, scale, sigmoid_bias, weights_only, **masking):
+    checks.check_positive("scale", scale)
+
+    def logits_fn(q, k, dims):
+        S, N = dims[2], dims[3]
+        if sigmoid_bias is None:
+            # Ramapuram et al. (2024): b = -log(n) keeps the summed weights of n keys O(1) at init, like softmax.
+            b = -float(np.log(S))
+        else:
+            check_per_head_scalar("sigmoid_bias", sigmoid_bias, N, positive=False)
+            b = sigmoid_bias
+        return scaled_logits(q, k, scale=scale) + per_head(b, N)
+
+    return run_attention(logits_fn, query, key, value, bias, mask, weights_only=weights_only,
+                         normalize=_masked_sigmoid, **masking)
 
 
 def sigmoid_attention(query, key, value, bias=None, mask=None, *, sigmoid_bias: Any = None,
@@ -117,18 +109,16 @@ def sigmoid_attention(query, key, value, bias=None, mask=None, *, sigmoid_bias: 
     Returns:
         ``[B, T, N, H]`` in the query dtype.
     """
-    weights = _sigmoid_weights(query, key, bias, mask, scale=scale, sigmoid_bias=sigmoid_bias,
-                               is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                               key_value_seq_lengths=key_value_seq_lengths,
-                               local_window_size=local_window_size, value=value)
-    return weighted_values(weights, jnp.asarray(value)).astype(jnp.result_type(query))
+    return _sigmoid_weights(query, key, value, bias, mask, scale=scale, sigmoid_bias=sigmoid_bias,
+                            weights_only=False, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                            key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size)
 
 
 def sigmoid_weights(query, key, bias=None, mask=None, *, sigmoid_bias=None, scale=None, is_causal=False,
                     query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None):
     """``[B, N, T, S]`` float32 sigmoid weights of :func:`sigmoid_attention` (rows need not sum to 1)."""
-    return _sigmoid_weights(query, key, bias, mask, scale=scale, sigmoid_bias=sigmoid_bias,
-                            is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+    return _sigmoid_weights(query, key, key, bias, mask, scale=scale, sigmoid_bias=sigmoid_bias,
+                            weights_only=True, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                             key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size)
 
 

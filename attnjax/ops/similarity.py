@@ -67,45 +67,35 @@ def per_head(x: Any, num_heads: int) -> Array:
     return x if x.ndim == 0 else x.reshape(1, num_heads, 1, 1)
 
 
-def check_common(query, key, value, bias, mask, *, query_seq_lengths=None, key_value_seq_lengths=None,
-                 local_window_size=None):
-    """Shared up-front checks. Returns ``((B, T, S, N, K, H), window)``."""
-    dims = checks.check_qkv(query, key, value)
-    B, T, S, N, K, H = dims
-    checks.check_mask_and_bias(mask, bias, (B, N, T, S))
-    checks.check_seq_lengths("query_seq_lengths", query_seq_lengths, B)
-    checks.check_seq_lengths("key_value_seq_lengths", key_value_seq_lengths, B)
-    return dims, checks.normalize_window(local_window_size)
+def run_attention(logits_fn: Callable[..., Array], query, key, value, bias, mask, *, is_causal,
+                  query_seq_lengths, key_value_seq_lengths, local_window_size, weights_only: bool,
+                  normalize: Callable[[Array, Array | None], Array] = masked_softmax):
+    """The pipeline every score function here shares: check, score, bias, mask, normalize, weight values.
 
+    Args:
+        logits_fn: ``(query, key, (B, T, S, N, K, H)) -> [B, N, T, S]`` float32 scores; it may check
+            its own parameters (it sees the checked dimensions).
+        value: ``[B, S, K, Hv]``; pass ``key`` again when ``weights_only``.
+        normalize: ``(logits, mask_or_None) -> weights``; masked entries must come out exactly 0.
+        other arguments: as in :func:`attnjax.dot_product_attention`.
 
-def probs_from_logits(logits: Array, bias, mask, *, is_causal: bool, query_seq_lengths=None,
-                      key_value_seq_lengths=None, window=None) -> Array:
-    """``masked_softmax(logits + bias)`` with every structural mask applied; ``[B, N, T, S]`` float32."""
-    if bias is not None:
-        logits = logits + jnp.asarray(bias).astype(jnp.float32)
-    T, S = logits.shape[-2], logits.shape[-1]
-    full_mask = attention_mask(T, S, mask=mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                               key_value_seq_lengths=key_value_seq_lengths, window=window)
-    return masked_softmax(logits, full_mask)
-
-
-def _as_arrays(*xs):
-    return tuple(None if x is None else jnp.asarray(x) for x in xs)
-
-
-def _run(logits_fn: Callable[..., Array], query, key, value, bias, mask, *, is_causal, query_seq_lengths,
-         key_value_seq_lengths, local_window_size, weights_only: bool):
-    """Checks arguments, computes ``logits_fn(query, key, dims)`` and finishes the softmax attention."""
-    query, key, value, bias, mask = _as_arrays(query, key, value, bias, mask)
-    dims, window = check_common(query, key, value, bias, mask, query_seq_lengths=query_seq_lengths,
-                                key_value_seq_lengths=key_value_seq_lengths,
-                                local_window_size=local_window_size)
+    Returns:
+        ``[B, N, T, S]`` float32 weights if ``weights_only``, else ``[B, T, N, Hv]`` in the query dtype.
+    """
+    query, key, value, bias, mask = (None if x is None else jnp.asarray(x) for x in (query, key, value, bias, mask))
+    dims = checks.check_inputs(query, key, value, bias=bias, mask=mask, query_seq_lengths=query_seq_lengths,
+                               key_value_seq_lengths=key_value_seq_lengths)
+    window = checks.normalize_window(local_window_size)
     logits = logits_fn(query, key, dims)
-    probs = probs_from_logits(logits, bias, mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                              key_value_seq_lengths=key_value_seq_lengths, window=window)
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    full_mask = attention_mask(dims[1], dims[2], mask=mask, is_causal=is_causal,
+                               query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
+                               window=window)
+    weights = normalize(logits, full_mask)
     if weights_only:
-        return probs
-    return weighted_values(probs, value).astype(query.dtype)
+        return weights
+    return weighted_values(weights, value).astype(query.dtype)
 
 
 def _repeat_kv_heads(x: Array, num_heads: int) -> Array:
@@ -140,7 +130,7 @@ def l2_logits(query: Array, key: Array, scale: float | None = None) -> Array:
     the result is clamped at distance ``>= 0`` against rounding.
     """
     B, T, N, H = query.shape
-    scale = 1.0 / np.sqrt(H) if scale is None else scale
+    scale = checks.default_scale(scale, H)
     q32, k32 = query.astype(jnp.float32), key.astype(jnp.float32)
     qk = scaled_logits(q32, k32, scale=1.0)
     q_sq = jnp.einsum("BTNH,BTNH->BNT", q32, q32)[..., None]
@@ -225,20 +215,20 @@ def cosine_attention(query, key, value, bias=None, mask=None, *, temperature: An
         ValueError/TypeError: malformed shapes, dtypes or temperature.
     """
     checks.check_positive("eps", eps)
-    return _run(_cosine_scores(temperature, eps), query, key, value, bias, mask,
-                is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                weights_only=False)
+    return run_attention(_cosine_scores(temperature, eps), query, key, value, bias, mask,
+                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+                         weights_only=False)
 
 
 def cosine_weights(query, key, bias=None, mask=None, *, temperature: Any = 0.1, is_causal=False,
                    query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None, eps=1e-6):
     """``[B, N, T, S]`` float32 probabilities of :func:`cosine_attention` (same arguments, no value)."""
     checks.check_positive("eps", eps)
-    return _run(_cosine_scores(temperature, eps), query, key, key, bias, mask,
-                is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                weights_only=True)
+    return run_attention(_cosine_scores(temperature, eps), query, key, key, bias, mask,
+                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+                         weights_only=True)
 
 
 def l2_attention(query, key, value, bias=None, mask=None, *, scale: float | None = None, is_causal=False,
@@ -254,18 +244,18 @@ def l2_attention(query, key, value, bias=None, mask=None, *, scale: float | None
         ``[B, T, N, H]`` in the query dtype; rows with no visible key are zeros.
     """
     checks.check_positive("scale", scale)
-    return _run(lambda q, k, dims: l2_logits(q, k, scale), query, key, value, bias, mask, is_causal=is_causal,
-                query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
-                local_window_size=local_window_size, weights_only=False)
+    return run_attention(lambda q, k, dims: l2_logits(q, k, scale), query, key, value, bias, mask,
+                         is_causal=is_causal, query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
+                         local_window_size=local_window_size, weights_only=False)
 
 
 def l2_weights(query, key, bias=None, mask=None, *, scale=None, is_causal=False, query_seq_lengths=None,
                key_value_seq_lengths=None, local_window_size=None):
     """``[B, N, T, S]`` float32 probabilities of :func:`l2_attention`."""
     checks.check_positive("scale", scale)
-    return _run(lambda q, k, dims: l2_logits(q, k, scale), query, key, key, bias, mask, is_causal=is_causal,
-                query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
-                local_window_size=local_window_size, weights_only=True)
+    return run_attention(lambda q, k, dims: l2_logits(q, k, scale), query, key, key, bias, mask,
+                         is_causal=is_causal, query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
+                         local_window_size=local_window_size, weights_only=True)
 
 
 def _check_additive(query, w_query, w_key, v_score):
@@ -287,10 +277,10 @@ def additive_attention(query, key, value, bias=None, mask=None, *, w_query=None,
         ``[B, T, N, H]`` in the query dtype; rows with no visible key are zeros.
     """
     _check_additive(query, w_query, w_key, v_score)
-    return _run(lambda q, k, dims: additive_logits(q, k, w_query, w_key, v_score), query, key, value, bias,
-                mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                weights_only=False)
+    return run_attention(lambda q, k, dims: additive_logits(q, k, w_query, w_key, v_score), query, key, value, bias,
+                         mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+                         weights_only=False)
 
 
 def additive_weights(query, key, bias=None, mask=None, *, w_query=None, w_key=None, v_score=None,
@@ -298,10 +288,10 @@ def additive_weights(query, key, bias=None, mask=None, *, w_query=None, w_key=No
                      local_window_size=None):
     """``[B, N, T, S]`` float32 probabilities of :func:`additive_attention`."""
     _check_additive(query, w_query, w_key, v_score)
-    return _run(lambda q, k, dims: additive_logits(q, k, w_query, w_key, v_score), query, key, key, bias,
-                mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                weights_only=True)
+    return run_attention(lambda q, k, dims: additive_logits(q, k, w_query, w_key, v_score), query, key, key, bias,
+                         mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+                         weights_only=True)
 
 
 def _check_multiplicative(query, weight, scale):
@@ -323,17 +313,17 @@ def multiplicative_attention(query, key, value, bias=None, mask=None, *, weight=
         ``[B, T, N, H]`` in the query dtype; rows with no visible key are zeros.
     """
     _check_multiplicative(query, weight, scale)
-    return _run(lambda q, k, dims: multiplicative_logits(q, k, weight, scale), query, key, value, bias, mask,
-                is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                weights_only=False)
+    return run_attention(lambda q, k, dims: multiplicative_logits(q, k, weight, scale), query, key, value, bias, mask,
+                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+                         weights_only=False)
 
 
 def multiplicative_weights(query, key, bias=None, mask=None, *, weight=None, scale=None, is_causal=False,
                            query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None):
     """``[B, N, T, S]`` float32 probabilities of :func:`multiplicative_attention`."""
     _check_multiplicative(query, weight, scale)
-    return _run(lambda q, k, dims: multiplicative_logits(q, k, weight, scale), query, key, key, bias, mask,
-                is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                weights_only=True)
+    return run_attention(lambda q, k, dims: multiplicative_logits(q, k, weight, scale), query, key, key, bias, mask,
+                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+                         weights_only=True)

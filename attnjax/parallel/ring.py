@@ -149,15 +149,13 @@ _ring.defvjp(_ring_fwd, _ring_bwd)
 def _check_ring_arguments(query, key, value, *, layout, query_seq_lengths, key_value_seq_lengths,
                           scale, logit_softcap, local_window_size, block_size):
     check_layout(layout)
-    if not isinstance(block_size, (int, np.integer)) or isinstance(block_size, bool) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
-    B, T, S, N, K, H = checks.check_qkv(query, key, value)
-    checks.check_seq_lengths("query_seq_lengths", query_seq_lengths, B)
-    checks.check_seq_lengths("key_value_seq_lengths", key_value_seq_lengths, B)
+    checks.check_positive_int("block_size", block_size)
+    dims = checks.check_inputs(query, key, value, query_seq_lengths=query_seq_lengths,
+                               key_value_seq_lengths=key_value_seq_lengths)
     checks.check_positive("scale", scale)
     checks.check_positive("logit_softcap", logit_softcap)
     window = checks.normalize_window(local_window_size)
-    return (B, T, S, N, K, H), window
+    return dims, window
 
 
 def ring_attention(
@@ -230,7 +228,7 @@ def ring_attention(
                     f"got {name} shard shape {tuple(np.shape(query if name == 'query' else key))}")
     chunks = chunks_per_shard(layout)
     cfg = RingConfig(axis_name=axis_name, layout=layout, is_causal=bool(is_causal), window=window,
-                     scale=float(1.0 / np.sqrt(H) if scale is None else scale),
+                     scale=float(checks.default_scale(scale, H)),
                      logit_softcap=None if logit_softcap is None else float(logit_softcap),
                      block_q=pick_block(T, chunks, int(block_size)), block_k=pick_block(S, chunks, int(block_size)))
     q_lengths = None if query_seq_lengths is None else jnp.asarray(query_seq_lengths, jnp.int32)

@@ -21,7 +21,6 @@ import dataclasses
 import functools
 from typing import Any, Callable, Hashable
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 
 import chex
 import flax.linen as fnn
@@ -141,6 +140,9 @@ def test_unbatched_inputs_match_jax_nn():
     q, k, v = (x[0] for x in _qkv(2, 1, 5, 6, 4, 2, 8))
     np.testing.assert_allclose(attnjax.dot_product_attention(q, k, v, is_causal=True),
                                jax.nn.dot_product_attention(q, k, v, is_causal=True), atol=2e-5)
+    weights = attnjax.attention_weights(q, k, is_causal=True)
+    assert weights.shape == (4, 5, 6)  # [N, T, S]
+    np.testing.assert_allclose(weights, attnjax.attention_weights(q[None], k[None], is_causal=True)[0])
 
 
 def test_logit_softcap_matches_formula():
