@@ -276,3 +276,17 @@ def test_vmap_with_batched_lengths():
     want = jax.jit(jax.vmap(jax.value_and_grad(loss("dense"))))(q, lengths)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_blockwise_passes_the_conformance_kit():
+    """The kit's shapes (T, S <= 4) with 2x3 blocks cover several query and key blocks, padded ones
+    included, for every property: masks, causality, extreme logits, masked rows, bf16/f16, and
+    equality with the dense path in values and jacobians."""
+    import functools
+
+    from attnjax.testing import check_attention
+
+    check_attention(functools.partial(dot_product_attention, implementation="blockwise",
+                                      block_sizes=BlockSizes(block_q=2, block_k=3)),
+                    exact_softmax=True, mask_kind="full")

@@ -230,3 +230,23 @@ def test_ring_attention_rejects_odd_zigzag_shards():
         in_specs=PartitionSpec(None, "seq", None, None), out_specs=PartitionSpec(None, "seq", None, None))
     with pytest.raises(ValueError, match=r"even per-shard query length.*\(1, 3, 2, 8\)"):
         sharded(q, q, q)
+
+
+def _ring_for_the_kit(query, key, value, is_causal=False, *, devices=2):
+    """``ring_self_attention`` on any ``T``/``S``: pads both to a multiple of two chunks per device
+    (zigzag), masks the padded keys with ``key_value_seq_lengths`` and drops the padded queries."""
+    T, S, multiple = query.shape[1], key.shape[1], 2 * devices
+    pad = lambda x, n: jnp.pad(x, ((0, 0), (0, -n % multiple), (0, 0), (0, 0)))
+    lengths = jnp.full((query.shape[0],), S, jnp.int32)
+    out = ring_self_attention(pad(query, T), pad(key, S), pad(value, S), mesh=_mesh((devices,)), axis_name="seq",
+                              is_causal=is_causal, layout="zigzag", key_value_seq_lengths=lengths, block_size=2)
+    return out[:, :T]
+
+
+@pytest.mark.slow
+def test_ring_passes_the_conformance_kit():
+    """Ring attention has no ``mask`` argument (sequence sharding has no [T, S] mask), so the kit checks
+    every property but the masked ones, equality with the dense path in values and jacobians included."""
+    from attnjax.testing import check_attention
+
+    check_attention(_ring_for_the_kit, exact_softmax=True, mask_kind=None, max_examples=2)
