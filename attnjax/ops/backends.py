@@ -96,11 +96,11 @@ def select_implementation(platform: str, query_shape, key_shape, value_shape, dt
                           dropout_rate: float = 0.0) -> str:
     """The implementation ``implementation=None`` uses (pure function of platform, shapes and options).
 
-    * dropout: ``"dense"`` (the only path with dropout);
     * CUDA GPU: ``"cudnn"`` when :func:`cudnn_unsupported_reason` finds nothing against it;
     * TPU: ``"pallas"`` (TPU flash attention) for plain or causal attention with ``T, S`` multiples
       of 128, at least 1024;
-    * otherwise ``"blockwise"`` once ``T * S >= BLOCKWISE_MIN_LOGITS``, else ``"dense"``.
+    * otherwise ``"blockwise"`` once ``T * S >= BLOCKWISE_MIN_LOGITS``, else ``"dense"``; dropout
+      always takes one of these two (the only paths with attention dropout).
 
     Args:
         platform: back end name, e.g. ``jax.default_backend()``.
@@ -111,16 +111,14 @@ def select_implementation(platform: str, query_shape, key_shape, value_shape, dt
     Returns:
         A key of ``IMPLEMENTATIONS``.
     """
-    if dropout_rate:
-        return "dense"
     T, S = query_shape[1], key_shape[1]
     if cudnn_unsupported_reason(platform, query_shape, value_shape, dtype, is_causal=is_causal, window=window,
-                                logit_softcap=logit_softcap) is None:
+                                logit_softcap=logit_softcap, dropout_rate=dropout_rate) is None:
         return "cudnn"
     if (platform == "tpu" and T % 128 == 0 and S % 128 == 0 and min(T, S) >= 1024
             and pallas_unsupported_reason(platform, query_shape, key_shape, value_shape, has_bias=has_bias,
                                           has_mask=has_mask, has_seq_lengths=has_seq_lengths, window=window,
-                                          logit_softcap=logit_softcap) is None):
+                                          logit_softcap=logit_softcap, dropout_rate=dropout_rate) is None):
         return "pallas"
     return "blockwise" if T * S >= BLOCKWISE_MIN_LOGITS else "dense"
 

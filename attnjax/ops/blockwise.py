@@ -17,8 +17,10 @@ Numerics match :func:`attnjax.ops.dot_product.dense_attention`: float32 statisti
 at the finite ``MASK_VALUE``, a query row with no visible key returns zeros with zero gradients.
 
 Limits: reverse-mode only (a ``custom_vjp``: ``jax.jvp``/``jacfwd`` and second derivatives are not
-supported; use ``implementation="dense"`` for those); no attention dropout. Works under ``jit``,
-``vmap`` and ``jax.shard_map`` (with the VMA check on).
+supported; use ``implementation="dense"`` for those). Attention dropout draws its keep mask per
+block, so for one ``dropout_rng`` it differs from the dense path's mask (and changes with the block
+sizes); it is redrawn, not stored, in the backward. Works under ``jit``, ``vmap`` and
+``jax.shard_map`` (with the VMA check on).
 """
 
 from __future__ import annotations
@@ -74,9 +76,10 @@ def _split_heads(x: jnp.ndarray | None, K: int, G: int, pad: tuple[int, int], fi
     return x
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "is_causal", "window", "logit_softcap", "block_sizes"))
-def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, *, scale, is_causal,
-               window, logit_softcap, block_sizes):
+@functools.partial(jax.jit, static_argnames=("scale", "is_causal", "window", "logit_softcap", "dropout_rate",
+                                             "block_sizes"))
+def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, dropout_rng, *, scale,
+               is_causal, window, logit_softcap, dropout_rate, block_sizes):
     B, T, N, H = query.shape
     S, K, Hv = key.shape[1], key.shape[2], value.shape[3]
     G = N // K
@@ -95,8 +98,10 @@ def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_l
     kvlen = None if key_value_seq_lengths is None else jnp.minimum(jnp.asarray(key_value_seq_lengths, jnp.int32), S)
 
     config = kernels.Config(T=T, S=S, G=G, bq=bq, bk=bk, scale=float(checks.default_scale(scale, H)),
-                            is_causal=bool(is_causal), window=window, logit_softcap=logit_softcap)
-    out = kernels.flash_attention(config, q, k, v, bias5, mask5, qlen, kvlen)  # [nq, B, K, G*bq, Hv]
+                            is_causal=bool(is_causal), window=window, logit_softcap=logit_softcap,
+                            dropout_rate=dropout_rate)
+    rng = dropout_rng if dropout_rate else None
+    out = kernels.flash_attention(config, q, k, v, bias5, mask5, qlen, kvlen, rng)  # [nq, B, K, G*bq, Hv]
     out = out.reshape(nq, B, K, G, bq, Hv).transpose(1, 0, 4, 2, 3, 5).reshape(B, nq * bq, N, Hv)
     return out[:, :T]
 
@@ -120,30 +125,25 @@ def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, 
             longest length skipped).
         window: ``(left, right)`` local window or None; blocks outside it are skipped.
         logit_softcap: ``cap * tanh(logits / cap)`` before bias and masks.
-        dropout_rate: must be 0 (dropout is not implemented on this path).
-        dropout_rng: unused.
+        dropout_rate: probability of dropping each attention weight (inverted scaling).
+        dropout_rng: PRNG key, needed when ``dropout_rate > 0``.
         block_sizes: :class:`BlockSizes`, default ``BlockSizes()``.
 
     Returns:
         ``[B, T, N, Hv]`` in the query dtype.
 
     Raises:
-        ValueError: ``dropout_rate > 0``, or ``block_sizes`` not a :class:`BlockSizes`.
+        ValueError: ``block_sizes`` not a :class:`BlockSizes`.
     """
-    del dropout_rng
-    if dropout_rate:
-        raise ValueError(
-            f"implementation='blockwise' does not implement attention dropout, got dropout_rate={dropout_rate}; "
-            "use implementation='dense' for dropout")
     if block_sizes is None:
         block_sizes = BlockSizes()
     if not isinstance(block_sizes, BlockSizes):
         raise ValueError(f"block_sizes must be an attnjax.ops.BlockSizes, got {block_sizes!r}")
     return _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths,
-                      scale=None if scale is None else float(scale), is_causal=bool(is_causal),
+                      dropout_rng if dropout_rate else None, scale=None if scale is None else float(scale), is_causal=bool(is_causal),
                       window=None if window is None else tuple(window),
                       logit_softcap=None if logit_softcap is None else float(logit_softcap),
-                      block_sizes=block_sizes)
+                      dropout_rate=float(dropout_rate), block_sizes=block_sizes)
 
 
 IMPLEMENTATIONS["blockwise"] = blockwise_attention

@@ -6,13 +6,20 @@ Everything here works on the blocked layout built by :mod:`attnjax.ops.blockwise
   heads of key/value head ``k`` (folded row index ``r = g*bq + t``);
 * ``k [nk, B, K, bk, H]``, ``v [nk, B, K, bk, Hv]``;
 * ``bias``/``mask`` ``[B|1, K|1, G|1, Tp|1, Sp|1]`` (``Tp = nq*bq``, ``Sp = nk*bk``);
-* ``qlen``/``kvlen`` ``[B]`` int32 or None.
+* ``qlen``/``kvlen`` ``[B]`` int32 or None;
+* ``rng``: a PRNG key when ``cfg.dropout_rate > 0``, else None.
 
 The backward is flash-attention-2: one sweep over key blocks (``scan``, producing ``dK``/``dV`` per
 block) with an inner loop over the query blocks that see it, accumulating ``dQ`` (and the bias
 gradient) in place. Per block it recomputes ``P = exp(S - lse)`` and uses
 ``dS = P * (dP - rowsum(dO * O))``. No loop is differentiated by JAX, which is what allows
 dynamic (data-dependent) loop bounds.
+
+Dropout multiplies block ``(i, j)`` of ``P`` by ``Z = keep / (1 - rate)`` after the softmax
+statistics (which stay those of the undropped ``P``), so ``O = (P * Z) V``. The keep mask is drawn
+from ``fold_in(fold_in(rng, i), j)``, so the backward redraws exactly the forward's mask without
+storing it; there ``dV = (P * Z)^T dO``, ``dP = Z * (dO V^T)`` and ``rowsum(dO * O)`` is still
+``rowsum(P * dP)``, so ``dS`` keeps its form.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class Config:
         is_causal: key ``j`` visible to query ``i`` only if ``j <= i``.
         window: ``(left, right)`` or None.
         logit_softcap: ``cap`` or None.
+        dropout_rate: probability of dropping an attention weight (0: no dropout).
     """
 
     T: int
@@ -52,6 +60,7 @@ class Config:
     is_causal: bool
     window: tuple[int, int] | None
     logit_softcap: float | None
+    dropout_rate: float = 0.0
 
     @property
     def nq(self) -> int:
@@ -190,6 +199,17 @@ def _prescaled(q):
     return q.dtype == jnp.float32
 
 
+def dropout_multiplier(rate: float, rng, i, j, shape) -> jnp.ndarray | None:
+    """``keep / (1 - rate)`` (float32, ``shape``) for block ``(i, j)``, or None when ``rate == 0``.
+
+    The mask depends on the block sizes (it is drawn per block), not only on ``rng``.
+    """
+    if not rate:
+        return None
+    keep = jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(rng, i), j), 1.0 - rate, shape)
+    return jnp.where(keep, jnp.float32(1.0 / (1.0 - rate)), jnp.float32(0.0))
+
+
 def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, masked: bool = True):
     """Masked float32 logits ``[B, K, G*bq, bk]`` of block ``(i, j)`` and the softcap's ``tanh``.
 
@@ -217,7 +237,7 @@ def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, masked: 
     return s5.reshape(s.shape), t
 
 
-def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
+def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng):
     """Returns ``out [nq, B, K, G*bq, Hv]`` (query dtype) and ``lse [nq, B, K, G*bq]`` float32."""
 
     def one_query_block(args):
@@ -236,6 +256,9 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
             alpha = jnp.exp(m - m_new)
             p = jnp.exp(s - m_new[..., None])
             l = l * alpha + jnp.sum(p, axis=-1)
+            z = dropout_multiplier(cfg.dropout_rate, rng, i, j, p.shape)
+            if z is not None:
+                p = p * z
             pv = jnp.einsum("bkqs,bksh->bkqh", p.astype(v.dtype), v[j], preferred_element_type=jnp.float32)
             return m_new, l, acc * alpha[..., None] + pv
 
@@ -251,15 +274,15 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
         lse = jnp.where(has_key, m + jnp.log(safe_l), jnp.inf)
         return out.astype(q.dtype), lse
 
-    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen)
+    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng)
     q_in = q * jnp.float32(cfg.scale) if _prescaled(q) else q
     return lax.map(one_query_block, (q_in, jnp.arange(cfg.nq, dtype=jnp.int32)))
 
 
-def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, out, lse, dout):
+def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, out, lse, dout):
     """Gradients wrt ``q, k, v`` (input dtypes) and ``bias`` (float32 in bias's blocked shape, or None)."""
     delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # rowsum(dO * O)
-    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, out, lse, dout)
+    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, out, lse, dout)
     B, K = q.shape[1:3]
     # dK and dV contract over query rows. CPU matmul kernels are ~3x slower when the left operand
     # contracts its row axis, so keep Q^T and dO^T ([.., H, G*bq]) and accumulate dK^T, dV^T instead.
@@ -278,8 +301,13 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, out, lse, dout):
             q_i, do_i = q[i], dout[i]
             s, t = _block_logits(cfg, q_i, k_j, i, j, bias, mask, qlen, kvlen, masked)
             p = jnp.exp(s - lse[i][..., None])
-            dv_c = jnp.einsum("bkhq,bkqs->bkhs", dout_t[i], p.astype(do_i.dtype), preferred_element_type=jnp.float32)
+            z = dropout_multiplier(cfg.dropout_rate, rng, i, j, p.shape)
+            p_kept = p if z is None else p * z
+            dv_c = jnp.einsum("bkhq,bkqs->bkhs", dout_t[i], p_kept.astype(do_i.dtype),
+                              preferred_element_type=jnp.float32)
             dp = jnp.einsum("bkqh,bksh->bkqs", do_i, v_j, preferred_element_type=jnp.float32)
+            if z is not None:
+                dp = dp * z
             ds = p * (dp - delta[i][..., None])  # gradient wrt the (capped, biased) logits
             db = None
             if bias is not None:
@@ -318,24 +346,24 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, out, lse, dout):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def flash_attention(cfg: Config, q, k, v, bias, mask, qlen, kvlen):
+def flash_attention(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng):
     """Blockwise attention on the blocked layout; returns ``out [nq, B, K, G*bq, Hv]``."""
-    return _forward(cfg, q, k, v, bias, mask, qlen, kvlen)[0]
+    return _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng)[0]
 
 
-def _flash_fwd(cfg, q, k, v, bias, mask, qlen, kvlen):
-    out, lse = _forward(cfg, q, k, v, bias, mask, qlen, kvlen)
-    return out, (q, k, v, bias, mask, qlen, kvlen, out, lse)
+def _flash_fwd(cfg, q, k, v, bias, mask, qlen, kvlen, rng):
+    out, lse = _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng)
+    return out, (q, k, v, bias, mask, qlen, kvlen, rng, out, lse)
 
 
 def _flash_bwd(cfg, residuals, dout):
-    q, k, v, bias, mask, qlen, kvlen, out, lse = residuals
-    dq, dk, dv, dbias = _backward(cfg, q, k, v, bias, mask, qlen, kvlen, out, lse, dout)
+    q, k, v, bias, mask, qlen, kvlen, rng, out, lse = residuals
+    dq, dk, dv, dbias = _backward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, out, lse, dout)
     if dbias is not None:
         dbias = dbias.astype(bias.dtype)
     dq, dk, dv, dbias = (_match_vma(g, x) for g, x in ((dq, q), (dk, k), (dv, v), (dbias, bias)))
-    # Masks and sequence lengths are boolean/integer: None is their (symbolic zero) cotangent.
-    return dq, dk, dv, dbias, None, None, None
+    # Masks, sequence lengths and the key are not floating: None is their (symbolic zero) cotangent.
+    return dq, dk, dv, dbias, None, None, None, None
 
 
 flash_attention.defvjp(_flash_fwd, _flash_bwd)

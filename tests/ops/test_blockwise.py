@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnjax.ops import BlockSizes, dot_product_attention
+from attnjax.ops import BlockSizes, attention_weights, dot_product_attention
+from attnjax.ops.dot_product import weighted_values
 from attnjax.ops import blockwise_kernels as kernels
 
 SMALL = BlockSizes(block_q=8, block_k=16)
@@ -166,11 +167,48 @@ def test_low_precision_no_worse_than_dense(dtype):
         assert err(gb, gr) <= 2 * err(gd, gr) + eps * scale
 
 
-def test_dropout_is_a_clear_error():
+def _blockwise_dropout_multiplier(rate, rng, B, T, S, N, K, block_sizes):
+    """The ``[B, N, T, S]`` keep / (1 - rate) that the blockwise path draws, assembled block by block."""
+    G, bq, bk = N // K, min(block_sizes.block_q, T), min(block_sizes.block_k, S)
+    nq, nk = -(-T // bq), -(-S // bk)
+    rows = [[kernels.dropout_multiplier(rate, rng, i, j, (B, K, G * bq, bk)).reshape(B, K, G, bq, bk)
+             for j in range(nk)] for i in range(nq)]
+    full = jnp.concatenate([jnp.concatenate(row, axis=-1) for row in rows], axis=-2)  # [B, K, G, Tp, Sp]
+    return full.reshape(B, N, nq * bq, nk * bk)[:, :, :T, :S]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"is_causal": True, "key_value_seq_lengths": jnp.array([13, 6])}])
+def test_dropout_equals_the_reference_with_the_same_keep_mask(kwargs):
+    """Values and gradients equal ``(softmax weights * Z) V`` for the multiplier ``Z`` that the blocks
+    draw; T, S not multiples of the blocks, grouped-query heads."""
+    B, T, S, N, K, H, rate = 2, 10, 13, 4, 2, 8, 0.3
+    q, k, v, cot = _inputs(21, B, T, S, N, K, H)
+    rng = jax.random.PRNGKey(5)
+    z = _blockwise_dropout_multiplier(rate, rng, B, T, S, N, K, SMALL)
+
+    def blockwise(q, k, v):
+        return dot_product_attention(q, k, v, implementation="blockwise", block_sizes=SMALL, dropout_rate=rate,
+                                     dropout_rng=rng, **kwargs)
+
+    def reference(q, k, v):
+        weights = attention_weights(q, k, **kwargs) * z
+        return weighted_values(weights, v).astype(q.dtype)
+
+    out, pull = jax.vjp(blockwise, q, k, v)
+    ref, ref_pull = jax.vjp(reference, q, k, v)
+    grads, ref_grads = pull(cot), ref_pull(cot)
+    np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, atol=1e-4, rtol=1e-4)
+    assert 0.2 < float(jnp.mean(z == 0)) < 0.4  # about `rate` of the weights dropped
+    no_dropout = dot_product_attention(q, k, v, implementation="blockwise", block_sizes=SMALL, **kwargs)
+    assert float(jnp.max(jnp.abs(out - no_dropout))) > 1e-2
+
+
+def test_dropout_needs_a_key():
     q, k, v, _ = _inputs(9, 1, 8, 8, 2, 2, 8)
-    with pytest.raises(ValueError, match="dropout"):
-        dot_product_attention(q, k, v, implementation="blockwise", dropout_rate=0.1,
-                              dropout_rng=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="dropout_rng"):
+        dot_product_attention(q, k, v, implementation="blockwise", dropout_rate=0.1)
 
 
 @pytest.mark.parametrize("bad", [0, -4, 2.5, True])
