@@ -3,8 +3,9 @@
 Inside a ring step the local shards are tiled again, into query tiles of ``block_q`` rows and key
 tiles of ``block_k`` columns, so that the largest temporary is one ``[B, N, block_q, block_k]``
 float32 tile however long the per-device sequence is (flash-attention style). A tile whose mask is
-entirely False (causal future, outside a local window, padding) is skipped with ``lax.cond``; this
-is what turns the zigzag layout's structure into saved work.
+entirely False (causal future, outside a local window, padding) is skipped; this is what turns the
+zigzag layout's structure into saved work. A tile whose every (query, key) pair is visible (the
+interior of a causal or windowed pattern) skips building and applying its mask.
 
 Shapes (per device; ``nq = Tl / block_q`` query tiles, ``nk = Sl / block_k`` key tiles):
 
@@ -100,6 +101,21 @@ def _tile_mask(cfg: RingConfig, q_pos, k_pos, q_lengths, kv_lengths) -> jnp.ndar
     return combine_masks(None if structural is None else structural[None, None, None], q_ok, k_ok)
 
 
+def _tile_fully_visible(cfg: RingConfig, q_pos, k_pos, q_lengths, kv_lengths) -> jnp.ndarray | bool:
+    """Whether every (query, key) pair of a tile is visible, from the extremes of its global positions."""
+    right = 0 if cfg.is_causal else (None if cfg.window is None else cfg.window[1])
+    conds = []
+    if right is not None:
+        conds.append(jnp.max(k_pos) <= jnp.min(q_pos) + right)
+    if cfg.window is not None:
+        conds.append(jnp.min(k_pos) >= jnp.max(q_pos) - cfg.window[0])
+    if q_lengths is not None:
+        conds.append(jnp.max(q_pos) < jnp.min(q_lengths))
+    if kv_lengths is not None:
+        conds.append(jnp.max(k_pos) < jnp.min(kv_lengths))
+    return functools.reduce(jnp.logical_and, conds) if conds else True
+
+
 def _tile_logits(cfg: RingConfig, q, k):
     B, T, N, _ = q.shape
     K, S = k.shape[2], k.shape[1]
@@ -148,11 +164,16 @@ def _backward_tile(cfg: RingConfig, q, k, v, do, lse, delta, mask, grads):
     return dq, dk, dv
 
 
-def _skip_if_masked(mask, compute: Callable, state):
-    """Runs ``compute(state)`` unless ``mask`` hides the whole tile (then returns ``state`` unchanged)."""
+def _run_tile(cfg: RingConfig, q_pos, k_pos, q_lengths, kv_lengths, compute: Callable, state):
+    """``compute(mask, state)`` for one tile: skipped (``state`` returned) when the mask hides the whole
+    tile, run with ``mask=None`` when every pair is visible, with the tile's mask otherwise."""
+    mask = _tile_mask(cfg, q_pos, k_pos, q_lengths, kv_lengths)
     if mask is None:
-        return compute(state)
-    return lax.cond(jnp.any(mask), compute, lambda s: s, state)
+        return compute(None, state)
+    branch = jnp.where(_tile_fully_visible(cfg, q_pos, k_pos, q_lengths, kv_lengths), 2,
+                       jnp.where(jnp.any(mask), 1, 0))
+    return lax.switch(branch, [lambda s: s, functools.partial(compute, mask), functools.partial(compute, None)],
+                      state)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,8 +188,8 @@ def forward_step(cfg: RingConfig, q, q_pos, k, v, k_pos, q_lengths, kv_lengths, 
         q_i, pos_i = q[i], q_pos[i]
 
         def key_tile(j, tile_state):
-            mask = _tile_mask(cfg, pos_i, k_pos[j], q_lengths, kv_lengths)
-            return _skip_if_masked(mask, functools.partial(_forward_tile, cfg, q_i, k[j], v[j], mask), tile_state)
+            compute = functools.partial(_forward_tile, cfg, q_i, k[j], v[j])
+            return _run_tile(cfg, pos_i, k_pos[j], q_lengths, kv_lengths, compute, tile_state)
 
         m_i, l_i, acc_i = lax.fori_loop(0, k.shape[0], key_tile, (m[i], l[i], acc[i]))
         return m.at[i].set(m_i), l.at[i].set(l_i), acc.at[i].set(acc_i)
@@ -185,9 +206,8 @@ def backward_step(cfg: RingConfig, q, q_pos, do, lse, delta, k, v, k_pos, q_leng
 
         def query_tile(i, carry):
             dq, dk_j, dv_j = carry
-            mask = _tile_mask(cfg, q_pos[i], pos_j, q_lengths, kv_lengths)
-            compute = functools.partial(_backward_tile, cfg, q[i], k_j, v_j, do[i], lse[i], delta[i], mask)
-            dq_i, dk_j, dv_j = _skip_if_masked(mask, compute, (dq[i], dk_j, dv_j))
+            compute = functools.partial(_backward_tile, cfg, q[i], k_j, v_j, do[i], lse[i], delta[i])
+            dq_i, dk_j, dv_j = _run_tile(cfg, q_pos[i], pos_j, q_lengths, kv_lengths, compute, (dq[i], dk_j, dv_j))
             return dq.at[i].set(dq_i), dk_j, dv_j
 
         dq, dk_j, dv_j = lax.fori_loop(0, q.shape[0], query_tile, (dq, dk[j], dv[j]))

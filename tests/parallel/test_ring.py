@@ -250,3 +250,26 @@ def test_ring_passes_the_conformance_kit():
     from attnjax.testing import check_attention
 
     check_attention(_ring_for_the_kit, exact_softmax=True, mask_kind=None, max_examples=2)
+
+
+@pytest.mark.parametrize("options", [dict(is_causal=True), dict(window=(3, 2)), dict(is_causal=True, window=(4, 4)),
+                                     dict(lengths=True), dict(is_causal=True, lengths=True)])
+def test_tile_fully_visible_equals_all_of_the_tile_mask(options):
+    """The fast path's test (from position extremes) is exact: it agrees with ``all(mask)`` on random
+    tiles of arbitrary (also non-contiguous, as in striped layouts) positions."""
+    from attnjax.parallel.ring_kernels import RingConfig, _tile_fully_visible, _tile_mask
+
+    cfg = RingConfig(axis_name="seq", layout="striped", is_causal=options.get("is_causal", False),
+                     window=options.get("window"), scale=1.0, logit_softcap=None, block_q=4, block_k=4)
+    rng = np.random.RandomState(0)
+    outcomes = set()
+    for _ in range(200):
+        q_start = rng.randint(6, 20)
+        k_start = q_start + rng.randint(-6, 3)  # keys near the queries, so some tiles are fully visible
+        q_pos, k_pos = (jnp.asarray(start + np.sort(rng.choice(3, 2, replace=False))) for start in (q_start, k_start))
+        q_len, kv_len = ((jnp.asarray(rng.randint(10, 40, 2)) for _ in range(2)) if options.get("lengths")
+                         else (None, None))
+        expected = bool(jnp.all(_tile_mask(cfg, q_pos, k_pos, q_len, kv_len)))
+        assert bool(_tile_fully_visible(cfg, q_pos, k_pos, q_len, kv_len)) == expected, (q_pos, k_pos, q_len, kv_len)
+        outcomes.add(expected)
+    assert outcomes == {True, False}  # both branches were exercised
