@@ -8,9 +8,11 @@ achieved GFLOP/s, the ratio to ``jax.nn`` at the same setting, and the compiled 
 GFLOP/s as the roof. Output: a markdown table on stdout, ``summary.md`` and ``results.json`` in
 ``--out`` (written atomically).
 
-Timing: every runnable implementation of a setting is compiled and called once (warm-up), then timed
-round-robin, one call each per round, ``--repeats`` rounds; the median is reported. On a shared machine
-this exposes all implementations of a row to the same background load.
+Timing: the runnable implementations of a setting are timed round-robin, ``--repeats`` rounds, the
+median reported; in each round every implementation is called twice back to back and only the second
+call is timed. Round-robin exposes all implementations of a row to the same background load on a
+shared machine; the untimed call in front keeps one implementation's aftermath (the XLA paths free
+gigabytes of temporaries) out of the next one's time.
 
 FLOPs counted: forward ``4*B*N*T*S*H`` (two matmuls), forward+backward 3.5x that (the backward has five
 matmuls: the recomputed or stored scores, dV, dP, dQ, dK); causal rows count half. So GFLOP/s is
@@ -91,13 +93,19 @@ def flops(setting: Setting, batch: int, heads: int, head_dim: int) -> float:
 
 
 def round_robin(calls: list[tuple[Callable, tuple]], repeats: int) -> list[list[float]]:
-    """Wall times (s) of every ``fn(*args)`` in ``calls``: one warm-up call each (which also compiles),
-    then ``repeats`` rounds of one call each, so load from other processes hits all of them alike."""
-    for fn, args in calls:
-        jax.block_until_ready(fn(*args))
+    """Wall times (s) of every ``fn(*args)`` in ``calls``, ``repeats`` rounds of one timed call each, so
+    that load from other processes hits all of them alike.
+
+    In every round each function is called once untimed right before its timed call (the first of
+    these also compiles): a call that follows a different function pays for that function's
+    aftermath (the XLA paths free gigabytes of temporaries, whose unmapping and page faults
+    slowed the next blockwise call by 25% when measured), so each timed call follows a call of the
+    same function, as in a training loop.
+    """
     times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
         for fn_times, (fn, args) in zip(times, calls):
+            jax.block_until_ready(fn(*args))
             start = time.perf_counter()
             jax.block_until_ready(fn(*args))
             fn_times.append(time.perf_counter() - start)
