@@ -172,7 +172,9 @@ def dot_product_attention(
         dropout_rate: dropout on the attention weights (inverted scaling); needs ``dropout_rng``.
         dropout_rng: PRNG key for dropout.
         implementation: ``None`` (best for the platform and shapes, see
-            ``attnjax.ops.backends.select_implementation``) or one of ``IMPLEMENTATIONS``.
+            ``attnjax.ops.backends.select_implementation``) or one of ``IMPLEMENTATIONS``. The
+            blocked paths it may choose for long sequences are reverse-mode only (``jax.grad``, not
+            ``jax.jvp``/``jax.hessian``); pass ``"dense"`` for forward-mode or higher derivatives.
         block_sizes: ``attnjax.ops.BlockSizes`` for the blocked paths (``"blockwise"``, ``"pallas"``);
             with ``implementation=None`` it is used only if a blocked path is chosen.
 

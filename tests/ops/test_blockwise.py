@@ -328,3 +328,11 @@ def test_blockwise_passes_the_conformance_kit():
     check_attention(functools.partial(dot_product_attention, implementation="blockwise",
                                       block_sizes=BlockSizes(block_q=2, block_k=3)),
                     exact_softmax=True, mask_kind="full")
+
+
+def test_forward_mode_is_a_clear_error():
+    """The custom_vjp path is reverse-mode only, as documented; JAX says so rather than computing garbage."""
+    q, k, v, _ = _inputs(3, 1, 8, 8, 2, 2, 4)
+    blockwise = lambda q: dot_product_attention(q, k, v, implementation="blockwise", block_sizes=SMALL)
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(blockwise, (q,), (q,))
