@@ -21,7 +21,7 @@ Array = jnp.ndarray
 
 # --------------------------------------------------------------------------- softmax with temperature
 
-def _temperature_probs(query, key, value, bias, mask, *, temperature, scale, weights_only, **masking):
+def _temperature_attention(query, key, value, bias, mask, *, temperature, scale, weights_only, **masking):
     checks.check_positive("scale", scale)
 
     def logits_fn(q, k, dims):
@@ -50,7 +50,7 @@ def softmax_temperature_attention(query, key, value, bias=None, mask=None, *, te
     Returns:
         ``[B, T, N, H]`` in the query dtype; rows with no visible key are zeros.
     """
-    return _temperature_probs(query, key, value, bias, mask, temperature=temperature, scale=scale,
+    return _temperature_attention(query, key, value, bias, mask, temperature=temperature, scale=scale,
                               weights_only=False, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                               key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size)
 
@@ -59,7 +59,7 @@ def softmax_temperature_weights(query, key, bias=None, mask=None, *, temperature
                                 is_causal=False, query_seq_lengths=None, key_value_seq_lengths=None,
                                 local_window_size=None):
     """``[B, N, T, S]`` float32 probabilities of :func:`softmax_temperature_attention`."""
-    return _temperature_probs(query, key, key, bias, mask, temperature=temperature, scale=scale,
+    return _temperature_attention(query, key, key, bias, mask, temperature=temperature, scale=scale,
                               weights_only=True, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                               key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size)
 
@@ -72,7 +72,7 @@ def _masked_sigmoid(logits: Array, mask: Array | None) -> Array:
     return weights if mask is None else jnp.where(mask, weights, 0.0)
 
 
-def _sigmoid_weights(query, key, value, bias, mask, *, scale, sigmoid_bias, weights_only, **masking):
+def _sigmoid_attention(query, key, value, bias, mask, *, scale, sigmoid_bias, weights_only, **masking):
     checks.check_positive("scale", scale)
 
     def logits_fn(q, k, dims):
@@ -109,7 +109,7 @@ def sigmoid_attention(query, key, value, bias=None, mask=None, *, sigmoid_bias: 
     Returns:
         ``[B, T, N, H]`` in the query dtype.
     """
-    return _sigmoid_weights(query, key, value, bias, mask, scale=scale, sigmoid_bias=sigmoid_bias,
+    return _sigmoid_attention(query, key, value, bias, mask, scale=scale, sigmoid_bias=sigmoid_bias,
                             weights_only=False, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                             key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size)
 
@@ -117,7 +117,7 @@ def sigmoid_attention(query, key, value, bias=None, mask=None, *, sigmoid_bias: 
 def sigmoid_weights(query, key, bias=None, mask=None, *, sigmoid_bias=None, scale=None, is_causal=False,
                     query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None):
     """``[B, N, T, S]`` float32 sigmoid weights of :func:`sigmoid_attention` (rows need not sum to 1)."""
-    return _sigmoid_weights(query, key, key, bias, mask, scale=scale, sigmoid_bias=sigmoid_bias,
+    return _sigmoid_attention(query, key, key, bias, mask, scale=scale, sigmoid_bias=sigmoid_bias,
                             weights_only=True, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                             key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size)
 
