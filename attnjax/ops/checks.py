@@ -110,6 +110,16 @@ def check_seq_lengths(name: str, lengths: Any, batch: int) -> None:
         raise TypeError(f"{name} must be an integer array, got dtype {jnp.result_type(lengths)}")
 
 
+def check_segment_ids(name: str, ids: Any, shape: tuple[int, int]) -> None:
+    """Checks an integer ``[B, L]`` array of segment ids (tokens attend within equal ids)."""
+    if ids is None:
+        return
+    if _shape(ids) != tuple(shape):
+        raise ValueError(f"{name} must have shape [B, L] = {tuple(shape)}, got {_shape(ids)}")
+    if not jnp.issubdtype(jnp.result_type(ids), jnp.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {jnp.result_type(ids)}")
+
+
 def normalize_window(local_window_size: int | tuple[int, int] | None, *,
                      name: str = "local_window_size") -> Window | None:
     """Turns ``w`` into ``(w, w)`` and checks both sides are non-negative ints."""

@@ -12,6 +12,8 @@ memory per device is ``O((T + S) / P)`` for the shards plus one ``[B, N, block, 
 Masks (causal, sliding window, padding) are built from *global* token positions, which depend on the
 device index (``lax.axis_index``) and on the sequence layout (see :mod:`attnjax.parallel.layouts`), so the result is
 exactly that of the dense reference ``attnjax.dot_product_attention`` on the unsharded sequence.
+Segment ids (packed sequences) are sharded like the tokens; the key ids travel round the ring with
+their key/value block.
 
 Gradients use a hand-written ring backward (``jax.custom_vjp``): the forward keeps only the local
 output and the per-row log-sum-exp; the backward sends key/value blocks round the ring once more,
@@ -58,28 +60,34 @@ def _send(cfg: RingConfig, perm, tree):
     return jax.tree.map(lambda x: lax.ppermute(x, cfg.axis_name, perm), tree)
 
 
-def _ring_forward(cfg: RingConfig, q, k, v, q_lengths, kv_lengths):
+def _key_block(cfg: RingConfig, k, v, k_seg):
+    """What travels round the ring: tiled keys, values and key segment ids (None stays None)."""
+    return to_tiles(k, cfg.block_k), to_tiles(v, cfg.block_k), None if k_seg is None else to_tiles(k_seg, cfg.block_k)
+
+
+def _ring_forward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths):
     """Returns the local output ``[B, T/P, N, Hv]`` and the tiled log-sum-exp ``[nq, B, K, G, bq]`` (float32)."""
     B, T, N, _ = q.shape
     S, K, Hv = k.shape[1], v.shape[2], v.shape[3]
     G, nq, bq = N // K, T // cfg.block_q, cfg.block_q
     axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
-    axes = varying_axes(cfg, q, k, v, q_lengths, kv_lengths)
-    q_tiles = to_tiles(q, bq)
+    axes = varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)
+    q_tiles, q_seg_tiles = to_tiles(q, bq), None if q_seg is None else to_tiles(q_seg, bq)
     state = (cast_varying(jnp.full((nq, B, K, G, bq), MASK_VALUE, jnp.float32), axes),
              cast_varying(jnp.zeros((nq, B, K, G, bq), jnp.float32), axes),
              cast_varying(jnp.zeros((nq, B, K, G, bq, Hv), jnp.float32), axes))
 
     def step(s, kv, state):
-        return forward_step(cfg, q_tiles, q_pos, *kv, k_positions(s), q_lengths, kv_lengths, state)
+        k_tiles, v_tiles, k_seg_tiles = kv
+        return forward_step(cfg, q_tiles, q_pos, q_seg_tiles, k_tiles, v_tiles, k_positions(s), k_seg_tiles,
+                            q_lengths, kv_lengths, state)
 
     def body(s, carry):
         kv, state = carry
         # Send the block on before using it, so the transfer can overlap this step's compute.
         return _send(cfg, perm, kv), step(s, kv, state)
 
-    kv = (to_tiles(k, cfg.block_k), to_tiles(v, cfg.block_k))
-    kv, state = lax.fori_loop(0, axis_size - 1, body, (kv, state))
+    kv, state = lax.fori_loop(0, axis_size - 1, body, (_key_block(cfg, k, v, k_seg), state))
     m, l, acc = step(axis_size - 1, kv, state)  # the last block needs no onward send
 
     seen = l > 0
@@ -90,20 +98,22 @@ def _ring_forward(cfg: RingConfig, q, k, v, q_lengths, kv_lengths):
     return out, jnp.where(seen, m + jnp.log(safe_l), 0.0)
 
 
-def _ring_backward(cfg: RingConfig, q, k, v, q_lengths, kv_lengths, out, lse, do):
+def _ring_backward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, out, lse, do):
     """Ring backward: ``dK``/``dV`` accumulators travel with their key/value block and return home."""
     B, T, N, H = q.shape
     S, K, Hv = k.shape[1], v.shape[2], v.shape[3]
     G, nq, bq, nk, bk = N // K, T // cfg.block_q, cfg.block_q, S // cfg.block_k, cfg.block_k
     axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
-    axes = varying_axes(cfg, q, k, v, q_lengths, kv_lengths, do)
+    axes = varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, do)
     delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B, T, N]
     delta = delta.reshape(B, nq, bq, K, G).transpose(1, 0, 3, 4, 2)  # [nq, B, K, G, bq], like lse
     q_tiles, do_tiles = to_tiles(q, bq), to_tiles(do, bq)
+    q_seg_tiles = None if q_seg is None else to_tiles(q_seg, bq)
 
     def step(s, kv, dq, dkv):
-        dq, dk, dv = backward_step(cfg, q_tiles, q_pos, do_tiles, lse, delta, *kv, k_positions(s), q_lengths,
-                                   kv_lengths, (dq, *dkv))
+        k_tiles, v_tiles, k_seg_tiles = kv
+        dq, dk, dv = backward_step(cfg, q_tiles, q_pos, q_seg_tiles, do_tiles, lse, delta, k_tiles, v_tiles,
+                                   k_positions(s), k_seg_tiles, q_lengths, kv_lengths, (dq, *dkv))
         return dq, (dk, dv)
 
     def body(s, carry):
@@ -115,8 +125,7 @@ def _ring_backward(cfg: RingConfig, q, k, v, q_lengths, kv_lengths, out, lse, do
     dq = cast_varying(jnp.zeros((nq, B, bq, N, H), jnp.float32), axes)
     dkv = (cast_varying(jnp.zeros((nk, B, bk, K, H), jnp.float32), axes),
            cast_varying(jnp.zeros((nk, B, bk, K, Hv), jnp.float32), axes))
-    kv = (to_tiles(k, bk), to_tiles(v, bk))
-    kv, dkv, dq = lax.fori_loop(0, axis_size - 1, body, (kv, dkv, dq))
+    kv, dkv, dq = lax.fori_loop(0, axis_size - 1, body, (_key_block(cfg, k, v, k_seg), dkv, dq))
     dq, dkv = step(axis_size - 1, kv, dq, dkv)
     # P hops in all: each dK/dV accumulator is back on the device that owns its block.
     dk, dv = _send(cfg, perm, dkv)
@@ -124,19 +133,20 @@ def _ring_backward(cfg: RingConfig, q, k, v, q_lengths, kv_lengths, out, lse, do
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _ring(cfg, q, k, v, q_lengths, kv_lengths):
-    return _ring_forward(cfg, q, k, v, q_lengths, kv_lengths)[0]
+def _ring(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths):
+    return _ring_forward(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)[0]
 
 
-def _ring_fwd(cfg, q, k, v, q_lengths, kv_lengths):
-    out, lse = _ring_forward(cfg, q, k, v, q_lengths, kv_lengths)
-    return out, (q, k, v, q_lengths, kv_lengths, out, lse)
+def _ring_fwd(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths):
+    out, lse = _ring_forward(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)
+    return out, (q, k, v, q_seg, k_seg, q_lengths, kv_lengths, out, lse)
 
 
 def _ring_bwd(cfg, residuals, do):
-    q, k, v, q_lengths, kv_lengths, out, lse = residuals
-    dq, dk, dv = _ring_backward(cfg, q, k, v, q_lengths, kv_lengths, out, lse, do)
-    return dq, dk, dv, None, None
+    q, k, v, q_seg, k_seg, q_lengths, kv_lengths, out, lse = residuals
+    dq, dk, dv = _ring_backward(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, out, lse, do)
+    # Segment ids and lengths are integers: None is their (symbolic zero) cotangent.
+    return dq, dk, dv, None, None, None, None
 
 
 _ring.defvjp(_ring_fwd, _ring_bwd)
@@ -147,11 +157,20 @@ _ring.defvjp(_ring_fwd, _ring_bwd)
 
 
 def _check_ring_arguments(query, key, value, *, layout, query_seq_lengths, key_value_seq_lengths,
-                          scale, logit_softcap, local_window_size, block_size):
+                          query_segment_ids, key_segment_ids, scale, logit_softcap, local_window_size, block_size):
     check_layout(layout)
     checks.check_positive_int("block_size", block_size)
     dims = checks.check_inputs(query, key, value, query_seq_lengths=query_seq_lengths,
                                key_value_seq_lengths=key_value_seq_lengths)
+    B, T, S = dims[:3]
+    if key_segment_ids is not None and query_segment_ids is None:
+        raise ValueError("key_segment_ids needs query_segment_ids too (only the key ids may be left out, "
+                         "for self-attention)")
+    if query_segment_ids is not None and key_segment_ids is None and S != T:
+        raise ValueError(f"key_segment_ids is needed when keys and queries differ in length: query "
+                         f"{tuple(np.shape(query))}, key {tuple(np.shape(key))}")
+    checks.check_segment_ids("query_segment_ids", query_segment_ids, (B, T))
+    checks.check_segment_ids("key_segment_ids", key_segment_ids, (B, S))
     checks.check_positive("scale", scale)
     checks.check_positive("logit_softcap", logit_softcap)
     window = checks.normalize_window(local_window_size)
@@ -168,6 +187,8 @@ def ring_attention(
     layout: str = "contiguous",
     query_seq_lengths: jnp.ndarray | None = None,
     key_value_seq_lengths: jnp.ndarray | None = None,
+    query_segment_ids: jnp.ndarray | None = None,
+    key_segment_ids: jnp.ndarray | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     scale: float | None = None,
     logit_softcap: float | None = None,
@@ -195,6 +216,11 @@ def ring_attention(
         query_seq_lengths: ``[B]`` int *global* lengths (replicated over ``axis_name``); queries at
             or past the length output zeros.
         key_value_seq_lengths: ``[B]`` int *global* lengths; keys at or past the length are ignored.
+        query_segment_ids: ``[B, T/P]`` int, the local queries' segment ids (packed sequences): a
+            query sees only keys of its own segment, as with ``mask=attnjax.ops.segment_mask(...)``
+            on the gathered sequence. Sharded, and in ``layout`` order, like the queries.
+        key_segment_ids: ``[B, S/P]`` int, the local keys' ids; default ``query_segment_ids``
+            (self-attention).
         local_window_size: ``w`` or ``(left, right)``: query ``i`` sees keys ``i-left..i+right``.
         scale: logit multiplier, default ``1 / sqrt(H)``.
         logit_softcap: if set, logits become ``cap * tanh(logits / cap)`` before masking.
@@ -207,11 +233,12 @@ def ring_attention(
     Raises:
         ValueError: malformed shapes, layout, window, scale, softcap or block size, an odd zigzag
             local length, or ``axis_name`` not bound by an enclosing ``shard_map``.
-        TypeError: non-floating inputs, mismatched dtypes, non-integer lengths.
+        TypeError: non-floating inputs, mismatched dtypes, non-integer lengths or segment ids.
     """
     (_, T, S, _, _, H), window = _check_ring_arguments(
         query, key, value, layout=layout, query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths, scale=scale, logit_softcap=logit_softcap,
+        key_value_seq_lengths=key_value_seq_lengths, query_segment_ids=query_segment_ids,
+        key_segment_ids=key_segment_ids, scale=scale, logit_softcap=logit_softcap,
         local_window_size=local_window_size, block_size=block_size)
     try:
         lax.axis_size(axis_name)
@@ -233,7 +260,9 @@ def ring_attention(
                      block_q=pick_block(T, chunks, int(block_size)), block_k=pick_block(S, chunks, int(block_size)))
     q_lengths = None if query_seq_lengths is None else jnp.asarray(query_seq_lengths, jnp.int32)
     kv_lengths = None if key_value_seq_lengths is None else jnp.asarray(key_value_seq_lengths, jnp.int32)
-    return _ring(cfg, jnp.asarray(query), jnp.asarray(key), jnp.asarray(value), q_lengths, kv_lengths)
+    q_seg = None if query_segment_ids is None else jnp.asarray(query_segment_ids, jnp.int32)
+    k_seg = q_seg if key_segment_ids is None else jnp.asarray(key_segment_ids, jnp.int32)
+    return _ring(cfg, jnp.asarray(query), jnp.asarray(key), jnp.asarray(value), q_seg, k_seg, q_lengths, kv_lengths)
 
 
 def ring_self_attention(
@@ -248,6 +277,8 @@ def ring_self_attention(
     batch_axis_name: str | None = None,
     query_seq_lengths: jnp.ndarray | None = None,
     key_value_seq_lengths: jnp.ndarray | None = None,
+    query_segment_ids: jnp.ndarray | None = None,
+    key_segment_ids: jnp.ndarray | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     scale: float | None = None,
     logit_softcap: float | None = None,
@@ -264,7 +295,7 @@ def ring_self_attention(
 
     Per-shard shapes inside the ``shard_map`` (``P`` = size of ``axis_name``, ``D`` = size of
     ``batch_axis_name`` or 1): query ``[B/D, T/P, N, H]``, key/value ``[B/D, S/P, K, H]``, lengths
-    ``[B/D]``.
+    ``[B/D]``, segment ids ``[B/D, T/P]`` and ``[B/D, S/P]``.
 
     For ``striped``/``zigzag`` the permutation into the layout and back moves every token across
     devices on each call (a gather on sharded inputs). In a model with many attention layers it is
@@ -282,6 +313,8 @@ def ring_self_attention(
         is_causal: causal masking (top-left aligned, as ``jax.nn``).
         layout: one of :data:`LAYOUTS`; default ``"zigzag"`` if ``is_causal`` else ``"contiguous"``.
         batch_axis_name: optional mesh axis to shard the batch over (data parallelism).
+        query_segment_ids: ``[B, T]`` int global segment ids (packed sequences).
+        key_segment_ids: ``[B, S]`` int; default ``query_segment_ids``.
         query_seq_lengths, key_value_seq_lengths, local_window_size, scale, logit_softcap, block_size:
             as in :func:`ring_attention`.
 
@@ -295,7 +328,8 @@ def ring_self_attention(
     layout = ("zigzag" if is_causal else "contiguous") if layout is None else layout
     (B, T, S, _, _, _), _ = _check_ring_arguments(
         query, key, value, layout=layout, query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths, scale=scale, logit_softcap=logit_softcap,
+        key_value_seq_lengths=key_value_seq_lengths, query_segment_ids=query_segment_ids,
+        key_segment_ids=key_segment_ids, scale=scale, logit_softcap=logit_softcap,
         local_window_size=local_window_size, block_size=block_size)
     for name, axis in (("axis_name", axis_name), ("batch_axis_name", batch_axis_name)):
         if axis is not None and axis not in mesh.shape:
@@ -312,17 +346,22 @@ def ring_self_attention(
 
     seq_spec = PartitionSpec(batch_axis_name, axis_name, None, None)  # [B, T|S, N|K, H]
     lengths_spec = PartitionSpec(batch_axis_name)  # [B], global lengths, replicated over the ring
-    # Only the lengths that were given are passed through shard_map (None has no sharding).
+    segments_spec = PartitionSpec(batch_axis_name, axis_name)  # [B, T|S], sharded like the tokens
+    # Only the optional arrays that were given are passed through shard_map (None has no sharding).
     lengths = {name: jnp.asarray(x) for name, x in (("query_seq_lengths", query_seq_lengths),
                                                      ("key_value_seq_lengths", key_value_seq_lengths))
                if x is not None}
+    segments = {name: jnp.asarray(x) for name, x in (("query_segment_ids", query_segment_ids),
+                                                      ("key_segment_ids", key_segment_ids))
+                if x is not None}
 
-    def local(q, k, v, lengths):
+    def local(q, k, v, lengths, segments):
         return ring_attention(q, k, v, axis_name=axis_name, is_causal=is_causal, layout=layout,
                               local_window_size=local_window_size, scale=scale, logit_softcap=logit_softcap,
-                              block_size=block_size, **lengths)
+                              block_size=block_size, **lengths, **segments)
 
-    sharded = jax.shard_map(local, mesh=mesh, in_specs=(seq_spec, seq_spec, seq_spec, lengths_spec),
+    sharded = jax.shard_map(local, mesh=mesh,
+                            in_specs=(seq_spec, seq_spec, seq_spec, lengths_spec, segments_spec),
                             out_specs=seq_spec)
     # On a mesh with Explicit axes, shard_map demands inputs already sharded as its in_specs say, and
     # permutations of a sharded axis need their output sharding spelled out.
@@ -335,4 +374,7 @@ def ring_self_attention(
     q, k, v = (place(to_layout(jnp.asarray(x), layout, axis_size, out_sharding=seq_sharding), seq_spec)
                for x in (query, key, value))
     lengths = {name: place(x, lengths_spec) for name, x in lengths.items()}
-    return from_layout(sharded(q, k, v, lengths), layout, axis_size, out_sharding=seq_sharding)
+    segments_sharding = jax.sharding.NamedSharding(mesh, segments_spec) if explicit else None
+    segments = {name: place(to_layout(x, layout, axis_size, out_sharding=segments_sharding), segments_spec)
+                for name, x in segments.items()}
+    return from_layout(sharded(q, k, v, lengths, segments), layout, axis_size, out_sharding=seq_sharding)

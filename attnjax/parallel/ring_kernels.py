@@ -9,8 +9,9 @@ interior of a causal or windowed pattern) skips building and applying its mask.
 
 Shapes (per device; ``nq = Tl / block_q`` query tiles, ``nk = Sl / block_k`` key tiles):
 
-* queries ``[nq, B, bq, N, H]``, query positions ``[nq, bq]``;
-* keys ``[nk, B, bk, K, H]``, values ``[nk, B, bk, K, Hv]``, key positions ``[nk, bk]``;
+* queries ``[nq, B, bq, N, H]``, query positions ``[nq, bq]``, query segment ids ``[nq, B, bq]`` or None;
+* keys ``[nk, B, bk, K, H]``, values ``[nk, B, bk, K, Hv]``, key positions ``[nk, bk]``, key segment
+  ids ``[nk, B, bk]`` or None;
 * online-softmax state per query tile: running max ``m`` and sum ``l`` ``[nq, B, K, G, bq]``,
   weighted values ``acc [nq, B, K, G, bq, Hv]``, all float32;
 * gradients ``dq [nq, B, bq, N, H]``, ``dk [nk, B, bk, K, H]``, ``dv [nk, B, bk, K, Hv]``, float32.
@@ -93,16 +94,18 @@ def varying_axes(cfg: RingConfig, *arrays: Any) -> frozenset:
 # One (query tile, key tile) pair. Logits are ``[B, K, G, bq, bk]``.
 
 
-def _tile_mask(cfg: RingConfig, q_pos, k_pos, q_lengths, kv_lengths) -> jnp.ndarray | None:
-    """Boolean mask broadcastable to ``[B, K, G, bq, bk]`` from global positions, or None."""
+def _tile_mask(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths) -> jnp.ndarray | None:
+    """Boolean mask broadcastable to ``[B, K, G, bq, bk]`` from global positions and segment ids, or None."""
     structural = position_mask(q_pos, k_pos, is_causal=cfg.is_causal, window=cfg.window)
     q_ok = None if q_lengths is None else (q_pos[None, :] < q_lengths[:, None])[:, None, None, :, None]
     k_ok = None if kv_lengths is None else (k_pos[None, :] < kv_lengths[:, None])[:, None, None, None, :]
-    return combine_masks(None if structural is None else structural[None, None, None], q_ok, k_ok)
+    same_segment = None if q_seg is None else (q_seg[:, :, None] == k_seg[:, None, :])[:, None, None]
+    return combine_masks(None if structural is None else structural[None, None, None], q_ok, k_ok, same_segment)
 
 
-def _tile_fully_visible(cfg: RingConfig, q_pos, k_pos, q_lengths, kv_lengths) -> jnp.ndarray | bool:
-    """Whether every (query, key) pair of a tile is visible, from the extremes of its global positions."""
+def _tile_fully_visible(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths) -> jnp.ndarray | bool:
+    """Whether every (query, key) pair of a tile is visible, from the extremes of its global positions
+    (and, with segment ids, whether each batch row's tile holds a single segment on both sides)."""
     right = 0 if cfg.is_causal else (None if cfg.window is None else cfg.window[1])
     conds = []
     if right is not None:
@@ -113,6 +116,9 @@ def _tile_fully_visible(cfg: RingConfig, q_pos, k_pos, q_lengths, kv_lengths) ->
         conds.append(jnp.max(q_pos) < jnp.min(q_lengths))
     if kv_lengths is not None:
         conds.append(jnp.max(k_pos) < jnp.min(kv_lengths))
+    if q_seg is not None:
+        first = q_seg[:, :1]
+        conds.append(jnp.all(q_seg == first) & jnp.all(k_seg == first))
     return functools.reduce(jnp.logical_and, conds) if conds else True
 
 
@@ -164,13 +170,13 @@ def _backward_tile(cfg: RingConfig, q, k, v, do, lse, delta, mask, grads):
     return dq, dk, dv
 
 
-def _run_tile(cfg: RingConfig, q_pos, k_pos, q_lengths, kv_lengths, compute: Callable, state):
+def _run_tile(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths, compute: Callable, state):
     """``compute(mask, state)`` for one tile: skipped (``state`` returned) when the mask hides the whole
     tile, run with ``mask=None`` when every pair is visible, with the tile's mask otherwise."""
-    mask = _tile_mask(cfg, q_pos, k_pos, q_lengths, kv_lengths)
+    mask = _tile_mask(cfg, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths)
     if mask is None:
         return compute(None, state)
-    branch = jnp.where(_tile_fully_visible(cfg, q_pos, k_pos, q_lengths, kv_lengths), 2,
+    branch = jnp.where(_tile_fully_visible(cfg, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths), 2,
                        jnp.where(jnp.any(mask), 1, 0))
     return lax.switch(branch, [lambda s: s, functools.partial(compute, mask), functools.partial(compute, None)],
                       state)
@@ -180,16 +186,21 @@ def _run_tile(cfg: RingConfig, q_pos, k_pos, q_lengths, kv_lengths, compute: Cal
 # One ring step: all query tiles against all key tiles of the block held now.
 
 
-def forward_step(cfg: RingConfig, q, q_pos, k, v, k_pos, q_lengths, kv_lengths, state):
+def _tile(x, i):
+    return None if x is None else x[i]
+
+
+def forward_step(cfg: RingConfig, q, q_pos, q_seg, k, v, k_pos, k_seg, q_lengths, kv_lengths, state):
     """Online-softmax update of every query tile's ``state = (m, l, acc)`` with one key/value block."""
 
     def query_tile(i, state):
         m, l, acc = state
-        q_i, pos_i = q[i], q_pos[i]
+        q_i, pos_i, seg_i = q[i], q_pos[i], _tile(q_seg, i)
 
         def key_tile(j, tile_state):
             compute = functools.partial(_forward_tile, cfg, q_i, k[j], v[j])
-            return _run_tile(cfg, pos_i, k_pos[j], q_lengths, kv_lengths, compute, tile_state)
+            return _run_tile(cfg, pos_i, k_pos[j], seg_i, _tile(k_seg, j), q_lengths, kv_lengths, compute,
+                             tile_state)
 
         m_i, l_i, acc_i = lax.fori_loop(0, k.shape[0], key_tile, (m[i], l[i], acc[i]))
         return m.at[i].set(m_i), l.at[i].set(l_i), acc.at[i].set(acc_i)
@@ -197,17 +208,19 @@ def forward_step(cfg: RingConfig, q, q_pos, k, v, k_pos, q_lengths, kv_lengths, 
     return lax.fori_loop(0, q.shape[0], query_tile, state)
 
 
-def backward_step(cfg: RingConfig, q, q_pos, do, lse, delta, k, v, k_pos, q_lengths, kv_lengths, grads):
+def backward_step(cfg: RingConfig, q, q_pos, q_seg, do, lse, delta, k, v, k_pos, k_seg, q_lengths, kv_lengths,
+                  grads):
     """Adds one key/value block's contribution to ``grads = (dq, dk, dv)`` (tiled, float32)."""
 
     def key_tile(j, grads):
         dq, dk, dv = grads
-        k_j, v_j, pos_j = k[j], v[j], k_pos[j]
+        k_j, v_j, pos_j, seg_j = k[j], v[j], k_pos[j], _tile(k_seg, j)
 
         def query_tile(i, carry):
             dq, dk_j, dv_j = carry
             compute = functools.partial(_backward_tile, cfg, q[i], k_j, v_j, do[i], lse[i], delta[i])
-            dq_i, dk_j, dv_j = _run_tile(cfg, q_pos[i], pos_j, q_lengths, kv_lengths, compute, (dq[i], dk_j, dv_j))
+            dq_i, dk_j, dv_j = _run_tile(cfg, q_pos[i], pos_j, _tile(q_seg, i), seg_j, q_lengths, kv_lengths,
+                                         compute, (dq[i], dk_j, dv_j))
             return dq.at[i].set(dq_i), dk_j, dv_j
 
         dq, dk_j, dv_j = lax.fori_loop(0, q.shape[0], query_tile, (dq, dk[j], dv[j]))

@@ -253,10 +253,11 @@ def test_ring_passes_the_conformance_kit():
 
 
 @pytest.mark.parametrize("options", [dict(is_causal=True), dict(window=(3, 2)), dict(is_causal=True, window=(4, 4)),
-                                     dict(lengths=True), dict(is_causal=True, lengths=True)])
+                                     dict(lengths=True), dict(is_causal=True, lengths=True), dict(segments=True),
+                                     dict(is_causal=True, segments=True)])
 def test_tile_fully_visible_equals_all_of_the_tile_mask(options):
-    """The fast path's test (from position extremes) is exact: it agrees with ``all(mask)`` on random
-    tiles of arbitrary (also non-contiguous, as in striped layouts) positions."""
+    """The fast path's test (from position extremes and segment ids) is exact: it agrees with
+    ``all(mask)`` on random tiles of arbitrary (also non-contiguous, as in striped layouts) positions."""
     from attnjax.parallel.ring_kernels import RingConfig, _tile_fully_visible, _tile_mask
 
     cfg = RingConfig(axis_name="seq", layout="striped", is_causal=options.get("is_causal", False),
@@ -269,7 +270,54 @@ def test_tile_fully_visible_equals_all_of_the_tile_mask(options):
         q_pos, k_pos = (jnp.asarray(start + np.sort(rng.choice(3, 2, replace=False))) for start in (q_start, k_start))
         q_len, kv_len = ((jnp.asarray(rng.randint(10, 40, 2)) for _ in range(2)) if options.get("lengths")
                          else (None, None))
-        expected = bool(jnp.all(_tile_mask(cfg, q_pos, k_pos, q_len, kv_len)))
-        assert bool(_tile_fully_visible(cfg, q_pos, k_pos, q_len, kv_len)) == expected, (q_pos, k_pos, q_len, kv_len)
+        # Segment ids [B=2, tile of 2], mostly a single segment so that both outcomes occur.
+        q_seg, k_seg = ((jnp.asarray(rng.binomial(1, 0.15, (2, 2))) for _ in range(2)) if options.get("segments")
+                        else (None, None))
+        args = (cfg, q_pos, k_pos, q_seg, k_seg, q_len, kv_len)
+        expected = bool(jnp.all(_tile_mask(*args)))
+        assert bool(_tile_fully_visible(*args)) == expected, args[1:]
         outcomes.add(expected)
     assert outcomes == {True, False}  # both branches were exercised
+
+
+# Packed sequences whose boundaries fall inside tiles and shards: row 0 holds segments of 5, 11 and 16
+# tokens, row 1 of 20 and 12 (queries); the keys of the cross-attention case are packed differently.
+_SEGMENTS = jnp.array([[0] * 5 + [1] * 11 + [2] * 16, [0] * 20 + [1] * 12], jnp.int32)
+_KEY_SEGMENTS = jnp.array([[0] * 30 + [1] * 10 + [2] * 24, [0] * 8 + [1] * 56], jnp.int32)
+
+
+@pytest.mark.parametrize("layout, is_causal, S", [("contiguous", False, 32), ("zigzag", True, 32),
+                                                  ("striped", True, 32), ("contiguous", False, 64)])
+def test_ring_segment_ids_match_dense_with_a_segment_mask(layout, is_causal, S):
+    B, T, N, K, H = 2, 32, 4, 2, 8
+    q, k, v, cotangent = _inputs(B, T, S, N, K, H, seed=3)
+    key_segments = None if S == T else _KEY_SEGMENTS
+    mask = attnjax.ops.segment_mask(_SEGMENTS, key_segments)
+
+    def ring(q, k, v):
+        return ring_self_attention(q, k, v, mesh=_mesh((4,)), axis_name="seq", is_causal=is_causal, layout=layout,
+                                   query_segment_ids=_SEGMENTS, key_segment_ids=key_segments, block_size=2)
+
+    def dense(q, k, v):
+        return attnjax.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
+
+    (out, grads), (want_out, want_grads) = jax.jit(lambda *args: (
+        _value_and_grads(ring, *args), _value_and_grads(dense, *args)))(q, k, v, cotangent)
+    np.testing.assert_allclose(out, want_out, atol=1e-5, rtol=1e-5)
+    for arg, got, want in zip("qkv", grads, want_grads):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=f"d{arg}")
+
+
+def test_ring_segment_id_errors():
+    q, k, v, _ = _inputs(2, 32, 64, 4, 2, 8)
+    mesh = _mesh((4,))
+    with pytest.raises(ValueError, match=r"key_segment_ids is needed .* differ in length"):
+        ring_self_attention(q, k, v, mesh=mesh, axis_name="seq", query_segment_ids=_SEGMENTS)
+    with pytest.raises(ValueError, match=r"key_segment_ids needs query_segment_ids"):
+        ring_self_attention(q, k, v, mesh=mesh, axis_name="seq", key_segment_ids=_KEY_SEGMENTS)
+    with pytest.raises(ValueError, match=r"query_segment_ids must have shape \[B, L\] = \(2, 32\), got \(2, 64\)"):
+        ring_self_attention(q, k, v, mesh=mesh, axis_name="seq", query_segment_ids=_KEY_SEGMENTS,
+                            key_segment_ids=_KEY_SEGMENTS)
+    with pytest.raises(TypeError, match=r"key_segment_ids must be an integer array"):
+        ring_self_attention(q, k, v, mesh=mesh, axis_name="seq", query_segment_ids=_SEGMENTS,
+                            key_segment_ids=_KEY_SEGMENTS.astype(jnp.float32))
