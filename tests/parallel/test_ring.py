@@ -34,6 +34,15 @@ def _value_and_grads(attention, q, k, v, cotangent):
     return out, pull(cotangent)
 
 
+def _assert_equal_values_and_grads(attention, reference, q, k, v, cotangent):
+    """``attention`` equals ``reference``: outputs within 1e-5, q/k/v gradients within 1e-4 (float32)."""
+    (out, grads), (want_out, want_grads) = jax.jit(lambda *args: (
+        _value_and_grads(attention, *args), _value_and_grads(reference, *args)))(q, k, v, cotangent)
+    np.testing.assert_allclose(out, want_out, atol=1e-5, rtol=1e-5)
+    for arg, got, want in zip("qkv", grads, want_grads):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=f"d{arg}")
+
+
 # One entry per code path: (shapes B, T, S, N, K, H[, Hv]), mesh shape, keyword arguments. Options are
 # combined so that each entry is one compile (the file must stay fast on 2 shared CPU cores).
 CASES = {
@@ -119,11 +128,7 @@ def test_ring_attention_inside_users_shard_map():
     def dense(q, k, v):
         return attnjax.dot_product_attention(q, k, v, is_causal=True, key_value_seq_lengths=kv_lengths)
 
-    (out, grads), (want_out, want_grads) = jax.jit(lambda *args: (
-        _value_and_grads(attention, *args), _value_and_grads(dense, *args)))(q, k, v, cotangent)
-    np.testing.assert_allclose(out, want_out, atol=1e-5, rtol=1e-5)
-    for arg, got, want in zip("qkv", grads, want_grads):
-        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=f"d{arg}")
+    _assert_equal_values_and_grads(attention, dense, q, k, v, cotangent)
 
 
 def test_bfloat16_as_accurate_as_dense_bfloat16():
@@ -301,11 +306,7 @@ def test_ring_segment_ids_match_dense_with_a_segment_mask(layout, is_causal, S):
     def dense(q, k, v):
         return attnjax.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
 
-    (out, grads), (want_out, want_grads) = jax.jit(lambda *args: (
-        _value_and_grads(ring, *args), _value_and_grads(dense, *args)))(q, k, v, cotangent)
-    np.testing.assert_allclose(out, want_out, atol=1e-5, rtol=1e-5)
-    for arg, got, want in zip("qkv", grads, want_grads):
-        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=f"d{arg}")
+    _assert_equal_values_and_grads(ring, dense, q, k, v, cotangent)
 
 
 def test_ring_segment_id_errors():
