@@ -310,3 +310,5 @@ IMPLEMENTATIONS["pallas_interpret"] = pallas_interpret_attention
 
 # Paths that take a ``block_sizes`` keyword (dot_product_attention passes it only to these).
 TAKES_BLOCK_SIZES = frozenset({"blockwise", "pallas", "pallas_interpret"})
+# Paths that take segment ids themselves; dot_product_attention turns them into a mask for the others.
+TAKES_SEGMENT_IDS = frozenset({"blockwise"})

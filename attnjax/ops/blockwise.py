@@ -78,8 +78,9 @@ def _split_heads(x: jnp.ndarray | None, K: int, G: int, pad: tuple[int, int], fi
 
 @functools.partial(jax.jit, static_argnames=("scale", "is_causal", "window", "logit_softcap", "dropout_rate",
                                              "block_sizes"))
-def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, dropout_rng, *, scale,
-               is_causal, window, logit_softcap, dropout_rate, block_sizes):
+def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, dropout_rng,
+               query_segment_ids, key_segment_ids, *, scale, is_causal, window, logit_softcap, dropout_rate,
+               block_sizes):
     B, T, N, H = query.shape
     S, K, Hv = key.shape[1], key.shape[2], value.shape[3]
     G = N // K
@@ -101,14 +102,22 @@ def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_l
                             is_causal=bool(is_causal), window=window, logit_softcap=logit_softcap,
                             dropout_rate=dropout_rate)
     rng = dropout_rng if dropout_rate else None
-    out = kernels.flash_attention(config, q, k, v, bias5, mask5, qlen, kvlen, rng)  # [nq, B, K, G*bq, Hv]
+    segments = None
+    if query_segment_ids is not None:
+        # [B, T] -> [nq, B, bq]; padded positions get ids of their own (they are masked or dropped anyway).
+        blocked = lambda ids, pad, n, size, fill: jnp.pad(jnp.asarray(ids, jnp.int32), ((0, 0), (0, pad)),
+                                                          constant_values=fill).reshape(B, n, size).transpose(1, 0, 2)
+        key_ids = query_segment_ids if key_segment_ids is None else key_segment_ids
+        segments = (blocked(query_segment_ids, pad_t, nq, bq, -1), blocked(key_ids, pad_s, nk, bk, -2))
+    out = kernels.flash_attention(config, q, k, v, bias5, mask5, qlen, kvlen, rng, segments)  # [nq, B, K, G*bq, Hv]
     out = out.reshape(nq, B, K, G, bq, Hv).transpose(1, 0, 4, 2, 3, 5).reshape(B, nq * bq, N, Hv)
     return out[:, :T]
 
 
 def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
                         query_seq_lengths=None, key_value_seq_lengths=None, window=None, logit_softcap=None,
-                        dropout_rate=0.0, dropout_rng=None, block_sizes: BlockSizes | None = None):
+                        dropout_rate=0.0, dropout_rng=None, block_sizes: BlockSizes | None = None,
+                        query_segment_ids=None, key_segment_ids=None):
     """Blockwise attention on already-checked arguments (the ``"blockwise"`` implementation).
 
     Args:
@@ -128,6 +137,9 @@ def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, 
         dropout_rate: probability of dropping each attention weight (inverted scaling).
         dropout_rng: PRNG key, needed when ``dropout_rate > 0``.
         block_sizes: :class:`BlockSizes`, default ``BlockSizes()``.
+        query_segment_ids: ``[B, T]`` int; a query sees only keys of its own segment (packed
+            sequences), compared per block, so no ``[T, S]`` mask is built.
+        key_segment_ids: ``[B, S]`` int; default ``query_segment_ids``.
 
     Returns:
         ``[B, T, N, Hv]`` in the query dtype.
@@ -140,7 +152,7 @@ def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, 
     if not isinstance(block_sizes, BlockSizes):
         raise ValueError(f"block_sizes must be an attnjax.ops.BlockSizes, got {block_sizes!r}")
     return _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths,
-                      dropout_rng if dropout_rate else None, scale=None if scale is None else float(scale), is_causal=bool(is_causal),
+                      dropout_rng if dropout_rate else None, query_segment_ids, key_segment_ids, scale=None if scale is None else float(scale), is_causal=bool(is_causal),
                       window=None if window is None else tuple(window),
                       logit_softcap=None if logit_softcap is None else float(logit_softcap),
                       dropout_rate=float(dropout_rate), block_sizes=block_sizes)

@@ -7,7 +7,8 @@ Everything here works on the blocked layout built by :mod:`attnjax.ops.blockwise
 * ``k [nk, B, K, bk, H]``, ``v [nk, B, K, bk, Hv]``;
 * ``bias``/``mask`` ``[B|1, K|1, G|1, Tp|1, Sp|1]`` (``Tp = nq*bq``, ``Sp = nk*bk``);
 * ``qlen``/``kvlen`` ``[B]`` int32 or None;
-* ``rng``: a PRNG key when ``cfg.dropout_rate > 0``, else None.
+* ``rng``: a PRNG key when ``cfg.dropout_rate > 0``, else None;
+* ``segments``: ``(q_seg [nq, B, bq], k_seg [nk, B, bk])`` int32 segment ids, or None.
 
 The backward is flash-attention-2: one sweep over key blocks (``scan``, producing ``dK``/``dV`` per
 block) with an inner loop over the query blocks that see it, accumulating ``dQ`` (and the bias
@@ -136,7 +137,7 @@ def _slice_block(x, i, j, cfg: Config):
     return lax.dynamic_slice(x, (0, 0, 0, t_start, s_start), sizes)
 
 
-def _block_mask(cfg: Config, i, j, mask, qlen, kvlen):
+def _block_mask(cfg: Config, i, j, mask, qlen, kvlen, segments):
     """Boolean visibility of block ``(i, j)``, broadcastable to ``[B, K, G, bq, bk]``, or None."""
     q_pos = i * cfg.bq + jnp.arange(cfg.bq)
     k_pos = j * cfg.bk + jnp.arange(cfg.bk)
@@ -153,12 +154,15 @@ def _block_mask(cfg: Config, i, j, mask, qlen, kvlen):
         parts.append((q_pos[None, :] < qlen[:, None])[:, None, None, :, None])
     if mask is not None:
         parts.append(_slice_block(mask, i, j, cfg))
+    if segments is not None:
+        q_seg, k_seg = segments
+        parts.append((q_seg[i][:, :, None] == k_seg[j][:, None, :])[:, None, None])
     if not parts:
         return None
     return functools.reduce(jnp.logical_and, parts)
 
 
-def _block_fully_visible(cfg: Config, i, j, mask, qlen, kvlen):
+def _block_fully_visible(cfg: Config, i, j, mask, qlen, kvlen, segments):
     """Whether every (query, key) pair of block ``(i, j)`` is visible, so its mask can be skipped.
 
     Returns a traced bool; ``False`` (static) when a user mask is given (it is never checked
@@ -177,6 +181,10 @@ def _block_fully_visible(cfg: Config, i, j, mask, qlen, kvlen):
         conds.append(j * cfg.bk + cfg.bk <= cfg.S)
     if qlen is not None:
         conds.append(i * cfg.bq + cfg.bq <= jnp.min(qlen))
+    if segments is not None:  # every row of the block and every key in one and the same segment
+        q_seg, k_seg = segments
+        first = q_seg[i][:, :1]
+        conds.append(jnp.all(q_seg[i] == first) & jnp.all(k_seg[j] == first))
     if not conds:
         return None
     return functools.reduce(jnp.logical_and, conds)
@@ -210,7 +218,7 @@ def dropout_multiplier(rate: float, rng, i, j, shape) -> jnp.ndarray | None:
     return jnp.where(keep, jnp.float32(1.0 / (1.0 - rate)), jnp.float32(0.0))
 
 
-def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, masked: bool = True):
+def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, segments, masked: bool = True):
     """Masked float32 logits ``[B, K, G*bq, bk]`` of block ``(i, j)`` and the softcap's ``tanh``.
 
     ``q_i`` is already multiplied by the scale when :func:`_prescaled`.
@@ -225,7 +233,7 @@ def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, masked: 
     if cfg.logit_softcap is not None:
         t = jnp.tanh(s / cfg.logit_softcap)
         s = cfg.logit_softcap * t
-    visible = _block_mask(cfg, i, j, mask, qlen, kvlen) if masked else None
+    visible = _block_mask(cfg, i, j, mask, qlen, kvlen, segments) if masked else None
     if bias is None and visible is None:
         return s, t
     B, K = s.shape[:2]
@@ -237,7 +245,7 @@ def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, masked: 
     return s5.reshape(s.shape), t
 
 
-def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng):
+def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
     """Returns ``out [nq, B, K, G*bq, Hv]`` (query dtype) and ``lse [nq, B, K, G*bq]`` float32."""
 
     def one_query_block(args):
@@ -245,11 +253,12 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng):
         rows = q_i.shape[:3]
 
         def body(j, carry):
-            return _with_or_without_mask(_block_fully_visible(cfg, i, j, mask, qlen, kvlen), step, j, carry)
+            return _with_or_without_mask(_block_fully_visible(cfg, i, j, mask, qlen, kvlen, segments), step, j,
+                                         carry)
 
         def step(masked, j, carry):
             m, l, acc = carry
-            s, _ = _block_logits(cfg, q_i, k[j], i, j, bias, mask, qlen, kvlen, masked)
+            s, _ = _block_logits(cfg, q_i, k[j], i, j, bias, mask, qlen, kvlen, segments, masked)
             m_new = jnp.maximum(m, jnp.max(s, axis=-1))
             # While a row has seen only masked keys, m == MASK_VALUE and those keys get weight 1;
             # the first visible key makes alpha = exp(MASK_VALUE - m) = 0, which erases them.
@@ -274,15 +283,15 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng):
         lse = jnp.where(has_key, m + jnp.log(safe_l), jnp.inf)
         return out.astype(q.dtype), lse
 
-    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng)
+    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, *(segments or ()))
     q_in = q * jnp.float32(cfg.scale) if _prescaled(q) else q
     return lax.map(one_query_block, (q_in, jnp.arange(cfg.nq, dtype=jnp.int32)))
 
 
-def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, out, lse, dout):
+def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dout):
     """Gradients wrt ``q, k, v`` (input dtypes) and ``bias`` (float32 in bias's blocked shape, or None)."""
     delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # rowsum(dO * O)
-    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, out, lse, dout)
+    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, *(segments or ()), out, lse, dout)
     B, K = q.shape[1:3]
     # dK and dV contract over query rows. CPU matmul kernels are ~3x slower when the left operand
     # contracts its row axis, so keep Q^T and dO^T ([.., H, G*bq]) and accumulate dK^T, dV^T instead.
@@ -299,7 +308,7 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, out, lse, dout
         def block_grads(masked, i):
             """Contributions of block (i, j): dQ_i, dK_j^T, dV_j^T and the bias-gradient block."""
             q_i, do_i = q[i], dout[i]
-            s, t = _block_logits(cfg, q_i, k_j, i, j, bias, mask, qlen, kvlen, masked)
+            s, t = _block_logits(cfg, q_i, k_j, i, j, bias, mask, qlen, kvlen, segments, masked)
             p = jnp.exp(s - lse[i][..., None])
             z = dropout_multiplier(cfg.dropout_rate, rng, i, j, p.shape)
             p_kept = p if z is None else p * z
@@ -322,8 +331,8 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, out, lse, dout
 
         def body(i, inner):
             dq, dbias, dk_j, dv_j = inner
-            dq_c, dk_c, dv_c, db = _with_or_without_mask(_block_fully_visible(cfg, i, j, mask, qlen, kvlen),
-                                                         block_grads, i)
+            dq_c, dk_c, dv_c, db = _with_or_without_mask(
+                _block_fully_visible(cfg, i, j, mask, qlen, kvlen, segments), block_grads, i)
             dq = lax.dynamic_update_index_in_dim(dq, dq[i] + dq_c, i, 0)
             if db is not None:
                 starts = (0, 0, 0, i * cfg.bq if dbias.shape[3] > 1 else 0, j * cfg.bk if dbias.shape[4] > 1 else 0)
@@ -346,24 +355,24 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, out, lse, dout
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def flash_attention(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng):
+def flash_attention(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
     """Blockwise attention on the blocked layout; returns ``out [nq, B, K, G*bq, Hv]``."""
-    return _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng)[0]
+    return _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments)[0]
 
 
-def _flash_fwd(cfg, q, k, v, bias, mask, qlen, kvlen, rng):
-    out, lse = _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng)
-    return out, (q, k, v, bias, mask, qlen, kvlen, rng, out, lse)
+def _flash_fwd(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments):
+    out, lse = _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments)
+    return out, (q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse)
 
 
 def _flash_bwd(cfg, residuals, dout):
-    q, k, v, bias, mask, qlen, kvlen, rng, out, lse = residuals
-    dq, dk, dv, dbias = _backward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, out, lse, dout)
+    q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse = residuals
+    dq, dk, dv, dbias = _backward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dout)
     if dbias is not None:
         dbias = dbias.astype(bias.dtype)
     dq, dk, dv, dbias = (_match_vma(g, x) for g, x in ((dq, q), (dk, k), (dv, v), (dbias, bias)))
-    # Masks, sequence lengths and the key are not floating: None is their (symbolic zero) cotangent.
-    return dq, dk, dv, dbias, None, None, None, None
+    # Masks, lengths, the key and segment ids are not floating: None is their (symbolic zero) cotangent.
+    return dq, dk, dv, dbias, None, None, None, None, None
 
 
 flash_attention.defvjp(_flash_fwd, _flash_bwd)

@@ -110,14 +110,25 @@ def check_seq_lengths(name: str, lengths: Any, batch: int) -> None:
         raise TypeError(f"{name} must be an integer array, got dtype {jnp.result_type(lengths)}")
 
 
-def check_segment_ids(name: str, ids: Any, shape: tuple[int, int]) -> None:
-    """Checks an integer ``[B, L]`` array of segment ids (tokens attend within equal ids)."""
-    if ids is None:
+def check_segment_ids(query_segment_ids: Any, key_segment_ids: Any, query: Any, key: Any) -> None:
+    """Checks integer segment ids ``[B, T]`` (queries) and ``[B, S]`` (keys; may be left out for
+    self-attention, ``S == T``, when they equal the query ids)."""
+    if query_segment_ids is None:
+        if key_segment_ids is not None:
+            raise ValueError("key_segment_ids needs query_segment_ids too (only the key ids may be left out, "
+                             "for self-attention)")
         return
-    if _shape(ids) != tuple(shape):
-        raise ValueError(f"{name} must have shape [B, L] = {tuple(shape)}, got {_shape(ids)}")
-    if not jnp.issubdtype(jnp.result_type(ids), jnp.integer):
-        raise TypeError(f"{name} must be an integer array, got dtype {jnp.result_type(ids)}")
+    (B, T), S = _shape(query)[:2], _shape(key)[1]
+    if key_segment_ids is None and S != T:
+        raise ValueError(f"key_segment_ids is needed when keys and queries differ in length: query "
+                         f"{_shape(query)}, key {_shape(key)}")
+    for name, ids, length in (("query_segment_ids", query_segment_ids, T), ("key_segment_ids", key_segment_ids, S)):
+        if ids is None:
+            continue
+        if _shape(ids) != (B, length):
+            raise ValueError(f"{name} must have shape [B, L] = {(B, length)}, got {_shape(ids)}")
+        if not jnp.issubdtype(jnp.result_type(ids), jnp.integer):
+            raise TypeError(f"{name} must be an integer array, got dtype {jnp.result_type(ids)}")
 
 
 def normalize_window(local_window_size: int | tuple[int, int] | None, *,

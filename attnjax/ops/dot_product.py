@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnjax.ops import checks
-from attnjax.ops.masks import attention_mask
+from attnjax.ops.masks import attention_mask, combine_masks, segment_mask
 
 # Large enough to vanish under exp() next to any real logit, small enough that adding a bias or
 # subtracting a row max stays finite in float32.
@@ -80,12 +80,22 @@ def _dropout(probs: jnp.ndarray, rate: float, rng: Any) -> jnp.ndarray:
 
 
 def _check_arguments(query, key, value, bias, mask, *, scale, query_seq_lengths, key_value_seq_lengths,
-                     local_window_size, logit_softcap):
+                     local_window_size, logit_softcap, query_segment_ids=None, key_segment_ids=None):
     checks.check_inputs(query, key, value, bias=bias, mask=mask, query_seq_lengths=query_seq_lengths,
                         key_value_seq_lengths=key_value_seq_lengths)
+    checks.check_segment_ids(query_segment_ids, key_segment_ids, query, key)
     checks.check_positive("scale", scale)
     checks.check_positive("logit_softcap", logit_softcap)
     return checks.normalize_window(local_window_size)
+
+
+def _with_segment_mask(mask, query_segment_ids, key_segment_ids):
+    """``mask`` and-ed with the ``[B, 1, T, S]`` mask of equal segment ids (None ids: ``mask`` as is)."""
+    if query_segment_ids is None:
+        return mask
+    key_ids = None if key_segment_ids is None else jnp.asarray(key_segment_ids)
+    return combine_masks(None if mask is None else jnp.asarray(mask),
+                         segment_mask(jnp.asarray(query_segment_ids), key_ids))
 
 
 def _dense_probs(query, key, bias, mask, *, scale, is_causal, query_seq_lengths, key_value_seq_lengths,
@@ -124,13 +134,13 @@ def _pick_implementation(implementation: str | None) -> Callable[..., jnp.ndarra
     return IMPLEMENTATIONS[implementation]
 
 
-def _select_implementation(query, key, value, bias, mask, *, is_causal, query_seq_lengths, key_value_seq_lengths,
+def _select_implementation(query, key, value, bias, *, has_mask, is_causal, query_seq_lengths, key_value_seq_lengths,
                            window, logit_softcap, dropout_rate) -> str:
     # Imported here because backends registers its paths into IMPLEMENTATIONS, so it imports this module.
     from attnjax.ops.backends import select_implementation
     return select_implementation(
         jax.default_backend(), query.shape, key.shape, value.shape, query.dtype, has_bias=bias is not None,
-        has_mask=mask is not None, has_seq_lengths=query_seq_lengths is not None or key_value_seq_lengths is not None,
+        has_mask=has_mask, has_seq_lengths=query_seq_lengths is not None or key_value_seq_lengths is not None,
         is_causal=is_causal, window=window, logit_softcap=logit_softcap, dropout_rate=dropout_rate)
 
 
@@ -145,6 +155,8 @@ def dot_product_attention(
     is_causal: bool = False,
     query_seq_lengths: jnp.ndarray | None = None,
     key_value_seq_lengths: jnp.ndarray | None = None,
+    query_segment_ids: jnp.ndarray | None = None,
+    key_segment_ids: jnp.ndarray | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     logit_softcap: float | None = None,
     dropout_rate: float = 0.0,
@@ -167,6 +179,10 @@ def dot_product_attention(
         is_causal: query ``i`` sees keys ``j <= i`` (top-left aligned, as ``jax.nn``).
         query_seq_lengths: ``[B]`` int; queries past the length output zeros.
         key_value_seq_lengths: ``[B]`` int; keys past the length are ignored.
+        query_segment_ids: ``[B, T]`` int segment ids (packed sequences): a query sees only keys of
+            its own segment, like ``mask=attnjax.ops.segment_mask(...)``. ``"blockwise"`` compares
+            them per block and never builds the ``[B, 1, T, S]`` mask; the other paths build it.
+        key_segment_ids: ``[B, S]`` int; default ``query_segment_ids`` (self-attention).
         local_window_size: ``w`` or ``(left, right)``: query ``i`` sees keys ``i-left..i+right``.
         logit_softcap: if set, logits are squashed to ``cap * tanh(logits / cap)`` before bias and masks.
         dropout_rate: dropout on the attention weights (inverted scaling); needs ``dropout_rng``.
@@ -183,27 +199,37 @@ def dot_product_attention(
 
     Raises:
         ValueError: malformed shapes, window, scale, softcap, dropout or implementation name.
-        TypeError: non-floating inputs, mismatched dtypes, non-boolean mask, non-integer lengths.
+        TypeError: non-floating inputs, mismatched dtypes, non-boolean mask, non-integer lengths or
+            segment ids.
     """
     impl = _pick_implementation(implementation)
     # Like jax.nn, [T, N, H] inputs (all three unbatched) are accepted and returned unbatched.
     unbatched = all(np.ndim(x) == 3 for x in (query, key, value))
     if unbatched:
         query, key, value = (jnp.asarray(x)[None] for x in (query, key, value))
+        query_segment_ids, key_segment_ids = (ids if ids is None or np.ndim(ids) != 1 else jnp.asarray(ids)[None]
+                                              for ids in (query_segment_ids, key_segment_ids))
     query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
     window = _check_arguments(query, key, value, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
                               key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                              logit_softcap=logit_softcap)
+                              logit_softcap=logit_softcap, query_segment_ids=query_segment_ids,
+                              key_segment_ids=key_segment_ids)
     checks.check_dropout(dropout_rate, dropout_rng)
     name = implementation
     if impl is None:
-        name = _select_implementation(query, key, value, bias, mask, is_causal=is_causal,
+        # Segment ids count as a mask: every path but "blockwise" receives them as one.
+        name = _select_implementation(query, key, value, bias,
+                                      has_mask=mask is not None or query_segment_ids is not None, is_causal=is_causal,
                                       query_seq_lengths=query_seq_lengths,
                                       key_value_seq_lengths=key_value_seq_lengths, window=window,
                                       logit_softcap=logit_softcap, dropout_rate=float(dropout_rate))
         impl = IMPLEMENTATIONS[name]
-    from attnjax.ops.backends import TAKES_BLOCK_SIZES  # local for the same reason as above
+    from attnjax.ops.backends import TAKES_BLOCK_SIZES, TAKES_SEGMENT_IDS  # local for the same reason as above
     extra = {}
+    if name in TAKES_SEGMENT_IDS:
+        extra.update(query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
+    else:
+        mask = _with_segment_mask(mask, query_segment_ids, key_segment_ids)
     if block_sizes is not None:
         if name in TAKES_BLOCK_SIZES:
             extra["block_sizes"] = block_sizes
@@ -227,6 +253,8 @@ def attention_weights(
     is_causal: bool = False,
     query_seq_lengths: jnp.ndarray | None = None,
     key_value_seq_lengths: jnp.ndarray | None = None,
+    query_segment_ids: jnp.ndarray | None = None,
+    key_segment_ids: jnp.ndarray | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     logit_softcap: float | None = None,
 ) -> jnp.ndarray:
@@ -239,7 +267,9 @@ def attention_weights(
     query, key = (jnp.asarray(x)[None] if unbatched else jnp.asarray(x) for x in (query, key))
     window = _check_arguments(query, key, key, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
                               key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                              logit_softcap=logit_softcap)
+                              logit_softcap=logit_softcap, query_segment_ids=query_segment_ids,
+                              key_segment_ids=key_segment_ids)
+    mask = _with_segment_mask(mask, query_segment_ids, key_segment_ids)
     probs = _dense_probs(query, key, bias, mask, scale=scale, is_causal=is_causal,
                          query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
                          window=window, logit_softcap=logit_softcap)

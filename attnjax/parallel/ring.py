@@ -162,15 +162,7 @@ def _check_ring_arguments(query, key, value, *, layout, query_seq_lengths, key_v
     checks.check_positive_int("block_size", block_size)
     dims = checks.check_inputs(query, key, value, query_seq_lengths=query_seq_lengths,
                                key_value_seq_lengths=key_value_seq_lengths)
-    B, T, S = dims[:3]
-    if key_segment_ids is not None and query_segment_ids is None:
-        raise ValueError("key_segment_ids needs query_segment_ids too (only the key ids may be left out, "
-                         "for self-attention)")
-    if query_segment_ids is not None and key_segment_ids is None and S != T:
-        raise ValueError(f"key_segment_ids is needed when keys and queries differ in length: query "
-                         f"{tuple(np.shape(query))}, key {tuple(np.shape(key))}")
-    checks.check_segment_ids("query_segment_ids", query_segment_ids, (B, T))
-    checks.check_segment_ids("key_segment_ids", key_segment_ids, (B, S))
+    checks.check_segment_ids(query_segment_ids, key_segment_ids, query, key)
     checks.check_positive("scale", scale)
     checks.check_positive("logit_softcap", logit_softcap)
     window = checks.normalize_window(local_window_size)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnjax.ops import BlockSizes, attention_weights, dot_product_attention
+from attnjax.ops import BlockSizes, attention_weights, dot_product_attention, segment_mask
 from attnjax.ops.dot_product import weighted_values
 from attnjax.ops import blockwise_kernels as kernels
 
@@ -336,3 +336,59 @@ def test_forward_mode_is_a_clear_error():
     blockwise = lambda q: dot_product_attention(q, k, v, implementation="blockwise", block_sizes=SMALL)
     with pytest.raises(TypeError, match="forward-mode"):
         jax.jvp(blockwise, (q,), (q,))
+
+
+# Packed rows: segments of 3, 4 and 3 queries / 5, 4 and 4 keys (row 0), one and two segments (row 1);
+# boundaries fall inside the 8 x 16 blocks and the last block is padded.
+_Q_SEGMENTS = jnp.array([[0] * 3 + [1] * 4 + [2] * 3, [0] * 10], jnp.int32)
+_K_SEGMENTS = jnp.array([[0] * 5 + [1] * 4 + [2] * 4, [0] * 6 + [1] * 7], jnp.int32)
+
+
+# One row whose first blocks hold a single segment: 4 x 8 blocks (0, 0) and (1, 0) are fully visible,
+# while (0, 0) would not be if only the queries were checked for a single segment.
+_ONE_ROW = (jnp.array([[0] * 8 + [1] * 2], jnp.int32), jnp.array([[0] * 8 + [1] * 5], jnp.int32))
+_ONE_ROW_SHIFTED = (_ONE_ROW[0], jnp.array([[0] * 5 + [1] * 8], jnp.int32))
+
+
+@pytest.mark.parametrize("ids, kwargs", [
+    ((_Q_SEGMENTS, _K_SEGMENTS), {}),
+    ((_Q_SEGMENTS, _K_SEGMENTS), {"is_causal": True, "key_value_seq_lengths": jnp.array([13, 9])}),
+    (_ONE_ROW, {}),
+    (_ONE_ROW_SHIFTED, {}),
+])
+def test_segment_ids_equal_dense_with_a_segment_mask(ids, kwargs):
+    """Values and gradients of blockwise with segment ids equal dense with ``mask=segment_mask(...)``
+    (grouped-query heads, T != S, padded blocks, fully visible single-segment blocks); the dense path's
+    own segment ids agree too."""
+    B, T, S, N, K, H = ids[0].shape[0], 10, 13, 4, 2, 8
+    q, k, v, cot = _inputs(23, B, T, S, N, K, H)
+    mask = segment_mask(*ids)
+    segments = dict(query_segment_ids=ids[0], key_segment_ids=ids[1])
+
+    def run(implementation, **extra):
+        return lambda q, k, v: dot_product_attention(q, k, v, implementation=implementation, **extra, **kwargs)
+
+    out, pull = jax.vjp(run("blockwise", block_sizes=BlockSizes(4, 8), **segments), q, k, v)
+    ref, ref_pull = jax.vjp(run("dense", mask=mask), q, k, v)
+    np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
+    for g, r in zip(pull(cot), ref_pull(cot)):
+        np.testing.assert_allclose(g, r, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(run("dense", **segments)(q, k, v), ref)
+    np.testing.assert_array_equal(attention_weights(q, k, **segments, **kwargs), attention_weights(q, k, mask=mask, **kwargs))
+
+
+def test_self_attention_segment_ids_default_to_the_query_ids():
+    q, k, v, _ = _inputs(24, 2, 10, 10, 2, 2, 8)
+    out = dot_product_attention(q, k, v, implementation="blockwise", block_sizes=SMALL, query_segment_ids=_Q_SEGMENTS)
+    ref = dot_product_attention(q, k, v, implementation="dense", mask=segment_mask(_Q_SEGMENTS))
+    np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_segment_id_errors():
+    q, k, v, _ = _inputs(25, 2, 10, 13, 2, 2, 8)
+    with pytest.raises(ValueError, match=r"key_segment_ids is needed .* differ in length"):
+        dot_product_attention(q, k, v, query_segment_ids=_Q_SEGMENTS)
+    with pytest.raises(ValueError, match=r"key_segment_ids must have shape \[B, L\] = \(2, 13\), got \(2, 10\)"):
+        dot_product_attention(q, k, v, query_segment_ids=_Q_SEGMENTS, key_segment_ids=_Q_SEGMENTS)
+    with pytest.raises(TypeError, match=r"query_segment_ids must be an integer array"):
+        dot_product_attention(q, k, v, query_segment_ids=_Q_SEGMENTS * 1.0, key_segment_ids=_K_SEGMENTS)
