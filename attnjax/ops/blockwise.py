@@ -152,7 +152,8 @@ def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, 
     if not isinstance(block_sizes, BlockSizes):
         raise ValueError(f"block_sizes must be an attnjax.ops.BlockSizes, got {block_sizes!r}")
     return _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths,
-                      dropout_rng if dropout_rate else None, query_segment_ids, key_segment_ids, scale=None if scale is None else float(scale), is_causal=bool(is_causal),
+                      dropout_rng if dropout_rate else None, query_segment_ids, key_segment_ids,
+                      scale=None if scale is None else float(scale), is_causal=bool(is_causal),
                       window=None if window is None else tuple(window),
                       logit_softcap=None if logit_softcap is None else float(logit_softcap),
                       dropout_rate=float(dropout_rate), block_sizes=block_sizes)
