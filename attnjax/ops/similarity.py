@@ -245,8 +245,9 @@ def l2_attention(query, key, value, bias=None, mask=None, *, scale: float | None
     """
     checks.check_positive("scale", scale)
     return run_attention(lambda q, k, dims: l2_logits(q, k, scale), query, key, value, bias, mask,
-                         is_causal=is_causal, query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
-                         local_window_size=local_window_size, weights_only=False)
+                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+                         weights_only=False)
 
 
 def l2_weights(query, key, bias=None, mask=None, *, scale=None, is_causal=False, query_seq_lengths=None,
@@ -254,8 +255,9 @@ def l2_weights(query, key, bias=None, mask=None, *, scale=None, is_causal=False,
     """``[B, N, T, S]`` float32 probabilities of :func:`l2_attention`."""
     checks.check_positive("scale", scale)
     return run_attention(lambda q, k, dims: l2_logits(q, k, scale), query, key, key, bias, mask,
-                         is_causal=is_causal, query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
-                         local_window_size=local_window_size, weights_only=True)
+                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+                         weights_only=True)
 
 
 def _check_additive(query, w_query, w_key, v_score):

@@ -374,7 +374,8 @@ def test_segment_ids_equal_dense_with_a_segment_mask(ids, kwargs):
     for g, r in zip(pull(cot), ref_pull(cot)):
         np.testing.assert_allclose(g, r, atol=1e-4, rtol=1e-4)
     np.testing.assert_array_equal(run("dense", **segments)(q, k, v), ref)
-    np.testing.assert_array_equal(attention_weights(q, k, **segments, **kwargs), attention_weights(q, k, mask=mask, **kwargs))
+    np.testing.assert_array_equal(attention_weights(q, k, **segments, **kwargs),
+                                  attention_weights(q, k, mask=mask, **kwargs))
 
 
 def test_self_attention_segment_ids_default_to_the_query_ids():
