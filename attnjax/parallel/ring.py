@@ -60,9 +60,13 @@ def _send(cfg: RingConfig, perm, tree):
     return jax.tree.map(lambda x: lax.ppermute(x, cfg.axis_name, perm), tree)
 
 
+def _tiles_or_none(x, size):
+    return None if x is None else to_tiles(x, size)
+
+
 def _key_block(cfg: RingConfig, k, v, k_seg):
     """What travels round the ring: tiled keys, values and key segment ids (None stays None)."""
-    return to_tiles(k, cfg.block_k), to_tiles(v, cfg.block_k), None if k_seg is None else to_tiles(k_seg, cfg.block_k)
+    return to_tiles(k, cfg.block_k), to_tiles(v, cfg.block_k), _tiles_or_none(k_seg, cfg.block_k)
 
 
 def _ring_forward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths):
@@ -72,7 +76,7 @@ def _ring_forward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)
     G, nq, bq = N // K, T // cfg.block_q, cfg.block_q
     axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
     axes = varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)
-    q_tiles, q_seg_tiles = to_tiles(q, bq), None if q_seg is None else to_tiles(q_seg, bq)
+    q_tiles, q_seg_tiles = to_tiles(q, bq), _tiles_or_none(q_seg, bq)
     state = (cast_varying(jnp.full((nq, B, K, G, bq), MASK_VALUE, jnp.float32), axes),
              cast_varying(jnp.zeros((nq, B, K, G, bq), jnp.float32), axes),
              cast_varying(jnp.zeros((nq, B, K, G, bq, Hv), jnp.float32), axes))
@@ -107,8 +111,7 @@ def _ring_backward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths
     axes = varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, do)
     delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B, T, N]
     delta = delta.reshape(B, nq, bq, K, G).transpose(1, 0, 3, 4, 2)  # [nq, B, K, G, bq], like lse
-    q_tiles, do_tiles = to_tiles(q, bq), to_tiles(do, bq)
-    q_seg_tiles = None if q_seg is None else to_tiles(q_seg, bq)
+    q_tiles, do_tiles, q_seg_tiles = to_tiles(q, bq), to_tiles(do, bq), _tiles_or_none(q_seg, bq)
 
     def step(s, kv, dq, dkv):
         k_tiles, v_tiles, k_seg_tiles = kv
