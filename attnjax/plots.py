@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from attnjax.atomic_io import save_figure
+from attnjax.results import save_figure
 
 
 def plot_weight_maps(weights, path: str | os.PathLike, *, titles: Sequence[str] | None = None,

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from attnjax.ops import BlockSizes, dot_product_attention
-from attnjax.train.reporting import environment_info, write_json, write_text
+from attnjax.results import environment_info, write_json, write_text
 
 IMPLEMENTATIONS = ("attnjax_dense", "attnjax_blockwise", "jax_nn_xla", "flax_linen")
 REFERENCE = "jax_nn_xla"

@@ -1,11 +1,11 @@
-"""Atomic result files: a failure mid-write leaves neither a partial file nor a temp file."""
+"""Result files: a failure mid-write leaves neither a partial file nor a temp file; the environment record."""
 
 import json
 import os
 
 import pytest
 
-from attnjax.train import reporting
+from attnjax import results as reporting
 
 
 def test_write_json_and_text_roundtrip(tmp_path):
@@ -56,4 +56,14 @@ def test_save_figure_writes_png(tmp_path):
 
 def test_environment_info_has_versions_and_devices():
     env = reporting.environment_info()
-    assert env["jax"] and env["flax"] and env["device_count"] == len(env["devices"]) >= 1
+    assert env["jax"] and env["flax"] and env["optax"] and env["device_count"] == len(env["devices"]) >= 1
+    assert env["git_commit"] is None or len(env["git_commit"].split("+")[0]) == 40
+
+
+def test_results_module_imports_neither_flax_nor_optax():
+    import subprocess
+    import sys
+
+    code = ("import sys, attnjax.results as r; r.environment_info(); "
+            "assert 'flax' not in sys.modules and 'optax' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
