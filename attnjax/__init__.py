@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 # Flax modules and training are resolved on first access, so `import attnjax` and the pure ops
 # never import Flax or optax.
 _LAZY = {
-    **dict.fromkeys(["LSTM", "LSTMConfig", "MODELS", "MultiHeadAttention", "TransformerConfig",
+    **dict.fromkeys(["MODELS", "MultiHeadAttention", "TransformerConfig",
                      "TransformerEncoder", "build_model"], "attnjax.nn"),
     **dict.fromkeys(["TrainState", "create_train_state", "eval_step", "evaluate", "fit", "make_optimizer",
                      "train_step"], "attnjax.train"),

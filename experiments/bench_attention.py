@@ -6,9 +6,9 @@ B=1, N=8, H=64, T=S over ``--lengths``, causal and not. For every row it reports
 achieved GFLOP/s, the ratio to ``jax.nn`` at the same setting, and the compiled temporary memory
 (``jax.jit(f).lower(...).compile().memory_analysis().temp_size_in_bytes``), plus the device's matmul
 GFLOP/s as the roof. Output: a markdown table on stdout, ``summary.md`` and ``results.json`` in
-``--out`` (written atomically).
+``config.out`` (written atomically).
 
-Timing: the runnable implementations of a setting are timed round-robin, ``--repeats`` rounds, the
+Timing: the runnable implementations of a setting are timed round-robin, ``config.repeats`` rounds, the
 median reported; in each round every implementation is called twice back to back and only the second
 call is timed. Round-robin exposes all implementations of a row to the same background load on a
 shared machine; the untimed call in front keeps one implementation's aftermath (the XLA paths free
@@ -19,18 +19,17 @@ matmuls: the recomputed or stored scores, dV, dP, dQ, dK); causal rows count hal
 *useful* throughput: a path that computes masked blocks is not credited for them.
 
 Memory safety: every function is compiled first, without running; any whose temporary memory exceeds
-``--budget-gib`` is reported as "skipped (memory)" with its compiled memory and never executed (the
-XLA path's backward at T=S=16384 would need tens of GiB). ``--max-timed-length`` reports only the
+``config.budget_gib`` is reported as "skipped (memory)" with its compiled memory and never executed (the
+XLA path's backward at T=S=16384 would need tens of GiB). ``config.max_timed_length`` reports only the
 compiled memory above that length, for a quick memory comparison at long sequences.
 
 Example (the issue's CPU targets, float32 forward+backward):
-    python -m experiments.bench_attention --lengths 1024,4096,16384 --dtypes float32 --passes fwd+bwd \
-        --causal 0 --max-timed-length 4096
+    python -m experiments.bench_attention --config.lengths=1024,4096,16384 --config.dtypes=float32 \
+        --config.passes=fwd+bwd --config.causal=0 --config.max_timed_length=4096
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import statistics
@@ -41,9 +40,13 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
+from absl import app
+from ml_collections import config_flags
 
 from attnjax.ops import BlockSizes, dot_product_attention
 from attnjax.results import environment_info, write_json, write_text
+from experiments import harness
 
 IMPLEMENTATIONS = ("attnjax_dense", "attnjax_blockwise", "jax_nn_xla", "flax_linen")
 REFERENCE = "jax_nn_xla"
@@ -120,17 +123,17 @@ def matmul_roof(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
     return 2.0 * n ** 3 / statistics.median(times) / 1e9
 
 
-def setting_inputs(setting: Setting, args: argparse.Namespace) -> tuple[jnp.ndarray, ...]:
+def setting_inputs(setting: Setting, config: ml_collections.ConfigDict) -> tuple[jnp.ndarray, ...]:
     """``q, k, v`` (and ``dout`` for fwd+bwd), ``[B, T, N, H]`` standard normal, shared by every row."""
-    shape = (args.batch, setting.length, args.heads, args.head_dim)
+    shape = (config.batch, setting.length, config.heads, config.head_dim)
     keys = jax.random.split(jax.random.PRNGKey(setting.length), 4 if setting.passes == "fwd+bwd" else 3)
     return tuple(jax.random.normal(k, shape, jnp.float32).astype(setting.dtype) for k in keys)
 
 
-def prepare_row(name: str, setting: Setting, args: argparse.Namespace,
+def prepare_row(name: str, setting: Setting, config: ml_collections.ConfigDict,
                 block_sizes: BlockSizes) -> tuple[dict[str, Any], Callable | None]:
     """Compiles one row and checks its memory; returns the row and the compiled function if it may run."""
-    B, N, H = args.batch, args.heads, args.head_dim
+    B, N, H = config.batch, config.heads, config.head_dim
     fn = benchmark_fn(attention_fn(name, setting.causal, block_sizes), setting.passes)
     spec = jax.ShapeDtypeStruct((B, setting.length, N, H), jnp.dtype(setting.dtype))
     specs = (spec,) * (4 if setting.passes == "fwd+bwd" else 3)
@@ -143,28 +146,28 @@ def prepare_row(name: str, setting: Setting, args: argparse.Namespace,
     memory = compiled.memory_analysis()
     temp = None if memory is None else int(memory.temp_size_in_bytes)
     row["temp_bytes"] = temp
-    if temp is not None and temp > args.budget_gib * 2**30:
+    if temp is not None and temp > config.budget_gib * 2**30:
         row["status"] = "skipped (memory)"
         return row, None
-    if setting.length > args.max_timed_length:
+    if setting.length > config.max_timed_length:
         row["status"] = "memory only"
         return row, None
     return row, compiled
 
 
 def time_group(setting: Setting, prepared: list[tuple[dict[str, Any], Callable | None]],
-               args: argparse.Namespace) -> None:
+               config: ml_collections.ConfigDict) -> None:
     """Times the runnable rows of one setting round-robin on shared inputs; fills in the median time,
     GFLOP/s and the ratio to ``jax.nn``."""
     runnable = [(row, fn) for row, fn in prepared if fn is not None]
     if not runnable:
         return
-    inputs = setting_inputs(setting, args)
-    all_times = round_robin([(fn, inputs) for _, fn in runnable], args.repeats)
+    inputs = setting_inputs(setting, config)
+    all_times = round_robin([(fn, inputs) for _, fn in runnable], config.repeats)
     for (row, _), times in zip(runnable, all_times):
         median = statistics.median(times)
         row.update(status="ok", seconds=median, all_seconds=times,
-                   gflops=flops(setting, args.batch, args.heads, args.head_dim) / median / 1e9)
+                   gflops=flops(setting, config.batch, config.heads, config.head_dim) / median / 1e9)
     reference = next((row for row, _ in runnable if row["implementation"] == REFERENCE), None)
     for row, _ in runnable:
         if reference is not None:
@@ -188,59 +191,68 @@ def markdown(rows: list[dict[str, Any]], roofs: dict[str, float], roof_size: int
     return "\n".join(lines) + f"\n\nMatmul roof (n x n x n, n={roof_size}) on {jax.devices()[0].device_kind}: {roof}\n"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    csv = lambda cast: (lambda s: [cast(x) for x in s.split(",") if x])
-    p.add_argument("--lengths", type=csv(int), default=[512, 1024, 2048, 4096, 8192, 16384])
-    p.add_argument("--dtypes", type=csv(str), default=["float32", "bfloat16"])
-    p.add_argument("--passes", type=csv(str), default=["fwd", "fwd+bwd"])
-    p.add_argument("--causal", type=csv(int), default=[0, 1], help="0, 1 or 0,1")
-    p.add_argument("--implementations", type=csv(str), default=list(IMPLEMENTATIONS))
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up; the median is reported")
-    p.add_argument("--budget-gib", type=float, default=6.0, help="never execute a function whose compiled "
-                   "temporary memory exceeds this")
-    p.add_argument("--max-timed-length", type=int, default=1 << 30, help="above this T, report memory only")
-    p.add_argument("--block-q", type=int, default=None, help="blockwise block_q (default: BlockSizes())")
-    p.add_argument("--block-k", type=int, default=None, help="blockwise block_k (default: BlockSizes())")
-    p.add_argument("--roof-size", type=int, default=2048, help="n of the n x n x n matmul that measures the roof")
-    p.add_argument("--out", default="results/bench_attention", help="directory for results.json and summary.md")
-    args = p.parse_args(argv)
-    for name in args.implementations:
-        if name not in IMPLEMENTATIONS:
-            p.error(f"--implementations: unknown {name!r}; choose from {', '.join(IMPLEMENTATIONS)}")
-    return args
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first bad field (before anything is compiled)."""
+    harness.check_names("implementation", harness.names(config.implementations), IMPLEMENTATIONS)
+    harness.check_names("pass", harness.names(config.passes), ("fwd", "fwd+bwd"))
+    for dtype in harness.names(config.dtypes):
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"config.dtypes: unknown {dtype!r}; valid: bfloat16, float16, float32")
+    for c in _ints(config.causal):
+        if c not in (0, 1):
+            raise ValueError(f"config.causal entries must be 0 or 1, got {config.causal!r}")
+    if not _ints(config.lengths) or min(_ints(config.lengths)) < 1:
+        raise ValueError(f"config.lengths must list positive lengths, got {config.lengths!r}")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+def _ints(value: str) -> list[int]:
+    return [int(x) for x in harness.names(str(value))]
+
+
+def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Benchmarks every setting of ``config``; writes ``results.json`` and ``summary.md`` to ``config.out``."""
+    check_config(config)
     defaults = BlockSizes()
-    block_sizes = BlockSizes(args.block_q or defaults.block_q, args.block_k or defaults.block_k)
-    roofs = {dtype: matmul_roof(jnp.dtype(dtype), args.roof_size) for dtype in args.dtypes}
+    block_sizes = BlockSizes(config.block_q or defaults.block_q, config.block_k or defaults.block_k)
+    dtypes, implementations = harness.names(config.dtypes), harness.names(config.implementations)
+    roofs = {dtype: matmul_roof(jnp.dtype(dtype), config.roof_size) for dtype in dtypes}
     rows = []
-    for dtype in args.dtypes:
-        for causal in args.causal:
-            for passes in args.passes:
-                for length in args.lengths:
+    for dtype in dtypes:
+        for causal in _ints(config.causal):
+            for passes in harness.names(config.passes):
+                for length in _ints(config.lengths):
                     setting = Setting(dtype, bool(causal), passes, length)
-                    prepared = [prepare_row(name, setting, args, block_sizes) for name in args.implementations]
-                    time_group(setting, prepared, args)
+                    prepared = [prepare_row(name, setting, config, block_sizes) for name in implementations]
+                    time_group(setting, prepared, config)
                     for row, _ in prepared:
                         print(markdown([row], {}).splitlines()[2], flush=True)
                         rows.append(row)
                     del prepared  # frees this setting's inputs and executables before the next one
-    table = markdown(rows, roofs, args.roof_size)
-    results = {"command": " ".join([os.path.basename(sys.executable), "-m", "experiments.bench_attention"]
-                                   + (sys.argv[1:] if argv is None else list(argv))),
-               "config": {k: v for k, v in vars(args).items()}, "block_sizes": dataclasses.asdict(block_sizes),
+    table = markdown(rows, roofs, config.roof_size)
+    results = {"command": " ".join([os.path.basename(sys.executable), "-m", "experiments.bench_attention",
+                                    *sys.argv[1:]]),
+               "config": config.to_dict(), "block_sizes": dataclasses.asdict(block_sizes),
                "matmul_roof_gflops": roofs, "rows": rows, "environment": environment_info()}
-    write_json(os.path.join(args.out, "results.json"), results)
-    write_text(os.path.join(args.out, "summary.md"), "# Attention benchmark\n\n" + table)
+    write_json(os.path.join(config.out, "results.json"), results)
+    write_text(os.path.join(config.out, "summary.md"), "# Attention benchmark\n\n" + table)
     print("\n" + table)
     return results
 
 
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "bench_attention.py"),
+    "Benchmark config; override with --config.lengths=1024,4096 etc.", lock_config=True)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        check_config(_CONFIG.value)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
+    run(_CONFIG.value)
+
+
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -2,9 +2,9 @@
 
 from attnjax.data.batching import (blank_token, length_batch, make_batch, padded_length, sample_lengths,
                                    training_batch, vocab_size)
-from attnjax.data.tasks import TASKS, Task, get_task
+from attnjax.data.tasks import TASKS, TIERS, Task, get_task
 
 __all__ = [
-    "TASKS", "Task", "blank_token", "get_task", "length_batch", "make_batch", "padded_length",
+    "TASKS", "TIERS", "Task", "blank_token", "get_task", "length_batch", "make_batch", "padded_length",
     "sample_lengths", "training_batch", "vocab_size",
 ]

@@ -11,6 +11,11 @@ import jax.numpy as jnp
 from attnjax.ops.positional import rope
 from attnjax.ops.registry import get_spec
 
+# Keywords that change how an attention output is computed (or perturb it in training) but not the
+# attention weights themselves: they are not passed to a variant's ``weights_fn``.
+EXECUTION_ONLY_KEYWORDS = frozenset({"dropout_rate", "dropout_rng", "implementation", "block_sizes", "chunk_size",
+                                     "block_size"})
+
 
 class MultiHeadAttention(nn.Module):
     """Projects to ``N`` query heads and ``K`` key/value heads, attends, projects back to ``D``.
@@ -29,6 +34,16 @@ class MultiHeadAttention(nn.Module):
             this layer's params; fixed ones (Performer features) are read through ``stop_gradient``.
         attention_fn: a custom ``(query [B,T,N,H], key [B,S,K,H], value, bias, mask, **kwargs) ->
             [B,T,N,H]`` with the keywords of ``jax.nn.dot_product_attention``; overrides ``attention``.
+        attention_options: the variant's own fixed keywords (e.g. ``(("local_window_size", 4),)``) as
+            ``(name, value)`` pairs, passed on every call (call-time ``**attention_kwargs`` win).
+        dropout_rate: dropout on the attention weights, passed to the op as ``dropout_rate`` with
+            ``dropout_rng = make_rng("dropout")`` when called with ``deterministic=False``.
+        implementation: passed to the op as ``implementation=`` when not None (``"dense"``,
+            ``"blockwise"``, ...; only variants taking that keyword, i.e. ``dot_product``).
+        block_sizes: ``attnjax.ops.BlockSizes`` passed as ``block_sizes=`` when not None.
+        sow_weights: sow the ``[B, N, T, S]`` float32 attention weights (from the variant's registered
+            ``weights_fn``) into the ``"intermediates"`` collection as ``attention_weights``. Off: the
+            weights are never computed.
         rope_fraction: share of each head rotated when ``rotary_positions`` are given (partial RoPE).
         rope_base: RoPE frequency base.
         use_bias: biases on the projections.
@@ -43,6 +58,11 @@ class MultiHeadAttention(nn.Module):
     out_features: int | None = None
     attention: str = "dot_product"
     attention_fn: Callable[..., jnp.ndarray] | None = None
+    attention_options: tuple[tuple[str, Any], ...] = ()
+    dropout_rate: float = 0.0
+    implementation: str | None = None
+    block_sizes: Any = None
+    sow_weights: bool = False
     rope_fraction: float = 1.0
     rope_base: float = 10_000.0
     use_bias: bool = True
@@ -55,7 +75,7 @@ class MultiHeadAttention(nn.Module):
                  mask: jnp.ndarray | None = None, bias: jnp.ndarray | None = None, is_causal: bool = False,
                  query_seq_lengths: jnp.ndarray | None = None,
                  key_value_seq_lengths: jnp.ndarray | None = None,
-                 rotary_positions: jnp.ndarray | None = None,
+                 rotary_positions: jnp.ndarray | None = None, deterministic: bool = True,
                  **attention_kwargs: Any) -> jnp.ndarray:
         """Attends from ``inputs_q [B, T, D]`` to ``inputs_kv [B, S, D]`` (self-attention if None).
 
@@ -69,13 +89,16 @@ class MultiHeadAttention(nn.Module):
             key_value_seq_lengths: ``[B]``; keys past the length are ignored (key padding).
             rotary_positions: ``[T]`` or ``[B, T]`` positions; if given, queries and keys are rotated (RoPE,
                 self-attention only).
+            deterministic: no attention dropout (evaluation); False needs a ``'dropout'`` rng when
+                ``dropout_rate > 0``.
             **attention_kwargs: passed to ``attention_fn`` (e.g. ``local_window_size``).
 
         Returns:
             ``[B, T, out_features or D]``.
 
         Raises:
-            ValueError: non rank-3 inputs, or ``num_heads`` not divisible by ``num_kv_heads``.
+            ValueError: non rank-3 inputs, ``num_heads`` not divisible by ``num_kv_heads``, or
+                ``sow_weights`` with a custom ``attention_fn`` (no registered ``weights_fn``).
         """
         kv_heads = self.num_heads if self.num_kv_heads is None else self.num_kv_heads
         if kv_heads < 1 or self.num_heads % kv_heads != 0:
@@ -93,7 +116,8 @@ class MultiHeadAttention(nn.Module):
         if rotary_positions is not None:
             query = rope(query, rotary_positions, base=self.rope_base, fraction=self.rope_fraction)
             key = rope(key, rotary_positions, base=self.rope_base, fraction=self.rope_fraction)
-        attention_fn = self.attention_fn
+        attention_fn, spec = self.attention_fn, None
+        attention_kwargs = {**dict(self.attention_options), **attention_kwargs}
         if attention_fn is None:
             spec = get_spec(self.attention)
             attention_fn = spec.fn
@@ -103,8 +127,24 @@ class MultiHeadAttention(nn.Module):
                 if not spec.trainable_params:
                     params = jax.lax.stop_gradient(params)
                 attention_kwargs = {**params, **attention_kwargs}
-        out = attention_fn(query, key, value, bias, mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                           key_value_seq_lengths=key_value_seq_lengths, **attention_kwargs)
+        masks = dict(is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                     key_value_seq_lengths=key_value_seq_lengths)
+        if self.sow_weights and (spec is None or spec.weights_fn is None):
+            raise ValueError(f"sow_weights needs a registered attention with a weights_fn, got attention_fn="
+                             f"{self.attention_fn!r} / attention={self.attention!r}")
+        if self.sow_weights and self.is_mutable_collection("intermediates"):
+            # The weights function takes the variant's math options only, not how the output is computed.
+            math_kwargs = {k: v for k, v in attention_kwargs.items() if k not in EXECUTION_ONLY_KEYWORDS}
+            self.sow("intermediates", "attention_weights", spec.weights_fn(query, key, bias, mask, **masks,
+                                                                           **math_kwargs))
+        run_kwargs = {}
+        if self.implementation is not None:
+            run_kwargs["implementation"] = self.implementation
+        if self.block_sizes is not None:
+            run_kwargs["block_sizes"] = self.block_sizes
+        if self.dropout_rate > 0.0 and not deterministic:
+            run_kwargs.update(dropout_rate=self.dropout_rate, dropout_rng=self.make_rng("dropout"))
+        out = attention_fn(query, key, value, bias, mask, **masks, **{**run_kwargs, **attention_kwargs})
         return nn.DenseGeneral(self.out_features or inputs_q.shape[-1], axis=(-2, -1), use_bias=self.use_bias,
                                dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
                                name="out")(out)

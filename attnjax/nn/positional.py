@@ -3,10 +3,14 @@
 The formulas live in :mod:`attnjax.ops.positional` (pure JAX); this module owns their learned tables
 and turns an encoding name into what the encoder consumes, by the encoding's kind:
 
-* ``embedding`` (sinusoidal, learned, randomized): a ``[1|B, L, D]`` vector added to the token embeddings;
+* ``embedding`` (sinusoidal, learned): a ``[1, L, D]`` vector added to the token embeddings;
 * ``bias`` (alibi, t5): a ``[1, N, L, L]`` logit bias passed to every attention layer;
-* ``rotary`` (rope): the positions with which every attention layer rotates its queries and keys;
+* ``rotary`` (rope): the ``[1, L]`` positions with which every attention layer rotates its queries and keys;
 * ``none`` (nope): nothing.
+
+Any encoding but ``nope`` can be *randomized* (Ruoss et al. 2023): it is read at a sorted random subset of
+``[0, max_len)`` instead of ``0..L-1``, one subset shared by the batch and by every layer, drawn anew in
+every forward pass.
 """
 
 from __future__ import annotations
@@ -49,11 +53,18 @@ class PositionalEncoding(nn.Module):
         encoding: key of :data:`attnjax.ops.positional.POSITIONAL`.
         d_model: ``D`` (embedding encodings).
         num_heads: ``N`` (bias encodings have one bias per head).
-        max_len: size of a learned absolute table and the range ``[0, max_len)`` randomized training
-            positions are drawn from (Ruoss et al. use 2048 for test lengths up to 500). Positions past a
-            learned table's end get a zero embedding.
+        max_len: size of a learned absolute table and the range ``[0, max_len)`` randomized positions are
+            drawn from (Ruoss et al. use 2048 for test lengths up to 500). Positions past a learned
+            table's end get a zero embedding.
         causal: ALiBi/T5 biases for causal attention (only past keys are penalized / bucketed).
         t5_buckets: number of T5 relative buckets.
+        randomized: randomized positional encoding (Ruoss et al. 2023): the encoding is read at
+            :func:`attnjax.ops.positional.randomized_positions`, one sorted random subset of
+            ``[0, max_len)`` per forward pass, shared by the batch. Needs a ``'positions'`` rng whenever
+            positions are drawn, and ``L <= max_len``. Not valid with ``nope``.
+        randomized_eval: what a randomized encoding does at evaluation (``train=False``): ``"random"``
+            (Ruoss et al.: a fresh random subset at evaluation too) or ``"consecutive"`` (positions
+            ``0..L-1`` at evaluation, random in training only: an earlier, different method).
     """
 
     encoding: str
@@ -62,32 +73,64 @@ class PositionalEncoding(nn.Module):
     max_len: int = 2048
     causal: bool = False
     t5_buckets: int = 32
+    randomized: bool = False
+    randomized_eval: str = "random"
 
     @nn.compact
     def __call__(self, batch: int, length: int, train: bool) -> PositionalInputs:
-        """Encodes positions ``0..L-1`` (in training, a sorted random subset of ``[0, max_len)`` when the
-        encoding asks for randomized positions; this needs a ``'positions'`` rng).
+        """Encodes the ``L = length`` positions of a batch.
+
+        The positions are ``0..L-1``, or with ``randomized`` (in training, and at evaluation when
+        ``randomized_eval="random"``) a sorted random subset of ``[0, max_len)`` drawn from the
+        ``'positions'`` rng stream (pass ``rngs={"positions": key}`` to ``apply``). Under ``init`` without
+        that stream the ``'params'`` stream is used (Flax's fallback).
+
+        Args:
+            batch: ``B`` (the positions are shared by the batch, so outputs have a leading 1).
+            length: ``L``.
+            train: training mode.
 
         Returns:
             :class:`PositionalInputs`.
+
+        Raises:
+            ValueError: unknown encoding or ``randomized_eval``; ``randomized`` with ``nope``; random
+                positions with ``length > max_len`` or without a ``'positions'`` rng.
         """
-        spec = P.get_positional(self.encoding)
-        if spec.randomized_train_positions and train:
-            positions = P.randomized_positions(self.make_rng("positions"), batch, length, self.max_len)
-        else:
-            positions = P.consecutive_positions(1, length)
-        if spec.kind == "rotary":
-            return PositionalInputs(rotary_positions=positions)
+        spec = P.check_randomized(self.encoding, self.randomized, self.randomized_eval)
+        # Tables come before any positions rng is drawn, so a randomized model initializes the same
+        # parameters as its non-randomized twin even when init falls back to the 'params' stream.
+        if spec.name == "t5":
+            table = self.param("t5_table", lambda rng: P.t5_table_init(rng, self.t5_buckets, self.num_heads))
+        elif spec.learned:
+            table = self.param("table", lambda rng: P.learned_table_init(rng, self.max_len, self.d_model))
         if spec.kind == "none":
             return PositionalInputs()
-        if spec.kind == "bias":
-            if spec.name == "alibi":
-                bias = P.alibi_bias(positions[0], positions[0], P.alibi_slopes(self.num_heads), causal=self.causal)
-            else:
-                table = self.param("t5_table", lambda rng: P.t5_table_init(rng, self.t5_buckets, self.num_heads))
-                bias = P.t5_relative_bias(table, positions[0], positions[0], bidirectional=not self.causal)
-            return PositionalInputs(bias=bias)
+        positions = P.positions_for(self._positions_rng(length, train), 1, length,
+                                    randomized=self._random(train), max_len=self.max_len)  # [1, L]
+        if spec.kind == "rotary":
+            return PositionalInputs(rotary_positions=positions)
+        if spec.name == "alibi":
+            return PositionalInputs(bias=P.alibi_bias(positions, positions, P.alibi_slopes(self.num_heads),
+                                                      causal=self.causal))
+        if spec.name == "t5":
+            return PositionalInputs(bias=P.t5_relative_bias(table, positions, positions, bidirectional=not self.causal))
         if spec.learned:
-            table = self.param("table", lambda rng: P.learned_table_init(rng, self.max_len, self.d_model))
             return PositionalInputs(embedding=P.learned_encoding(table, positions))
         return PositionalInputs(embedding=P.sinusoidal_encoding(positions, self.d_model))
+
+    def _random(self, train: bool) -> bool:
+        return self.randomized and (train or self.randomized_eval == "random")
+
+    def _positions_rng(self, length: int, train: bool):
+        if not self._random(train):
+            return None
+        mode = "training" if train else f'evaluation with randomized_eval="{self.randomized_eval}"'
+        if length > self.max_len:
+            raise ValueError(f"sequence length {length} exceeds max_len={self.max_len}: randomized positions are "
+                             f"{length} distinct values drawn from [0, max_len) ({mode}); raise max_len")
+        if not (self.has_rng("positions") or (self.is_initializing() and self.has_rng("params"))):
+            raise ValueError(f"randomized positional encoding {self.encoding!r} draws random positions in {mode} "
+                             'and needs a \'positions\' rng: pass rngs={"positions": key} to apply '
+                             '(or use randomized_eval="consecutive" for positions 0..L-1 at evaluation)')
+        return self.make_rng("positions")

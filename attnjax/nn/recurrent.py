@@ -1,47 +1,134 @@
-"""LSTM baseline with the Transformer's interface: ``[B, L, V]`` inputs -> ``[B, L, C]`` logits."""
+"""Recurrent baselines (Elman RNN, LSTM, GRU): per-position sequence models and pooled classifiers.
+
+With ``pooling=None`` the model follows :class:`attnjax.nn.contract.SequenceModel` (``[B, L, V]`` ->
+``[B, L, C]``), as the RNN/LSTM baselines of Delétang et al. (2022); otherwise it follows
+:class:`attnjax.nn.contract.Classifier` (``[B, L]`` or ``[B, L, F]`` -> ``[B, C]``), as MNIST-1D's GRU.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-
 import flax.linen as nn
 import jax.numpy as jnp
 
+from attnjax.nn.baselines import as_features, valid_positions
+
+Array = jnp.ndarray
+
+# cell name -> linen cell class, built as ``CELLS[name](features=hidden_size)``. Each cell's output
+# equals its hidden state h.
+CELLS: dict[str, type[nn.RNNCellBase]] = {
+    "rnn": nn.SimpleCell,  # Elman: h' = tanh(W_i x + W_h h + b)
+    "lstm": nn.OptimizedLSTMCell,
+    "gru": nn.GRUCell,
+}
+
+RECURRENT_POOLING = (None, "last", "mean")
+
+
+def check_cell(cell: str) -> None:
+    """Raises ValueError unless ``cell`` is a key of :data:`CELLS` (the message lists them)."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+
+
+def cell_output(cell: str, carry) -> Array:
+    """The hidden state ``h [..., hidden]`` inside a cell's carry (an LSTM carries ``(c, h)``)."""
+    return carry[1] if cell == "lstm" else carry
+
+
+def check_int(name: str, value, minimum: int = 1) -> None:
+    """Raises ValueError naming ``name`` unless ``value`` is an int ``>= minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
 
 @dataclasses.dataclass(frozen=True)
-class LSTMConfig:
-    """Attributes: ``hidden_size`` per layer, ``num_layers`` stacked unidirectional LSTMs."""
+class RecurrentConfig:
+    """Attributes:
+        cell: ``"rnn"`` (Elman, ``nn.SimpleCell`` with tanh), ``"lstm"`` (``nn.OptimizedLSTMCell``)
+            or ``"gru"`` (``nn.GRUCell``).
+        hidden_size: state size of every layer (Delétang et al.: 256).
+        num_layers: stacked unidirectional layers.
+        readout_relu: a ReLU on the last layer's output before the linear read-out. Delétang et al.'s
+            reference code (``models/rnn.py``: ``output = jnn.relu(output)``, then ``hk.Linear``)
+            always has it; set True to reproduce their RNN/LSTM.
+        pooling: None: one logit vector per position (sequence model); ``"last"``: classify from the
+            last layer's state at position ``seq_lengths - 1``; ``"mean"``: from the mean of its
+            outputs over the real positions.
+    """
 
+    cell: str = "lstm"
     hidden_size: int = 128
     num_layers: int = 1
+    readout_relu: bool = False
+    pooling: str | None = None
 
     def __post_init__(self):
-        if self.hidden_size < 1 or self.num_layers < 1:
-            raise ValueError(f"hidden_size and num_layers must be >= 1, got {self}")
+        check_cell(self.cell)
+        check_int("hidden_size", self.hidden_size)
+        check_int("num_layers", self.num_layers)
+        if not isinstance(self.readout_relu, bool):
+            raise ValueError(f"readout_relu must be a bool, got {self.readout_relu!r}")
+        if self.pooling not in RECURRENT_POOLING:
+            raise ValueError(f"pooling must be one of {RECURRENT_POOLING}, got {self.pooling!r}")
 
 
-class LSTM(nn.Module):
-    """Left-to-right LSTM stack followed by a per-position linear read-out.
+class Recurrent(nn.Module):
+    """Left-to-right stack of ``nn.RNN`` layers, then an optional ReLU and a linear read-out.
 
-    It reads the raw ``[B, L, V]`` vectors (as in Delétang et al.). Being unidirectional, trailing
-    padding cannot influence real positions, so ``seq_lengths`` is accepted for interface parity and
-    ignored.
+    It reads the raw input vectors (one-hot tokens, as in Delétang et al., or MNIST-1D scalars).
+    Being unidirectional, a real position never sees a later one, so trailing padding cannot change
+    real outputs; pooled classifiers read only real positions (``"last"`` uses ``nn.RNN``'s
+    ``seq_lengths``, which returns the carry of the last real step).
 
     Attributes:
-        config: :class:`LSTMConfig`.
+        config: :class:`RecurrentConfig`.
         output_size: ``C``.
     """
 
-    config: LSTMConfig
+    config: RecurrentConfig
     output_size: int
 
     @nn.compact
-    def __call__(self, inputs: jnp.ndarray, seq_lengths: jnp.ndarray | None = None, train: bool = False) -> jnp.ndarray:
-        """``[B, L, V]`` -> ``[B, L, C]`` float32 logits (``seq_lengths``, ``train`` unused)."""
-        del seq_lengths, train
-        if inputs.ndim != 3:
-            raise ValueError(f"inputs must have rank 3 [B, L, V], got shape {inputs.shape}")
-        x = inputs
-        for i in range(self.config.num_layers):
-            x = nn.RNN(nn.OptimizedLSTMCell(self.config.hidden_size), name=f"lstm_{i}")(x)
+    def __call__(self, inputs: Array, seq_lengths: Array | None = None, train: bool = False) -> Array:
+        """Per-position logits, or one logit vector per example when pooled.
+
+        Args:
+            inputs: ``[B, L, V]`` (``pooling=None``), or ``[B, L]`` / ``[B, L, F]`` (pooled).
+            seq_lengths: ``[B]`` real lengths ``>= 1``, or None (all real). Unused by the sequence
+                model, whose real outputs cannot depend on later positions.
+            train: unused (no dropout).
+
+        Returns:
+            ``[B, L, C]`` float32 (``pooling=None``) or ``[B, C]`` float32.
+
+        Raises:
+            ValueError: inputs of the wrong rank, malformed ``seq_lengths``.
+        """
+        del train
+        cfg = self.config
+        if cfg.pooling is None:
+            if inputs.ndim != 3:
+                raise ValueError(f"inputs must have rank 3 [B, L, V] with pooling=None, got shape {inputs.shape}")
+            x = inputs
+        else:
+            x = as_features(inputs)
+        B, L = x.shape[:2]
+        valid = valid_positions(seq_lengths, B, L)  # also validates seq_lengths
+        lengths = None if seq_lengths is None else jnp.asarray(seq_lengths)
+        carry = None
+        for i in range(cfg.num_layers):
+            rnn = nn.RNN(CELLS[cfg.cell](features=cfg.hidden_size, parent=None), name=f"{cfg.cell}_{i}")
+            if cfg.pooling == "last" and i == cfg.num_layers - 1:
+                carry, x = rnn(x, seq_lengths=lengths, return_carry=True)
+            else:
+                x = rnn(x)
+        if cfg.pooling == "last":
+            x = cell_output(cfg.cell, carry)
+        elif cfg.pooling == "mean":
+            counts = jnp.sum(valid, axis=1, keepdims=True).astype(x.dtype)
+            x = jnp.sum(jnp.where(valid[..., None], x, 0.0), axis=1) / jnp.maximum(counts, 1.0)
+        if cfg.readout_relu:
+            x = nn.relu(x)
         return nn.Dense(self.output_size, name="logits")(x).astype(jnp.float32)

@@ -2,7 +2,8 @@
 
 Everything takes explicit positions (``[T]`` or ``[B, T]`` integers) rather than a length, so the
 same code serves consecutive positions, offsets (decoding with a cache) and randomized positions
-(Ruoss et al. 2023). Three ways to inject position, one per kind in :data:`POSITIONAL`:
+(Ruoss et al. 2023: every encoding read at a sorted random subset of ``[0, max_len)``, see
+:func:`randomized_positions`). Three ways to inject position, one per kind in :data:`POSITIONAL`:
 
 * ``"embedding"``: a ``[.., T, D]`` vector added to the token embeddings (sinusoidal, learned table);
 * ``"rotary"``: rotate queries and keys, ``[B, T, N, H] -> [B, T, N, H]`` (RoPE);
@@ -180,8 +181,10 @@ def alibi_slopes(num_heads: int) -> Array:
 def alibi_bias(q_positions, k_positions, slopes, *, causal: bool = True) -> Array:
     """ALiBi linear distance penalty as an additive logit bias.
 
-    ``bias[n, i, j] = -slope_n * |i - j|`` (bidirectional) or ``-slope_n * (i - j)`` for ``j <= i``
-    and 0 for ``j > i`` (causal: those keys must be hidden by ``is_causal``/a mask anyway).
+    With query positions ``p_i`` and key positions ``p_j``: ``bias[n, i, j] = -slope_n * |p_i - p_j|``
+    (bidirectional) or ``-slope_n * (p_i - p_j)`` for ``p_j <= p_i`` and 0 for ``p_j > p_i`` (causal: those
+    keys must be hidden by ``is_causal``/a mask anyway). Positions need not be consecutive: with
+    randomized positions the distances are differences of the drawn positions.
 
     Args:
         q_positions: ``[T]`` or ``[B, T]`` integer.
@@ -243,6 +246,9 @@ def t5_relative_bias(table, q_positions, k_positions, *, bidirectional: bool = T
                      max_distance: int = 128) -> Array:
     """T5 relative position bias ``table[bucket(k_j - q_i), n]`` as an additive logit bias.
 
+    ``q_i`` and ``k_j`` are positions, consecutive or not (randomized positions give bucketed
+    differences of the drawn positions).
+
     Args:
         table: ``[num_buckets, N]`` learned biases (see :func:`t5_table_init`).
         q_positions: ``[T]`` or ``[B, T]``; k_positions: ``[S]`` or ``[B, S]`` integers.
@@ -262,20 +268,28 @@ def t5_relative_bias(table, q_positions, k_positions, *, bidirectional: bool = T
 # --------------------------------------------------------------------------- positions
 
 def consecutive_positions(batch: int, length: int, offset: int = 0) -> Array:
-    """``[B, T]`` int32 positions ``offset, offset + 1, ..`` (evaluation / standard training)."""
+    """``[B, T]`` int32 positions ``offset, offset + 1, ..`` (standard, non-randomized encodings)."""
     batch, length = _check_int("batch", batch), _check_int("length", length)
     return jnp.broadcast_to(offset + jnp.arange(length, dtype=jnp.int32), (batch, length))
 
 
 def randomized_positions(rng: jax.Array, batch: int, length: int, max_len: int) -> Array:
-    """Randomized positions (Ruoss et al. 2023) for training: a sorted random subset of ``[0, max_len)``.
+    """Randomized positions (Ruoss et al. 2023): a sorted random subset of ``[0, max_len)``.
 
-    Each batch row draws ``length`` distinct positions uniformly without replacement from
-    ``[0, max_len)`` and sorts them, so the model sees position values (and gaps) up to ``max_len``
-    while training on short sequences. At test time use :func:`consecutive_positions`.
+    Each of the ``batch`` rows draws ``length`` distinct positions uniformly without replacement from
+    ``[0, max_len)`` and sorts them, so a model trained on short sequences still sees every position
+    value (and gaps) up to ``max_len``. Ruoss et al. draw one subset per batch (``batch=1``, broadcast
+    over the examples) in every forward pass, at evaluation as well as in training, with
+    ``max_len = 2048``; the encodings then read these positions exactly as they read ``0..T-1``.
+
+    Args:
+        rng: PRNG key.
+        batch: number of independent subsets ``B`` (1: one subset shared by the whole batch).
+        length: ``T``, at most ``max_len``.
+        max_len: ``L``, the exclusive upper bound of the positions.
 
     Returns:
-        ``[B, T]`` int32, strictly increasing along ``T``.
+        ``[B, T]`` int32, strictly increasing along ``T``, in ``[0, max_len)``.
 
     Raises:
         ValueError: ``length > max_len``.
@@ -290,24 +304,49 @@ def randomized_positions(rng: jax.Array, batch: int, length: int, max_len: int) 
     return jnp.sort(idx, axis=-1).astype(jnp.int32)
 
 
+def positions_for(rng: jax.Array | None, batch: int, length: int, *, randomized: bool,
+                  max_len: int = 2048) -> Array:
+    """The positions an encoding reads: :func:`randomized_positions` or :func:`consecutive_positions`.
+
+    Args:
+        rng: PRNG key; required when ``randomized`` (ignored otherwise, may be None).
+        batch: ``B`` rows (pass 1 for one subset shared by the batch, as Ruoss et al.).
+        length: ``T``.
+        randomized: draw a sorted random subset of ``[0, max_len)`` instead of ``0..T-1``.
+        max_len: ``L`` for randomized positions.
+
+    Returns:
+        ``[B, T]`` int32.
+
+    Raises:
+        ValueError: ``randomized`` without ``rng``, or ``length > max_len``.
+    """
+    if not randomized:
+        return consecutive_positions(batch, length)
+    if rng is None:
+        raise ValueError("rng is required when randomized=True (randomized positions are drawn at random)")
+    return randomized_positions(rng, batch, length, max_len)
+
+
 # --------------------------------------------------------------------------- lookup
 
 @dataclasses.dataclass(frozen=True)
 class PositionalSpec:
     """How a model applies a positional encoding.
 
+    Every encoding but ``nope`` also has a randomized version (Ruoss et al. 2023): the same formula
+    read at :func:`randomized_positions`; see :func:`check_randomized`.
+
     Attributes:
         name: key in :data:`POSITIONAL`.
         kind: ``"embedding"`` (add to token embeddings), ``"rotary"`` (rotate q and k), ``"bias"``
             (additive attention bias) or ``"none"``.
-        randomized_train_positions: train on :func:`randomized_positions`, test on consecutive ones.
         learned: the encoding has a learned table (``learned``, ``t5``).
         description: one line.
     """
 
     name: str
     kind: str
-    randomized_train_positions: bool = False
     learned: bool = False
     description: str = ""
 
@@ -319,9 +358,11 @@ POSITIONAL: dict[str, PositionalSpec] = {spec.name: spec for spec in (
     PositionalSpec("alibi", "bias", description="linear distance bias (Press et al.)"),
     PositionalSpec("t5", "bias", learned=True, description="bucketed relative bias (Raffel et al.)"),
     PositionalSpec("nope", "none", description="no positional information"),
-    PositionalSpec("randomized", "embedding", randomized_train_positions=True,
-                   description="sinusoidal on randomized train positions (Ruoss et al. 2023)"),
 )}
+
+# What randomized positions do at evaluation: "random" draws a fresh subset in every forward pass, as
+# in training (Ruoss et al. 2023); "consecutive" uses 0..T-1 at evaluation (random in training only).
+RANDOMIZED_EVAL = ("random", "consecutive")
 
 
 def get_positional(name: str) -> PositionalSpec:
@@ -331,3 +372,26 @@ def get_positional(name: str) -> PositionalSpec:
     if name not in POSITIONAL:
         raise ValueError(f"unknown positional encoding {name!r}; valid names: {', '.join(sorted(POSITIONAL))}")
     return POSITIONAL[name]
+
+
+def check_randomized(name: str, randomized: bool, randomized_eval: str = "random") -> PositionalSpec:
+    """Validates a (positional, randomized, randomized_eval) choice before any training.
+
+    Returns:
+        The :class:`PositionalSpec` of ``name``.
+
+    Raises:
+        ValueError: unknown ``name``; ``randomized_eval`` not in :data:`RANDOMIZED_EVAL`; ``randomized``
+            with ``nope`` (no positions to randomize).
+        TypeError: ``randomized`` not a bool.
+    """
+    spec = get_positional(name)
+    if not isinstance(randomized, (bool, np.bool_)):
+        raise TypeError(f"randomized must be a bool, got {type(randomized).__name__}: {randomized!r}")
+    if randomized_eval not in RANDOMIZED_EVAL:
+        raise ValueError(f"randomized_eval must be one of {', '.join(map(repr, RANDOMIZED_EVAL))}, "
+                         f"got {randomized_eval!r}")
+    if randomized and spec.kind == "none":
+        raise ValueError(f"randomized=True with positional={name!r}: this encoding uses no positions, so there is "
+                         "nothing to randomize; pick another encoding or randomized=False")
+    return spec

@@ -18,39 +18,50 @@ from attnjax.train.steps import eval_step
 eval_step_jit = jax.jit(eval_step)
 
 
-def _dispatch(state: TrainState, batches: Iterable[Mapping[str, Any]], mesh: Mesh | None, data_axis: str) -> list:
+def _dispatch(state: TrainState, batches: Iterable[Mapping[str, Any]], mesh: Mesh | None, data_axis: str,
+              rng: jax.Array | None) -> list:
     """Launches ``eval_step`` on every batch without waiting for results (dispatch is asynchronous)."""
-    return [eval_step_jit(state, shard_batch(b, mesh, data_axis) if mesh is not None else b) for b in batches]
+    out = []
+    for i, b in enumerate(batches):
+        b = shard_batch(b, mesh, data_axis) if mesh is not None else b
+        out.append(eval_step_jit(state, b, None if rng is None else jax.random.fold_in(rng, i)))
+    return out
 
 
 def _reduce(metrics: list[Mapping[str, Any]]) -> dict[str, float]:
-    totals = np.zeros(3)
+    totals = np.zeros(4)
     for m in metrics:
-        totals += (m["loss_sum"], m["correct"], m["count"])
-    loss_sum, correct, count = totals
-    if count == 0:
-        return {"loss": float("nan"), "accuracy": float("nan"), "count": 0.0}
-    return {"loss": float(loss_sum / count), "accuracy": float(correct / count), "count": float(count)}
+        totals += (m["loss_sum"], m["loss_count"], m["correct"], m["count"])
+    loss_sum, loss_count, correct, count = totals
+    loss = float(loss_sum / loss_count) if loss_count else float("nan")
+    accuracy = float(correct / count) if count else float("nan")
+    return {"loss": loss, "accuracy": accuracy, "count": float(count)}
 
 
 def evaluate(state: TrainState, batches: Iterable[Mapping[str, Any]], *, mesh: Mesh | None = None,
-             data_axis: str = DATA_AXIS) -> dict[str, float]:
+             data_axis: str = DATA_AXIS, rng: jax.Array | None = None) -> dict[str, float]:
     """Token-weighted mean loss and accuracy over ``batches``.
+
+    Args:
+        rng: key for models that draw randomized positions at evaluation; batch ``i`` uses
+            ``fold_in(rng, i)``. None for deterministic models.
 
     Returns:
         ``{"loss", "accuracy", "count"}``; NaN loss/accuracy when nothing was scored.
     """
-    return _reduce(jax.device_get(_dispatch(state, batches, mesh, data_axis)))
+    return _reduce(jax.device_get(_dispatch(state, batches, mesh, data_axis, rng)))
 
 
 def evaluate_lengths(state: TrainState, make_batches: Callable[[int], Iterable[Mapping[str, Any]]],
-                     lengths: Iterable[int], *, mesh: Mesh | None = None,
-                     data_axis: str = DATA_AXIS) -> dict[int, dict[str, float]]:
+                     lengths: Iterable[int], *, mesh: Mesh | None = None, data_axis: str = DATA_AXIS,
+                     rng: jax.Array | None = None) -> dict[int, dict[str, float]]:
     """:func:`evaluate` at each input length: ``{length: {"loss", "accuracy", "count"}}``.
 
     ``make_batches(length)`` yields that length's batches; padding them to a few bucket lengths
     bounds the number of compiled programs. Every length is dispatched before the one host transfer,
-    so building the next length's batches overlaps with the device work.
+    so building the next length's batches overlaps with the device work. ``rng`` (see
+    :func:`evaluate`) is folded with the length first.
     """
-    dispatched = {int(n): _dispatch(state, make_batches(int(n)), mesh, data_axis) for n in lengths}
+    dispatched = {int(n): _dispatch(state, make_batches(int(n)), mesh, data_axis,
+                                    None if rng is None else jax.random.fold_in(rng, int(n))) for n in lengths}
     return {n: _reduce(metrics) for n, metrics in jax.device_get(dispatched).items()}

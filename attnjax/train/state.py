@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-__all__ = ["ModelApply", "TrainState", "create_train_state", "make_optimizer"]
+from attnjax.nn.models import count_params  # one parameter counter, re-exported for train users
+
+__all__ = ["ModelApply", "TrainState", "count_params", "create_train_state", "make_optimizer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +65,3 @@ def create_train_state(model: nn.Module, rng: jax.Array, example_inputs: jnp.nda
     """
     params = _init_params(model, rng, example_inputs)
     return TrainState.create(apply_fn=ModelApply(model), params=params, tx=tx)
-
-
-def count_params(params: Any) -> int:
-    """Total number of scalars in a parameter pytree."""
-    return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -1,8 +1,10 @@
 """Pure, module-level train and eval steps on blank-token batches.
 
 A batch is a dict: ``inputs [B, L, V]`` float, ``targets [B, L]`` int, ``loss_mask [B, L]`` float
-(1 where scored), ``seq_lengths [B]`` int. Model ``apply_fn(variables, inputs, seq_lengths=..., train=...)``
-returns ``[B, L, C]`` logits.
+(1 where the loss is taken), optionally ``accuracy_mask [B, L]`` float (1 where accuracy is scored;
+default ``loss_mask``: tasks with a termination token score accuracy only up to it), and
+``seq_lengths [B]`` int. Model ``apply_fn(variables, inputs, seq_lengths=..., train=...)`` returns
+``[B, L, C]`` logits.
 """
 
 from __future__ import annotations
@@ -19,30 +21,39 @@ Batch = dict[str, jnp.ndarray]
 Metrics = dict[str, jnp.ndarray]
 
 
-def masked_loss_and_correct(logits: jnp.ndarray, targets: jnp.ndarray, loss_mask: jnp.ndarray
-                            ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """Summed cross-entropy, summed correct predictions and number of scored tokens.
+def masked_loss_and_correct(logits: jnp.ndarray, targets: jnp.ndarray, loss_mask: jnp.ndarray,
+                            accuracy_mask: jnp.ndarray | None = None
+                            ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """Summed cross-entropy and its token count, summed correct predictions and their token count.
 
     Args:
         logits: ``[B, L, C]``.
         targets: ``[B, L]`` int.
-        loss_mask: ``[B, L]``, 1 where scored.
+        loss_mask: ``[B, L]``, 1 where the loss is taken.
+        accuracy_mask: ``[B, L]``, 1 where accuracy is scored (None: ``loss_mask``).
 
     Returns:
-        ``(loss_sum, correct_sum, count)`` float32 scalars.
+        ``(loss_sum, loss_count, correct_sum, count)`` float32 scalars.
     """
     mask = loss_mask.astype(jnp.float32)
+    acc_mask = mask if accuracy_mask is None else accuracy_mask.astype(jnp.float32)
     xent = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
-    return jnp.sum(xent * mask), jnp.sum(correct * mask), jnp.sum(mask)
+    return jnp.sum(xent * mask), jnp.sum(mask), jnp.sum(correct * acc_mask), jnp.sum(acc_mask)
 
 
 def _forward(state: TrainState, params: Any, batch: Batch, train: bool, rng: jax.Array | None):
     # Separate streams so that adding randomized positions does not change a model's dropout masks.
-    rngs = {"dropout": rng, "positions": jax.random.fold_in(rng, 1)} if rng is not None else None
+    # Evaluation gets the positions stream only: randomized encodings (Ruoss et al.) draw positions
+    # at test time too; dropout is off.
+    rngs = None
+    if rng is not None:
+        rngs = {"positions": jax.random.fold_in(rng, 1)}
+        if train:
+            rngs["dropout"] = rng
     logits = state.apply_fn({"params": params}, batch["inputs"], seq_lengths=batch["seq_lengths"], train=train,
                             rngs=rngs)
-    return masked_loss_and_correct(logits, batch["targets"], batch["loss_mask"])
+    return masked_loss_and_correct(logits, batch["targets"], batch["loss_mask"], batch.get("accuracy_mask"))
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
@@ -60,9 +71,9 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainSt
     step_rng = jax.random.fold_in(rng, state.step)
 
     def loss_fn(params):
-        loss_sum, correct, count = _forward(state, params, batch, True, step_rng)
-        count = jnp.maximum(count, 1.0)  # an all-unscored batch gives zero loss, not NaN
-        return loss_sum / count, correct / count
+        loss_sum, loss_count, correct, count = _forward(state, params, batch, True, step_rng)
+        # An all-unscored batch gives zero loss and accuracy, not NaN.
+        return loss_sum / jnp.maximum(loss_count, 1.0), correct / jnp.maximum(count, 1.0)
 
     (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -73,14 +84,19 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainSt
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: Batch) -> Metrics:
-    """Deterministic forward pass.
+def eval_step(state: TrainState, batch: Batch, rng: jax.Array | None = None) -> Metrics:
+    """Forward pass without dropout.
+
+    Args:
+        state: the train state.
+        batch: see module docstring.
+        rng: key for models that draw randomized positions at evaluation (Ruoss et al. 2023); None
+            for deterministic models.
 
     Returns:
-        ``loss`` and ``accuracy`` (means over scored tokens) plus the sums ``loss_sum``, ``correct``
-        and ``count`` so callers can aggregate over batches exactly.
+        ``loss`` and ``accuracy`` (means over their tokens) plus the sums ``loss_sum``, ``loss_count``,
+        ``correct`` and ``count`` so callers can aggregate over batches exactly.
     """
-    loss_sum, correct, count = _forward(state, state.params, batch, False, None)
-    safe = jnp.maximum(count, 1.0)
-    return {"loss": loss_sum / safe, "accuracy": correct / safe, "loss_sum": loss_sum, "correct": correct,
-            "count": count}
+    loss_sum, loss_count, correct, count = _forward(state, state.params, batch, False, rng)
+    return {"loss": loss_sum / jnp.maximum(loss_count, 1.0), "accuracy": correct / jnp.maximum(count, 1.0),
+            "loss_sum": loss_sum, "loss_count": loss_count, "correct": correct, "count": count}

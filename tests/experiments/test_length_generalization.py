@@ -1,4 +1,4 @@
-"""The length-generalization experiment end to end (CLI, overrides, files) and its report helpers."""
+"""The length-generalization experiment end to end on the harness: CLI, overrides, files, typos, resume."""
 
 import json
 import os
@@ -7,76 +7,94 @@ import sys
 
 import pytest
 
-from experiments import length_generalization_report as report
+from experiments import harness
+from experiments import length_generalization as lg
 from experiments.configs import length_generalization as lg_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["--config.tasks=parity_check,stack_manipulation", "--config.num_seeds=2", "--config.num_steps=3",
+        "--config.train_max_length=2", "--config.test_max_length=4", "--config.batch_size=4",
+        "--config.eval_batch_size=4", "--config.eval_bucket=2", "--config.log_every=2",
+        "--config.lstm.hidden_size=4", "--config.transformer.d_model=8", "--config.transformer.mlp_dim=8",
+        "--config.transformer.num_layers=1", "--config.transformer.num_heads=2",
+        "--config.attentions=cosine", "--config.positionals=alibi", "--config.progress=off"]
+
+
+def _cli(tmp_path, *args):
+    # Run from another cwd: the default config file must resolve relative to the module.
+    return subprocess.run([sys.executable, "-m", "experiments.length_generalization", *args], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
-def test_cli_tiny_config_writes_parsable_results(tmp_path):
+def test_cli_tiny_grid_writes_results_and_resumes(tmp_path):
     workdir = tmp_path / "run"
-    overrides = ["--config.tasks=parity_check,duplicate_string", "--config.num_seeds=2", "--config.num_steps=3",
-                 "--config.train_max_length=2", "--config.test_max_length=4", "--config.batch_size=4",
-                 "--config.eval_batch_size=4", "--config.eval_bucket=2", "--config.log_every=2",
-                 "--config.lstm.hidden_size=4", "--config.transformer.d_model=8", "--config.transformer.mlp_dim=8",
-                 "--config.transformer.num_layers=1", "--config.transformer.num_heads=2",
-                 "--config.attention=cosine", "--config.positional=alibi"]
-    # Run from another cwd: the default config file must resolve relative to the module.
-    proc = subprocess.run([sys.executable, "-m", "experiments.length_generalization", f"--workdir={workdir}",
-                           *overrides], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
-                          text=True, timeout=300)
+    proc = _cli(tmp_path, f"--workdir={workdir}", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| parity_check |" in proc.stdout and "| duplicate_string |" in proc.stdout
+    assert "| regular | parity_check |" in proc.stdout and "| context_free | stack_manipulation |" in proc.stdout
     results = json.loads((workdir / "results.json").read_text())
-    assert results["complete"] and results["config"]["num_steps"] == 3
-    assert results["config"]["lstm"]["hidden_size"] == 4
-    assert (results["config"]["transformer"]["attention"], results["config"]["transformer"]["positional"]) == (
-        "cosine", "alibi")
-    assert results["environment"]["jax"] and results["environment"]["devices"]
-    assert len(results["runs"]) == 2 * 2 * 2
-    for run in results["runs"]:
+    assert results["complete"] and results["num_cells"] == 2 * 3 * 2  # tasks x (lstm + 2 variants) x seeds
+    assert results["config"]["lstm"]["hidden_size"] == 4 and results["environment"]["git_commit"]
+    runs = harness.ok_runs(results)
+    assert {r["variant"] for r in runs} == {"-", "cosine+alibi", "cosine+alibi+randomized"}
+    for run in runs:
         assert sorted(map(int, run["accuracy_per_length"])) == [1, 2, 3, 4]
-        assert run["ood_score"] == pytest.approx((run["accuracy_per_length"]["3"] + run["accuracy_per_length"]["4"]) / 2)
+        acc = run["accuracy_per_length"]
+        assert run["ood_score"] == pytest.approx((acc["3"] + acc["4"]) / 2)
         assert 0.0 <= run["train_accuracy"] <= 1.0
-    summary = (workdir / "summary.md").read_text()
-    assert "| task | lstm | transformer |" in summary
+    assert "## Table 1" in (workdir / "summary.md").read_text()
     assert (workdir / "accuracy_vs_length.png").read_bytes()[:4] == b"\x89PNG"
     logs = sorted(os.listdir(workdir / "logs"))
-    assert len(logs) == 8
-    lines = (workdir / "logs" / logs[0]).read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [2, 3]
+    assert len(logs) == 12
+    assert [json.loads(line)["step"] for line in (workdir / "logs" / logs[0]).read_text().splitlines()] == [2, 3]
     assert not [f for f in os.listdir(workdir) if f.endswith(".tmp")]
+    # Same command again: every cell is done, nothing trains, the results are unchanged.
+    again = _cli(tmp_path, f"--workdir={workdir}", *TINY)
+    assert again.returncode == 0 and "12 already done, 0 to run" in again.stdout
+    assert json.loads((workdir / "results.json").read_text())["cells"] == results["cells"]
 
 
-def _run(task, model, seed, ood, train_acc=1.0):
-    return {"task": task, "model": model, "seed": seed, "ood_score": ood, "train_accuracy": train_acc,
-            "accuracy_per_length": {"1": train_acc, "2": ood}}
+@pytest.mark.parametrize("override, message", [
+    ("--config.tasks=parity_check,revers_string", "unknown task 'revers_string'; valid: binary_addition"),
+    ("--config.attentions=cosin", "unknown attention 'cosin'; valid: additive"),
+    ("--config.positionals=alibi,rotary", "unknown positional encoding 'rotary'"),
+    ("--config.models=lstm,transformr", "model must be one of"),
+    ("--config.only=task=parity", "unknown config.only value"),
+    ("--config.transformer.num_heads=3", "divisible"),
+])
+def test_typo_fails_in_seconds_before_any_file(tmp_path, override, message):
+    workdir = tmp_path / "run"
+    proc = _cli(tmp_path, f"--workdir={workdir}", override)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not workdir.exists()
 
 
-def test_markdown_table_mean_std_best():
-    runs = [_run("parity_check", "lstm", 0, 1.0), _run("parity_check", "lstm", 1, 0.8),
-            _run("parity_check", "transformer", 0, 0.5)]
-    table = report.markdown_table(runs)
-    assert table.splitlines()[0] == "| task | lstm | transformer |"
-    assert "| parity_check | 90.0 ± 14.1 (best 100.0) | 50.0 ± 0.0 (best 50.0) |" in table
-
-
-def test_summary_and_figure_from_results():
-    results = {"config": dict(train_max_length=1, test_max_length=2, num_steps=5, batch_size=4, learning_rate=1e-3,
-                              max_grad_norm=1.0),
-               "runs": [_run("reverse_string", "lstm", 0, 0.6), _run("reverse_string", "transformer", 0, 0.55)]}
-    text = report.summary_markdown(results)
-    assert "lengths 2..2" in text and "60.0" in text
-    fig = report.accuracy_figure(results)
-    assert len(fig.axes) == 1
-
-
-def test_config_presets():
-    cpu, paper = lg_config.get_config(), lg_config.get_config("paper")
-    assert cpu.train_max_length < cpu.test_max_length
-    assert (paper.train_max_length, paper.test_max_length, paper.batch_size) == (40, 500, 128)
-    cpu.attention, cpu.positional = "l2", "rope"  # the transformer config follows the top-level names
-    assert (cpu.transformer.attention, cpu.transformer.positional) == ("l2", "rope")
+def test_presets_build_every_cell_config():
+    for preset in lg_config.PRESETS:
+        config = lg_config.get_config(preset)
+        lg.validate(config)
+        cells = lg.cells(config)
+        assert len({c.id for c in cells}) == len(cells)
+    grid = lg.cells(lg_config.get_config("cpu_grid"))
+    assert len(grid) == 15 * (3 + 6 * 2 - 1) * 3  # nope has no randomized version
+    paper = lg_config.get_config("paper")
+    assert (paper.train_max_length, paper.test_max_length, paper.batch_size, paper.num_seeds) == (40, 500, 128, 10)
+    assert paper.learning_rates.transformer == "1e-4,3e-4,5e-4"
+    assert len(lg.cells(paper)) == 15 * (3 + 6 * 2 - 1) * 3 * 10
+    similarity = lg.cells(lg_config.get_config("cpu_similarity"))
+    assert len(similarity) == 3 * 6 * 5 * 3
     with pytest.raises(ValueError, match="preset"):
         lg_config.get_config("gpu")
+
+
+def test_cell_fingerprint_follows_only_its_model():
+    config = lg_config.get_config()
+    lstm_cell, transformer_cell = lg.cells(config)[0], lg.cells(config)[3]
+    assert (lstm_cell["model"], transformer_cell["model"]) == ("lstm", "transformer")
+    before = (lg.EXPERIMENT.fingerprint(config, lstm_cell), lg.EXPERIMENT.fingerprint(config, transformer_cell))
+    config.transformer.d_model = 32
+    assert lg.EXPERIMENT.fingerprint(config, lstm_cell) == before[0]
+    assert lg.EXPERIMENT.fingerprint(config, transformer_cell) != before[1]
+    config.num_steps = 10
+    assert lg.EXPERIMENT.fingerprint(config, lstm_cell) != before[0]

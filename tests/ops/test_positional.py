@@ -153,13 +153,54 @@ def test_randomized_positions_are_sorted_distinct_subsets():
     np.testing.assert_array_equal(P.randomized_positions(jax.random.key(1), 2, 5, 5), [list(range(5))] * 2)
 
 
+def test_positions_for_picks_consecutive_or_one_random_subset():
+    np.testing.assert_array_equal(P.positions_for(None, 2, 4, randomized=False), [[0, 1, 2, 3]] * 2)
+    a = P.positions_for(jax.random.key(0), 1, 6, randomized=True, max_len=2048)
+    assert a.shape == (1, 6) and np.all(np.diff(np.asarray(a)) > 0) and int(a.max()) < 2048
+    np.testing.assert_array_equal(a, P.randomized_positions(jax.random.key(0), 1, 6, 2048))
+    assert not np.array_equal(a, P.positions_for(jax.random.key(1), 1, 6, randomized=True))
+
+
+def test_relative_biases_use_differences_of_random_positions():
+    """ALiBi and T5 on non-consecutive ``[B, T]`` and ``[1, T]`` positions: distances are p_j - p_i."""
+    pos = np.asarray(P.randomized_positions(jax.random.key(3), 2, 5, 300))
+    slopes, table = jnp.array([0.5, 0.125]), P.t5_table_init(jax.random.key(4), 16, 2)
+    for q in (pos, pos[:1]):
+        causal = np.asarray(P.alibi_bias(q, q, slopes, causal=True))
+        both = np.asarray(P.alibi_bias(q, q, slopes, causal=False))
+        t5 = np.asarray(P.t5_relative_bias(table, q, q, bidirectional=True, max_distance=64))
+        assert causal.shape == both.shape == t5.shape == (len(q), 2, 5, 5)
+        d = q[:, :, None].astype(np.int64) - q[:, None, :]  # p_i - p_j, [B, T, S]
+        m = np.asarray(slopes)[None, :, None, None]
+        np.testing.assert_allclose(both, -m * np.abs(d)[:, None], rtol=1e-6)
+        np.testing.assert_allclose(causal, -m * np.maximum(d, 0)[:, None], rtol=1e-6)
+        buckets = np.vectorize(lambda r: _t5_bucket_scalar(int(r), True, 16, 64))(-d)
+        np.testing.assert_allclose(t5, np.moveaxis(np.asarray(table)[buckets], -1, 1))
+
+
 def test_positional_lookup_lists_valid_names():
-    assert set(P.POSITIONAL) == {"sinusoidal", "learned", "rope", "alibi", "t5", "nope", "randomized"}
+    assert set(P.POSITIONAL) == {"sinusoidal", "learned", "rope", "alibi", "t5", "nope"}
     assert P.get_positional("rope").kind == "rotary"
     with pytest.raises(ValueError, match="alibi.*learned"):
         P.get_positional("absolute")
     with pytest.raises(TypeError, match="str"):
         P.get_positional(3)
+
+
+def test_check_randomized_validates_the_choice_before_training():
+    assert P.RANDOMIZED_EVAL == ("random", "consecutive")
+    for name in ("sinusoidal", "learned", "rope", "alibi", "t5"):
+        for mode in P.RANDOMIZED_EVAL:
+            assert P.check_randomized(name, True, mode).name == name
+    assert P.check_randomized("nope", False).kind == "none"
+    with pytest.raises(ValueError, match="nope.*nothing to randomize"):
+        P.check_randomized("nope", True)
+    with pytest.raises(ValueError, match="randomized_eval.*'random', 'consecutive'.*'test'"):
+        P.check_randomized("rope", True, "test")
+    with pytest.raises(ValueError, match="randomized"):
+        P.get_positional("randomized")  # the old name is gone: randomization is a flag of every encoding
+    with pytest.raises(TypeError, match="randomized must be a bool"):
+        P.check_randomized("rope", "yes")
 
 
 @pytest.mark.parametrize("call,exc,word", [
@@ -176,6 +217,7 @@ def test_positional_lookup_lists_valid_names():
     (lambda: P.alibi_bias(jnp.arange(3)[None], jnp.arange(3), jnp.ones(2)), ValueError, "k_positions"),
     (lambda: P.t5_relative_bucket(jnp.arange(3), num_buckets=1), ValueError, "num_buckets"),
     (lambda: P.randomized_positions(jax.random.key(0), 2, 6, 5), ValueError, "max_len"),
+    (lambda: P.positions_for(None, 1, 4, randomized=True), ValueError, "rng"),
 ])
 def test_malformed_input_is_rejected_with_the_argument_named(call, exc, word):
     with pytest.raises(exc, match=word):

@@ -63,9 +63,14 @@ def test_masked_loss_and_correct_counts_only_scored_positions():
     logits = jnp.log(jnp.array([[[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]]]))
     targets = jnp.array([[0, 0, 1]])
     mask = jnp.array([[1.0, 1.0, 0.0]])
-    loss_sum, correct, count = train.masked_loss_and_correct(logits, targets, mask)
+    loss_sum, loss_count, correct, count = train.masked_loss_and_correct(logits, targets, mask)
     np.testing.assert_allclose(loss_sum, -np.log(0.9) - np.log(0.2), rtol=1e-6)
-    assert float(correct) == 1.0 and float(count) == 2.0
+    assert float(correct) == 1.0 and float(count) == float(loss_count) == 2.0
+    # A termination token: accuracy stops at position 0, the loss still covers both scored positions.
+    stop = jnp.array([[1.0, 0.0, 0.0]])
+    loss_sum2, loss_count, correct, count = train.masked_loss_and_correct(logits, targets, mask, stop)
+    assert float(loss_sum2) == float(loss_sum) and float(loss_count) == 2.0
+    assert float(correct) == 1.0 and float(count) == 1.0
 
 
 def test_eval_step_ignores_padding_and_aggregates():

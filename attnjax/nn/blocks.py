@@ -1,0 +1,188 @@
+"""The one Transformer block every attention model in :mod:`attnjax.nn` is built from.
+
+:class:`TransformerBlock` is self-attention (+ cross-attention in a decoder) + feed-forward with pre- or
+post-LayerNorm residuals; :class:`TransformerStack` adds positions, embedding dropout, the blocks and
+(pre-LN) a final LayerNorm; :class:`Embedding`, :func:`pool` and :func:`readout` are the shared ends. The
+models (:mod:`~attnjax.nn.transformer`, :mod:`~attnjax.nn.transformer_lm`,
+:mod:`~attnjax.nn.transformer_seq2seq`, :mod:`~attnjax.nn.vit1d`) only embed, stack and read out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from attnjax.nn.attention import MultiHeadAttention
+from attnjax.nn.positional import PositionalEncoding, PositionalInputs
+from attnjax.nn.transformer_config import ACTIVATIONS, KERNEL_INITS, TransformerConfig
+from attnjax.ops import positional as P
+
+
+def _layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=cfg.norm_epsilon, dtype=cfg.dtype, name=name)
+
+
+def _dense(cfg: TransformerConfig, features: int, name: str) -> nn.Dense:
+    return nn.Dense(features, dtype=cfg.dtype, kernel_init=KERNEL_INITS[cfg.kernel_init], name=name)
+
+
+def readout(cfg: TransformerConfig, output_size: int, h: jnp.ndarray) -> jnp.ndarray:
+    """``[..., D]`` -> ``[..., C]`` float32 logits (a biased linear layer named ``logits``)."""
+    return _dense(cfg, output_size, "logits")(h).astype(jnp.float32)
+
+
+class Embedding(nn.Module):
+    """Linear embedding ``[..., F] -> [..., D]`` (a table lookup for one-hot ``F = V``), times
+    ``sqrt(D)`` if ``config.embed_scale``; :meth:`attend` is the transposed (tied) read-out."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        cfg = self.config
+        init = (KERNEL_INITS[cfg.kernel_init] if cfg.embed_init_std is None
+                else nn.initializers.truncated_normal(cfg.embed_init_std))
+        kernel = self.param("kernel", init, (x.shape[-1], cfg.d_model))
+        y = jnp.einsum("...F,FD->...D", x.astype(cfg.dtype), kernel.astype(cfg.dtype))
+        if cfg.embed_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (cfg.d_model,)).astype(cfg.dtype)
+        return y * jnp.asarray(math.sqrt(cfg.d_model), cfg.dtype) if cfg.embed_scale else y
+
+    def attend(self, h: jnp.ndarray) -> jnp.ndarray:
+        """``h [..., D] @ kernel^T -> [..., F]`` float32 (weight tying; no bias, no scale)."""
+        kernel = self.get_variable("params", "kernel")
+        return jnp.einsum("...D,FD->...F", h, kernel.astype(h.dtype)).astype(jnp.float32)
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention, optional cross-attention to ``memory``, feed-forward; each a residual branch.
+
+    ``norm="pre"``: ``x + Dropout(f(LN(x)))``; ``norm="post"``: ``LN(x + Dropout(f(x)))``.
+
+    Attributes:
+        config: :class:`TransformerConfig`.
+        causal: causal self-attention.
+        cross_attention: add a cross-attention branch (a decoder block).
+    """
+
+    config: TransformerConfig
+    causal: bool = False
+    cross_attention: bool = False
+
+    def _attention(self, name: str) -> MultiHeadAttention:
+        cfg = self.config
+        return MultiHeadAttention(
+            num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, attention=cfg.attention,
+            attention_options=cfg.attention_options, dropout_rate=cfg.attention_dropout_rate,
+            implementation=cfg.implementation, block_sizes=cfg.block_sizes, sow_weights=cfg.sow_attention_weights,
+            rope_fraction=cfg.rope_fraction, use_bias=cfg.attention_bias, dtype=cfg.dtype,
+            kernel_init=KERNEL_INITS[cfg.kernel_init], name=name)
+
+    def _residual(self, x, branch, name: str, train: bool):
+        cfg = self.config
+        h = branch(_layer_norm(cfg, f"{name}_norm")(x) if cfg.norm == "pre" else x)
+        x = x + nn.Dropout(cfg.dropout_rate, deterministic=not train)(h)
+        return _layer_norm(cfg, f"{name}_norm")(x) if cfg.norm == "post" else x
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, seq_lengths: jnp.ndarray | None = None, train: bool = False,
+                 positions: PositionalInputs = PositionalInputs(), memory: jnp.ndarray | None = None,
+                 memory_lengths: jnp.ndarray | None = None) -> jnp.ndarray:
+        """``x [B, T, D]`` (keys past ``seq_lengths [B]`` ignored), ``memory [B, S, D]`` (keys past
+        ``memory_lengths [B]`` ignored; cross-attention only) -> ``[B, T, D]``."""
+        cfg = self.config
+        x = self._residual(x, lambda h: self._attention("attention")(
+            h, bias=positions.bias, is_causal=self.causal, key_value_seq_lengths=seq_lengths,
+            rotary_positions=positions.rotary_positions, deterministic=not train), "attention", train)
+        if self.cross_attention:
+            if memory is None:
+                raise ValueError("a cross-attention block needs memory [B, S, D], got None")
+            # No positional bias or rotation across sequences: target and source positions are unrelated.
+            x = self._residual(x, lambda h: self._attention("cross_attention")(
+                h, memory, key_value_seq_lengths=memory_lengths, deterministic=not train), "cross_attention", train)
+
+        def mlp(h):
+            h = ACTIVATIONS[cfg.activation](_dense(cfg, cfg.mlp_dim, "mlp_in")(h))
+            return _dense(cfg, cfg.d_model, "mlp_out")(h)
+
+        return self._residual(x, mlp, "mlp", train)
+
+
+class TransformerStack(nn.Module):
+    """Embedded tokens ``[B, L, D]`` -> ``[B, L', D]``: positions, embedding dropout, the blocks, and
+    (``norm="pre"``) a final LayerNorm.
+
+    With ``config.pooling == "cls"`` a learned ``[D]`` token is prepended at position 0 (``L' = L + 1``).
+
+    Attributes:
+        config: :class:`TransformerConfig`.
+        causal: causal self-attention (also makes ALiBi/T5 biases causal).
+        cross_attention: decoder blocks attending to ``memory``.
+    """
+
+    config: TransformerConfig
+    causal: bool = False
+    cross_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, seq_lengths: jnp.ndarray | None = None, train: bool = False,
+                 memory: jnp.ndarray | None = None, memory_lengths: jnp.ndarray | None = None) -> jnp.ndarray:
+        """Args: ``x [B, L, D]``; ``seq_lengths [B]`` (positions past it are padding, never attended to);
+        ``train`` (dropout, randomized positions); ``memory [B, S, D]`` and ``memory_lengths [B]`` for
+        cross-attention. Returns ``[B, L', D]``."""
+        cfg = self.config
+        if cfg.pooling == "cls":
+            cls = self.param("cls", nn.initializers.zeros, (cfg.d_model,))
+            x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, cfg.d_model)), x], axis=1)
+            seq_lengths = None if seq_lengths is None else seq_lengths + 1
+        positions = self._positions(x.shape[0], x.shape[1], seq_lengths, train)
+        if positions.embedding is not None:
+            x = x + positions.embedding.astype(x.dtype)
+        x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
+        for i in range(cfg.num_layers):
+            x = TransformerBlock(cfg, self.causal, self.cross_attention, name=f"block_{i}")(
+                x, seq_lengths=seq_lengths, train=train, positions=positions, memory=memory,
+                memory_lengths=memory_lengths)
+        return _layer_norm(cfg, "final_norm")(x) if cfg.norm == "pre" else x
+
+    def _positions(self, batch: int, length: int, seq_lengths, train: bool) -> PositionalInputs:
+        cfg = self.config
+        if cfg.positions_from_end:
+            # Counted from each sequence's own end, so padding never moves a real token's position.
+            ends = jnp.full((batch,), length, jnp.int32) if seq_lengths is None else jnp.asarray(seq_lengths, jnp.int32)
+            counts = ends[:, None] - jnp.arange(length, dtype=jnp.int32)[None]
+            return PositionalInputs(embedding=P.sinusoidal_encoding(counts, cfg.d_model))
+        return PositionalEncoding(cfg.positional, cfg.d_model, cfg.num_heads, max_len=cfg.max_len, causal=self.causal,
+                                  randomized=cfg.randomized_positions, randomized_eval=cfg.randomized_eval,
+                                  name="positional")(batch, length, train)
+
+
+def classifier_inputs(inputs: jnp.ndarray) -> jnp.ndarray:
+    """Classifier inputs ``[B, L]`` (one feature per position) or ``[B, L, F]`` -> ``[B, L, F]``.
+
+    Raises:
+        ValueError: any other rank.
+    """
+    if inputs.ndim == 2:
+        return inputs[..., None]
+    if inputs.ndim != 3:
+        raise ValueError(f"inputs must have rank 2 [B, L] or 3 [B, L, F], got shape {inputs.shape}")
+    return inputs
+
+
+def pool(h: jnp.ndarray, seq_lengths: jnp.ndarray | None, pooling: str) -> jnp.ndarray:
+    """``[B, L', D]`` stack outputs -> ``[B, D]``: the CLS output (position 0) or the mean over real positions.
+
+    Args:
+        h: stack outputs (with the CLS token first for ``"cls"``).
+        seq_lengths: ``[B]`` real lengths *without* the CLS token; None: all real.
+        pooling: ``"cls"`` or ``"mean"``.
+    """
+    if pooling == "cls":
+        return h[:, 0]
+    if seq_lengths is None:
+        return jnp.mean(h, axis=1)
+    real = (jnp.arange(h.shape[1])[None, :] < seq_lengths[:, None]).astype(h.dtype)[..., None]
+    return jnp.sum(h * real, axis=1) / jnp.maximum(jnp.sum(real, axis=1), 1.0)

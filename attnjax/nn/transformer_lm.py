@@ -1,0 +1,74 @@
+"""Decoder-only causal Transformer language model: ``[B, L, V]`` tokens -> ``[B, L, C]`` next-token logits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from attnjax.nn.blocks import Embedding, TransformerStack, readout
+from attnjax.nn.transformer_config import TransformerConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerLMConfig(TransformerConfig):
+    """:class:`TransformerConfig` plus the LM's own field.
+
+    Attributes:
+        tie_embeddings: the read-out is the transpose of the input embedding (``logits = h E^T``, no
+            bias), which needs ``output_size == V``.
+    """
+
+    tie_embeddings: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pooling is not None:
+            raise ValueError(f"TransformerLM gives per-position logits: pooling must be None, got {self.pooling!r}")
+
+
+class TransformerLM(nn.Module):
+    """Causal self-attention over ``[B, L, V]`` tokens: position ``t`` sees tokens ``0..t`` only.
+
+    A SequenceModel (:mod:`attnjax.nn.contract`). It is causal by construction, so ``config.causal`` is
+    not consulted; ALiBi/T5 biases are built causal.
+
+    Attributes:
+        config: :class:`TransformerLMConfig` (a plain :class:`TransformerConfig` works too: untied).
+        output_size: ``C``.
+    """
+
+    config: TransformerConfig
+    output_size: int
+
+    @nn.compact
+    def __call__(self, inputs: jnp.ndarray, seq_lengths: jnp.ndarray | None = None, train: bool = False) -> jnp.ndarray:
+        """Per-position logits.
+
+        Args:
+            inputs: ``[B, L, V]`` float (one-hot or soft).
+            seq_lengths: ``[B]``; positions past them are padding (never attended to).
+            train: dropout (``'dropout'`` rng) and randomized positions (``'positions'`` rng).
+
+        Returns:
+            ``[B, L, C]`` float32; position ``t`` depends on ``inputs[:, :t+1]`` only.
+
+        Raises:
+            ValueError: inputs not ``[B, L, V]``; tied embeddings with ``output_size != V``; pooling set.
+        """
+        cfg = self.config
+        if inputs.ndim != 3:
+            raise ValueError(f"inputs must have rank 3 [B, L, V], got shape {inputs.shape}")
+        if cfg.pooling is not None:
+            raise ValueError(f"TransformerLM gives per-position logits: pooling must be None, got {cfg.pooling!r}")
+        tied = getattr(cfg, "tie_embeddings", False)
+        if tied and self.output_size != inputs.shape[-1]:
+            raise ValueError(f"tie_embeddings needs output_size == V (the read-out is the embedding transposed), "
+                             f"got output_size={self.output_size}, V={inputs.shape[-1]}")
+        embed = Embedding(cfg, name="embed")
+        h = TransformerStack(cfg, causal=True, name="decoder")(embed(inputs), seq_lengths, train)
+        return embed.attend(h) if tied else readout(cfg, self.output_size, h)
+
+
+__all__ = ["TransformerLM", "TransformerLMConfig"]
