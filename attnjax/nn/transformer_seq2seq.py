@@ -99,6 +99,9 @@ class TransformerSeq2Seq(nn.Module):
             source_lengths: ``[B]`` or None.
             max_length: tokens to produce (a Python int: static under jit).
 
+        A randomized positional encoding with ``randomized_eval="random"`` needs a ``'positions'`` rng here
+        too; the decoder reads the same random positions at every step.
+
         Returns:
             ``[B, max_length]`` int32 predicted tokens, equal to the argmax of :meth:`__call__` fed with
             its own shifted predictions.
@@ -119,8 +122,10 @@ class TransformerSeq2Seq(nn.Module):
             buffer = buffer.at[:, t + 1].set(token, mode="drop")
             return t + 1, buffer, predicted.at[:, t].set(token)
 
+        # A randomized encoding draws the decoder's positions once for the whole generation: the 'positions'
+        # rng is handed to every step unsplit.
         _, _, predicted = nn.while_loop(lambda mdl, carry: carry[0] < max_length, step, self,
-                                        (jnp.int32(0), buffer, predicted))
+                                        (jnp.int32(0), buffer, predicted), split_rngs={"positions": False})
         return predicted
 
 

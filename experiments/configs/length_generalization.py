@@ -8,6 +8,10 @@ Presets (``--config=experiments/configs/length_generalization.py:PRESET``):
 * ``cpu_grid``: all 15 tasks x (RNN, LSTM, GRU, and the Transformer with each of the 6 encodings, standard
   and randomized) x 3 seeds at the same protocol. Splittable with ``--config.only`` and resumable.
 * ``cpu_similarity``: dot-product, cosine and L2 attention x the 6 encodings x 5 tasks x 3 seeds.
+* ``lr_pilot``: the pilot that picked the CPU presets' one learning rate per model family: lrs
+  {3e-4, 1e-3, 3e-3} x (RNN, LSTM, GRU, Transformer with sinusoidal positions) x the ``cpu`` tasks, one
+  seed (100, disjoint from the study's seeds 0..2); the choice is the best mean IN-DISTRIBUTION accuracy
+  (lengths 1..20), never the test lengths.
 * ``paper``: the published protocol: train 1..40, test 41..500 (512 examples per length), batch 128, the
   learning rates {1e-4, 3e-4, 5e-4} swept per (task, model), 10 seeds, the Delétang Transformer
   (``attnjax.nn.transformer_config("deletang2022")``), RNN/LSTM/GRU with 256 units and a ReLU before the
@@ -25,7 +29,7 @@ import ml_collections
 
 from attnjax.nn import transformer_config
 
-PRESETS = ("cpu", "cpu_grid", "cpu_similarity", "paper")
+PRESETS = ("cpu", "cpu_grid", "cpu_similarity", "lr_pilot", "paper")
 ALL_TASKS = ("even_pairs,modular_arithmetic,parity_check,cycle_navigation,"
              "stack_manipulation,reverse_string,modular_arithmetic_brackets,solve_equation,"
              "duplicate_string,missing_duplicate_string,odds_first,binary_addition,binary_multiplication,"
@@ -82,6 +86,13 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.attentions = "dot_product,cosine,l2"
         c.positionals = ALL_ENCODINGS
         c.randomized = "false"
+    elif preset == "lr_pilot":
+        c.models = "rnn,lstm,gru,transformer"
+        c.randomized = "false"
+        c.num_seeds = 1
+        c.first_seed = 100
+        for family in ("rnn", "lstm", "gru", "transformer"):
+            c.learning_rates[family] = "3e-4,1e-3,3e-3"
     elif preset == "paper":
         c.tasks = ALL_TASKS
         c.models = "rnn,lstm,gru,transformer"

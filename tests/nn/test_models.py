@@ -1,71 +1,106 @@
-"""Transformer and LSTM: shapes, padding invariance, registry, positions."""
+"""The model registry: every name builds from config, follows its contract kind, is counted and capacity-matched."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from attnjax import nn as ann
 
-
-def _onehot(B=2, L=9, V=3, seed=0):
-    return jax.nn.one_hot(jax.random.randint(jax.random.key(seed), (B, L), 0, V), V)
-
-
-@pytest.mark.parametrize("name,cfg", [("transformer", dict(num_layers=2, d_model=16, num_heads=4, num_kv_heads=2,
-                                                           mlp_dim=32)),
-                                      ("lstm", dict(hidden_size=8, num_layers=2))])
-def test_shapes_and_padding_invariance(name, cfg):
-    model = ann.build_model(name, output_size=5, config=cfg)
-    x = _onehot()
-    params = jax.jit(model.init)(jax.random.key(0), x)
-    apply = jax.jit(model.apply)
-    logits = apply(params, x, seq_lengths=jnp.array([9, 9]))
-    assert logits.shape == (2, 9, 5) and logits.dtype == jnp.float32
-    # Real positions 0..5 must not depend on what sits in the padded tail 6..8.
-    noise = jnp.concatenate([x[:, :6], 7.0 * jnp.ones((2, 3, 3))], axis=1)
-    lengths = jnp.array([6, 6])
-    np.testing.assert_allclose(apply(params, noise, seq_lengths=lengths)[:, :6],
-                               apply(params, x, seq_lengths=lengths)[:, :6], rtol=1e-5, atol=1e-5)
+B, L, V, C = 2, 8, 3, 4
+TINY = {
+    "logistic": {},
+    "mlp": dict(hidden_sizes=(8,)),
+    "cnn": dict(channels=(4, 4, 4), pooling="mean"),
+    "rnn": dict(hidden_size=8),
+    "lstm": dict(hidden_size=8),
+    "gru": dict(hidden_size=8),
+    "rnn_seq2seq": dict(hidden_size=8, embed_dim=4, attention="additive"),
+    "transformer": dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=16),
+    "transformer_lm": dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=16),
+    "transformer_seq2seq": dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=16),
+    "vit1d": dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=16, patch_size=4),
+}
 
 
-def test_transformer_is_bidirectional_and_uses_positions():
-    model = ann.build_model("transformer", 2, dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=16))
-    x = _onehot(B=1, L=6)
-    params = jax.jit(model.init)(jax.random.key(0), x)
-    apply = jax.jit(model.apply)
-    changed_last = x.at[0, -1].set(jnp.array([0.0, 0.0, 1.0]) if x[0, -1, 2] == 0 else jnp.array([1.0, 0, 0]))
-    # position 0 sees the last token (bidirectional)
-    assert not np.allclose(apply(params, x)[0, 0], apply(params, changed_last)[0, 0])
-    same = jnp.tile(x[:, :1], (1, 6, 1))
-    out = apply(params, same)
-    assert not np.allclose(out[0, 0], out[0, 3])  # identical tokens, different positions
-    nopos = ann.build_model("transformer", 2, dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=16,
-                                                   positional="nope"))
-    out = jax.jit(nopos.apply)(params, same)
-    np.testing.assert_allclose(out[0, 0], out[0, 3], rtol=1e-5, atol=1e-6)
+def _inputs(kind):
+    tokens = jax.nn.one_hot(jax.random.randint(jax.random.key(0), (B, L), 0, V), V)
+    if kind == "classifier":
+        return (jax.random.normal(jax.random.key(1), (B, L)),)
+    if kind == "seq2seq":
+        return tokens, jnp.zeros((B, 5), jnp.int32)
+    return (tokens,)
 
 
-def test_sinusoidal_table():
-    t = ann.sinusoidal_table(50, 8)
-    assert t.shape == (50, 8)
-    np.testing.assert_allclose(t[0], [0.0] * 4 + [1.0] * 4, atol=1e-7)  # sines first, then cosines
-    np.testing.assert_allclose(t[7, 0], np.sin(7.0), rtol=1e-6)
-    np.testing.assert_allclose(t[7, 5], np.cos(7.0 / 10_000 ** (2 / 8)), rtol=1e-5)
-    with pytest.raises(ValueError, match="even"):
-        ann.sinusoidal_table(4, 3)
+@functools.lru_cache(maxsize=None)
+def _built(name):
+    model = ann.build_model(name, C if name != "transformer_lm" else V, TINY[name])
+    kind = ann.model_kind(name, TINY[name])
+    inputs = _inputs(kind)
+    params = jax.jit(model.init)(jax.random.key(0), *inputs)
+    return model, kind, inputs, params
 
 
-def test_registry_errors():
+def test_every_name_has_a_tiny_config():
+    assert set(TINY) == set(ann.MODELS)
+    assert {"logistic", "mlp", "cnn", "rnn", "lstm", "gru", "transformer", "transformer_lm", "transformer_seq2seq",
+            "vit1d", "rnn_seq2seq"} <= set(ann.MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_builds_by_name_and_follows_its_contract(name):
+    model, kind, inputs, params = _built(name)
+    out = jax.jit(model.apply)(params, *inputs)
+    classes = V if name == "transformer_lm" else C
+    expected = {"sequence": (B, L, classes), "classifier": (B, classes), "seq2seq": (B, 5, classes)}[kind]
+    assert out.shape == expected and out.dtype == jnp.float32
+    protocol = {"sequence": ann.SequenceModel, "classifier": ann.Classifier, "seq2seq": ann.Seq2SeqModel}[kind]
+    assert isinstance(model, protocol)
+    assert ann.count_params(model, *inputs) == ann.count_params(params["params"]) > 0
+
+
+def test_pooling_decides_the_kind():
+    assert ann.model_kind("gru") == "sequence" and ann.model_kind("gru", dict(pooling="last")) == "classifier"
+    assert ann.model_kind("transformer", dict(pooling="cls")) == "classifier"
+    assert ann.model_kind("cnn", dict(pooling=None)) == "sequence"
+
+
+def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="model must be one of"):
         ann.build_model("gpt", 2)
-    with pytest.raises(ValueError, match="unknown attention 'nope'; valid names: .*cosine"):
-        ann.TransformerConfig(attention="nope")
-    with pytest.raises(ValueError, match="unknown positional encoding 'none'; valid names: .*alibi"):
-        ann.TransformerConfig(positional="none")
-    with pytest.raises(ValueError, match="cannot take"):
-        ann.TransformerConfig(attention="linear", positional="alibi")
-    with pytest.raises(ValueError, match="divisible by num_heads"):
-        ann.TransformerConfig(d_model=10, num_heads=4)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"unknown config field\(s\) \['hidden'\] for model 'lstm'; valid fields: .*hidden_size"):
         ann.build_model("lstm", 2, dict(hidden=3))
+    with pytest.raises(ValueError, match="model 'gru' fixes"):
+        ann.build_model("gru", 2, dict(cell="lstm"))
+    with pytest.raises(ValueError, match="output_size"):
+        ann.build_model("gru", 0)
+    with pytest.raises(ValueError, match="unknown attention 'nope'; valid names: .*cosine"):
+        ann.build_model("transformer", 2, dict(attention="nope"))
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        ann.build_model("transformer", 2, dict(d_model=10, num_heads=4))
+
+
+@pytest.mark.parametrize("name, config", [
+    ("transformer", dict(num_layers=2, num_heads=4, d_model=32, mlp_dim=64)),
+    ("gru", {}),
+    ("mlp", dict(hidden_sizes=(32, 16))),
+])
+def test_match_capacity_hits_its_tolerance(name, config):
+    example = (jnp.zeros((1, 20, 5)),) if name != "mlp" else (jnp.zeros((1, 20)),)
+    target = ann.count_params(ann.build_model("lstm", 5, dict(hidden_size=64)), jnp.zeros((1, 20, 5)))
+    fields, n = ann.match_capacity(name, target, output_size=5, example_inputs=example, config=config)
+    assert abs(n - target) <= 0.1 * target
+    assert n == ann.count_params(ann.build_model(name, 5, fields), *example)
+    if name == "transformer":  # heads still divide the width; mlp_dim kept at twice d_model
+        assert fields["d_model"] % 8 == 0 and fields["mlp_dim"] == 2 * fields["d_model"]
+        assert fields["num_layers"] == 2
+    if name == "mlp":
+        assert abs(fields["hidden_sizes"][0] - 2 * fields["hidden_sizes"][1]) <= 1  # proportional, rounded
+
+
+def test_match_capacity_errors():
+    with pytest.raises(ValueError, match="'logistic' has no width"):
+        ann.match_capacity("logistic", 100, output_size=2, example_inputs=(jnp.zeros((1, 4)),))
+    with pytest.raises(ValueError, match="within 10%"):  # 3 parameters are below any GRU
+        ann.match_capacity("gru", 3, output_size=2, example_inputs=(jnp.zeros((1, 4, 2)),))

@@ -50,30 +50,29 @@ def test_shapes_dtypes_and_the_contract():
         TransformerSeq2SeqConfig(pooling="cls")
 
 
-def test_decoder_never_sees_later_target_tokens():
+def test_decoder_never_sees_later_targets_nor_source_padding():
+    """Exactly zero gradient from later target positions and from padded source positions, and the
+    sown attention weights are zero there and sum to 1 over what is visible."""
     model, params, source = _model(), _params(), _source()
 
-    def logits_from_target_embeddings(m, source, embedded):
+    def logits(m, source, embedded_targets):
         memory = m.encode(source, SOURCE_LENGTHS)
-        return m.logits(m.decoder(embedded, None, False, memory=memory, memory_lengths=SOURCE_LENGTHS))
+        return m.logits(m.decoder(embedded_targets, None, False, memory=memory, memory_lengths=SOURCE_LENGTHS))
 
     embedded = jax.random.normal(jax.random.key(2), (B, T, 16))
-    out, vjp = jax.vjp(lambda e: model.apply(params, source, e, method=logits_from_target_embeddings), embedded)
+    # d sum_b(logits[b, t]) / d inputs for every t: one compiled Jacobian, summed over the output batch.
+    jacobians = jax.jit(jax.jacrev(lambda s, e: model.apply(params, s, e, method=logits).sum((0, 2)),
+                                   argnums=(0, 1)))(source, embedded)
     for t in range(T):
-        (grad,) = vjp(jnp.zeros_like(out).at[:, t].set(1.0))
-        np.testing.assert_array_equal(grad[:, t + 1:], 0.0)
-        assert np.all(np.abs(grad[:, : t + 1]).sum(-1) > 0), t
+        d_source, d_targets = jacobians[0][t], jacobians[1][t]
+        np.testing.assert_array_equal(d_targets[:, t + 1:], 0.0)
+        assert np.all(np.abs(d_targets[:, : t + 1]).sum(-1) > 0), t  # every earlier target is seen
+        np.testing.assert_array_equal(d_source[1, 4:], 0.0)
+        assert np.all(np.abs(d_source[1, :4]).sum(-1) > 0) and np.all(np.abs(d_source[0]).sum(-1) > 0), t
     # The same through the token path: later tokens never change earlier logits.
     changed = _targets().at[:, 3:].set(0)
     np.testing.assert_allclose(model.apply(params, source, changed)[:, :3],
                                model.apply(params, source, _targets())[:, :3], atol=1e-6)
-
-
-def test_source_padding_gets_zero_gradient_and_zero_cross_attention():
-    model, params, source = _model(), _params(), _source()
-    grad = jax.grad(lambda s: jnp.sum(jnp.sin(model.apply(params, s, _targets(), SOURCE_LENGTHS))))(source)
-    np.testing.assert_array_equal(grad[1, 4:], 0.0)
-    assert np.all(np.abs(grad[1, :4]).sum(-1) > 0) and np.all(np.abs(grad[0]).sum(-1) > 0)
     sowing = _model(sow_attention_weights=True)
     _, state = sowing.apply(params, source, _targets(), SOURCE_LENGTHS, mutable=["intermediates"])
     block = state["intermediates"]["decoder"]["block_0"]
@@ -84,8 +83,8 @@ def test_source_padding_gets_zero_gradient_and_zero_cross_attention():
     np.testing.assert_allclose(cross[0].sum(-1), 1.0, rtol=1e-5)
     causal_self = block["attention"]["attention_weights"][0]  # [B, N, T, T], lower triangular
     np.testing.assert_array_equal(np.triu(np.ones((T, T)), 1) * causal_self, 0.0)
-    enc = state["intermediates"]["encoder"]["block_0"]["attention"]["attention_weights"][0]
-    np.testing.assert_array_equal(enc[1, ..., 4:], 0.0)
+    encoder = state["intermediates"]["encoder"]["block_0"]["attention"]["attention_weights"][0]
+    np.testing.assert_array_equal(encoder[1, ..., 4:], 0.0)
 
 
 def test_generate_is_greedy_teacher_forcing_on_its_own_predictions_with_one_trace():
@@ -95,11 +94,11 @@ def test_generate_is_greedy_teacher_forcing_on_its_own_predictions_with_one_trac
     @jax.jit
     @chex.assert_max_traces(n=1)
     def generate(params, source, lengths):
-        return model.apply(params, source, lengths, max_length=6, method=model.generate)
+        return model.apply(params, source, lengths, max_length=T, method=model.generate)
 
     tokens = generate(params, source, SOURCE_LENGTHS)
     generate(params, _source(seed=5), jnp.array([3, 7]))  # same shapes: no retrace
-    assert tokens.shape == (B, 6) and tokens.dtype == jnp.int32
+    assert tokens.shape == (B, T) and tokens.dtype == jnp.int32
     inputs = jnp.concatenate([jnp.full((B, 1), begin_token(C)), tokens[:, :-1]], axis=1)
     forced = model.apply(params, source, inputs, SOURCE_LENGTHS)
     np.testing.assert_array_equal(jnp.argmax(forced, -1), tokens)
@@ -108,9 +107,9 @@ def test_generate_is_greedy_teacher_forcing_on_its_own_predictions_with_one_trac
 
 
 @pytest.mark.slow
-def test_trains_below_stated_loss_and_generates_the_copy():
-    """Copy the source (4 symbols, length 5). Teacher-forced cross-entropy falls from ~ln 4 = 1.39 to
-    < 0.1 in 80 Adam steps, and greedy generation then reproduces the training sources."""
+def test_trains_below_stated_loss():
+    """Copy the source (4 symbols, length 5): teacher-forced cross-entropy falls from ~ln 4 = 1.39 to
+    < 0.1 in 80 Adam steps (generation equals teacher forcing on its own outputs, tested above)."""
     model = _model(output_size=V)
     ids = jax.random.randint(jax.random.key(11), (32, T), 0, V)
     source = jax.nn.one_hot(ids, V)
@@ -132,5 +131,3 @@ def test_trains_below_stated_loss_and_generates_the_copy():
         params, state, loss = step(params, state)
         losses.append(float(loss))
     assert losses[0] > 1.0 and losses[-1] < 0.1, losses[::10]
-    generated = jax.jit(lambda p, s: model.apply({"params": p}, s, max_length=T, method=model.generate))(params, source)
-    assert float(jnp.mean(generated == ids)) > 0.95
