@@ -103,7 +103,9 @@ class _DecoderCell(nn.Module):
     @nn.compact
     def __call__(self, carry: tuple[tuple[Any, ...], Array], token: Array, memory: dict[str, Array],
                  train: bool) -> tuple[tuple[tuple[Any, ...], Array], tuple[Array, Array | None]]:
-        """Args:
+        """Reads token ``y_{t-1}``, returns the logits of step ``t`` and the carry for step ``t + 1``.
+
+        Args:
             carry: (per-layer cell carries, previous read-out ``r_{t-1} [B, hidden]``).
             token: ``[B]`` int decoder input ``y_{t-1}`` in ``0..C``.
             memory: ``values [B, S, 1, A]`` annotations (zero on padding), ``keys [B, S, 1, H]``,
@@ -154,6 +156,7 @@ class _DecoderCell(nn.Module):
 
 
 def _check_source(source: Array) -> None:
+    """Raises ValueError/TypeError unless ``source`` is a rank-3 floating array ``[B, S, V]``."""
     if source.ndim != 3:
         raise ValueError(f"source must have rank 3 [B, S, V], got shape {source.shape}")
     if not jnp.issubdtype(source.dtype, jnp.floating):

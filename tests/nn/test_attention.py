@@ -99,37 +99,37 @@ def test_pluggable_attention_fn_and_bad_heads():
 
 
 def test_options_dropout_and_sown_weights():
-    xq, _ = _inputs(T=6)
+    xq, _ = _inputs()
     # local_window_size=0 lets each query see only its own key: the sown weights are the identity.
-    layer = MultiHeadAttention(num_heads=2, head_dim=4, attention_options=(("local_window_size", 0),),
+    layer = MultiHeadAttention(num_heads=3, head_dim=4, attention_options=(("local_window_size", 0),),
                                sow_weights=True, dropout_rate=0.5)
     variables = layer.init(jax.random.key(0), xq)
     out, state = layer.apply(variables, xq, mutable=["intermediates"])
     (weights,) = state["intermediates"]["attention_weights"]
-    np.testing.assert_allclose(weights, np.broadcast_to(np.eye(6), (2, 2, 6, 6)), atol=1e-6)
+    np.testing.assert_allclose(weights, np.broadcast_to(np.eye(5), (2, 3, 5, 5)), atol=1e-6)
     # deterministic (the default) has no dropout and equals the layer without it; training needs 'dropout'.
-    plain = MultiHeadAttention(num_heads=2, head_dim=4, attention_options=(("local_window_size", 0),))
+    plain = MultiHeadAttention(num_heads=3, head_dim=4, attention_options=(("local_window_size", 0),))
     np.testing.assert_allclose(out, plain.apply(variables, xq), atol=1e-6)
     train = lambda seed: layer.apply(variables, xq, deterministic=False,  # noqa: E731
                                      rngs={"dropout": jax.random.key(seed)})
     np.testing.assert_array_equal(train(1), train(1))
     assert not np.allclose(train(1), train(2))
     with pytest.raises(ValueError, match="sow_weights needs a registered attention"):
-        MultiHeadAttention(num_heads=2, head_dim=4, sow_weights=True,
+        MultiHeadAttention(num_heads=3, head_dim=4, sow_weights=True,
                            attention_fn=lambda q, k, v, b, m, **kw: q).init(jax.random.key(0), xq)
 
 
 def test_implementation_and_block_sizes_reach_the_op():
     from attnjax.ops import BlockSizes
 
-    xq, xkv = _inputs(T=9, S=10)
-    dense = MultiHeadAttention(num_heads=2, head_dim=6, implementation="dense")
-    blocked = MultiHeadAttention(num_heads=2, head_dim=6, implementation="blockwise", block_sizes=BlockSizes(4, 3))
+    xq, xkv = _inputs()  # T=5, S=7: blocks of 2 queries and 3 keys leave padded blocks on both axes
+    dense = MultiHeadAttention(num_heads=3, head_dim=4, implementation="dense")
+    blocked = MultiHeadAttention(num_heads=3, head_dim=4, implementation="blockwise", block_sizes=BlockSizes(2, 3))
     variables = dense.init(jax.random.key(0), xq, xkv)
-    np.testing.assert_allclose(blocked.apply(variables, xq, xkv, key_value_seq_lengths=jnp.array([10, 4])),
-                               dense.apply(variables, xq, xkv, key_value_seq_lengths=jnp.array([10, 4])),
+    np.testing.assert_allclose(blocked.apply(variables, xq, xkv, key_value_seq_lengths=jnp.array([7, 4])),
+                               dense.apply(variables, xq, xkv, key_value_seq_lengths=jnp.array([7, 4])),
                                rtol=1e-5, atol=1e-5)
     # block_sizes with the dense path is an error of the op: proof the keyword arrives.
     with pytest.raises(ValueError, match="block_sizes is used only by"):
-        MultiHeadAttention(num_heads=2, head_dim=6, implementation="dense",
-                           block_sizes=BlockSizes(4, 3)).apply(variables, xq, xkv)
+        MultiHeadAttention(num_heads=3, head_dim=4, implementation="dense",
+                           block_sizes=BlockSizes(2, 3)).apply(variables, xq, xkv)

@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from attnjax.nn.contract import Classifier, SequenceModel
 from attnjax.nn.baselines import CNN, MLP, CNNConfig, Logistic, LogisticConfig, MLPConfig
+from attnjax.nn.contract import Classifier, SequenceModel
 
 # These tests check values, not speed: XLA's CPU backend at optimization level 0 compiles about twice
 # as fast, and compiling is most of the time here.
