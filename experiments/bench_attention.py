@@ -239,20 +239,19 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return results
 
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "bench_attention.py"),
-    "Benchmark config; override with --config.lengths=1024,4096 etc.", lock_config=True)
-
-
-def main(argv: list[str]) -> None:
+def main(argv: list[str], config: ml_collections.ConfigDict) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        check_config(_CONFIG.value)
+        check_config(config)
     except ValueError as err:
         raise app.UsageError(str(err)) from None
-    run(_CONFIG.value)
+    run(config)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    # Flags are defined only when run as a program, so the module imports cleanly next to others.
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", os.path.basename(__file__)),
+        "Benchmark config; override with --config.lengths=1024,4096 etc.", lock_config=True)
+    app.run(lambda argv: main(argv, _CONFIG.value))

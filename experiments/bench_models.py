@@ -193,20 +193,19 @@ def markdown(rows: list[dict[str, Any]], long_rows: list[dict[str, Any]], config
     return "\n".join(lines) + "\n"
 
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "bench_models.py"),
-    "Benchmark config; override with --config.study_settings=32x40 etc.", lock_config=True)
-
-
-def main(argv: list[str]) -> None:
+def main(argv: list[str], config: ml_collections.ConfigDict) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        _settings(_CONFIG.value.study_settings)
+        _settings(config.study_settings)
     except ValueError as err:
         raise app.UsageError(str(err)) from None
-    run(_CONFIG.value)
+    run(config)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    # Flags are defined only when run as a program, so the module imports cleanly next to others.
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", os.path.basename(__file__)),
+        "Benchmark config; override with --config.study_settings=32x40 etc.", lock_config=True)
+    app.run(lambda argv: main(argv, _CONFIG.value))

@@ -335,10 +335,14 @@ def merge_results(workdir: str, parts: Sequence[str]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the command line
 
-def define_flags(script: str, default_workdir: str):
-    """``--config`` (the script's ``configs/<name>.py`` by default, ``file[:preset]``), ``--workdir`` and
-    ``--report_only`` for an experiment script; call once at its import. Returns the three flag holders."""
-    from absl import flags
+def cli(experiment: Experiment, script: str, default_workdir: str) -> None:
+    """Runs ``experiment`` as a command line program (call it under ``if __name__ == "__main__"``).
+
+    Flags: ``--config`` (the script's ``configs/<name>.py`` by default, ``file[:preset]``, with
+    ``--config.x=y`` overrides), ``--workdir`` and ``--report_only``. They are defined here, not at import,
+    so several experiment modules can be imported into one process (tests, notebooks).
+    """
+    from absl import app, flags
     from ml_collections import config_flags
 
     stem = os.path.splitext(os.path.basename(script))[0]
@@ -348,7 +352,7 @@ def define_flags(script: str, default_workdir: str):
     workdir = flags.DEFINE_string("workdir", os.path.join("results", default_workdir),
                                   "Directory receiving results.json, summary.md, plots and logs/.")
     report_only = flags.DEFINE_bool("report_only", False, "Rebuild summary.md and plots from results.json.")
-    return config, workdir, report_only
+    app.run(lambda argv: main(experiment, argv, config.value, workdir.value, report_only.value))
 
 
 def main(experiment: Experiment, argv: Sequence[str], config: ml_collections.ConfigDict, workdir: str,

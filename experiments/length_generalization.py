@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app
 
 from attnjax import data
 from attnjax.nn import build_model, count_params, get_model_spec, model_kind
@@ -35,7 +34,8 @@ from experiments import length_generalization_report as report
 ATTENTION_MODELS = ("transformer", "transformer_lm")
 # Config keys that fix how every cell trains and is scored (part of each cell's fingerprint).
 PROTOCOL_KEYS = ("train_max_length", "test_max_length", "per_example_lengths", "batch_size", "num_steps",
-                 "max_grad_norm", "eval_batch_size", "eval_bucket", "randomized_max_len", "randomized_eval")
+                 "max_grad_norm", "eval_batch_size", "eval_bucket", "randomized_max_len", "randomized_eval",
+                 "attention_map_task")
 
 
 def variants(config: ml_collections.ConfigDict, model: str) -> list[str]:
@@ -87,6 +87,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.num_seeds < 1:
         raise ValueError(f"num_seeds must be >= 1, got {config.num_seeds}")
     harness.check_names("task", harness.names(config.tasks), data.TASKS)
+    if config.attention_map_task:
+        harness.check_names("attention_map_task", [config.attention_map_task], data.TASKS)
     models = harness.names(config.models)
     if not models:
         raise ValueError("config.models lists no model")
@@ -144,7 +146,12 @@ def run_cell(cell: harness.Cell, config: ml_collections.ConfigDict, context: har
         state, lambda k: [data.length_batch(task, eval_rng, config.eval_batch_size, k, _eval_pad(task, k, config))],
         range(1, m + 1), mesh=mesh, rng=cell.key("eval_positions"))
     acc = {k: v["accuracy"] for k, v in per_length.items()}
+    extra = {}
+    if (cell["task"] == config.attention_map_task and cell["model"] in ATTENTION_MODELS
+            and cell["seed"] == config.first_seed):
+        extra["attention_maps"] = attention_maps(cell, config, state.params, task)
     return {
+        **extra,
         "train_accuracy": float(np.mean([acc[k] for k in range(1, n + 1)])),
         "ood_score": float(np.mean([acc[k] for k in range(n + 1, m + 1)])),
         "accuracy_per_length": {str(k): a for k, a in acc.items()},
@@ -155,17 +162,27 @@ def run_cell(cell: harness.Cell, config: ml_collections.ConfigDict, context: har
     }
 
 
+def attention_maps(cell: harness.Cell, config: ml_collections.ConfigDict, params: Any, task: data.Task
+                   ) -> dict[str, list[list[float]]]:
+    """Last-layer attention weights (mean over heads) of one example at the longest training length and the
+    longest test length: ``{str(length): [P, P]}``, P = input plus blank positions."""
+    fields = {**model_fields(config, cell["model"], cell["variant"]), "sow_attention_weights": True}
+    model = build_model(cell["model"], task.output_size, fields)
+    rng, maps = cell.rng("attention_maps", ("task", "seed")), {}
+    for length in (config.train_max_length, config.test_max_length):
+        batch = data.length_batch(task, rng, 1, length)
+        _, sown = model.apply({"params": params}, batch["inputs"], seq_lengths=batch["seq_lengths"], train=False,
+                              rngs={"positions": cell.key("attention_maps")}, mutable=["intermediates"])
+        blocks = sown["intermediates"]["encoder"]
+        last = blocks[f"block_{len(blocks) - 1}"]["attention"]["attention_weights"][0]  # [1, N, P, P]
+        maps[str(length)] = np.round(np.asarray(last[0].mean(0)), 4).tolist()
+    return maps
+
+
 EXPERIMENT = harness.Experiment(
     name="length_generalization", cells=cells, run_cell=run_cell, validate=validate, cell_config=cell_config,
     report=report.write_report,
     describe=lambda r: f"in-dist {100 * r['train_accuracy']:.1f}%, OOD {100 * r['ood_score']:.1f}%")
 
-_CONFIG, _WORKDIR, _REPORT_ONLY = harness.define_flags(__file__, "length_generalization")
-
-
-def main(argv):
-    harness.main(EXPERIMENT, argv, _CONFIG.value, _WORKDIR.value, _REPORT_ONLY.value)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    harness.cli(EXPERIMENT, __file__, "length_generalization")

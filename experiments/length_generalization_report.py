@@ -23,6 +23,7 @@ from experiments.harness import ok_runs
 from experiments.length_generalization_tables import DELETANG, PAPER, RUOSS_GAIN, SOLVED, Entry, Key, pct
 
 SUMMARY_FILE, CURVES_FILE, HEATMAP_FILE = "summary.md", "accuracy_vs_length.png", "encoding_heatmap.png"
+MAPS_FILE = "attention_maps.png"
 
 
 # --------------------------------------------------------------------------- protocol
@@ -294,6 +295,27 @@ def encoding_heatmap(es: Mapping[Key, Entry]):
     return fig
 
 
+def attention_map_figure(runs: Sequence[dict], config: Mapping[str, Any]):
+    """One row per attention model variant that stored maps: its last-layer weights (mean over heads) on one
+    example at the longest training length and at the longest test length; None if no run stored any."""
+    import matplotlib.pyplot as plt
+
+    with_maps = [r for r in runs if r.get("attention_maps")]
+    if not with_maps:
+        return None
+    fig, axes = plt.subplots(len(with_maps), 2, figsize=(7.0, 3.2 * len(with_maps)), squeeze=False)
+    for row, run in zip(axes, with_maps):
+        for ax, (length, weights) in zip(row, sorted(run["attention_maps"].items(), key=lambda kv: int(kv[0]))):
+            ax.imshow(np.asarray(weights), cmap="viridis", vmin=0.0)
+            where = "training" if int(length) <= config["train_max_length"] else "test"
+            title = f"{tables.label(run['model'], run['variant'])}\n{run['task']}, input length {length} ({where})"
+            ax.set_title(title, fontsize=7)
+            ax.set_xlabel("key position", fontsize=7)
+            ax.set_ylabel("query position", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------- the report
 
 def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
@@ -342,7 +364,8 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
     es = tables.entries(ok_runs(results), config.get("min_train_accuracy"))
     written = []
     for name, make in ((CURVES_FILE, lambda: accuracy_figure(es, config) if es else None),
-                       (HEATMAP_FILE, lambda: encoding_heatmap(es))):
+                       (HEATMAP_FILE, lambda: encoding_heatmap(es)),
+                       (MAPS_FILE, lambda: attention_map_figure(ok_runs(results), config))):
         fig = make()
         if fig is None:
             continue

@@ -61,6 +61,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.max_grad_norm = 1.0  # global-norm clipping before Adam
     c.eval_batch_size = 128  # examples per test length
     c.eval_bucket = 20  # pad test lengths up to multiples of this: a few compiled eval programs
+    # Attention models of the first seed on this task store last-layer weight maps at lengths N and M.
+    c.attention_map_task = "reverse_string"  # "" for none
     c.min_train_accuracy = 0.9  # runs below this in-distribution accuracy are flagged in the report
     c.log_every = 500
     c.progress = "auto"  # tqdm bar per cell: "auto" (when a terminal), "on", "off"
@@ -68,7 +70,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.mesh_data = -1  # devices on the 'data' mesh axis (-1: all)
 
     # One learning rate per model family on CPU (comma-separated values sweep them as a grid axis).
-    c.learning_rates = ml_collections.ConfigDict(dict(rnn="1e-3", lstm="1e-3", gru="1e-3", transformer="1e-3"))
+    # Chosen by the lr_pilot preset on mean in-distribution accuracy (README, "Learning-rate pilot").
+    c.learning_rates = ml_collections.ConfigDict(dict(rnn="3e-4", lstm="3e-3", gru="3e-3", transformer="3e-4"))
     recurrent = dict(hidden_size=128, num_layers=1, readout_relu=True)
     c.rnn = ml_collections.ConfigDict(recurrent)
     c.lstm = ml_collections.ConfigDict(recurrent)

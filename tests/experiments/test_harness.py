@@ -142,3 +142,11 @@ def test_cell_rng_streams():
     assert a.id == "task=x/model=m1/seed=0" and a["model"] == "m1"
     with pytest.raises(KeyError, match="no field 'lr'"):
         a["lr"]
+
+
+def test_experiment_modules_import_together():
+    # Flags are defined only when a script runs as a program, so modules can share a process.
+    import importlib
+
+    for name in ("experiments.length_generalization", "experiments.bench_attention", "experiments.bench_models"):
+        importlib.import_module(name)

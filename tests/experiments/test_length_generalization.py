@@ -17,7 +17,8 @@ TINY = ["--config.tasks=parity_check,stack_manipulation", "--config.num_seeds=2"
         "--config.eval_batch_size=4", "--config.eval_bucket=2", "--config.log_every=2",
         "--config.lstm.hidden_size=4", "--config.transformer.d_model=8", "--config.transformer.mlp_dim=8",
         "--config.transformer.num_layers=1", "--config.transformer.num_heads=2",
-        "--config.attentions=cosine", "--config.positionals=alibi", "--config.progress=off"]
+        "--config.attentions=cosine", "--config.positionals=alibi", "--config.progress=off",
+        "--config.attention_map_task=parity_check"]
 
 
 def _cli(tmp_path, *args):
@@ -43,7 +44,14 @@ def test_cli_tiny_grid_writes_results_and_resumes(tmp_path):
         assert run["ood_score"] == pytest.approx((acc["3"] + acc["4"]) / 2)
         assert 0.0 <= run["train_accuracy"] <= 1.0
     assert "## Table 1" in (workdir / "summary.md").read_text()
-    assert (workdir / "accuracy_vs_length.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("accuracy_vs_length.png", "encoding_heatmap.png", "attention_maps.png"):
+        assert (workdir / name).read_bytes()[:4] == b"\x89PNG"
+    maps = [r for r in runs if "attention_maps" in r]
+    assert {(r["task"], r["seed"]) for r in maps} == {("parity_check", 0)} and len(maps) == 2
+    for r in maps:  # last-layer weights over the input + blank positions, rows summing to 1
+        for length, size in (("2", 3), ("4", 5)):
+            weights = r["attention_maps"][length]
+            assert len(weights) == size and all(abs(sum(row) - 1) < 1e-3 for row in weights)
     logs = sorted(os.listdir(workdir / "logs"))
     assert len(logs) == 12
     assert [json.loads(line)["step"] for line in (workdir / "logs" / logs[0]).read_text().splitlines()] == [2, 3]

@@ -9,12 +9,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from attnjax.nn.blocks import Embedding, TransformerBlock
 from attnjax.nn.transformer_config import KERNEL_INITS
 from attnjax.nn.transformer import TRANSFORMER_PRESETS, TransformerConfig, TransformerEncoder, transformer_config
+from tests.nn.training import adam_losses
 
 B, L, V, C = 2, 8, 4, 3
 LENGTHS = jnp.array([L, 5], jnp.int32)
@@ -109,20 +109,7 @@ def test_trains_below_stated_loss():
     ids = jax.random.randint(jax.random.key(3), (16, L), 0, V)
     x, y = jax.nn.one_hot(ids, V), jnp.cumsum(ids == 1, axis=1) % C
     params = model.init(jax.random.key(0), x)["params"]
-    opt = optax.adam(1e-2)
-
-    @jax.jit
-    def step(params, state):
-        def loss_fn(p):
-            return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), y).mean()
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state, loss
-
-    state, losses = opt.init(params), []
-    for _ in range(60):
-        params, state, loss = step(params, state)
-        losses.append(float(loss))
+    losses = adam_losses(model.apply, params, (x,), y, steps=60)
     assert losses[0] > 0.7 and losses[-1] < 0.25, losses[::10]
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import functools
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from attnjax.nn.transformer_lm import TransformerLM, TransformerLMConfig
+from tests.nn.training import adam_losses
 
 B, L, V = 2, 8, 5
 LENGTHS = jnp.array([L, 5], jnp.int32)
@@ -73,20 +72,5 @@ def test_trains_below_stated_loss_with_one_trace():
     ids = jax.random.randint(jax.random.key(7), (32, L), 0, V)
     x, y = jax.nn.one_hot(ids, V), jnp.broadcast_to(ids[:, :1], ids.shape)
     params = model.init(jax.random.key(0), x)["params"]
-    opt = optax.adam(1e-2)
-    chex.clear_trace_counter()
-
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def step(params, state):
-        def loss_fn(p):
-            return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), y).mean()
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state, loss
-
-    state, losses = opt.init(params), []
-    for _ in range(60):
-        params, state, loss = step(params, state)
-        losses.append(float(loss))
+    losses = adam_losses(model.apply, params, (x,), y, steps=60)
     assert losses[0] > 1.2 and losses[-1] < 0.2, losses[::10]

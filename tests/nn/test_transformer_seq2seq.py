@@ -8,11 +8,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from attnjax.nn.contract import Seq2SeqModel, begin_token
 from attnjax.nn.transformer_seq2seq import TransformerSeq2Seq, TransformerSeq2SeqConfig
+from tests.nn.training import adam_losses
 
 B, S, T, V, C = 2, 7, 5, 4, 3
 SOURCE_LENGTHS = jnp.array([S, 4], jnp.int32)
@@ -115,19 +115,5 @@ def test_trains_below_stated_loss():
     source = jax.nn.one_hot(ids, V)
     inputs = jnp.concatenate([jnp.full((32, 1), begin_token(V)), ids[:, :-1]], axis=1)
     params = model.init(jax.random.key(0), source, inputs)["params"]
-    opt = optax.adam(1e-2)
-
-    @jax.jit
-    def step(params, state):
-        def loss_fn(p):
-            return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, source, inputs),
-                                                                   ids).mean()
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state, loss
-
-    state, losses = opt.init(params), []
-    for _ in range(80):
-        params, state, loss = step(params, state)
-        losses.append(float(loss))
+    losses = adam_losses(model.apply, params, (source, inputs), ids, steps=80)
     assert losses[0] > 1.0 and losses[-1] < 0.1, losses[::10]

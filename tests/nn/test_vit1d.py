@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import functools
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from attnjax.nn.contract import Classifier
 from attnjax.nn.vit1d import ViT1D, ViT1DConfig
+from tests.nn.training import adam_losses
 
 B, L, C = 2, 16, 4
 SMALL = dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=16, max_len=64, patch_size=4)
@@ -78,20 +77,5 @@ def test_trains_below_stated_loss_with_one_trace():
     bumps = jax.nn.one_hot(labels * 4 + 1, L) * 3.0
     x = bumps + 0.3 * jax.random.normal(jax.random.key(5), (32, L))
     params = model.init(jax.random.key(0), x)["params"]
-    opt = optax.adam(1e-2)
-    chex.clear_trace_counter()
-
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def step(params, state):
-        def loss_fn(p):
-            return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), labels).mean()
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state, loss
-
-    state, losses = opt.init(params), []
-    for _ in range(50):
-        params, state, loss = step(params, state)
-        losses.append(float(loss))
+    losses = adam_losses(model.apply, params, (x,), labels, steps=50)
     assert losses[0] > 1.0 and losses[-1] < 0.1, losses[::10]
