@@ -41,9 +41,19 @@ def scaled_logits(query: jnp.ndarray, key: jnp.ndarray, *, scale: float | None,
     B, T, N, H = query.shape
     K = key.shape[2]
     scale = checks.default_scale(scale, H)
-    grouped = query.reshape(B, T, K, N // K, H)
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", grouped, key, preferred_element_type=jnp.float32)
-    logits = logits.reshape(B, N, T, key.shape[1]) * jnp.float32(scale)
+    # float32 queries are scaled before the matmul ([B, T, N, H] multiplies instead of [B, N, T, S]);
+    # low-precision ones after it, in float32, so the scale adds no rounding.
+    prescale = query.dtype == jnp.float32
+    if prescale:
+        query = query * jnp.float32(scale)
+    if K == N:  # no grouping: the 4-D contraction is ~20% faster on CPU than the grouped 5-D one
+        logits = jnp.einsum("BTNH,BSNH->BNTS", query, key, preferred_element_type=jnp.float32)
+    else:
+        grouped = query.reshape(B, T, K, N // K, H)
+        logits = jnp.einsum("BTKGH,BSKH->BKGTS", grouped, key, preferred_element_type=jnp.float32)
+    logits = logits.reshape(B, N, T, key.shape[1])
+    if not prescale:
+        logits = logits * jnp.float32(scale)
     if logit_softcap is not None:
         logits = logit_softcap * jnp.tanh(logits / logit_softcap)
     return logits
@@ -67,6 +77,8 @@ def weighted_values(probs: jnp.ndarray, value: jnp.ndarray) -> jnp.ndarray:
     """``probs [B, N, T, S]`` times ``value [B, S, K, H]`` -> ``[B, T, N, H]`` float32 (GQA aware)."""
     B, N, T, S = probs.shape
     K, H = value.shape[2], value.shape[3]
+    if K == N:
+        return jnp.einsum("BNTS,BSNH->BTNH", probs.astype(value.dtype), value, preferred_element_type=jnp.float32)
     grouped = probs.astype(value.dtype).reshape(B, K, N // K, T, S)
     out = jnp.einsum("BKGTS,BSKH->BTKGH", grouped, value, preferred_element_type=jnp.float32)
     return out.reshape(B, T, N, H)
