@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 
 from attnjax import data
-from attnjax.nn import build_model, count_params, get_model_spec, model_kind
+from attnjax.nn import build_model, count_params, get_model_spec, model_kind, sown_attention_weights
 from attnjax.ops.positional import get_positional
 from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
@@ -173,8 +173,7 @@ def attention_maps(cell: harness.Cell, config: ml_collections.ConfigDict, params
         batch = data.length_batch(task, rng, 1, length)
         _, sown = model.apply({"params": params}, batch["inputs"], seq_lengths=batch["seq_lengths"], train=False,
                               rngs={"positions": cell.key("attention_maps")}, mutable=["intermediates"])
-        blocks = sown["intermediates"]["encoder"]
-        last = blocks[f"block_{len(blocks) - 1}"]["attention"]["attention_weights"][0]  # [1, N, P, P]
+        last = sown_attention_weights(sown["intermediates"])[-1]  # [1, N, P, P]
         maps[str(length)] = np.round(np.asarray(last[0].mean(0)), 4).tolist()
     return maps
 

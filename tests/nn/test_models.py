@@ -104,3 +104,15 @@ def test_match_capacity_errors():
         ann.match_capacity("logistic", 100, output_size=2, example_inputs=(jnp.zeros((1, 4)),))
     with pytest.raises(ValueError, match="within 10%"):  # 3 parameters are below any GRU
         ann.match_capacity("gru", 3, output_size=2, example_inputs=(jnp.zeros((1, 4, 2)),))
+
+
+def test_sown_attention_weights_in_layer_order():
+    model = ann.build_model("transformer", C, dict(num_layers=11, d_model=8, num_heads=2, mlp_dim=8,
+                                                   sow_attention_weights=True))
+    x = _inputs("sequence")[0]
+    params = model.init(jax.random.key(0), x)
+    _, sown = model.apply(params, x, mutable=["intermediates"])
+    weights = ann.sown_attention_weights(sown["intermediates"])
+    assert len(weights) == 11 and all(w.shape == (B, 2, L, L) for w in weights)
+    block10 = sown["intermediates"]["encoder"]["block_10"]["attention"]["attention_weights"][0]
+    assert weights[-1] is block10  # block_10 sorts after block_2
