@@ -24,7 +24,7 @@ import numpy as np
 
 from attnjax import data
 from attnjax.nn import build_model, count_params, get_model_spec, model_kind, sown_attention_weights
-from attnjax.ops.positional import get_positional
+from attnjax.ops.positional import RANDOMIZED_EVAL, get_positional
 from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
 from attnjax.train import create_train_state, evaluate_lengths, fit, make_optimizer
@@ -102,8 +102,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for p in harness.names(config.positionals):
         get_positional(p)
     harness.check_names("randomized value", harness.names(config.randomized), ["false", "true"])
-    if config.randomized_eval not in ("random", "consecutive"):
-        raise ValueError(f"randomized_eval must be 'random' or 'consecutive', got {config.randomized_eval!r}")
+    harness.check_names("randomized_eval", [config.randomized_eval], RANDOMIZED_EVAL)
     for model in models:
         for variant in variants(config, model):
             if model_kind(model, model_fields(config, model, variant)) != "sequence":
