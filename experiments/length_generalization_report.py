@@ -370,7 +370,7 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
         if fig is None:
             continue
         try:
-            save_figure(os.path.join(workdir, name), fig, dpi=110)
+            save_figure(os.path.join(workdir, name), fig, dpi=110, bbox_inches="tight")  # keep the legend
         finally:
             plt.close(fig)
         written.append(name)
