@@ -41,8 +41,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-from absl import app
-from ml_collections import config_flags
 
 from attnjax.ops import BlockSizes, dot_product_attention
 from attnjax.results import environment_info, write_json, write_text
@@ -239,19 +237,5 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return results
 
 
-def main(argv: list[str], config: ml_collections.ConfigDict) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        check_config(config)
-    except ValueError as err:
-        raise app.UsageError(str(err)) from None
-    run(config)
-
-
 if __name__ == "__main__":
-    # Flags are defined only when run as a program, so the module imports cleanly next to others.
-    _CONFIG = config_flags.DEFINE_config_file(
-        "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", os.path.basename(__file__)),
-        "Benchmark config; override with --config.lengths=1024,4096 etc.", lock_config=True)
-    app.run(lambda argv: main(argv, _CONFIG.value))
+    harness.config_cli(__file__, check_config, run)

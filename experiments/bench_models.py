@@ -29,8 +29,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app
-from ml_collections import config_flags
 
 from attnjax.nn import build_model, count_params, sinusoidal_table
 from attnjax.results import environment_info, write_json, write_text
@@ -138,6 +136,14 @@ def _settings(value: str) -> list[tuple[int, int]]:
     return out
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first bad field (before anything is compiled)."""
+    _settings(config.study_settings)
+    for name in ("vocab", "hidden_size", "repeats", "steps_per_round"):
+        if config[name] < 1:
+            raise ValueError(f"config.{name} must be >= 1, got {config[name]}")
+
+
 def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Times every pair at every setting; writes results.json and summary.md to ``config.out``."""
     settings, vocab = _settings(config.study_settings), config.vocab
@@ -193,19 +199,5 @@ def markdown(rows: list[dict[str, Any]], long_rows: list[dict[str, Any]], config
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str], config: ml_collections.ConfigDict) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        _settings(config.study_settings)
-    except ValueError as err:
-        raise app.UsageError(str(err)) from None
-    run(config)
-
-
 if __name__ == "__main__":
-    # Flags are defined only when run as a program, so the module imports cleanly next to others.
-    _CONFIG = config_flags.DEFINE_config_file(
-        "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", os.path.basename(__file__)),
-        "Benchmark config; override with --config.study_settings=32x40 etc.", lock_config=True)
-    app.run(lambda argv: main(argv, _CONFIG.value))
+    harness.config_cli(__file__, check_config, run)

@@ -335,6 +335,34 @@ def merge_results(workdir: str, parts: Sequence[str]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- the command line
 
+def _config_flag(script: str, help_text: str):
+    from ml_collections import config_flags
+
+    stem = os.path.splitext(os.path.basename(script))[0]
+    default = os.path.join(os.path.dirname(os.path.abspath(script)), "configs", f"{stem}.py")
+    return config_flags.DEFINE_config_file("config", default, help_text, lock_config=True)
+
+
+def config_cli(script: str, check: Callable[[ml_collections.ConfigDict], None],
+               run_config: Callable[[ml_collections.ConfigDict], Any]) -> None:
+    """Runs a one-shot program (a benchmark) on its ``configs/<name>.py``: ``check`` first, its ValueError
+    becoming an absl usage error, then ``run_config``. Call under ``if __name__ == "__main__"``."""
+    from absl import app
+
+    config = _config_flag(script, "Config (file[:preset]); override any field with --config.x=y.")
+
+    def main(argv: Sequence[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        try:
+            check(config.value)
+        except ValueError as err:
+            raise app.UsageError(str(err)) from None
+        run_config(config.value)
+
+    app.run(main)
+
+
 def cli(experiment: Experiment, script: str, default_workdir: str) -> None:
     """Runs ``experiment`` as a command line program (call it under ``if __name__ == "__main__"``).
 
@@ -343,12 +371,8 @@ def cli(experiment: Experiment, script: str, default_workdir: str) -> None:
     so several experiment modules can be imported into one process (tests, notebooks).
     """
     from absl import app, flags
-    from ml_collections import config_flags
 
-    stem = os.path.splitext(os.path.basename(script))[0]
-    default = os.path.join(os.path.dirname(os.path.abspath(script)), "configs", f"{stem}.py")
-    config = config_flags.DEFINE_config_file("config", default, "Experiment config (file[:preset]).",
-                                             lock_config=True)
+    config = _config_flag(script, "Experiment config (file[:preset]).")
     workdir = flags.DEFINE_string("workdir", os.path.join("results", default_workdir),
                                   "Directory receiving results.json, summary.md, plots and logs/.")
     report_only = flags.DEFINE_bool("report_only", False, "Rebuild summary.md and plots from results.json.")

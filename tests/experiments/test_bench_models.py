@@ -38,6 +38,12 @@ def test_plain_flax_transformer_has_attnjax_parameter_shapes():
     assert shapes(ours) == shapes(plain)
 
 
-def test_bad_setting_is_rejected():
+def test_bad_config_is_rejected_before_compiling():
+    config = bench_config.get_config()
+    config.study_settings = "32by40"
     with pytest.raises(ValueError, match="BATCHxLENGTH"):
-        bench_models._settings("32by40")
+        bench_models.check_config(config)
+    config = bench_config.get_config()
+    config.repeats = 0
+    with pytest.raises(ValueError, match="config.repeats must be >= 1"):
+        bench_models.check_config(config)

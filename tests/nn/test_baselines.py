@@ -2,7 +2,7 @@
 
 Compiles dominate the time of these tests, so each model compiles one ``probe`` (loss, logits,
 gradients and one Adam step on a fixed batch) that serves the padding and training tests alike.
-:data:`JIT`, :func:`make_probe` and :func:`fit` are shared with ``test_recurrent`` and ``test_rnn_seq2seq``.
+:data:`JIT`, :func:`make_probe` and :func:`fit` live in ``tests/nn/training.py``.
 """
 
 import functools
@@ -10,66 +10,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from attnjax.nn.baselines import CNN, MLP, CNNConfig, Logistic, LogisticConfig, MLPConfig
 from attnjax.nn.contract import Classifier, SequenceModel
-
-# These tests check values, not speed: XLA's CPU backend at optimization level 0 compiles about twice
-# as fast, and compiling is most of the time here.
-JIT = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
-
-
-def make_probe(apply_fn, lr):
-    """One jitted function for the loss, its gradients and an Adam step.
-
-    Args:
-        apply_fn: ``(params, inputs, extra) -> logits [..., C]``; ``extra`` holds what is not
-            differentiated (lengths, decoder inputs).
-        lr: Adam learning rate.
-
-    Returns:
-        ``(probe, init_opt)``: ``probe(params, opt_state, inputs, extra, labels, weights)`` -> dict with
-        ``loss`` (cross-entropy weighted by ``weights``, shaped like ``labels``), ``logits``, ``grads``
-        (w.r.t. params), ``input_grads`` and the ``params``/``opt_state`` after one Adam step.
-    """
-    opt = optax.adam(lr)
-
-    def probe(params, opt_state, inputs, extra, labels, weights):
-        def loss_fn(p, x):
-            logits = apply_fn(p, x, extra)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-            return jnp.sum(ce * weights) / jnp.maximum(jnp.sum(weights), 1.0), logits
-
-        (loss, logits), (grads, input_grads) = jax.value_and_grad(loss_fn, (0, 1), has_aux=True)(params, inputs)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return dict(loss=loss, logits=logits, grads=grads, input_grads=input_grads,
-                    params=optax.apply_updates(params, updates), opt_state=opt_state)
-
-    return JIT(probe), opt.init
-
-
-def fit(probe_and_init, params, batch, steps):
-    """``steps`` full-batch Adam steps; ``batch = (inputs, extra, labels, weights)``.
-
-    Returns:
-        ``(params, losses)`` with ``steps + 1`` losses, the last one after the last step.
-    """
-    probe, init_opt = probe_and_init
-    opt_state, losses = init_opt(params), []
-    for _ in range(steps + 1):
-        out = probe(params, opt_state, *batch)
-        losses.append(float(out["loss"]))
-        params, opt_state = out["params"], out["opt_state"]
-    return params, losses
-
-
-def probe_once(probe_and_init, params, *batch):
-    """The probe's outputs for ``params`` (its Adam step is discarded)."""
-    probe, init_opt = probe_and_init
-    return probe(params, init_opt(params), *batch)
-
+from tests.nn.training import JIT, fit, make_probe, probe_once
 
 B, L, F, C = 32, 12, 2, 2
 CLASSIFIERS = {

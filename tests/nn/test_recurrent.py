@@ -14,7 +14,7 @@ import pytest
 
 from attnjax.nn.contract import Classifier, SequenceModel
 from attnjax.nn.recurrent import Recurrent, RecurrentConfig
-from tests.nn.test_baselines import JIT, fit, make_probe, probe_once
+from tests.nn.training import JIT, fit, make_probe, probe_once
 
 CELL_CLASSES = {"rnn": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 B, L, V, HIDDEN = 32, 8, 3, 16

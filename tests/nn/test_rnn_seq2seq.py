@@ -16,7 +16,7 @@ import pytest
 
 from attnjax.nn.contract import Seq2SeqModel, begin_token
 from attnjax.nn.rnn_seq2seq import RNNSeq2Seq, RNNSeq2SeqConfig, shift_right
-from tests.nn.test_baselines import JIT, fit, make_probe, probe_once
+from tests.nn.training import JIT, fit, make_probe, probe_once
 
 KINDS = ("none", "additive", "multiplicative")
 # Cell and encoder per kind: the Luong model also covers the LSTM carry and a unidirectional encoder.
