@@ -80,6 +80,8 @@ def protocol_differences(config: Mapping[str, Any], models: Sequence[str]) -> li
                           ("num_seeds", "{:,} seeds"), ("eval_batch_size", "{:,} test examples per length")):
         if key in c and c[key] != PAPER[key]:
             out.append(f"{template.format(c[key])} (paper {PAPER[key]:,})")
+    if c.get("per_example_lengths"):
+        out.append("training lengths drawn per example (paper: one length per batch)")
     lr_counts = [len([x for x in v.split(",") if x.strip()]) for v in _lrs(c, models).values()]
     if lr_counts and min(lr_counts) < PAPER["num_lrs"]:
         out.append(f"{min(lr_counts)} learning rate{'s' * (min(lr_counts) > 1)} per model "

@@ -179,6 +179,9 @@ def test_claim_regular_agrees_and_differs():
     assert "**Differs**: lstm does not solve parity_check" in differs and "Agrees" not in differs
     assert "Likely reasons" in differs and "training lengths 1..4 (paper 1..40)" in differs
     assert "3,000 training steps (paper 1,000,000)" in differs and "LSTM hidden size 128 (paper 256)" in differs
+    assert "per example" not in differs
+    per_example = report.summary_markdown(_results(_regular_specs(lstm_parity=0.6), per_example_lengths=True))
+    assert "training lengths drawn per example (paper: one length per batch)" in _paragraph(per_example, "a")
     underfit = _regular_specs()
     underfit[-1] = underfit[-1][:6] + (0.5,)  # one transformer seed fits badly in-distribution
     caveat = _paragraph(report.summary_markdown(_results(underfit)), "a")
