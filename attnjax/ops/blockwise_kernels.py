@@ -129,12 +129,19 @@ def query_block_range(cfg: Config, j, qlen, kvlen):
     return lo, jnp.maximum(hi, lo)
 
 
-def _slice_block(x, i, j, cfg: Config):
-    """Block ``(i, j)`` of a ``[.., Tp|1, Sp|1]`` bias or mask (broadcast axes are not sliced)."""
+def _block_starts(x, i, j, cfg: Config) -> tuple:
+    """Start indices of block ``(i, j)`` in a ``[.., Tp|1, Sp|1]`` array (broadcast axes start at 0), all
+    int32: under ``jax.enable_x64`` Python zeros would become int64 next to the int32 loop indices, which
+    ``dynamic_slice`` rejects."""
     t_start = i * cfg.bq if x.shape[3] > 1 else 0
     s_start = j * cfg.bk if x.shape[4] > 1 else 0
+    return tuple(jnp.asarray(v, jnp.int32) for v in (0, 0, 0, t_start, s_start))
+
+
+def _slice_block(x, i, j, cfg: Config):
+    """Block ``(i, j)`` of a ``[.., Tp|1, Sp|1]`` bias or mask (broadcast axes are not sliced)."""
     sizes = x.shape[:3] + (cfg.bq if x.shape[3] > 1 else 1, cfg.bk if x.shape[4] > 1 else 1)
-    return lax.dynamic_slice(x, (0, 0, 0, t_start, s_start), sizes)
+    return lax.dynamic_slice(x, _block_starts(x, i, j, cfg), sizes)
 
 
 def _block_mask(cfg: Config, i, j, mask, qlen, kvlen, segments):
@@ -335,7 +342,7 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out,
                 _block_fully_visible(cfg, i, j, mask, qlen, kvlen, segments), block_grads, i)
             dq = lax.dynamic_update_index_in_dim(dq, dq[i] + dq_c, i, 0)
             if db is not None:
-                starts = (0, 0, 0, i * cfg.bq if dbias.shape[3] > 1 else 0, j * cfg.bk if dbias.shape[4] > 1 else 0)
+                starts = _block_starts(dbias, i, j, cfg)
                 dbias = lax.dynamic_update_slice(dbias, lax.dynamic_slice(dbias, starts, db.shape) + db, starts)
             return dq, dbias, dk_j + dk_c, dv_j + dv_c
 

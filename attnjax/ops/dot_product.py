@@ -136,13 +136,18 @@ def dense_attention(query, key, value, bias=None, mask=None, *, scale=None, is_c
 IMPLEMENTATIONS: dict[str, Callable[..., jnp.ndarray]] = {"dense": dense_attention}
 
 
+# jax.nn.dot_product_attention's name for its plain XLA path, accepted so calls written for jax.nn run.
+IMPLEMENTATION_ALIASES = {"xla": "dense"}
+
+
 def _pick_implementation(implementation: str | None) -> Callable[..., jnp.ndarray] | None:
     """The named implementation, or None for ``implementation=None`` (chosen after the checks)."""
     if implementation is None:
         return None
+    implementation = IMPLEMENTATION_ALIASES.get(implementation, implementation)
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"implementation must be one of {sorted(IMPLEMENTATIONS)} or None, got {implementation!r}")
+        raise ValueError(f"implementation must be one of {sorted({*IMPLEMENTATIONS, *IMPLEMENTATION_ALIASES})} "
+                         f"or None, got {implementation!r}")
     return IMPLEMENTATIONS[implementation]
 
 
@@ -215,6 +220,7 @@ def dot_product_attention(
             segment ids.
     """
     impl = _pick_implementation(implementation)
+    implementation = IMPLEMENTATION_ALIASES.get(implementation, implementation)
     # Like jax.nn, [T, N, H] inputs (all three unbatched) are accepted and returned unbatched.
     unbatched = all(np.ndim(x) == 3 for x in (query, key, value))
     if unbatched:

@@ -393,3 +393,21 @@ def test_segment_id_errors():
         dot_product_attention(q, k, v, query_segment_ids=_Q_SEGMENTS, key_segment_ids=_Q_SEGMENTS)
     with pytest.raises(TypeError, match=r"query_segment_ids must be an integer array"):
         dot_product_attention(q, k, v, query_segment_ids=_Q_SEGMENTS * 1.0, key_segment_ids=_K_SEGMENTS)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_x64_mode_with_mask_and_bias_matches_dense(dtype):
+    # Under jax.enable_x64 the block start indices mixed int64 and int32, which dynamic_slice rejects.
+    with jax.enable_x64():
+        q, k, v, cot = _inputs(5, 2, 11, 9, 2, 2, 8, dtype=dtype)
+        mask = jax.random.bernoulli(jax.random.PRNGKey(6), 0.7, (2, 1, 11, 9))
+        bias = jax.random.normal(jax.random.PRNGKey(7), (1, 2, 11, 9)).astype(dtype)
+        _assert_matches_dense(q, k, v, cot, bias, block_sizes=BlockSizes(4, 3), mask=mask)
+
+
+def test_xla_is_jax_nn_name_for_the_dense_path():
+    q, k, v, _ = _inputs(8, 1, 5, 5, 2, 2, 4)
+    np.testing.assert_array_equal(dot_product_attention(q, k, v, implementation="xla"),
+                                  dot_product_attention(q, k, v, implementation="dense"))
+    with pytest.raises(ValueError, match=r"implementation must be one of \[.*'xla'.*\] or None, got 'flash'"):
+        dot_product_attention(q, k, v, implementation="flash")
