@@ -21,6 +21,12 @@ Array = jax.Array
 APPROX_QK_STD = 0.5
 EXTREME_LOGIT = 1e4
 _MASK_KINDS = (None, "full", "keys")
+# What a query row that sees no key may output: "zeros" (attnjax's convention) or, in addition,
+# "mean": the mean of the values over all S keys (jax.nn.dot_product_attention's convention: every
+# logit of the row is the same large negative number, so the softmax is uniform).
+_MASKED_ROWS = ("zeros_or_mean", "zeros")
+_CONVENTIONS = {"zeros": "zeros (attnjax's convention)",
+                "mean": "the mean of its head's values over all S keys (jax.nn's convention)"}
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -33,7 +39,7 @@ class Options:
     supports_causal: bool = True
     position_free: bool = True
     approx_tol: float | None = None
-    zero_masked_rows: bool = True
+    masked_rows: str = "zeros_or_mean"
     gqa: bool = True
     dtypes: tuple[Any, ...] = ("bfloat16", "float16")
     atol: float = 1e-5
@@ -355,7 +361,46 @@ def _extreme_case(run, opts):
             _assert_finite(prop, what, jac, f"d output / d {name}")
 
 
+def _row_conventions(case: Case, v, masked_rows: str) -> dict[str, np.ndarray]:
+    """The outputs a row with no visible key may have, each ``[B, T, N, H]`` (float64), by name.
+
+    ``"zeros"``: attnjax's convention. ``"mean"`` (unless ``masked_rows == "zeros"``): the mean of
+    query head ``n``'s values ``v[b, :, n // (N // K)]`` over all S keys, i.e. uniform softmax
+    weights, which is what masking by one shared large negative logit gives (jax.nn's convention).
+    """
+    shape = (case.B, case.T, case.N, case.H)
+    allowed = {"zeros": np.zeros(shape)}
+    if masked_rows == "zeros_or_mean":
+        per_head = np.repeat(np.asarray(v, np.float64), case.N // case.K, axis=2).mean(axis=1)  # [B, N, H]
+        allowed["mean"] = np.broadcast_to(per_head[:, None], shape)
+    return allowed
+
+
+def _check_masked_row_values(prop, what, opts, case, out, v, empty, mask):
+    """Each row with no visible key (``empty``: ``[B, T]``, in every head) must match, as a whole
+    ``H``-vector and within ``10 * (atol + rtol * |expected|)``, one of the allowed conventions.
+
+    Per row, so an implementation may mix them (e.g. a kernel that zeroes only some rows); any other
+    value (a softmax over masked logits that are not all equal, a constant) fails.
+    """
+    out = np.asarray(out, np.float64)
+    allowed = _row_conventions(case, v, opts.masked_rows)
+    # [B, T, N]: does row (b, t, n) match convention c?
+    matches = [np.all(np.abs(out - want) <= 10 * opts.atol + 10 * opts.rtol * np.abs(want), axis=-1)
+               for want in allowed.values()]
+    bad = empty[:, :, None] & ~np.logical_or.reduce(matches)
+    if np.any(bad):
+        b, t, n = (int(i) for i in np.argwhere(bad)[0])
+        names = " or ".join(_CONVENTIONS[c] for c in allowed)
+        distances = {f"max_abs_distance_to_{c}": float(np.abs(out[b, t, n] - want[b, t, n]).max())
+                     for c, want in allowed.items()}
+        _fail(prop, what, f"row [b={b}, t={t}, n={n}] sees no key, so it must output {names} with "
+              f"masked_rows={opts.masked_rows!r}; {int(bad.sum())} such rows do not",
+              row_output=out[b, t, n], **distances, mask=mask)
+
+
 def _masked_rows_case(run, opts):
+    """Rows that see no key: finite outputs and gradients, and an allowed value (``masked_rows``)."""
     prop = "fully masked rows"
     case = _fixed_case(opts, 13)
     q, k, v = _inputs(case)
@@ -374,11 +419,7 @@ def _masked_rows_case(run, opts):
     _assert_finite(prop, what, out, "output", mask=mask)
     for name, jac in zip(("query", "key", "value"), jacs):
         _assert_finite(prop, what, jac, f"d output / d {name}", mask=mask)
-    if opts.zero_masked_rows:
-        rows = np.asarray(out, np.float64)[empty]
-        if np.any(rows != 0):
-            _fail(prop, what, f"rows with no visible key must be zeros, got max |value| {np.abs(rows).max():.3g}",
-                  mask=mask)
+    _check_masked_row_values(prop, what, opts, case, out, v, empty, mask)
 
 
 def _low_precision_case(run, opts):

@@ -32,8 +32,11 @@ Properties (each only where the options say it applies):
 * ``causality`` (``supports_causal``): with ``is_causal=True`` output ``t`` has zero gradient with
   respect to query/key/value positions ``> t`` and does not change when they change;
 * ``extreme logits``: outputs and gradients are finite when ``|q.k| / sqrt(H)`` reaches ``1e4``;
-* ``fully masked rows`` (``mask_kind``): finite outputs and gradients, and zeros when
-  ``zero_masked_rows``;
+* ``fully masked rows`` (``mask_kind``): a query row that sees no key has finite outputs and
+  gradients, and outputs (per row, within ``10 * (atol + rtol * |expected|)``) zeros (attnjax's
+  convention) or, unless ``masked_rows="zeros"``, the mean of its head's values over all ``S`` keys
+  (``jax.nn.dot_product_attention``'s convention: every logit of the row is the same large negative
+  number, so the softmax is uniform); anything else (NaN, inf, another value) fails;
 * ``low precision``: for each of ``dtypes``, output in that dtype, finite outputs and gradients,
   within ``8 * eps(dtype) * max|v|`` of the float32 output;
 * ``exact softmax`` (``exact_softmax``): equal to :func:`attnjax.dot_product_attention`, values
@@ -60,7 +63,8 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the dev extra
     raise ImportError("attnjax.testing needs hypothesis: pip install 'attnjax[dev]' (or hypothesis)") from e
 
-from attnjax._conformance import (APPROX_QK_STD, EXTREME_LOGIT, Case, Options, _DTYPES, _MASK_KINDS, _Runner,
+from attnjax._conformance import (APPROX_QK_STD, EXTREME_LOGIT, Case, Options, _DTYPES, _MASK_KINDS,
+                                  _MASKED_ROWS, _Runner,
                                   _approx_case, _check_jit, _example, _extreme_case, _fixed_case,
                                   _low_precision_case, _masked_rows_case, approximation_inputs)
 
@@ -84,7 +88,7 @@ def _cases(opts: Options, max_B=2, max_len=4):
 
 def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, mask_kind: str | None = "full",
                     supports_causal: bool = True, position_free: bool = True, approx_tol: float | None = None,
-                    zero_masked_rows: bool = True, gqa: bool = True,
+                    masked_rows: str = "zeros_or_mean", gqa: bool = True,
                     dtypes: Sequence[Any] = ("bfloat16", "float16"), max_examples: int = 3,
                     atol: float = 1e-5, rtol: float = 1e-5) -> None:
     """Runs every applicable property check on ``fn``; raises AssertionError on the first violation.
@@ -99,7 +103,9 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
         supports_causal: ``fn`` accepts ``is_causal=True``.
         position_free: the output does not depend on key order (no positional information).
         approx_tol: ``fn`` approximates softmax attention within this RMS error (see module doc).
-        zero_masked_rows: a query with no visible key must output zeros (attnjax's convention).
+        masked_rows: what a query with no visible key may output: ``"zeros_or_mean"`` (default) zeros
+            (attnjax's convention) or the mean of the values over all keys (jax.nn's), per row;
+            ``"zeros"``: zeros only. Either way finite, with finite gradients.
         gqa: ``fn`` supports ``K < N`` key/value heads (otherwise ``K == N`` is always used).
         dtypes: low-precision dtypes to check (names or dtypes); empty to skip.
         max_examples: hypothesis examples for the shape-driven properties (each compiles ``fn``).
@@ -113,6 +119,8 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if mask_kind not in _MASK_KINDS:
         raise ValueError(f"mask_kind must be one of {_MASK_KINDS}, got {mask_kind!r}")
+    if masked_rows not in _MASKED_ROWS:
+        raise ValueError(f"masked_rows must be one of {_MASKED_ROWS}, got {masked_rows!r}")
     if approx_tol is not None and not (np.isfinite(approx_tol) and approx_tol > 0):
         raise ValueError(f"approx_tol must be a finite number > 0 or None, got {approx_tol!r}")
     if not isinstance(max_examples, int) or isinstance(max_examples, bool) or max_examples < 1:
@@ -121,8 +129,8 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
         if isinstance(dtype, str) and dtype not in _DTYPES:
             raise ValueError(f"dtypes entries must be one of {sorted(_DTYPES)} or dtypes, got {dtype!r}")
     opts = Options(exact_softmax=exact_softmax, mask_kind=mask_kind, supports_causal=supports_causal,
-                   position_free=position_free, approx_tol=approx_tol, zero_masked_rows=zero_masked_rows,
-                   gqa=gqa, dtypes=tuple(dtypes), atol=atol, rtol=rtol)
+                   position_free=position_free, approx_tol=approx_tol, masked_rows=masked_rows, gqa=gqa,
+                   dtypes=tuple(dtypes), atol=atol, rtol=rtol)
     run = _Runner(fn, supports_causal)
 
     # Fixed cases first: they share one shape (so few compilations) and always include a
@@ -146,11 +154,6 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
     shape_properties()
 
 
-# Keywords that make a registered variant's kit run meaningful at the kit's tiny shapes (a window
-# of 64 would cover every key there and hide the windowing).
-_REGISTERED_KWARGS = {"local": {"window_size": (1, 2), "block_size": 2}}
-
-
 def check_registered(name: str, *, max_examples: int = 2, **overrides: Any) -> None:
     """Runs :func:`check_attention` on the registered variant ``name`` with the options its
     :class:`~attnjax.ops.registry.AttentionSpec` states, and params from ``spec.init_params`` sized
@@ -164,7 +167,7 @@ def check_registered(name: str, *, max_examples: int = 2, **overrides: Any) -> N
     from attnjax.ops.registry import get_spec
 
     spec = get_spec(name)
-    extra = dict(_REGISTERED_KWARGS.get(name, {}))
+    extra = dict(spec.kit_options)
 
     @functools.lru_cache(maxsize=None)
     def params_for(head_dim: int, num_heads: int):

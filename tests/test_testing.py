@@ -33,6 +33,12 @@ def plain_attention(q, k, v, mask=None, is_causal=False, *, scale=None, mask_val
     return jnp.einsum("bnts,bsnh->btnh", p, vn).astype(q.dtype)
 
 
+def jax_nn_attention(q, k, v, mask=None, is_causal=False):
+    """``jax.nn.dot_product_attention`` in the kit's calling convention: rows that see no key output
+    the mean of the values over all keys (its masked logits all equal one large negative number)."""
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal, implementation="xla")
+
+
 def _fails(fn, prop, **options):
     with pytest.raises(AssertionError) as info:
         check_attention(fn, **options)
@@ -52,10 +58,29 @@ def test_dot_product_attention_passes_as_exact_softmax():
     check_attention(dot_product_attention, exact_softmax=True, max_examples=2)
 
 
+@pytest.mark.slow  # a full passing kit run: several compilations
+def test_dot_product_attention_passes_when_zeros_are_required():
+    # attnjax's own convention: fully masked rows are exactly zero.
+    check_attention(dot_product_attention, masked_rows="zeros", **FAST)
+
+
+@pytest.mark.slow  # a full passing kit run: several compilations
+def test_jax_nn_dot_product_attention_passes_with_default_options():
+    # jax.nn's XLA path asks dot_general for float16 x float16 -> float32, which the CPU backend
+    # rejects ("precision 'F16_F16_F32' is not supported"): a platform limit, not an attention bug.
+    dtypes = ("bfloat16",) if jax.default_backend() == "cpu" else ("bfloat16", "float16")
+    check_attention(jax_nn_attention, dtypes=dtypes)
+
+
+def test_jax_nn_mean_on_fully_masked_rows_fails_when_zeros_are_required():
+    message = _fails(jax_nn_attention, "fully masked rows", masked_rows="zeros", **FAST)
+    assert "masked_rows='zeros'" in message and "max_abs_distance_to_zeros" in message, message
+
+
 def test_leaking_masked_keys_is_caught():
     # A soft additive mask (-5) still lets masked keys through.
     fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal, mask_value=-5.0)
-    message = _fails(fn, "masked keys", zero_masked_rows=False, **FAST)
+    message = _fails(fn, "masked keys", **FAST)
     assert "mask" in message
 
 
@@ -72,11 +97,26 @@ def test_nan_on_fully_masked_rows_is_caught():
     assert "not finite" in message
 
 
-@pytest.mark.slow  # a full passing kit run: several compilations
-def test_mean_instead_of_zeros_on_empty_rows_is_caught():
-    fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal, zero_empty=False)
-    _fails(fn, "fully masked rows", **FAST)
-    check_attention(fn, zero_masked_rows=False, **FAST)  # but it is allowed when the option says so
+def _on_empty_rows(value_fn):
+    """``plain_attention`` whose rows that see no key output ``value_fn(q, k, v, mask, is_causal)``."""
+    def fn(q, k, v, mask=None, is_causal=False):
+        out = plain_attention(q, k, v, mask, is_causal)
+        if mask is None:
+            return out
+        sees_a_key = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], q.shape[1], k.shape[1])).any(-1)  # [B, N, T]
+        return jnp.where(jnp.transpose(sees_a_key, (0, 2, 1))[..., None], out, value_fn(q, k, v, mask, is_causal))
+
+    return fn
+
+
+@pytest.mark.parametrize("value_fn", [
+    lambda q, k, v, mask, is_causal: jnp.ones_like(q),
+    # A plausible bug: falling back to unmasked attention when a row sees nothing (finite, not uniform).
+    lambda q, k, v, mask, is_causal: plain_attention(q, k, v, None, is_causal),
+], ids=["ones", "unmasked_softmax"])
+def test_another_finite_value_on_fully_masked_rows_is_caught(value_fn):
+    message = _fails(_on_empty_rows(value_fn), "fully masked rows", **FAST)
+    assert "max_abs_distance_to_mean" in message, message
 
 
 def test_mixing_the_batch_is_caught():
@@ -98,7 +138,7 @@ def test_mixing_heads_is_caught():
 def test_positional_bias_claimed_position_free_is_caught():
     def fn(q, k, v, mask=None, is_causal=False):
         T, N, S = q.shape[1], q.shape[2], k.shape[1]
-        bias = alibi_bias(jnp.arange(T), jnp.arange(S), alibi_slopes(N) * 4, causal=False)
+        bias = alibi_bias(jnp.arange(T), jnp.arange(S), alibi_slopes(N) * 4, is_causal=False)
         return dot_product_attention(q, k, v, bias, mask, is_causal=is_causal)
 
     _fails(fn, "key permutation", **FAST)
@@ -146,6 +186,7 @@ def test_trace_time_randomness_is_caught_by_the_jit_property():
 
 @pytest.mark.parametrize("kwargs,exc,word", [
     (dict(mask_kind="rows"), ValueError, "mask_kind"),
+    (dict(masked_rows="mean"), ValueError, r"masked_rows must be one of \('zeros_or_mean', 'zeros'\), got 'mean'"),
     (dict(approx_tol=0.0), ValueError, "approx_tol"),
     (dict(max_examples=0), ValueError, "max_examples"),
     (dict(dtypes=("float8",)), ValueError, "dtypes"),

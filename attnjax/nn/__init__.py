@@ -7,6 +7,7 @@ builds any of :data:`MODELS` by name.
 from attnjax.nn.attention import MultiHeadAttention
 from attnjax.nn.baselines import CNN, MLP, CNNConfig, Logistic, LogisticConfig, MLPConfig
 from attnjax.nn.contract import MODEL_KINDS, Classifier, Seq2SeqModel, SequenceModel, begin_token
+from attnjax.nn.flax_attention import flax_attention_fn
 from attnjax.nn.inspect import sown_attention_weights
 from attnjax.nn.models import (MODELS, ModelSpec, build_model, count_params, get_model_spec, match_capacity,
                                model_config, model_kind)
@@ -25,6 +26,6 @@ __all__ = [
     "RNNSeq2Seq", "RNNSeq2SeqConfig", "Recurrent", "RecurrentConfig", "Seq2SeqModel", "SequenceModel",
     "TRANSFORMER_PRESETS", "TransformerConfig", "TransformerEncoder", "TransformerLM", "TransformerLMConfig",
     "TransformerSeq2Seq", "TransformerSeq2SeqConfig", "ViT1D", "ViT1DConfig", "begin_token", "build_model",
-    "count_params", "get_model_spec", "match_capacity", "model_config", "model_kind", "sinusoidal_table",
-    "sown_attention_weights", "transformer_config",
+    "count_params", "flax_attention_fn", "get_model_spec", "match_capacity", "model_config", "model_kind",
+    "sinusoidal_table", "sown_attention_weights", "transformer_config",
 ]

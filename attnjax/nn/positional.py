@@ -112,9 +112,9 @@ class PositionalEncoding(nn.Module):
             return PositionalInputs(rotary_positions=positions)
         if spec.name == "alibi":
             return PositionalInputs(bias=P.alibi_bias(positions, positions, P.alibi_slopes(self.num_heads),
-                                                      causal=self.causal))
+                                                      is_causal=self.causal))
         if spec.name == "t5":
-            return PositionalInputs(bias=P.t5_relative_bias(table, positions, positions, bidirectional=not self.causal))
+            return PositionalInputs(bias=P.t5_relative_bias(table, positions, positions, is_causal=self.causal))
         if spec.learned:
             return PositionalInputs(embedding=P.learned_encoding(table, positions))
         return PositionalInputs(embedding=P.sinusoidal_encoding(positions, self.d_model))

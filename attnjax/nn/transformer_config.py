@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from attnjax.ops import IMPLEMENTATIONS, BlockSizes
 from attnjax.ops import positional as P
-from attnjax.ops.backends import TAKES_BLOCK_SIZES
+from attnjax.ops.dot_product import TAKES_BLOCK_SIZES
 from attnjax.ops.registry import get_spec
 
 # Keywords the block sets on every attention call (from other config fields or per batch), so they

@@ -4,9 +4,9 @@ Axis letters are defined in :mod:`attnjax.ops.axes`.
 """
 
 from attnjax.ops.dot_product import IMPLEMENTATIONS, attention_weights, dot_product_attention
-# blockwise and backends also register their paths in IMPLEMENTATIONS when imported.
 from attnjax.ops.blockwise import BlockSizes, blockwise_attention
 from attnjax.ops.backends import select_implementation
+from attnjax.ops.visibility import Visibility
 from attnjax.ops.masks import (attention_mask, causal_mask, combine_masks, padding_mask, segment_mask,
                                sliding_window_mask)
 from attnjax.ops.similarity import (additive_attention, additive_weights, cosine_attention, cosine_weights,
@@ -24,7 +24,7 @@ from attnjax.ops.diagnostics import (attention_weights_of, head_entropy, mean_at
                                      row_attended_distance, row_entropy)
 
 __all__ = [
-    "ATTENTION", "AttentionSpec", "BlockSizes", "IMPLEMENTATIONS", "POSITIONAL", "additive_attention",
+    "ATTENTION", "AttentionSpec", "BlockSizes", "IMPLEMENTATIONS", "POSITIONAL", "Visibility", "additive_attention",
     "additive_weights", "alibi_bias", "alibi_slopes", "attention_mask", "attention_weights", "attention_weights_of",
     "blockwise_attention", "causal_mask", "combine_masks", "consecutive_positions", "cosine_attention",
     "cosine_weights", "dot_product_attention", "get_attention", "get_positional", "get_spec", "head_entropy",

@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 
 from attnjax.ops import checks
-from attnjax.ops.dot_product import IMPLEMENTATIONS
 from attnjax.ops.masks import attention_mask
+from attnjax.ops.primitives import repeat_kv_heads
+from attnjax.ops.visibility import Visibility
 
 # From experiments/bench_attention.py on a 2-core CPU (float32, N=8, H=64, forward+backward): the
 # blockwise path already beats the dense one at T=S=1024 and its memory grows as O(T + S), so it
@@ -69,14 +70,16 @@ def cudnn_unsupported_reason(platform: str, query_shape, value_shape, dtype, *, 
     return None
 
 
-def pallas_unsupported_reason(platform: str, query_shape, key_shape, value_shape, *, has_bias: bool = False,
-                              has_mask: bool = False, has_seq_lengths: bool = False,
+def pallas_unsupported_reason(platform: str, query_shape, key_shape, value_shape, *, dtype: Any = None,
+                              has_bias: bool = False, has_mask: bool = False, has_seq_lengths: bool = False,
                               window: tuple[int, int] | None = None, logit_softcap: float | None = None,
                               dropout_rate: float = 0.0, interpret: bool = False) -> str | None:
     """Why the Pallas kernels cannot run this call, or None if they can (pure; no device query)."""
     if not interpret and platform not in _GPU_PLATFORMS + ("tpu",):
         return (f"Pallas attention kernels need a GPU or TPU back end, found {platform!r} "
                 "(use implementation='pallas_interpret' to run the GPU kernel in the Pallas interpreter)")
+    if dtype is not None and jnp.dtype(dtype) == jnp.float64:
+        return "the Pallas kernels compute in float32; float64 inputs need implementation='dense' or 'blockwise'"
     unsupported = [name for name, used in (("bias", has_bias), ("mask", has_mask),
                                            ("query_seq_lengths/key_value_seq_lengths", has_seq_lengths),
                                            ("local_window_size", window is not None),
@@ -93,61 +96,53 @@ def pallas_unsupported_reason(platform: str, query_shape, key_shape, value_shape
 def select_implementation(platform: str, query_shape, key_shape, value_shape, dtype, *, has_bias: bool = False,
                           has_mask: bool = False, has_seq_lengths: bool = False, is_causal: bool = False,
                           window: tuple[int, int] | None = None, logit_softcap: float | None = None,
-                          dropout_rate: float = 0.0) -> str:
+                          dropout_rate: float = 0.0, return_residual: bool = False) -> str:
     """The implementation ``implementation=None`` uses (pure function of platform, shapes and options).
 
     * CUDA GPU: ``"cudnn"`` when :func:`cudnn_unsupported_reason` finds nothing against it;
     * TPU: ``"pallas"`` (TPU flash attention) for plain or causal attention with ``T, S`` multiples
       of 128, at least 1024;
     * otherwise ``"blockwise"`` once ``T * S >= BLOCKWISE_MIN_LOGITS``, else ``"dense"``; dropout
-      always takes one of these two (the only paths with attention dropout).
+      always takes one of these two (the only paths with attention dropout), and so does
+      ``return_residual`` (the only paths that return the log-sum-exp).
 
     Args:
         platform: back end name, e.g. ``jax.default_backend()``.
         query_shape, key_shape, value_shape: ``[B, T, N, H]``, ``[B, S, K, H]``, ``[B, S, K, Hv]``.
         dtype: input dtype.
-        has_bias, has_mask, has_seq_lengths, is_causal, window, logit_softcap, dropout_rate: options.
+        has_bias, has_mask, has_seq_lengths, is_causal, window, logit_softcap, dropout_rate,
+            return_residual: options.
 
     Returns:
-        A key of ``IMPLEMENTATIONS``.
+        A key of ``attnjax.ops.IMPLEMENTATIONS``.
     """
     T, S = query_shape[1], key_shape[1]
+    portable = "blockwise" if T * S >= BLOCKWISE_MIN_LOGITS else "dense"
+    if return_residual:
+        return portable
     if cudnn_unsupported_reason(platform, query_shape, value_shape, dtype, is_causal=is_causal, window=window,
                                 logit_softcap=logit_softcap, dropout_rate=dropout_rate) is None:
         return "cudnn"
     if (platform == "tpu" and T % 128 == 0 and S % 128 == 0 and min(T, S) >= 1024
-            and pallas_unsupported_reason(platform, query_shape, key_shape, value_shape, has_bias=has_bias,
+            and pallas_unsupported_reason(platform, query_shape, key_shape, value_shape, dtype=dtype, has_bias=has_bias,
                                           has_mask=has_mask, has_seq_lengths=has_seq_lengths, window=window,
                                           logit_softcap=logit_softcap, dropout_rate=dropout_rate) is None):
         return "pallas"
-    return "blockwise" if T * S >= BLOCKWISE_MIN_LOGITS else "dense"
+    return portable
 
 
 def _rows_with_keys(T: int, S: int, mask, *, is_causal, query_seq_lengths, key_value_seq_lengths, window):
     """Boolean ``[B|1, N|1, T, 1]``: which query rows see at least one key (None: all of them).
 
-    Without a user mask this is O(B*T) from positions; with one, the mask is combined exactly.
+    Without a user mask this is O(B*T) from the visibility rule; with one, the mask is combined exactly.
     """
     if mask is not None:
         full = attention_mask(T, S, mask=mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                               key_value_seq_lengths=key_value_seq_lengths, window=window)
         return jnp.any(full, axis=-1, keepdims=True)
-    if not is_causal and window is None and query_seq_lengths is None and key_value_seq_lengths is None:
-        return None
-    rows = jnp.arange(T)[None, :]  # [1, T]
-    kv_len = jnp.full((1, 1), S) if key_value_seq_lengths is None else jnp.minimum(
-        jnp.asarray(key_value_seq_lengths)[:, None], S)
-    lo = jnp.zeros_like(rows)
-    hi = jnp.broadcast_to(kv_len - 1, (kv_len.shape[0], T))
-    right = 0 if is_causal else (None if window is None else window[1])  # window sides are >= 0
-    if right is not None:
-        hi = jnp.minimum(hi, rows + right)
-    if window is not None:
-        lo = jnp.maximum(lo, rows - window[0])
-    ok = lo <= hi
-    if query_seq_lengths is not None:
-        ok = ok & (rows < jnp.asarray(query_seq_lengths)[:, None])
-    return ok[:, None, :, None]
+    rows = Visibility(is_causal, window).rows_with_keys(T, S, query_seq_lengths=query_seq_lengths,
+                                                       key_value_seq_lengths=key_value_seq_lengths)
+    return None if rows is None else rows[:, None, :, None]
 
 
 def _zero_rows_without_keys(out, rows_ok):
@@ -192,12 +187,30 @@ def cudnn_attention(query, key, value, bias=None, mask=None, *, scale=None, is_c
                              window=window, jax_implementation="cudnn")
 
 
-def _repeat_kv(query, key, value):
-    """Repeats key/value heads to the query's ``N`` (the Pallas kernels have no grouped-query mode)."""
-    G = query.shape[2] // key.shape[2]
-    if G == 1:
-        return key, value
-    return jnp.repeat(key, G, axis=2), jnp.repeat(value, G, axis=2)
+def _traced_in_32_bits(kernel):
+    """``kernel(*arrays)`` with its forward *and* backward traced with x64 off.
+
+    JAX's Pallas attention kernels mix int32 grid indices with default-int constants, which
+    ``jax.enable_x64`` turns into int64 (a TypeError). A ``with jax.enable_x64(False)`` around the call
+    covers the forward only: the kernel's own backward is traced later, outside it. This wrapper
+    recomputes the kernel's VJP inside the context in its backward, so it costs one extra forward and
+    is used only in x64 mode.
+    """
+    if not jax.config.jax_enable_x64:
+        return kernel
+
+    def call(*arrays):
+        with jax.enable_x64(False):
+            return kernel(*arrays)
+
+    wrapped = jax.custom_vjp(call)
+
+    def backward(arrays, g):
+        with jax.enable_x64(False):
+            return jax.vjp(kernel, *arrays)[1](g)
+
+    wrapped.defvjp(lambda *arrays: (call(*arrays), arrays), backward)
+    return wrapped
 
 
 def _gpu_mha(query, key, value, *, scale, is_causal, interpret, block_q, block_k):
@@ -235,8 +248,9 @@ def _gpu_mha(query, key, value, *, scale, is_causal, interpret, block_q, block_k
     q = jnp.pad(query, ((0, 0), (0, pad_q), (0, 0), (0, 0)))
     k = jnp.pad(key, ((0, 0), (0, pad_k), (0, 0), (0, 0)))
     v = jnp.pad(value, ((0, 0), (0, pad_k), (0, 0), (0, 0)))
-    out = gpu_attention.mha(q, k, v, segment_ids, sm_scale=scale, causal=is_causal, block_sizes=sizes,
-                            interpret=interpret)
+    kernel = lambda q, k, v: gpu_attention.mha(q, k, v, segment_ids, sm_scale=scale, causal=is_causal,
+                                               block_sizes=sizes, interpret=interpret)
+    out = _traced_in_32_bits(kernel)(q, k, v)
     return out[:, :T]
 
 
@@ -249,8 +263,8 @@ def _tpu_flash(query, key, value, *, scale, is_causal):
         raise ValueError(f"implementation='pallas' on TPU needs T and S to be multiples of 128, got T={T}, S={S}; "
                          "use implementation='blockwise' for other lengths")
     to_bnth = lambda x: jnp.swapaxes(x, 1, 2)
-    out = tpu_flash.flash_attention(to_bnth(query), to_bnth(key), to_bnth(value), causal=is_causal,
-                                    sm_scale=scale)
+    kernel = lambda q, k, v: tpu_flash.flash_attention(q, k, v, causal=is_causal, sm_scale=scale)
+    out = _traced_in_32_bits(kernel)(to_bnth(query), to_bnth(key), to_bnth(value))
     return jnp.swapaxes(out, 1, 2)
 
 
@@ -258,14 +272,15 @@ def _pallas(query, key, value, bias, mask, *, scale, is_causal, query_seq_length
             logit_softcap, dropout_rate, interpret, block_sizes):
     platform = jax.default_backend()
     reason = pallas_unsupported_reason(
-        platform, query.shape, key.shape, value.shape, has_bias=bias is not None, has_mask=mask is not None,
+        platform, query.shape, key.shape, value.shape, dtype=query.dtype, has_bias=bias is not None,
+        has_mask=mask is not None,
         has_seq_lengths=query_seq_lengths is not None or key_value_seq_lengths is not None, window=window,
         logit_softcap=logit_softcap, dropout_rate=dropout_rate, interpret=interpret)
     name = "pallas_interpret" if interpret else "pallas"
     if reason is not None:
         raise ValueError(f"implementation={name!r} cannot run: {reason}")
     scale = float(checks.default_scale(scale, query.shape[-1]))
-    key, value = _repeat_kv(query, key, value)
+    key, value = (repeat_kv_heads(x, query.shape[2]) for x in (key, value))
     if platform == "tpu" and not interpret:
         if block_sizes is not None:
             raise ValueError("implementation='pallas' on TPU uses the kernel's own block sizes; pass block_sizes=None")
@@ -302,13 +317,3 @@ def pallas_interpret_attention(query, key, value, bias=None, mask=None, *, scale
     return _pallas(query, key, value, bias, mask, scale=scale, is_causal=is_causal,
                    query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths, window=window,
                    logit_softcap=logit_softcap, dropout_rate=dropout_rate, interpret=True, block_sizes=block_sizes)
-
-
-IMPLEMENTATIONS["cudnn"] = cudnn_attention
-IMPLEMENTATIONS["pallas"] = pallas_attention
-IMPLEMENTATIONS["pallas_interpret"] = pallas_interpret_attention
-
-# Paths that take a ``block_sizes`` keyword (dot_product_attention passes it only to these).
-TAKES_BLOCK_SIZES = frozenset({"blockwise", "pallas", "pallas_interpret"})
-# Paths that take segment ids themselves; dot_product_attention turns them into a mask for the others.
-TAKES_SEGMENT_IDS = frozenset({"blockwise"})

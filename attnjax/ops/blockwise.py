@@ -13,8 +13,9 @@ so grouped-query attention never repeats keys or values in memory and every bloc
 matmul over all heads at once. ``T`` and ``S`` are padded up to block multiples; padded keys are
 masked and padded query rows dropped.
 
-Numerics match :func:`attnjax.ops.dot_product.dense_attention`: float32 statistics, masked logits
-at the finite ``MASK_VALUE``, a query row with no visible key returns zeros with zero gradients.
+Numerics match :func:`attnjax.ops.dense.dense_attention` (see :mod:`attnjax.ops.primitives`): float32
+statistics (float64 for float64 inputs), masked logits at the finite ``MASK_VALUE``, a query row with
+no visible key returns zeros with zero gradients and a ``-inf`` log-sum-exp.
 
 Limits: reverse-mode only (a ``custom_vjp``: ``jax.jvp``/``jacfwd`` and second derivatives are not
 supported; use ``implementation="dense"`` for those). Attention dropout draws its keep mask per
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 
 from attnjax.ops import blockwise_kernels as kernels
 from attnjax.ops import checks
-from attnjax.ops.dot_product import IMPLEMENTATIONS
+from attnjax.ops.visibility import Visibility
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,11 +77,10 @@ def _split_heads(x: jnp.ndarray | None, K: int, G: int, pad: tuple[int, int], fi
     return x
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "is_causal", "window", "logit_softcap", "dropout_rate",
-                                             "block_sizes"))
+@functools.partial(jax.jit, static_argnames=("scale", "visibility", "logit_softcap", "dropout_rate", "block_sizes"))
 def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, dropout_rng,
-               query_segment_ids, key_segment_ids, *, scale, is_causal, window, logit_softcap, dropout_rate,
-               block_sizes):
+               query_segment_ids, key_segment_ids, *, scale, visibility, logit_softcap, dropout_rate, block_sizes):
+    """``(out [B, T, N, Hv], lse [B, T, N])``."""
     B, T, N, H = query.shape
     S, K, Hv = key.shape[1], key.shape[2], value.shape[3]
     G = N // K
@@ -99,7 +99,7 @@ def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_l
     kvlen = None if key_value_seq_lengths is None else jnp.minimum(jnp.asarray(key_value_seq_lengths, jnp.int32), S)
 
     config = kernels.Config(T=T, S=S, G=G, bq=bq, bk=bk, scale=float(checks.default_scale(scale, H)),
-                            is_causal=bool(is_causal), window=window, logit_softcap=logit_softcap,
+                            visibility=visibility, logit_softcap=logit_softcap,
                             dropout_rate=dropout_rate)
     rng = dropout_rng if dropout_rate else None
     segments = None
@@ -109,15 +109,17 @@ def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_l
                                                           constant_values=fill).reshape(B, n, size).transpose(1, 0, 2)
         key_ids = query_segment_ids if key_segment_ids is None else key_segment_ids
         segments = (blocked(query_segment_ids, pad_t, nq, bq, -1), blocked(key_ids, pad_s, nk, bk, -2))
-    out = kernels.flash_attention(config, q, k, v, bias5, mask5, qlen, kvlen, rng, segments)  # [nq, B, K, G*bq, Hv]
+    # out [nq, B, K, G*bq, Hv] and lse [nq, B, K, G*bq] back to [B, T, N, Hv] and [B, T, N].
+    out, lse = kernels.flash_attention(config, q, k, v, bias5, mask5, qlen, kvlen, rng, segments)
     out = out.reshape(nq, B, K, G, bq, Hv).transpose(1, 0, 4, 2, 3, 5).reshape(B, nq * bq, N, Hv)
-    return out[:, :T]
+    lse = lse.reshape(nq, B, K, G, bq).transpose(1, 0, 4, 2, 3).reshape(B, nq * bq, N)
+    return out[:, :T], lse[:, :T]
 
 
 def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
                         query_seq_lengths=None, key_value_seq_lengths=None, window=None, logit_softcap=None,
                         dropout_rate=0.0, dropout_rng=None, block_sizes: BlockSizes | None = None,
-                        query_segment_ids=None, key_segment_ids=None):
+                        query_segment_ids=None, key_segment_ids=None, return_residual: bool = False):
     """Blockwise attention on already-checked arguments (the ``"blockwise"`` implementation).
 
     Args:
@@ -140,9 +142,10 @@ def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, 
         query_segment_ids: ``[B, T]`` int; a query sees only keys of its own segment (packed
             sequences), compared per block, so no ``[T, S]`` mask is built.
         key_segment_ids: ``[B, S]`` int; default ``query_segment_ids``.
+        return_residual: also return the ``[B, T, N]`` log-sum-exp (``-inf`` on rows with no visible key).
 
     Returns:
-        ``[B, T, N, Hv]`` in the query dtype.
+        ``[B, T, N, Hv]`` in the query dtype, or ``(output, residual)``.
 
     Raises:
         ValueError: ``block_sizes`` not a :class:`BlockSizes`.
@@ -151,12 +154,10 @@ def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, 
         block_sizes = BlockSizes()
     if not isinstance(block_sizes, BlockSizes):
         raise ValueError(f"block_sizes must be an attnjax.ops.BlockSizes, got {block_sizes!r}")
-    return _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths,
-                      dropout_rng if dropout_rate else None, query_segment_ids, key_segment_ids,
-                      scale=None if scale is None else float(scale), is_causal=bool(is_causal),
-                      window=None if window is None else tuple(window),
-                      logit_softcap=None if logit_softcap is None else float(logit_softcap),
-                      dropout_rate=float(dropout_rate), block_sizes=block_sizes)
-
-
-IMPLEMENTATIONS["blockwise"] = blockwise_attention
+    out, lse = _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths,
+                          dropout_rng if dropout_rate else None, query_segment_ids, key_segment_ids,
+                          scale=None if scale is None else float(scale),
+                          visibility=Visibility(bool(is_causal), None if window is None else tuple(window)),
+                          logit_softcap=None if logit_softcap is None else float(logit_softcap),
+                          dropout_rate=float(dropout_rate), block_sizes=block_sizes)
+    return (out, lse) if return_residual else out

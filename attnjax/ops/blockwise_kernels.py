@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from attnjax.ops.masks import position_mask
+from attnjax.ops.primitives import MASK_VALUE, lse_for_recompute, prescaled, stat_dtype
+from attnjax.ops.visibility import Visibility
 from attnjax.ops.vma import cast_varying, varying_axes_of
-from attnjax.ops.dot_product import MASK_VALUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +46,7 @@ class Config:
         G: query heads per key/value head.
         bq, bk: block sizes; ``Tp = nq*bq >= T`` and ``Sp = nk*bk >= S``.
         scale: logit multiplier.
-        is_causal: key ``j`` visible to query ``i`` only if ``j <= i``.
-        window: ``(left, right)`` or None.
+        visibility: causality and local window (:class:`~attnjax.ops.visibility.Visibility`).
         logit_softcap: ``cap`` or None.
         dropout_rate: probability of dropping an attention weight (0: no dropout).
     """
@@ -58,8 +57,7 @@ class Config:
     bq: int
     bk: int
     scale: float
-    is_causal: bool
-    window: tuple[int, int] | None
+    visibility: Visibility
     logit_softcap: float | None
     dropout_rate: float = 0.0
 
@@ -71,17 +69,11 @@ class Config:
     def nk(self) -> int:
         return -(-self.S // self.bk)
 
-    @property
-    def right(self) -> int | None:
-        """Largest ``j - i`` allowed (None: unbounded)."""
-        if self.is_causal:  # window sides are >= 0, so causality always wins on the right
-            return 0
-        return None if self.window is None else self.window[1]
-
-    @property
-    def left(self) -> int | None:
-        """Largest ``i - j`` allowed (None: unbounded)."""
-        return None if self.window is None else self.window[0]
+    def key_lengths(self, kvlen):
+        """The key lengths the visibility rule applies: ``kvlen``, or ``S`` when padding keys need hiding."""
+        if kvlen is None and self.nk * self.bk != self.S:
+            return self.S
+        return kvlen
 
 
 def _varying_axes(*xs) -> tuple[str, ...]:
@@ -103,30 +95,23 @@ def _match_vma(grad, primal):
     return cast_varying(grad, tuple(sorted(varying_axes_of(primal))))
 
 
+def _to_blocks(lo, hi, size):
+    """Positions ``[lo, hi)`` -> the blocks of ``size`` that hold them (an empty range stays empty)."""
+    first = lo // size
+    return first, jnp.where(hi > lo, (hi + size - 1) // size, first)
+
+
 def key_block_range(cfg: Config, i, kvlen):
     """``[lo, hi)`` of key blocks with at least one key visible to some row of query block ``i``."""
-    lo, hi = jnp.int32(0), jnp.int32(cfg.nk)
-    if cfg.left is not None:
-        lo = jnp.maximum(lo, (i * cfg.bq - cfg.left) // cfg.bk)
-    if cfg.right is not None:
-        hi = jnp.minimum(hi, (i * cfg.bq + cfg.bq - 1 + cfg.right) // cfg.bk + 1)
-    if kvlen is not None:
-        hi = jnp.minimum(hi, (jnp.max(kvlen) + cfg.bk - 1) // cfg.bk)
-    return lo, jnp.maximum(hi, lo)
+    lo, hi = cfg.visibility.key_range(i * cfg.bq, i * cfg.bq + cfg.bq - 1, cfg.S, key_value_seq_lengths=kvlen)
+    return _to_blocks(lo, hi, cfg.bk)
 
 
 def query_block_range(cfg: Config, j, qlen, kvlen):
     """``[lo, hi)`` of query blocks with at least one row that sees a key of key block ``j``."""
-    lo, hi = jnp.int32(0), jnp.int32(cfg.nq)
-    if cfg.right is not None:
-        lo = jnp.maximum(lo, (j * cfg.bk - cfg.right) // cfg.bq)
-    if cfg.left is not None:
-        hi = jnp.minimum(hi, (j * cfg.bk + cfg.bk - 1 + cfg.left) // cfg.bq + 1)
-    if qlen is not None:
-        hi = jnp.minimum(hi, (jnp.max(qlen) + cfg.bq - 1) // cfg.bq)
-    if kvlen is not None:  # a key block past every sequence's end is seen by nobody
-        hi = jnp.where(j * cfg.bk < jnp.max(kvlen), hi, lo)
-    return lo, jnp.maximum(hi, lo)
+    lo, hi = cfg.visibility.query_range(j * cfg.bk, j * cfg.bk + cfg.bk - 1, cfg.T, query_seq_lengths=qlen,
+                                        key_value_seq_lengths=kvlen)
+    return _to_blocks(lo, hi, cfg.bq)
 
 
 def _block_starts(x, i, j, cfg: Config) -> tuple:
@@ -146,27 +131,15 @@ def _slice_block(x, i, j, cfg: Config):
 
 def _block_mask(cfg: Config, i, j, mask, qlen, kvlen, segments):
     """Boolean visibility of block ``(i, j)``, broadcastable to ``[B, K, G, bq, bk]``, or None."""
-    q_pos = i * cfg.bq + jnp.arange(cfg.bq)
-    k_pos = j * cfg.bk + jnp.arange(cfg.bk)
-    parts = []
-    structural = position_mask(q_pos, k_pos, is_causal=cfg.is_causal, window=cfg.window)
-    if structural is not None:
-        parts.append(structural[None, None, None])
-    if kvlen is not None:
-        parts.append(k_pos[None, :] < kvlen[:, None])
-        parts[-1] = parts[-1][:, None, None, None, :]
-    elif cfg.nk * cfg.bk != cfg.S:  # padded keys
-        parts.append((k_pos < cfg.S)[None, None, None, None, :])
-    if qlen is not None:
-        parts.append((q_pos[None, :] < qlen[:, None])[:, None, None, :, None])
+    visible = cfg.visibility.mask(i * cfg.bq + jnp.arange(cfg.bq), j * cfg.bk + jnp.arange(cfg.bk),
+                                  query_seq_lengths=qlen, key_value_seq_lengths=cfg.key_lengths(kvlen))
+    parts = [] if visible is None else [visible[:, None, None]]
     if mask is not None:
         parts.append(_slice_block(mask, i, j, cfg))
     if segments is not None:
         q_seg, k_seg = segments
         parts.append((q_seg[i][:, :, None] == k_seg[j][:, None, :])[:, None, None])
-    if not parts:
-        return None
-    return functools.reduce(jnp.logical_and, parts)
+    return functools.reduce(jnp.logical_and, parts) if parts else None
 
 
 def _block_fully_visible(cfg: Config, i, j, mask, qlen, kvlen, segments):
@@ -177,24 +150,14 @@ def _block_fully_visible(cfg: Config, i, j, mask, qlen, kvlen, segments):
     """
     if mask is not None:
         return False
-    conds = []
-    if cfg.right is not None:
-        conds.append(j * cfg.bk + cfg.bk - 1 <= i * cfg.bq + cfg.right)
-    if cfg.left is not None:
-        conds.append(j * cfg.bk >= i * cfg.bq + cfg.bq - 1 - cfg.left)
-    if kvlen is not None:
-        conds.append(j * cfg.bk + cfg.bk <= jnp.min(kvlen))
-    elif cfg.nk * cfg.bk != cfg.S:
-        conds.append(j * cfg.bk + cfg.bk <= cfg.S)
-    if qlen is not None:
-        conds.append(i * cfg.bq + cfg.bq <= jnp.min(qlen))
+    conds = [cfg.visibility.all_visible(i * cfg.bq, i * cfg.bq + cfg.bq - 1, j * cfg.bk, j * cfg.bk + cfg.bk - 1,
+                                        query_seq_lengths=qlen, key_value_seq_lengths=cfg.key_lengths(kvlen))]
     if segments is not None:  # every row of the block and every key in one and the same segment
         q_seg, k_seg = segments
         first = q_seg[i][:, :1]
         conds.append(jnp.all(q_seg[i] == first) & jnp.all(k_seg[j] == first))
-    if not conds:
-        return None
-    return functools.reduce(jnp.logical_and, conds)
+    conds = [c for c in conds if c is not None]
+    return functools.reduce(jnp.logical_and, conds) if conds else None
 
 
 def _with_or_without_mask(fully_visible, fn, *args):
@@ -208,34 +171,29 @@ def _with_or_without_mask(fully_visible, fn, *args):
     return lax.cond(fully_visible, functools.partial(fn, False), functools.partial(fn, True), *args)
 
 
-def _prescaled(q):
-    """Float32 queries are multiplied by the scale once, up front, which saves one pass over every
-    ``[G*bq, bk]`` score tile; lower precisions keep the exact float32 multiply after the matmul."""
-    return q.dtype == jnp.float32
-
-
-def dropout_multiplier(rate: float, rng, i, j, shape) -> jnp.ndarray | None:
-    """``keep / (1 - rate)`` (float32, ``shape``) for block ``(i, j)``, or None when ``rate == 0``.
+def dropout_multiplier(rate: float, rng, i, j, shape, dtype=jnp.float32) -> jnp.ndarray | None:
+    """``keep / (1 - rate)`` (``dtype``, ``shape``) for block ``(i, j)``, or None when ``rate == 0``.
 
     The mask depends on the block sizes (it is drawn per block), not only on ``rng``.
     """
     if not rate:
         return None
     keep = jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(rng, i), j), 1.0 - rate, shape)
-    return jnp.where(keep, jnp.float32(1.0 / (1.0 - rate)), jnp.float32(0.0))
+    return jnp.where(keep, jnp.asarray(1.0 / (1.0 - rate), dtype), jnp.asarray(0.0, dtype))
 
 
 def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, segments, masked: bool = True):
-    """Masked float32 logits ``[B, K, G*bq, bk]`` of block ``(i, j)`` and the softcap's ``tanh``.
+    """Masked logits ``[B, K, G*bq, bk]`` (``stat_dtype``) of block ``(i, j)`` and the softcap's ``tanh``.
 
-    ``q_i`` is already multiplied by the scale when :func:`_prescaled`.
+    ``q_i`` is already multiplied by the scale when :func:`~attnjax.ops.primitives.prescaled`.
 
     Returns:
         ``(logits, tanh_or_None)``; masked entries are exactly ``MASK_VALUE``.
     """
-    s = jnp.einsum("bkqh,bksh->bkqs", q_i, k_j, preferred_element_type=jnp.float32)
-    if not _prescaled(q_i):
-        s = s * jnp.float32(cfg.scale)
+    acc = stat_dtype(q_i.dtype)
+    s = jnp.einsum("bkqh,bksh->bkqs", q_i, k_j, preferred_element_type=acc)
+    if not prescaled(q_i):
+        s = s * jnp.asarray(cfg.scale, acc)
     t = None
     if cfg.logit_softcap is not None:
         t = jnp.tanh(s / cfg.logit_softcap)
@@ -246,14 +204,16 @@ def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, segments
     B, K = s.shape[:2]
     s5 = s.reshape(B, K, cfg.G, cfg.bq, cfg.bk)
     if bias is not None:
-        s5 = s5 + _slice_block(bias, i, j, cfg).astype(jnp.float32)
+        s5 = s5 + _slice_block(bias, i, j, cfg).astype(acc)
     if visible is not None:
         s5 = jnp.where(visible, s5, MASK_VALUE)
     return s5.reshape(s.shape), t
 
 
 def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
-    """Returns ``out [nq, B, K, G*bq, Hv]`` (query dtype) and ``lse [nq, B, K, G*bq]`` float32."""
+    """Returns ``out [nq, B, K, G*bq, Hv]`` (query dtype) and ``lse [nq, B, K, G*bq]`` (``stat_dtype``;
+    ``-inf`` on rows with no visible key)."""
+    acc_dtype = stat_dtype(q.dtype)
 
     def one_query_block(args):
         q_i, i = args
@@ -272,41 +232,46 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
             alpha = jnp.exp(m - m_new)
             p = jnp.exp(s - m_new[..., None])
             l = l * alpha + jnp.sum(p, axis=-1)
-            z = dropout_multiplier(cfg.dropout_rate, rng, i, j, p.shape)
+            z = dropout_multiplier(cfg.dropout_rate, rng, i, j, p.shape, acc_dtype)
             if z is not None:
                 p = p * z
-            pv = jnp.einsum("bkqs,bksh->bkqh", p.astype(v.dtype), v[j], preferred_element_type=jnp.float32)
+            pv = jnp.einsum("bkqs,bksh->bkqh", p.astype(v.dtype), v[j], preferred_element_type=acc_dtype)
             return m_new, l, acc * alpha[..., None] + pv
 
-        init = (jnp.full(rows, MASK_VALUE, jnp.float32), jnp.zeros(rows, jnp.float32),
-                jnp.zeros(rows + (v.shape[-1],), jnp.float32))
+        init = (jnp.full(rows, MASK_VALUE, acc_dtype), jnp.zeros(rows, acc_dtype),
+                jnp.zeros(rows + (v.shape[-1],), acc_dtype))
         init = tuple(cast_varying(x, axes) for x in init)
         lo, hi = key_block_range(cfg, i, kvlen)
         m, l, acc = lax.fori_loop(lo, hi, body, init)
         has_key = m > MASK_VALUE
         safe_l = jnp.where(has_key, l, 1.0)
         out = jnp.where(has_key[..., None], acc / safe_l[..., None], 0.0)
-        # +inf makes the backward's exp(s - lse) exactly 0 on rows without a visible key.
-        lse = jnp.where(has_key, m + jnp.log(safe_l), jnp.inf)
+        lse = jnp.where(has_key, m + jnp.log(safe_l), -jnp.inf)  # log of an empty sum
         return out.astype(q.dtype), lse
 
     axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, *(segments or ()))
-    q_in = q * jnp.float32(cfg.scale) if _prescaled(q) else q
+    q_in = q * jnp.asarray(cfg.scale, acc_dtype) if prescaled(q) else q
     return lax.map(one_query_block, (q_in, jnp.arange(cfg.nq, dtype=jnp.int32)))
 
 
-def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dout):
-    """Gradients wrt ``q, k, v`` (input dtypes) and ``bias`` (float32 in bias's blocked shape, or None)."""
-    delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # rowsum(dO * O)
+def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dout, dlse):
+    """Gradients wrt ``q, k, v`` (input dtypes) and ``bias`` (``stat_dtype`` in bias's blocked shape, or None).
+
+    ``dlse`` is the cotangent of the returned log-sum-exp: ``d lse / d s = P``, so it enters as
+    ``dS = P * (dP - (rowsum(dO * O) - dlse))``.
+    """
+    acc = stat_dtype(q.dtype)
+    delta = jnp.sum(dout.astype(acc) * out.astype(acc), axis=-1) - dlse.astype(acc)
+    lse = lse_for_recompute(lse)
     axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, *(segments or ()), out, lse, dout)
     B, K = q.shape[1:3]
     # dK and dV contract over query rows. CPU matmul kernels are ~3x slower when the left operand
     # contracts its row axis, so keep Q^T and dO^T ([.., H, G*bq]) and accumulate dK^T, dV^T instead.
     # The logit scale is applied once to the summed dQ and dK, not per block.
     q_dtype = q.dtype
-    q = q * jnp.float32(cfg.scale) if _prescaled(q) else q
+    dk_scale = jnp.asarray(1.0 if prescaled(q) else cfg.scale, acc)
+    q = q * jnp.asarray(cfg.scale, acc) if prescaled(q) else q
     q_t, dout_t = jnp.swapaxes(q, -1, -2), jnp.swapaxes(dout, -1, -2)
-    dk_scale = jnp.float32(1.0 if _prescaled(q) else cfg.scale)
 
     def one_key_block(carry, j):
         dq, dbias = carry
@@ -317,11 +282,10 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out,
             q_i, do_i = q[i], dout[i]
             s, t = _block_logits(cfg, q_i, k_j, i, j, bias, mask, qlen, kvlen, segments, masked)
             p = jnp.exp(s - lse[i][..., None])
-            z = dropout_multiplier(cfg.dropout_rate, rng, i, j, p.shape)
+            z = dropout_multiplier(cfg.dropout_rate, rng, i, j, p.shape, acc)
             p_kept = p if z is None else p * z
-            dv_c = jnp.einsum("bkhq,bkqs->bkhs", dout_t[i], p_kept.astype(do_i.dtype),
-                              preferred_element_type=jnp.float32)
-            dp = jnp.einsum("bkqh,bksh->bkqs", do_i, v_j, preferred_element_type=jnp.float32)
+            dv_c = jnp.einsum("bkhq,bkqs->bkhs", dout_t[i], p_kept.astype(do_i.dtype), preferred_element_type=acc)
+            dp = jnp.einsum("bkqh,bksh->bkqs", do_i, v_j, preferred_element_type=acc)
             if z is not None:
                 dp = dp * z
             ds = p * (dp - delta[i][..., None])  # gradient wrt the (capped, biased) logits
@@ -332,8 +296,8 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out,
                 db = jnp.sum(ds5, axis=sum_axes, keepdims=True)
             if t is not None:
                 ds = ds * (1.0 - t * t)
-            dq_c = jnp.einsum("bkqs,bksh->bkqh", ds.astype(k_j.dtype), k_j, preferred_element_type=jnp.float32)
-            dk_c = jnp.einsum("bkhq,bkqs->bkhs", q_t[i], ds.astype(q_i.dtype), preferred_element_type=jnp.float32)
+            dq_c = jnp.einsum("bkqs,bksh->bkqh", ds.astype(k_j.dtype), k_j, preferred_element_type=acc)
+            dk_c = jnp.einsum("bkhq,bkqs->bkhs", q_t[i], ds.astype(q_i.dtype), preferred_element_type=acc)
             return dq_c, dk_c, dv_c, db
 
         def body(i, inner):
@@ -347,34 +311,37 @@ def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out,
             return dq, dbias, dk_j + dk_c, dv_j + dv_c
 
         t_shape = lambda x: x.shape[:2] + (x.shape[3], x.shape[2])
-        init = (dq, dbias, cast_varying(jnp.zeros(t_shape(k_j), jnp.float32), axes),
-                cast_varying(jnp.zeros(t_shape(v_j), jnp.float32), axes))
+        init = (dq, dbias, cast_varying(jnp.zeros(t_shape(k_j), acc), axes),
+                cast_varying(jnp.zeros(t_shape(v_j), acc), axes))
         lo, hi = query_block_range(cfg, j, qlen, kvlen)
         dq, dbias, dk_t_j, dv_t_j = lax.fori_loop(lo, hi, body, init)
         return (dq, dbias), (jnp.swapaxes(dk_t_j * dk_scale, -1, -2).astype(k.dtype),
                              jnp.swapaxes(dv_t_j, -1, -2).astype(v.dtype))
 
-    dbias0 = None if bias is None else cast_varying(jnp.zeros(bias.shape, jnp.float32), axes)
-    dq0 = cast_varying(jnp.zeros(q.shape, jnp.float32), axes)
+    dbias0 = None if bias is None else cast_varying(jnp.zeros(bias.shape, acc), axes)
+    dq0 = cast_varying(jnp.zeros(q.shape, acc), axes)
     (dq, dbias), (dk, dv) = lax.scan(one_key_block, (dq0, dbias0),
                                      jnp.arange(cfg.nk, dtype=jnp.int32))
-    return (dq * jnp.float32(cfg.scale)).astype(q_dtype), dk, dv, dbias
+    return (dq * jnp.asarray(cfg.scale, acc)).astype(q_dtype), dk, dv, dbias
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def flash_attention(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
-    """Blockwise attention on the blocked layout; returns ``out [nq, B, K, G*bq, Hv]``."""
-    return _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments)[0]
+    """Blockwise attention on the blocked layout: ``(out [nq, B, K, G*bq, Hv], lse [nq, B, K, G*bq])``.
+
+    Both outputs are differentiable (the log-sum-exp is ``jax.nn``'s residual)."""
+    return _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments)
 
 
 def _flash_fwd(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments):
     out, lse = _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments)
-    return out, (q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse)
+    return (out, lse), (q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse)
 
 
-def _flash_bwd(cfg, residuals, dout):
+def _flash_bwd(cfg, residuals, cotangents):
     q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse = residuals
-    dq, dk, dv, dbias = _backward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dout)
+    dout, dlse = cotangents
+    dq, dk, dv, dbias = _backward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dout, dlse)
     if dbias is not None:
         dbias = dbias.astype(bias.dtype)
     dq, dk, dv, dbias = (_match_vma(g, x) for g, x in ((dq, q), (dk, k), (dv, v), (dbias, bias)))

@@ -77,27 +77,43 @@ def check_inputs(query: Any, key: Any, value: Any, *, bias: Any = None, mask: An
     return B, T, S, N, K, H
 
 
-def check_broadcastable(name: str, x: Any, target: tuple[int, ...]) -> None:
-    """Raises ValueError unless ``x`` has ``len(target)`` dims, each 1 or equal to the target's."""
+def check_broadcastable(name: str, x: Any, target: tuple[int, ...], *, left_pad: bool = False) -> None:
+    """Raises ValueError unless ``x`` has ``len(target)`` dims, each 1 or equal to the target's.
+
+    With ``left_pad``, fewer dims are accepted and count as leading 1s (NumPy and ``jax.nn`` broadcasting).
+    """
     shape = _shape(x)
     letters = "BNTS" if len(target) == 4 else ""
-    if len(shape) != len(target) or any(d not in (1, t) for d, t in zip(shape, target)):
+    padded = (1,) * (len(target) - len(shape)) + shape if left_pad else shape
+    if len(padded) != len(target) or any(d not in (1, t) for d, t in zip(padded, target)):
+        ranks = f"rank <= {len(target)}, left-padded with 1s" if left_pad else f"rank {len(target)}"
         raise ValueError(
-            f"{name} must be broadcastable to {letters} {target} (rank {len(target)}, each dim 1 or equal), "
-            f"got shape {shape}")
+            f"{name} must be broadcastable to {letters} {target} ({ranks}; each dim 1 or equal), got shape {shape}")
 
 
 def check_mask_and_bias(mask: Any, bias: Any, target: tuple[int, int, int, int]) -> None:
-    """Checks a boolean ``mask`` and a floating ``bias``, both broadcastable to ``[B, N, T, S]``."""
+    """Checks a boolean ``mask`` and a floating ``bias``, both broadcastable to ``[B, N, T, S]``.
+
+    Like ``jax.nn``, ranks below 4 are left-padded (a ``[S]`` mask or an ``[N, T, S]`` bias); see
+    :func:`pad_to_rank4`.
+    """
     if mask is not None:
-        check_broadcastable("mask", mask, target)
+        check_broadcastable("mask", mask, target, left_pad=True)
         if jnp.result_type(mask) != jnp.bool_:
             raise TypeError(
                 f"mask must be boolean (True = attend), got dtype {jnp.result_type(mask)}; "
                 "pass an additive mask as bias")
     if bias is not None:
-        check_broadcastable("bias", bias, target)
+        check_broadcastable("bias", bias, target, left_pad=True)
         check_floating("bias", bias)
+
+
+def pad_to_rank4(x: Any) -> Any:
+    """A checked ``mask``/``bias`` of rank <= 4 reshaped to rank 4 with leading 1s (None stays None)."""
+    if x is None:
+        return None
+    x = jnp.asarray(x)
+    return x.reshape((1,) * (4 - x.ndim) + x.shape)
 
 
 def check_seq_lengths(name: str, lengths: Any, batch: int) -> None:
@@ -157,10 +173,17 @@ def check_positive(name: str, value: float | None) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
-def check_positive_int(name: str, value: Any) -> None:
-    """Raises ValueError unless ``value`` is an int (not a bool) >= 1."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as a Python int; raises ValueError unless it is an int or NumPy integer (not a bool)
+    ``>= minimum``."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """:func:`check_int` with ``minimum=1``."""
+    return check_int(name, value, 1)
 
 
 def default_scale(scale: Any, head_dim: int) -> Any:

@@ -26,6 +26,7 @@ import numpy as np
 
 from attnjax.ops import checks
 from attnjax.ops.masks import padding_mask, position_mask
+from attnjax.ops.primitives import repeat_kv_heads
 
 Array = jnp.ndarray
 FeatureMap = Callable[[Array], Array]
@@ -210,12 +211,6 @@ def _check(name: str, query, key, value, bias, mask, query_seq_lengths, key_valu
     return B, T, S, N, K, H
 
 
-def _expand_heads(x: Array, N: int) -> Array:
-    """``[B, S, K, H]`` -> ``[B, S, N, H]`` (grouped-query attention shares each kv head)."""
-    K = x.shape[2]
-    return x if K == N else jnp.repeat(x, N // K, axis=2)
-
-
 def _finish(out: Array, query_seq_lengths, dtype) -> Array:
     if query_seq_lengths is not None:
         T = out.shape[1]
@@ -248,11 +243,11 @@ def _linear_features(query, key, value, bias, mask, query_seq_lengths, key_value
     if not callable(fm):
         raise TypeError(f"feature_map must be callable or None, got {type(feature_map).__name__}")
     phi_q = fm(query.astype(jnp.float32))
-    phi_k = fm(_expand_heads(key, N).astype(jnp.float32))
+    phi_k = fm(repeat_kv_heads(key, N, axis=2).astype(jnp.float32))
     keep = _key_mask(mask, key_value_seq_lengths, B, N, S)
     if keep is not None:
         phi_k = jnp.where(keep[..., None], phi_k, 0.0)
-    return query, phi_q, phi_k, _expand_heads(value, N)
+    return query, phi_q, phi_k, repeat_kv_heads(value, N, axis=2)
 
 
 def linear_attention(query, key, value, bias=None, mask=None, *, is_causal: bool = False,
@@ -311,10 +306,10 @@ def _performer_features(query, key, value, bias, mask, query_seq_lengths, key_va
         projection = jnp.asarray(projection)
     keep = _key_mask(mask, key_value_seq_lengths, B, N, S)
     phi_q = favor_features(query, projection, is_query=True)
-    phi_k = favor_features(_expand_heads(key, N), projection, is_query=False, valid=keep)
+    phi_k = favor_features(repeat_kv_heads(key, N, axis=2), projection, is_query=False, valid=keep)
     if keep is not None:
         phi_k = jnp.where(keep[..., None], phi_k, 0.0)
-    return query, phi_q, phi_k, _expand_heads(value, N)
+    return query, phi_q, phi_k, repeat_kv_heads(value, N, axis=2)
 
 
 def performer_attention(query, key, value, bias=None, mask=None, *, projection: Array | None = None,

@@ -1,7 +1,7 @@
 """Boolean attention masks. ``True`` means *may attend*, as in ``jax.nn.dot_product_attention``.
 
-Every mask is built from query and key *positions*, so the dense path (all positions at once) and
-the blockwise path (one block of positions at a time) share one definition.
+Causal, window and length masks come from the one rule in :mod:`attnjax.ops.visibility`, which the
+blocked paths apply one block of positions at a time.
 Shapes broadcast to ``[B, N, T, S]``.
 """
 
@@ -10,32 +10,15 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from attnjax.ops.checks import Window, normalize_window
+from attnjax.ops.visibility import Visibility
 
 
 def position_mask(q_pos: jnp.ndarray, k_pos: jnp.ndarray, *, is_causal: bool = False,
                   window: Window | None = None) -> jnp.ndarray | None:
-    """Causal and sliding-window mask from positions.
-
-    Args:
-        q_pos: ``[T]`` integer query positions.
-        k_pos: ``[S]`` integer key positions.
-        is_causal: key ``j`` is visible to query ``i`` only if ``j <= i``.
-        window: ``(left, right)``: key ``j`` is visible only if ``i - left <= j <= i + right``.
-
-    Returns:
-        ``[T, S]`` boolean mask, or None if neither constraint is asked for.
-    """
-    if not is_causal and window is None:
-        return None
-    q = q_pos[:, None]
-    k = k_pos[None, :]
-    allowed = jnp.ones((q_pos.shape[0], k_pos.shape[0]), dtype=bool)
-    if is_causal:
-        allowed &= k <= q
-    if window is not None:
-        left, right = window
-        allowed &= (k >= q - left) & (k <= q + right)
-    return allowed
+    """``[T, S]`` causal and sliding-window mask of queries at ``q_pos [T]`` and keys at ``k_pos [S]``
+    (the :class:`~attnjax.ops.visibility.Visibility` rule), or None if neither constraint is asked for."""
+    visible = Visibility(is_causal, window).mask(q_pos, k_pos)
+    return None if visible is None else visible[0]
 
 
 def causal_mask(T: int, S: int) -> jnp.ndarray:
@@ -43,9 +26,9 @@ def causal_mask(T: int, S: int) -> jnp.ndarray:
     return position_mask(jnp.arange(T), jnp.arange(S), is_causal=True)[None, None]
 
 
-def sliding_window_mask(T: int, S: int, window: int | tuple[int, int]) -> jnp.ndarray:
-    """``[1, 1, T, S]`` mask keeping keys ``i - left <= j <= i + right``."""
-    return position_mask(jnp.arange(T), jnp.arange(S), window=normalize_window(window))[None, None]
+def sliding_window_mask(T: int, S: int, local_window_size: int | tuple[int, int]) -> jnp.ndarray:
+    """``[1, 1, T, S]`` mask keeping keys ``i - left <= j <= i + right`` (``local_window_size = (left, right)``)."""
+    return position_mask(jnp.arange(T), jnp.arange(S), window=normalize_window(local_window_size))[None, None]
 
 
 def padding_mask(T: int, S: int, query_seq_lengths: jnp.ndarray | None = None,
@@ -57,11 +40,10 @@ def padding_mask(T: int, S: int, query_seq_lengths: jnp.ndarray | None = None,
         query_seq_lengths: ``[B]`` valid query counts, or None (all valid).
         key_value_seq_lengths: ``[B]`` valid key counts, or None (all valid).
     """
-    q_ok = jnp.ones((1, T), bool) if query_seq_lengths is None else (
-        jnp.arange(T)[None, :] < jnp.asarray(query_seq_lengths)[:, None])
-    k_ok = jnp.ones((1, S), bool) if key_value_seq_lengths is None else (
-        jnp.arange(S)[None, :] < jnp.asarray(key_value_seq_lengths)[:, None])
-    return (q_ok[:, :, None] & k_ok[:, None, :])[:, None]
+    visible = Visibility().mask(jnp.arange(T), jnp.arange(S), query_seq_lengths=query_seq_lengths,
+                                key_value_seq_lengths=key_value_seq_lengths)
+    return (jnp.ones((1, T, S), bool) if visible is None else jnp.broadcast_to(
+        visible, (visible.shape[0], T, S)))[:, None]
 
 
 def segment_mask(query_segment_ids: jnp.ndarray, key_segment_ids: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -91,13 +73,11 @@ def attention_mask(T: int, S: int, *, mask: jnp.ndarray | None = None, is_causal
                    query_seq_lengths: jnp.ndarray | None = None,
                    key_value_seq_lengths: jnp.ndarray | None = None,
                    window: Window | None = None) -> jnp.ndarray | None:
-    """Combines a user mask with causal, window and padding constraints.
+    """Combines a user mask with the causal, window and length rule of :mod:`attnjax.ops.visibility`.
 
     Returns:
         A boolean array broadcastable to ``[B, N, T, S]`` (rank 4), or None when nothing is masked.
     """
-    structural = position_mask(jnp.arange(T), jnp.arange(S), is_causal=is_causal, window=window)
-    padding = None
-    if query_seq_lengths is not None or key_value_seq_lengths is not None:
-        padding = padding_mask(T, S, query_seq_lengths, key_value_seq_lengths)
-    return combine_masks(mask, None if structural is None else structural[None, None], padding)
+    visible = Visibility(is_causal, window).mask(jnp.arange(T), jnp.arange(S), query_seq_lengths=query_seq_lengths,
+                                                 key_value_seq_lengths=key_value_seq_lengths)
+    return combine_masks(mask, None if visible is None else visible[:, None])

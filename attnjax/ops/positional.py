@@ -24,16 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attnjax.ops.checks import check_int
+
 Array = jnp.ndarray
 
 
 # --------------------------------------------------------------------------- argument checks
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
 
 def _check_positions(name: str, positions, *, allow_float: bool = False) -> Array:
     positions = jnp.asarray(positions)
@@ -78,7 +74,7 @@ def sinusoidal_encoding(positions, dim: int, *, max_timescale: float = 10_000.0)
         ``[T, D]`` or ``[B, T, D]`` float32.
     """
     positions = _check_positions("positions", positions, allow_float=True)
-    dim = _check_int("dim", dim)
+    dim = check_int("dim", dim)
     if dim % 2:
         raise ValueError(f"dim must be even (sin/cos pairs), got {dim}")
     if not max_timescale > 1:
@@ -90,7 +86,7 @@ def sinusoidal_encoding(positions, dim: int, *, max_timescale: float = 10_000.0)
 
 def learned_table_init(rng: jax.Array, max_len: int, dim: int, *, std: float = 0.02) -> Array:
     """A ``[max_len, D]`` float32 table of learned absolute position embeddings, ``N(0, std^2)``."""
-    max_len, dim = _check_int("max_len", max_len), _check_int("dim", dim)
+    max_len, dim = check_int("max_len", max_len), check_int("dim", dim)
     if not std > 0:
         raise ValueError(f"std must be > 0, got {std!r}")
     return std * jax.random.normal(rng, (max_len, dim), jnp.float32)
@@ -167,7 +163,7 @@ def alibi_slopes(num_heads: int) -> Array:
     For ``N`` a power of two, the geometric sequence ``2^(-8/N), 2^(-16/N), .., 2^-8``; otherwise
     the slopes of the nearest lower power of two ``M`` followed by every other slope of ``2M``.
     """
-    num_heads = _check_int("num_heads", num_heads)
+    num_heads = check_int("num_heads", num_heads)
 
     def powers(n):
         start = 2.0 ** (-8.0 / n)
@@ -178,19 +174,20 @@ def alibi_slopes(num_heads: int) -> Array:
     return jnp.asarray(slopes, jnp.float32)
 
 
-def alibi_bias(q_positions, k_positions, slopes, *, causal: bool = True) -> Array:
+def alibi_bias(q_positions, k_positions, slopes, *, is_causal: bool = True) -> Array:
     """ALiBi linear distance penalty as an additive logit bias.
 
     With query positions ``p_i`` and key positions ``p_j``: ``bias[n, i, j] = -slope_n * |p_i - p_j|``
-    (bidirectional) or ``-slope_n * (p_i - p_j)`` for ``p_j <= p_i`` and 0 for ``p_j > p_i`` (causal: those
-    keys must be hidden by ``is_causal``/a mask anyway). Positions need not be consecutive: with
-    randomized positions the distances are differences of the drawn positions.
+    (``is_causal=False``) or ``-slope_n * (p_i - p_j)`` for ``p_j <= p_i`` and 0 for ``p_j > p_i``
+    (``is_causal=True``: those keys must be hidden by the attention's ``is_causal``/a mask anyway).
+    Positions need not be consecutive: with randomized positions the distances are differences of
+    the drawn positions.
 
     Args:
         q_positions: ``[T]`` or ``[B, T]`` integer.
         k_positions: ``[S]`` or ``[B, S]`` integer.
         slopes: ``[N]`` (e.g. :func:`alibi_slopes`), may be learned.
-        causal: see above.
+        is_causal: see above.
 
     Returns:
         ``[1, N, T, S]`` (or ``[B, N, T, S]``) float32.
@@ -200,29 +197,29 @@ def alibi_bias(q_positions, k_positions, slopes, *, causal: bool = True) -> Arra
     if slopes.ndim != 1:
         raise ValueError(f"slopes must have shape [N], got {tuple(slopes.shape)}")
     distance = -_relative(q, k)  # i - j >= 0 for past keys
-    distance = jnp.maximum(distance, 0) if causal else jnp.abs(distance)
+    distance = jnp.maximum(distance, 0) if is_causal else jnp.abs(distance)
     return -slopes.astype(jnp.float32)[None, :, None, None] * distance.astype(jnp.float32)
 
 
 # --------------------------------------------------------------------------- T5 relative buckets
 
-def t5_relative_bucket(relative_position, *, bidirectional: bool = True, num_buckets: int = 32,
+def t5_relative_bucket(relative_position, *, is_causal: bool = False, num_buckets: int = 32,
                        max_distance: int = 128) -> Array:
     """T5 (Raffel et al. 2020) buckets of ``relative_position = key - query``.
 
     Half of the buckets (per direction) hold exact small distances; the rest cover distances
-    logarithmically up to ``max_distance``, beyond which everything shares the last bucket. With
-    ``bidirectional`` the first half of buckets is for past keys, the second for future keys;
-    otherwise future keys all fall in bucket 0 (with distance 0).
+    logarithmically up to ``max_distance``, beyond which everything shares the last bucket. Without
+    ``is_causal`` (T5's bidirectional buckets) the first half of buckets is for past keys, the second
+    for future keys; with ``is_causal`` future keys all fall in bucket 0 (with distance 0).
 
     Returns:
         int32 buckets in ``[0, num_buckets)``, same shape as ``relative_position``.
     """
-    num_buckets = _check_int("num_buckets", num_buckets, 2)
-    max_distance = _check_int("max_distance", max_distance, 1)
+    num_buckets = check_int("num_buckets", num_buckets, 2)
+    max_distance = check_int("max_distance", max_distance, 1)
     n = -jnp.asarray(relative_position).astype(jnp.int32)  # > 0 for past keys
     buckets = jnp.zeros_like(n)
-    if bidirectional:
+    if not is_causal:
         num_buckets //= 2
         buckets = buckets + (n < 0).astype(jnp.int32) * num_buckets
         n = jnp.abs(n)
@@ -238,11 +235,11 @@ def t5_relative_bucket(relative_position, *, bidirectional: bool = True, num_buc
 
 def t5_table_init(rng: jax.Array, num_buckets: int, num_heads: int, *, std: float = 0.02) -> Array:
     """A ``[num_buckets, N]`` float32 table of learned per-head bucket biases."""
-    num_buckets, num_heads = _check_int("num_buckets", num_buckets, 2), _check_int("num_heads", num_heads)
+    num_buckets, num_heads = check_int("num_buckets", num_buckets, 2), check_int("num_heads", num_heads)
     return std * jax.random.normal(rng, (num_buckets, num_heads), jnp.float32)
 
 
-def t5_relative_bias(table, q_positions, k_positions, *, bidirectional: bool = True,
+def t5_relative_bias(table, q_positions, k_positions, *, is_causal: bool = False,
                      max_distance: int = 128) -> Array:
     """T5 relative position bias ``table[bucket(k_j - q_i), n]`` as an additive logit bias.
 
@@ -252,6 +249,8 @@ def t5_relative_bias(table, q_positions, k_positions, *, bidirectional: bool = T
     Args:
         table: ``[num_buckets, N]`` learned biases (see :func:`t5_table_init`).
         q_positions: ``[T]`` or ``[B, T]``; k_positions: ``[S]`` or ``[B, S]`` integers.
+        is_causal: buckets for causal attention (see :func:`t5_relative_bucket`).
+        max_distance: see :func:`t5_relative_bucket`.
 
     Returns:
         ``[1, N, T, S]`` (or ``[B, N, T, S]``) in the table dtype.
@@ -260,7 +259,7 @@ def t5_relative_bias(table, q_positions, k_positions, *, bidirectional: bool = T
     if table.ndim != 2:
         raise ValueError(f"table must have shape [num_buckets, N], got {tuple(table.shape)}")
     q, k = _check_pair(q_positions, k_positions)
-    buckets = t5_relative_bucket(_relative(q, k)[:, 0], bidirectional=bidirectional,
+    buckets = t5_relative_bucket(_relative(q, k)[:, 0], is_causal=is_causal,
                                  num_buckets=table.shape[0], max_distance=max_distance)  # [1|B, T, S]
     return jnp.moveaxis(table[buckets], -1, 1)
 
@@ -269,7 +268,7 @@ def t5_relative_bias(table, q_positions, k_positions, *, bidirectional: bool = T
 
 def consecutive_positions(batch: int, length: int, offset: int = 0) -> Array:
     """``[B, T]`` int32 positions ``offset, offset + 1, ..`` (standard, non-randomized encodings)."""
-    batch, length = _check_int("batch", batch), _check_int("length", length)
+    batch, length = check_int("batch", batch), check_int("length", length)
     return jnp.broadcast_to(offset + jnp.arange(length, dtype=jnp.int32), (batch, length))
 
 
@@ -294,8 +293,8 @@ def randomized_positions(rng: jax.Array, batch: int, length: int, max_len: int) 
     Raises:
         ValueError: ``length > max_len``.
     """
-    batch, length, max_len = (_check_int("batch", batch), _check_int("length", length),
-                              _check_int("max_len", max_len))
+    batch, length, max_len = (check_int("batch", batch), check_int("length", length),
+                              check_int("max_len", max_len))
     if length > max_len:
         raise ValueError(f"length ({length}) must be <= max_len ({max_len}) to draw distinct positions")
     # The top-`length` of i.i.d. uniform scores is a uniform random subset of [0, max_len).

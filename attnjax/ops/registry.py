@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attnjax.ops.blockwise import BlockSizes
 from attnjax.ops.dot_product import attention_weights, dot_product_attention
 from attnjax.ops.linear import linear_attention, linear_weights, orthogonal_random_features, performer_attention, \
     performer_weights
@@ -57,6 +58,8 @@ class AttentionSpec:
             variant needs none.
         trainable_params: whether those params are meant to be learned (vs fixed random features).
         description: one line for tables and error messages.
+        kit_options: ``(keyword, value)`` pairs the conformance kit passes at its tiny shapes, where a
+            default (a window of 64 keys) would cover every key and hide what the variant does.
     """
 
     name: str
@@ -69,6 +72,7 @@ class AttentionSpec:
     init_params: ParamsInit | None = None
     trainable_params: bool = True
     description: str = ""
+    kit_options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def supports_bias(self) -> bool:
@@ -119,7 +123,8 @@ ATTENTION: dict[str, AttentionSpec] = {spec.name: spec for spec in (
                   init_params=_init_performer, trainable_params=False,
                   description=f"Performer FAVOR+ with {PERFORMER_FEATURES} orthogonal random features"),
     AttentionSpec("local", local_attention, local_weights, position_free=False,
-                  description="sliding-window softmax attention, O(T * window) memory"),
+                  description="sliding-window softmax attention, O(T * window) memory",
+                  kit_options=(("local_window_size", (1, 2)), ("block_sizes", BlockSizes(2, 2)))),
 )}
 
 

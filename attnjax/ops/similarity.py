@@ -7,7 +7,8 @@ mask/causal/padding/window keywords and its numerics (float32 softmax, finite ma
 masked rows return zeros with zero gradient). Parameters (temperatures, projection matrices) are
 passed in explicitly: ops hold no state, a Flax module owns them.
 
-Each ``*_attention`` function has a ``*_weights`` twin returning the ``[B, N, T, S]`` float32
+Each variant is defined by its score function alone: :func:`make_variant` builds its
+``*_attention`` function and the ``*_weights`` twin returning the ``[B, N, T, S]`` float32
 probabilities, for diagnostics.
 
 Args common to every variant ("see the module docstring" below):
@@ -20,6 +21,7 @@ Args common to every variant ("see the module docstring" below):
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import jax
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnjax.ops import checks
-from attnjax.ops.dot_product import masked_softmax, scaled_logits, weighted_values
+from attnjax.ops.primitives import masked_softmax, repeat_kv_heads, scaled_logits, weighted_values
 from attnjax.ops.masks import attention_mask
 
 Array = jnp.ndarray
@@ -98,11 +100,6 @@ def run_attention(logits_fn: Callable[..., Array], query, key, value, bias, mask
     return weighted_values(weights, value).astype(query.dtype)
 
 
-def _repeat_kv_heads(x: Array, num_heads: int) -> Array:
-    """``[B, K, ...]`` -> ``[B, N, ...]``: each key/value head serves ``N // K`` query heads."""
-    return jnp.repeat(x, num_heads // x.shape[1], axis=1)
-
-
 # --------------------------------------------------------------------------- score functions
 
 def cosine_logits(query: Array, key: Array, temperature: Any = 0.1, *, eps: float = 1e-6) -> Array:
@@ -134,7 +131,7 @@ def l2_logits(query: Array, key: Array, scale: float | None = None) -> Array:
     q32, k32 = query.astype(jnp.float32), key.astype(jnp.float32)
     qk = scaled_logits(q32, k32, scale=1.0)
     q_sq = jnp.einsum("BTNH,BTNH->BNT", q32, q32)[..., None]
-    k_sq = _repeat_kv_heads(jnp.einsum("BSKH,BSKH->BKS", k32, k32), N)[:, :, None, :]
+    k_sq = repeat_kv_heads(jnp.einsum("BSKH,BSKH->BKS", k32, k32), N, axis=1)[:, :, None, :]
     sq_dist = jnp.maximum(q_sq + k_sq - 2.0 * qk, 0.0)
     return -jnp.float32(scale) * sq_dist
 
@@ -184,23 +181,89 @@ def _check_matrix(name: str, x: Any, shape: tuple[int | None, ...], letters: str
     return actual
 
 
+# --------------------------------------------------------------------------- the variant factory
+
+def make_variant(name: str, scores: Callable[..., Array], params: dict[str, Any], *, doc: str,
+                 weights_doc: str | None = None, check: Callable[..., None] | None = None,
+                 normalize: Callable[[Array, Array | None], Array] = masked_softmax,
+                 ) -> tuple[Callable[..., Array], Callable[..., Array]]:
+    """The ``({name}_attention, {name}_weights)`` pair of a variant defined by its score function.
+
+    The functions have the registry's call signature, with the variant's ``params`` as keywords::
+
+        {name}_attention(query, key, value, bias=None, mask=None, *, **params, is_causal=False,
+                         query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None)
+        {name}_weights(query, key, bias=None, mask=None, *, ...the same keywords)
+
+    and run :func:`run_attention` (``[B, T, N, H]`` output, or ``[B, N, T, S]`` float32 weights).
+    ``inspect.signature`` lists every keyword (callers read it to see what a variant takes); an
+    unknown keyword raises TypeError as for any Python function.
+
+    Args:
+        name: the variant's name, the prefix of the two functions' names.
+        scores: ``(query, key, dims, **params) -> [B, N, T, S]`` float32 scores, where ``dims`` is
+            ``(B, T, S, N, K, H)`` of the checked inputs; it checks the parameters whose valid shape
+            depends on them (a per-head temperature). The functions' ``__module__`` is its module.
+        params: the variant's keywords with their defaults, in signature order.
+        doc: the attention function's docstring.
+        weights_doc: the weights function's docstring; default: "probabilities of the attention function".
+        check: ``(query, **params) -> None``, run first, before the inputs are checked.
+        normalize: ``(logits, mask_or_None) -> weights`` (see :func:`run_attention`).
+    """
+    attention_name, weights_name = f"{name}_attention", f"{name}_weights"
+
+    def own_params(fn_name: str, given: dict[str, Any]) -> dict[str, Any]:
+        unknown = [k for k in given if k not in params]
+        if unknown:
+            raise TypeError(f"{fn_name}() got an unexpected keyword argument {unknown[0]!r}")
+        return {**params, **given}
+
+    def run(query, key, value, bias, mask, own, masking, weights_only):
+        if check is not None:
+            check(query, **own)
+        return run_attention(lambda q, k, dims: scores(q, k, dims, **own), query, key, value, bias, mask,
+                             weights_only=weights_only, normalize=normalize, **masking)
+
+    def attention(query, key, value, bias=None, mask=None, *, is_causal=False, query_seq_lengths=None,
+                  key_value_seq_lengths=None, local_window_size=None, **variant_params):
+        return run(query, key, value, bias, mask, own_params(attention_name, variant_params),
+                   dict(is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                        key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size),
+                   weights_only=False)
+
+    def weights(query, key, bias=None, mask=None, *, is_causal=False, query_seq_lengths=None,
+                key_value_seq_lengths=None, local_window_size=None, **variant_params):
+        return run(query, key, key, bias, mask, own_params(weights_name, variant_params),
+                   dict(is_causal=is_causal, query_seq_lengths=query_seq_lengths,
+                        key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size),
+                   weights_only=True)
+
+    own = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in params.items()]
+    docs = (doc, weights_doc or f"``[B, N, T, S]`` float32 probabilities of :func:`{attention_name}` "
+                                f"(same arguments, no value).")
+    for fn, fn_name, fn_doc in ((attention, attention_name, docs[0]), (weights, weights_name, docs[1])):
+        sig = inspect.signature(fn).parameters.values()
+        positional = [p for p in sig if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        masking = [p for p in sig if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        fn.__signature__ = inspect.Signature(positional + own + masking)
+        fn.__name__ = fn.__qualname__ = fn_name
+        fn.__module__ = scores.__module__
+        fn.__doc__ = fn_doc
+    return attention, weights
+
+
 # --------------------------------------------------------------------------- public variants
 
+def _cosine_scores(query, key, dims, *, temperature, eps):
+    # Checked here, once the number of query heads N = dims[3] is known to be valid.
+    check_per_head_scalar("temperature", temperature, dims[3])
+    return cosine_logits(query, key, temperature, eps=eps)
 
 
-def _cosine_scores(temperature, eps):
-    def scores(q, k, dims):
-        # Checked here, once the number of query heads N = dims[3] is known to be valid.
-        check_per_head_scalar("temperature", temperature, dims[3])
-        return cosine_logits(q, k, temperature, eps=eps)
-
-    return scores
-
-
-def cosine_attention(query, key, value, bias=None, mask=None, *, temperature: Any = 0.1, is_causal=False,
-                     query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None,
-                     eps: float = 1e-6):
-    """Cosine-similarity attention: ``softmax(cos(q_i, k_j) / temperature + bias) V``.
+cosine_attention, cosine_weights = make_variant(
+    "cosine", _cosine_scores, {"temperature": 0.1, "eps": 1e-6},
+    check=lambda query, *, eps, **_: checks.check_positive("eps", eps),
+    doc="""Cosine-similarity attention: ``softmax(cos(q_i, k_j) / temperature + bias) V``.
 
     Scores are bounded in ``[-1/temperature, 1/temperature]``, so no logit can blow up (the point of
     QK-normalization). A fixed temperature is a Python float; a learned one is a scalar or ``[N]``
@@ -213,27 +276,16 @@ def cosine_attention(query, key, value, bias=None, mask=None, *, temperature: An
 
     Raises:
         ValueError/TypeError: malformed shapes, dtypes or temperature.
-    """
-    checks.check_positive("eps", eps)
-    return run_attention(_cosine_scores(temperature, eps), query, key, value, bias, mask,
-                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                         weights_only=False)
+    """)
 
 
-def cosine_weights(query, key, bias=None, mask=None, *, temperature: Any = 0.1, is_causal=False,
-                   query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None, eps=1e-6):
-    """``[B, N, T, S]`` float32 probabilities of :func:`cosine_attention` (same arguments, no value)."""
-    checks.check_positive("eps", eps)
-    return run_attention(_cosine_scores(temperature, eps), query, key, key, bias, mask,
-                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                         weights_only=True)
+def _check_scale(query, *, scale, **_):
+    checks.check_positive("scale", scale)
 
 
-def l2_attention(query, key, value, bias=None, mask=None, *, scale: float | None = None, is_causal=False,
-                 query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None):
-    """L2 attention (Kim et al. 2021): ``softmax(-scale * ||q_i - k_j||^2 + bias) V``.
+l2_attention, l2_weights = make_variant(
+    "l2", lambda query, key, dims, *, scale: l2_logits(query, key, scale), {"scale": None}, check=_check_scale,
+    doc="""L2 attention (Kim et al. 2021): ``softmax(-scale * ||q_i - k_j||^2 + bias) V``.
 
     Kim et al. show that with tied query/key projections this map is Lipschitz while dot-product
     attention is not; tying is the calling module's choice (pass the same projection for both).
@@ -242,70 +294,39 @@ def l2_attention(query, key, value, bias=None, mask=None, *, scale: float | None
 
     Returns:
         ``[B, T, N, H]`` in the query dtype; rows with no visible key are zeros.
-    """
-    checks.check_positive("scale", scale)
-    return run_attention(lambda q, k, dims: l2_logits(q, k, scale), query, key, value, bias, mask,
-                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                         weights_only=False)
+    """)
 
 
-def l2_weights(query, key, bias=None, mask=None, *, scale=None, is_causal=False, query_seq_lengths=None,
-               key_value_seq_lengths=None, local_window_size=None):
-    """``[B, N, T, S]`` float32 probabilities of :func:`l2_attention`."""
-    checks.check_positive("scale", scale)
-    return run_attention(lambda q, k, dims: l2_logits(q, k, scale), query, key, key, bias, mask,
-                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                         weights_only=True)
-
-
-def _check_additive(query, w_query, w_key, v_score):
+def _check_additive(query, *, w_query, w_key, v_score):
     H = np.shape(query)[-1]
     _, A = _check_matrix("w_query", w_query, (H, None), "H, A")
     _check_matrix("w_key", w_key, (H, A), "H, A")
     _check_matrix("v_score", v_score, (A,), "A")
 
 
-def additive_attention(query, key, value, bias=None, mask=None, *, w_query=None, w_key=None, v_score=None,
-                       is_causal=False, query_seq_lengths=None, key_value_seq_lengths=None,
-                       local_window_size=None):
-    """Additive (Bahdanau) attention: ``softmax(v^T tanh(W_q q_i + W_k k_j) + bias) V``.
+additive_attention, additive_weights = make_variant(
+    "additive", lambda query, key, dims, **p: additive_logits(query, key, **p),
+    {"w_query": None, "w_key": None, "v_score": None}, check=_check_additive,
+    doc="""Additive (Bahdanau) attention: ``softmax(v^T tanh(W_q q_i + W_k k_j) + bias) V``.
 
     Args: see the module docstring, plus the parameters (required keywords, shared by all heads):
         w_query: ``[H, A]``; w_key: ``[H, A]``; v_score: ``[A]``.
 
     Returns:
         ``[B, T, N, H]`` in the query dtype; rows with no visible key are zeros.
-    """
-    _check_additive(query, w_query, w_key, v_score)
-    return run_attention(lambda q, k, dims: additive_logits(q, k, w_query, w_key, v_score), query, key, value, bias,
-                         mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                         weights_only=False)
+    """)
 
 
-def additive_weights(query, key, bias=None, mask=None, *, w_query=None, w_key=None, v_score=None,
-                     is_causal=False, query_seq_lengths=None, key_value_seq_lengths=None,
-                     local_window_size=None):
-    """``[B, N, T, S]`` float32 probabilities of :func:`additive_attention`."""
-    _check_additive(query, w_query, w_key, v_score)
-    return run_attention(lambda q, k, dims: additive_logits(q, k, w_query, w_key, v_score), query, key, key, bias,
-                         mask, is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                         weights_only=True)
-
-
-def _check_multiplicative(query, weight, scale):
+def _check_multiplicative(query, *, weight, scale):
     H = np.shape(query)[-1]
     _check_matrix("weight", weight, (H, H), "H, H")
     checks.check_positive("scale", scale)
 
 
-def multiplicative_attention(query, key, value, bias=None, mask=None, *, weight=None, scale=None,
-                             is_causal=False, query_seq_lengths=None, key_value_seq_lengths=None,
-                             local_window_size=None):
-    """Multiplicative ("general", Luong et al. 2015) attention: ``softmax(scale * q_i W k_j^T + bias) V``.
+multiplicative_attention, multiplicative_weights = make_variant(
+    "multiplicative", lambda query, key, dims, **p: multiplicative_logits(query, key, **p),
+    {"weight": None, "scale": None}, check=_check_multiplicative,
+    doc="""Multiplicative ("general", Luong et al. 2015) attention: ``softmax(scale * q_i W k_j^T + bias) V``.
 
     Args: see the module docstring, plus
         weight: ``[H, H]`` (required keyword), shared by all heads.
@@ -313,19 +334,4 @@ def multiplicative_attention(query, key, value, bias=None, mask=None, *, weight=
 
     Returns:
         ``[B, T, N, H]`` in the query dtype; rows with no visible key are zeros.
-    """
-    _check_multiplicative(query, weight, scale)
-    return run_attention(lambda q, k, dims: multiplicative_logits(q, k, weight, scale), query, key, value, bias, mask,
-                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                         weights_only=False)
-
-
-def multiplicative_weights(query, key, bias=None, mask=None, *, weight=None, scale=None, is_causal=False,
-                           query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None):
-    """``[B, N, T, S]`` float32 probabilities of :func:`multiplicative_attention`."""
-    _check_multiplicative(query, weight, scale)
-    return run_attention(lambda q, k, dims: multiplicative_logits(q, k, weight, scale), query, key, key, bias, mask,
-                         is_causal=is_causal, query_seq_lengths=query_seq_lengths,
-                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-                         weights_only=True)
+    """)

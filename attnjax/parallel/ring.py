@@ -34,7 +34,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
 from attnjax.ops import checks
-from attnjax.ops.dot_product import MASK_VALUE
+from attnjax.ops.primitives import MASK_VALUE, lse_for_recompute, stat_dtype
 from attnjax.parallel.layouts import (check_layout, check_layout_length, chunks_per_shard, from_layout, layout_positions,
                                       to_layout)
 from attnjax.ops.vma import cast_varying
@@ -70,16 +70,17 @@ def _key_block(cfg: RingConfig, k, v, k_seg):
 
 
 def _ring_forward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths):
-    """Returns the local output ``[B, T/P, N, Hv]`` and the tiled log-sum-exp ``[nq, B, K, G, bq]`` (float32)."""
+    """Returns the local output ``[B, T/P, N, Hv]`` and the tiled log-sum-exp ``[nq, B, K, G, bq]`` (``stat_dtype``)."""
     B, T, N, _ = q.shape
     S, K, Hv = k.shape[1], v.shape[2], v.shape[3]
     G, nq, bq = N // K, T // cfg.block_q, cfg.block_q
     axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
     axes = varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)
     q_tiles, q_seg_tiles = to_tiles(q, bq), _tiles_or_none(q_seg, bq)
-    state = (cast_varying(jnp.full((nq, B, K, G, bq), MASK_VALUE, jnp.float32), axes),
-             cast_varying(jnp.zeros((nq, B, K, G, bq), jnp.float32), axes),
-             cast_varying(jnp.zeros((nq, B, K, G, bq, Hv), jnp.float32), axes))
+    acc = stat_dtype(q.dtype)
+    state = (cast_varying(jnp.full((nq, B, K, G, bq), MASK_VALUE, acc), axes),
+             cast_varying(jnp.zeros((nq, B, K, G, bq), acc), axes),
+             cast_varying(jnp.zeros((nq, B, K, G, bq, Hv), acc), axes))
 
     def step(s, kv, state):
         k_tiles, v_tiles, k_seg_tiles = kv
@@ -96,10 +97,10 @@ def _ring_forward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)
 
     seen = l > 0
     safe_l = jnp.where(seen, l, 1.0)
-    # Rows that saw no key output zeros; their lse is unused (the mask zeroes p) but kept finite.
+    # Rows that saw no key output zeros, and their lse is the log of an empty sum (primitives).
     out = jnp.where(seen[..., None], acc / safe_l[..., None], 0.0)  # [nq, B, K, G, bq, Hv]
     out = out.transpose(1, 0, 4, 2, 3, 5).reshape(B, T, N, Hv).astype(q.dtype)
-    return out, jnp.where(seen, m + jnp.log(safe_l), 0.0)
+    return out, jnp.where(seen, m + jnp.log(safe_l), -jnp.inf)
 
 
 def _ring_backward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, out, lse, do):
@@ -109,8 +110,10 @@ def _ring_backward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths
     G, nq, bq, nk, bk = N // K, T // cfg.block_q, cfg.block_q, S // cfg.block_k, cfg.block_k
     axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
     axes = varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, do)
-    delta = jnp.sum(do.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B, T, N]
+    acc = stat_dtype(q.dtype)
+    delta = jnp.sum(do.astype(acc) * out.astype(acc), axis=-1)  # [B, T, N]
     delta = delta.reshape(B, nq, bq, K, G).transpose(1, 0, 3, 4, 2)  # [nq, B, K, G, bq], like lse
+    lse = lse_for_recompute(lse)
     q_tiles, do_tiles, q_seg_tiles = to_tiles(q, bq), to_tiles(do, bq), _tiles_or_none(q_seg, bq)
 
     def step(s, kv, dq, dkv):
@@ -125,9 +128,9 @@ def _ring_backward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths
         dq, dkv = step(s, kv, dq, dkv)
         return nxt, _send(cfg, perm, dkv), dq
 
-    dq = cast_varying(jnp.zeros((nq, B, bq, N, H), jnp.float32), axes)
-    dkv = (cast_varying(jnp.zeros((nk, B, bk, K, H), jnp.float32), axes),
-           cast_varying(jnp.zeros((nk, B, bk, K, Hv), jnp.float32), axes))
+    dq = cast_varying(jnp.zeros((nq, B, bq, N, H), acc), axes)
+    dkv = (cast_varying(jnp.zeros((nk, B, bk, K, H), acc), axes),
+           cast_varying(jnp.zeros((nk, B, bk, K, Hv), acc), axes))
     kv, dkv, dq = lax.fori_loop(0, axis_size - 1, body, (_key_block(cfg, k, v, k_seg), dkv, dq))
     dq, dkv = step(axis_size - 1, kv, dq, dkv)
     # P hops in all: each dK/dV accumulator is back on the device that owns its block.

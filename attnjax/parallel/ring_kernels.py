@@ -13,7 +13,7 @@ Shapes (per device; ``nq = Tl / block_q`` query tiles, ``nk = Sl / block_k`` key
 * keys ``[nk, B, bk, K, H]``, values ``[nk, B, bk, K, Hv]``, key positions ``[nk, bk]``, key segment
   ids ``[nk, B, bk]`` or None;
 * online-softmax state per query tile: running max ``m`` and sum ``l`` ``[nq, B, K, G, bq]``,
-  weighted values ``acc [nq, B, K, G, bq, Hv]``, all float32;
+  weighted values ``acc [nq, B, K, G, bq, Hv]``, all float32 (float64 for float64 inputs);
 * gradients ``dq [nq, B, bq, N, H]``, ``dk [nk, B, bk, K, H]``, ``dv [nk, B, bk, K, Hv]``, float32.
 """
 
@@ -27,8 +27,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from attnjax.ops import checks
-from attnjax.ops.dot_product import MASK_VALUE, scaled_logits
-from attnjax.ops.masks import combine_masks, position_mask
+from attnjax.ops.masks import combine_masks
+from attnjax.ops.primitives import MASK_VALUE, scaled_logits, stat_dtype
+from attnjax.ops.visibility import Visibility
 from attnjax.ops.vma import varying_axes_of
 
 
@@ -44,6 +45,10 @@ class RingConfig:
     logit_softcap: float | None
     block_q: int
     block_k: int
+
+    @property
+    def visibility(self) -> Visibility:
+        return Visibility(self.is_causal, self.window)
 
 
 def pick_block(length: int, chunks: int, target: int) -> int:
@@ -96,26 +101,17 @@ def varying_axes(cfg: RingConfig, *arrays: Any) -> frozenset:
 
 def _tile_mask(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths) -> jnp.ndarray | None:
     """Boolean mask broadcastable to ``[B, K, G, bq, bk]`` from global positions and segment ids, or None."""
-    structural = position_mask(q_pos, k_pos, is_causal=cfg.is_causal, window=cfg.window)
-    q_ok = None if q_lengths is None else (q_pos[None, :] < q_lengths[:, None])[:, None, None, :, None]
-    k_ok = None if kv_lengths is None else (k_pos[None, :] < kv_lengths[:, None])[:, None, None, None, :]
+    visible = cfg.visibility.mask(q_pos, k_pos, query_seq_lengths=q_lengths, key_value_seq_lengths=kv_lengths)
     same_segment = None if q_seg is None else (q_seg[:, :, None] == k_seg[:, None, :])[:, None, None]
-    return combine_masks(None if structural is None else structural[None, None, None], q_ok, k_ok, same_segment)
+    return combine_masks(None if visible is None else visible[:, None, None], same_segment)
 
 
 def _tile_fully_visible(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths) -> jnp.ndarray | bool:
     """Whether every (query, key) pair of a tile is visible, from the extremes of its global positions
     (and, with segment ids, whether each batch row's tile holds a single segment on both sides)."""
-    right = 0 if cfg.is_causal else (None if cfg.window is None else cfg.window[1])
-    conds = []
-    if right is not None:
-        conds.append(jnp.max(k_pos) <= jnp.min(q_pos) + right)
-    if cfg.window is not None:
-        conds.append(jnp.min(k_pos) >= jnp.max(q_pos) - cfg.window[0])
-    if q_lengths is not None:
-        conds.append(jnp.max(q_pos) < jnp.min(q_lengths))
-    if kv_lengths is not None:
-        conds.append(jnp.max(k_pos) < jnp.min(kv_lengths))
+    conds = [cfg.visibility.all_visible(jnp.min(q_pos), jnp.max(q_pos), jnp.min(k_pos), jnp.max(k_pos),
+                                        query_seq_lengths=q_lengths, key_value_seq_lengths=kv_lengths)]
+    conds = [c for c in conds if c is not None]
     if q_seg is not None:
         first = q_seg[:, :1]
         conds.append(jnp.all(q_seg == first) & jnp.all(k_seg == first))
@@ -142,7 +138,7 @@ def _forward_tile(cfg: RingConfig, q, k, v, mask, state):
         # would count masked keys, so zero them explicitly.
         p = jnp.where(mask, p, 0.0)
     alpha = jnp.exp(m - m_new)
-    pv = jnp.einsum("BKGTS,BSKH->BKGTH", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    pv = jnp.einsum("BKGTS,BSKH->BKGTH", p.astype(v.dtype), v, preferred_element_type=stat_dtype(q.dtype))
     return m_new, alpha * l + p.sum(axis=-1), alpha[..., None] * acc + pv
 
 
@@ -154,19 +150,19 @@ def _backward_tile(cfg: RingConfig, q, k, v, do, lse, delta, mask, grads):
     q_g = q.reshape(B, T, K, N // K, H)
     do_g = do.reshape(B, T, K, N // K, v.shape[3])
     logits = _tile_logits(cfg, q, k)
-    # lse is finite for every row (0 for rows with no visible key). Masked logits become MASK_VALUE,
-    # whose exp underflows to exactly 0 against any finite lse, so p needs no second where.
+    # lse is +inf on rows with no visible key (primitives.lse_for_recompute) and finite elsewhere:
+    # masked logits become MASK_VALUE, whose exp underflows to exactly 0, so p needs no second where.
     p = jnp.exp((logits if mask is None else jnp.where(mask, logits, MASK_VALUE)) - lse[..., None])
-    dv = dv + jnp.einsum("BKGTS,BTKGH->BSKH", p.astype(do.dtype), do_g, preferred_element_type=jnp.float32)
-    dp = jnp.einsum("BTKGH,BSKH->BKGTS", do_g, v, preferred_element_type=jnp.float32)
+    dv = dv + jnp.einsum("BKGTS,BTKGH->BSKH", p.astype(do.dtype), do_g, preferred_element_type=stat_dtype(q.dtype))
+    dp = jnp.einsum("BTKGH,BSKH->BKGTS", do_g, v, preferred_element_type=stat_dtype(q.dtype))
     ds = p * (dp - delta[..., None])
     if cfg.logit_softcap is not None:
         # d/dx [c tanh(x / c)] = 1 - tanh² = 1 - (capped / c)²; masked entries already have ds = 0.
         ds = ds * (1.0 - jnp.square(logits / cfg.logit_softcap))
-    ds = ds * jnp.float32(cfg.scale)
+    ds = ds * jnp.asarray(cfg.scale, ds.dtype)
     dq = dq + jnp.einsum("BKGTS,BSKH->BTKGH", ds.astype(k.dtype), k,
-                         preferred_element_type=jnp.float32).reshape(B, T, N, H)
-    dk = dk + jnp.einsum("BKGTS,BTKGH->BSKH", ds.astype(q.dtype), q_g, preferred_element_type=jnp.float32)
+                         preferred_element_type=stat_dtype(q.dtype)).reshape(B, T, N, H)
+    dk = dk + jnp.einsum("BKGTS,BTKGH->BSKH", ds.astype(q.dtype), q_g, preferred_element_type=stat_dtype(q.dtype))
     return dq, dk, dv
 
 

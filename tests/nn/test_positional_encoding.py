@@ -60,9 +60,9 @@ def test_every_encoding_is_the_deterministic_formula_at_the_drawn_positions(enco
     elif encoding == "rope":
         got, want = out.rotary_positions, pos
     elif encoding == "alibi":
-        got, want = out.bias, P.alibi_bias(pos, pos, P.alibi_slopes(N), causal=True)
+        got, want = out.bias, P.alibi_bias(pos, pos, P.alibi_slopes(N), is_causal=True)
     else:
-        got, want = out.bias, P.t5_relative_bias(params["t5_table"], pos, pos, bidirectional=True)
+        got, want = out.bias, P.t5_relative_bias(params["t5_table"], pos, pos, is_causal=False)
     assert got.shape[0] == 1  # shared by the batch: [1, L, D], [1, L] or [1, N, L, L]
     np.testing.assert_array_equal(got, want)
     consecutive, _ = _apply(encoding, train, randomized=False)

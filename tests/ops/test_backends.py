@@ -8,7 +8,7 @@ import pytest
 
 from attnjax.ops import BlockSizes, dot_product_attention, select_implementation
 from attnjax.ops import backends
-from attnjax.ops.dot_product import dense_attention
+from attnjax.ops.dense import dense_attention
 
 F32, BF16 = jnp.float32, jnp.bfloat16
 

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnjax.ops import BlockSizes, attention_weights, dot_product_attention, segment_mask
-from attnjax.ops.dot_product import weighted_values
+from attnjax.ops import BlockSizes, Visibility, attention_weights, dot_product_attention, segment_mask
+from attnjax.ops.primitives import weighted_values
 from attnjax.ops import blockwise_kernels as kernels
 
 SMALL = BlockSizes(block_q=8, block_k=16)
@@ -236,7 +236,7 @@ def test_jit_compiles_once_and_block_sizes_are_static():
 
 
 def _config(T, S, bq, bk, is_causal=False, window=None):
-    return kernels.Config(T=T, S=S, G=1, bq=bq, bk=bk, scale=1.0, is_causal=is_causal, window=window,
+    return kernels.Config(T=T, S=S, G=1, bq=bq, bk=bk, scale=1.0, visibility=Visibility(is_causal, window),
                           logit_softcap=None)
 
 
@@ -403,11 +403,3 @@ def test_x64_mode_with_mask_and_bias_matches_dense(dtype):
         mask = jax.random.bernoulli(jax.random.PRNGKey(6), 0.7, (2, 1, 11, 9))
         bias = jax.random.normal(jax.random.PRNGKey(7), (1, 2, 11, 9)).astype(dtype)
         _assert_matches_dense(q, k, v, cot, bias, block_sizes=BlockSizes(4, 3), mask=mask)
-
-
-def test_xla_is_jax_nn_name_for_the_dense_path():
-    q, k, v, _ = _inputs(8, 1, 5, 5, 2, 2, 4)
-    np.testing.assert_array_equal(dot_product_attention(q, k, v, implementation="xla"),
-                                  dot_product_attention(q, k, v, implementation="dense"))
-    with pytest.raises(ValueError, match=r"implementation must be one of \[.*'xla'.*\] or None, got 'flash'"):
-        dot_product_attention(q, k, v, implementation="flash")

@@ -298,7 +298,8 @@ GOOD = dict(zip("qkv", _qkv(0, 2, 4, 5, 4, 2, 8)))
     ({"q": jnp.ones((2, 4, 4, 8), jnp.int32)}, TypeError, "query must have a floating dtype"),
     ({"v": jnp.ones((2, 5, 2, 8), jnp.bfloat16)}, TypeError, "share one dtype"),
     ({"mask": jnp.ones((2, 4, 4, 4), bool)}, ValueError, "mask must be broadcastable"),
-    ({"mask": jnp.ones((4, 5), bool)}, ValueError, "mask must be broadcastable"),
+    ({"mask": jnp.ones((1, 1, 1, 4, 5), bool)}, ValueError, "mask must be broadcastable"),  # rank 5
+    ({"mask": jnp.ones((3, 5), bool)}, ValueError, "mask must be broadcastable"),  # left-padded: T is 4
     ({"mask": jnp.ones((1, 1, 4, 5), jnp.float32)}, TypeError, "mask must be boolean"),
     ({"bias": jnp.ones((2, 3, 4, 5))}, ValueError, "bias must be broadcastable"),
     ({"local_window_size": -1}, ValueError, "local_window_size"),

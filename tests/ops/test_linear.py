@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from attnjax import dot_product_attention
-from attnjax.ops import linear, local
+from attnjax.ops import BlockSizes, linear, local
 
 B, N, K, H = 2, 4, 2, 4
 G = N // K
@@ -158,8 +158,8 @@ def test_local_attention_equals_dense_windowed_softmax(window, causal, block):
     q, k, v = _inputs(9, 11)
     mask = jax.random.bernoulli(jax.random.key(4), 0.8, (B, 1, 9, 11))
     bias = jax.random.normal(jax.random.key(6), (1, N, 9, 11))
-    fn = lambda *x: local.local_attention(*x, bias=bias, mask=mask, window_size=window, is_causal=causal,
-                                          block_size=block)
+    fn = lambda *x: local.local_attention(*x, bias=bias, mask=mask, local_window_size=window, is_causal=causal,
+                                          block_sizes=BlockSizes(block, block))
     left, right = (window, window) if isinstance(window, int) else window
     qi, kj = np.arange(9)[:, None], np.arange(11)[None, :]
     keep = (kj >= qi - left) & (kj <= qi + right) & ((kj <= qi) if causal else True)
@@ -174,7 +174,7 @@ def test_local_attention_equals_dense_windowed_softmax(window, causal, block):
         return jnp.einsum("bnts,bsnh->btnh", p, jnp.repeat(v, G, axis=2))
 
     assert_matches(fn, ref, q, k, v)
-    np.testing.assert_allclose(local.local_weights(q, k, bias, mask, window_size=window, is_causal=causal).sum(-1),
+    np.testing.assert_allclose(local.local_weights(q, k, bias, mask, local_window_size=window, is_causal=causal).sum(-1),
                                np.asarray((mask & keep).any(-1), np.float32) * np.ones((B, N, 9)), atol=1e-5)
 
 
@@ -187,9 +187,9 @@ def test_local_attention_equals_dense_windowed_softmax(window, causal, block):
     (lambda q, k, v: linear.performer_attention(q, k, v, projection=jnp.ones((8, H + 1))), ValueError,
      "projection"),
     (lambda q, k, v: linear.orthogonal_random_features(jax.random.key(0), 0, 4), ValueError, "num_features"),
-    (lambda q, k, v: local.local_attention(q, k, v, window_size=-1), ValueError, "window_size"),
-    (lambda q, k, v: local.local_attention(q, k, v, window_size=None), ValueError, "window_size"),
-    (lambda q, k, v: local.local_attention(q, k, v, block_size=0), ValueError, "block_size"),
+    (lambda q, k, v: local.local_attention(q, k, v, local_window_size=-1), ValueError, "local_window_size"),
+    (lambda q, k, v: local.local_attention(q, k, v, local_window_size=None), ValueError, "local_window_size"),
+    (lambda q, k, v: local.local_attention(q, k, v, block_sizes=BlockSizes(0, 2)), ValueError, "block_q"),
     (lambda q, k, v: local.local_attention(q, k[:, :, :1].repeat(3, axis=2), v[:, :, :1].repeat(3, axis=2)),
      ValueError, "multiple"),
 ])

@@ -84,8 +84,8 @@ def test_alibi_slopes_follow_press_et_al():
 def test_alibi_bias_causal_and_bidirectional():
     slopes = jnp.array([0.5, 0.25])
     q, k = np.arange(3), np.arange(4)
-    causal = P.alibi_bias(q, k, slopes, causal=True)
-    both = P.alibi_bias(q, k, slopes, causal=False)
+    causal = P.alibi_bias(q, k, slopes, is_causal=True)
+    both = P.alibi_bias(q, k, slopes, is_causal=False)
     assert causal.shape == (1, 2, 3, 4)
     for n, m in enumerate([0.5, 0.25]):
         for i in range(3):
@@ -95,7 +95,7 @@ def test_alibi_bias_causal_and_bidirectional():
     # usable as the bias of dot_product_attention
     x = jnp.ones((1, 3, 2, 4))
     assert dot_product_attention(x, jnp.ones((1, 4, 2, 4)), jnp.ones((1, 4, 2, 4)), bias=both).shape == (1, 3, 2, 4)
-    g = jax.grad(lambda s: jnp.sum(P.alibi_bias(q, k, s, causal=False)))(slopes)
+    g = jax.grad(lambda s: jnp.sum(P.alibi_bias(q, k, s, is_causal=False)))(slopes)
     np.testing.assert_allclose(g, [-sum(abs(i - j) for i in range(3) for j in range(4))] * 2)
 
 
@@ -119,7 +119,7 @@ def _t5_bucket_scalar(rel, bidirectional, num_buckets, max_distance):
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_t5_buckets_match_scalar_formula(bidirectional):
     rel = np.arange(-300, 301)
-    got = np.asarray(P.t5_relative_bucket(rel, bidirectional=bidirectional, num_buckets=32, max_distance=128))
+    got = np.asarray(P.t5_relative_bucket(rel, is_causal=not bidirectional, num_buckets=32, max_distance=128))
     want = [_t5_bucket_scalar(int(r), bidirectional, 32, 128) for r in rel]
     np.testing.assert_array_equal(got, want)
     assert got.min() >= 0 and got.max() < 32
@@ -132,7 +132,7 @@ def test_t5_buckets_match_scalar_formula(bidirectional):
 def test_t5_relative_bias_reads_the_table_per_head():
     table = P.t5_table_init(jax.random.key(0), 8, 3)
     q, k = jnp.arange(4), jnp.arange(5)
-    bias = P.t5_relative_bias(table, q, k, bidirectional=True, max_distance=16)
+    bias = P.t5_relative_bias(table, q, k, is_causal=False, max_distance=16)
     assert bias.shape == (1, 3, 4, 5)
     for i in range(4):
         for j in range(5):
@@ -166,9 +166,9 @@ def test_relative_biases_use_differences_of_random_positions():
     pos = np.asarray(P.randomized_positions(jax.random.key(3), 2, 5, 300))
     slopes, table = jnp.array([0.5, 0.125]), P.t5_table_init(jax.random.key(4), 16, 2)
     for q in (pos, pos[:1]):
-        causal = np.asarray(P.alibi_bias(q, q, slopes, causal=True))
-        both = np.asarray(P.alibi_bias(q, q, slopes, causal=False))
-        t5 = np.asarray(P.t5_relative_bias(table, q, q, bidirectional=True, max_distance=64))
+        causal = np.asarray(P.alibi_bias(q, q, slopes, is_causal=True))
+        both = np.asarray(P.alibi_bias(q, q, slopes, is_causal=False))
+        t5 = np.asarray(P.t5_relative_bias(table, q, q, is_causal=False, max_distance=64))
         assert causal.shape == both.shape == t5.shape == (len(q), 2, 5, 5)
         d = q[:, :, None].astype(np.int64) - q[:, None, :]  # p_i - p_j, [B, T, S]
         m = np.asarray(slopes)[None, :, None, None]

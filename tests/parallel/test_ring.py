@@ -150,6 +150,23 @@ def test_bfloat16_as_accurate_as_dense_bfloat16():
         assert ring_error <= 1.5 * dense_error + 1e-3, (name, ring_error, dense_error)
 
 
+def test_float64_in_x64_mode_is_computed_in_float64():
+    """Under jax.enable_x64 float64 inputs keep float64 statistics: the ring equals dense to ~1e-12."""
+    with jax.enable_x64():
+        q, k, v, cotangent = _inputs(2, 32, 32, 4, 2, 8, dtype=jnp.float64, seed=3)
+        lengths = jnp.array([32, 13])
+        ring = functools.partial(ring_self_attention, mesh=_mesh(), axis_name="seq", is_causal=True,
+                                 key_value_seq_lengths=lengths)
+        dense = functools.partial(attnjax.dot_product_attention, is_causal=True, key_value_seq_lengths=lengths,
+                                  implementation="dense")
+        (out, grads), (want_out, want_grads) = jax.jit(lambda *args: (
+            _value_and_grads(ring, *args), _value_and_grads(dense, *args)))(q, k, v, cotangent)
+        assert out.dtype == jnp.float64 and all(g.dtype == jnp.float64 for g in grads)
+        np.testing.assert_allclose(out, want_out, atol=1e-12, rtol=0)
+        for arg, got, want in zip("qkv", grads, want_grads):
+            np.testing.assert_allclose(got, want, atol=1e-11, rtol=0, err_msg=f"d{arg}")
+
+
 def test_explicit_mesh_keeps_output_sharded():
     """jax.make_mesh's default Explicit axes: inputs are resharded for shard_map; output stays sharded."""
     mesh = jax.make_mesh((8,), ("seq",), devices=jax.devices()[:8])
@@ -212,7 +229,7 @@ def test_ring_attention_outside_shard_map_says_so():
 def test_rejects_bad_block_size():
     q = jnp.zeros((1, 32, 2, 8))
     for bad in (0, 2.0, True):
-        with pytest.raises(ValueError, match=r"block_size must be a positive int, got"):
+        with pytest.raises(ValueError, match=r"block_size must be an int >= 1, got"):
             ring_self_attention(q, q, q, mesh=_mesh(), axis_name="seq", block_size=bad)
 
 
