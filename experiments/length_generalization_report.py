@@ -337,10 +337,11 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
                 "Cells: standard → randomized OOD mean (%). Δ: paired difference (same task, seed, attention, "
                 "encoding; each version at its in-distribution lr), averaged over tasks per seed, 95% t-interval "
                 "over seeds."]
-    similarity = tables.table3(es)
+    similarity = tables.table3(es, floor)
     if similarity:
         out += ["", "## Table 3: OOD accuracy by similarity function and encoding", "",
-                "Mean over tasks and seeds (95% CI over seeds of the task average).", "", similarity]
+                "Each entry: OOD mean over tasks and seeds [95% CI over seeds of the task average] · mean "
+                "in-distribution accuracy; ⚠ counts the runs below the under-fit floor.", "", similarity]
     claims = [p for p in (claim_regular(es, config), claim_memory(es, config), claim_randomized(effects, config))
               if p]
     if claims:

@@ -285,17 +285,19 @@ def table2(effects: Sequence[Effect]) -> str:
 
 # --------------------------------------------------------------------------- table 3: similarity
 
-def table3(es: Mapping[Key, Entry]) -> str | None:
-    """Attention (similarity) × encoding: OOD mean over the tasks every cell has, CI over seeds.
+def table3(es: Mapping[Key, Entry], min_train_accuracy: float | None) -> str | None:
+    """Attention (similarity) × encoding: ``OOD mean [CI] · in-dist mean`` over the tasks every cell has,
+    the CI over seeds of the task average, and a ``⚠k/n under-fit`` flag counting the runs below
+    ``min_train_accuracy`` in distribution.
 
     None unless at least two attentions were run.
     """
-    cells: dict[tuple[str, str], dict[str, dict[Any, float]]] = {}
+    cells: dict[tuple[str, str], dict[str, dict[Any, tuple[float, float]]]] = {}
     for (task, model, variant), e in es.items():
         parsed = parse_variant(variant)
         if parsed is not None:
             encoding = parsed[1] + ("+randomized" if parsed[2] else "")
-            cells.setdefault((parsed[0], encoding), {})[f"{model}/{task}"] = dict(zip(e.seeds, e.ood))
+            cells.setdefault((parsed[0], encoding), {})[f"{model}/{task}"] = dict(zip(e.seeds, zip(e.ood, e.in_dist)))
     attentions = list(dict.fromkeys(a for a, _ in cells))
     if len(attentions) < 2:
         return None
@@ -305,9 +307,15 @@ def table3(es: Mapping[Key, Entry]) -> str | None:
     for a in attentions:
         row = [a]
         for p in encodings:
-            seeds, means = per_seed_means({u: {s: [v] for s, v in cells[(a, p)][u].items()} for u in common}
-                                          if (a, p) in cells and common else {})
-            row.append(ci_text(*stats.mean_ci(means[:, 0])) if seeds else "–")
+            by_unit = {u: cells[(a, p)][u] for u in common} if (a, p) in cells else {}
+            seeds, means = per_seed_means(by_unit)  # [n_seeds, (ood, in-dist)]
+            if not seeds:
+                row.append("–")
+                continue
+            text = f"{ci_text(*stats.mean_ci(means[:, 0]))} · {pct(float(np.mean(means[:, 1])))}"
+            runs = [fit for by_seed in by_unit.values() for s, (_, fit) in by_seed.items() if s in seeds]
+            under = 0 if min_train_accuracy is None else sum(fit < min_train_accuracy for fit in runs)
+            row.append(text + (f" ⚠{under}/{len(runs)} under-fit" if under else ""))
         rows.append(row)
     tasks = sorted({u.split("/", 1)[1] for u in common})
     note = f"\n\nTasks in every cell ({len(tasks)}): {', '.join(tasks) or 'none'}."
