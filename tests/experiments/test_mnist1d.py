@@ -1,0 +1,182 @@
+"""The MNIST-1D experiment on the harness: presets, typos before training, a tiny CLI run that resumes, the report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import harness
+from experiments import mnist1d as m1d
+from experiments import mnist1d_report as report
+from experiments.configs import mnist1d as m1d_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ["--config.models=logistic", "--config.datasets=normal,shuffled", "--config.train_sizes=50",
+        "--config.num_seeds=1", "--config.num_steps=3", "--config.batch_size=10", "--config.eval_batch_size=100",
+        "--config.log_every=2", "--config.progress=off"]
+
+
+def _cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "experiments.mnist1d", *args], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_tiny_run_writes_results_and_summary_then_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    proc = _cli(tmp_path, f"--workdir={workdir}", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["experiment"] == "mnist1d" and results["complete"] and results["num_cells"] == 2
+    runs = harness.ok_runs(results)
+    assert {r["dataset"] for r in runs} == {"normal", "shuffled"}
+    for r in runs:
+        assert 0.0 <= r["train_accuracy"] <= 1.0 and 0.0 <= r["test_accuracy"] <= 1.0
+        assert r["num_params"] == 40 * 10 + 10
+    summary = (workdir / "summary.md").read_text()
+    assert "## Table 1: normal vs shuffled (n=50" in summary and "| logistic | 410 |" in summary
+    assert "| 32 |" in summary  # the published logistic number sits beside ours
+    logs = sorted(os.listdir(workdir / "logs"))
+    assert len(logs) == 2
+    assert [json.loads(line)["step"] for line in (workdir / "logs" / logs[0]).read_text().splitlines()] == [2, 3]
+    again = _cli(tmp_path, f"--workdir={workdir}", *TINY)
+    assert again.returncode == 0 and "2 already done, 0 to run" in again.stdout, again.stdout[-2000:]
+    assert json.loads((workdir / "results.json").read_text())["cells"] == results["cells"]
+
+
+def test_typo_in_the_cli_fails_before_any_file(tmp_path):
+    workdir = tmp_path / "run"
+    proc = _cli(tmp_path, f"--workdir={workdir}", "--config.models=logistic,cnnn")
+    assert proc.returncode != 0 and "model must be one of" in proc.stderr and "Traceback" not in proc.stderr
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("models", "mlp,grux", "model must be one of"),
+    ("positionals", "nope,rotary", "unknown positional encoding 'rotary'"),
+    ("datasets", "normal,shufled", "unknown dataset 'shufled'; valid: normal, shuffled"),
+    ("train_sizes", "250,5000", "train_sizes must be in"),
+    ("train_sizes", "250,1k", "comma-separated ints"),
+    ("only", "model=cnm", "unknown config.only value"),
+    ("validation_size", 4000, "validation_size"),
+])
+def test_config_typos_fail_in_validation(field, value, message):
+    config = m1d_config.get_config()
+    config[field] = value
+    with pytest.raises(ValueError, match=message):
+        harness.plan(m1d.EXPERIMENT, config)
+
+
+def test_model_typos_and_non_classifiers_fail():
+    config = m1d_config.get_config()
+    config.cnn.pooling = None  # a per-position model is not a classifier
+    with pytest.raises(ValueError, match="classifier"):
+        m1d.validate(config)
+    config = m1d_config.get_config()
+    config.gru.hiden_size = 8
+    with pytest.raises(TypeError, match="hiden_size"):
+        m1d.validate(config)
+
+
+def test_presets_build_every_cell():
+    for preset in m1d_config.PRESETS:
+        config = m1d_config.get_config(preset)
+        m1d.validate(config)
+        cells = m1d.cells(config)
+        assert len({c.id for c in cells}) == len(cells)
+    cpu = m1d.cells(m1d_config.get_config("cpu"))
+    assert len(cpu) == (5 + 6) * 2 * 3 * 3  # (5 models + transformer x 6 encodings) x datasets x sizes x seeds
+    paper = m1d_config.get_config("paper")
+    assert (paper.batch_size, paper.num_steps, paper.learning_rates.cnn) == (100, 8000, "1e-2")
+    assert paper.train_sizes == "4000"
+    pilot = m1d_config.get_config("lr_pilot")
+    assert pilot.validation_size > 0 and int(pilot.train_sizes) <= 4000 - pilot.validation_size
+    with pytest.raises(ValueError, match="preset"):
+        m1d_config.get_config("gpu")
+
+
+def test_fingerprint_follows_only_its_model_and_not_the_seed_list():
+    config = m1d_config.get_config()
+    cnn = next(c for c in m1d.cells(config) if c["model"] == "cnn")
+    gru = next(c for c in m1d.cells(config) if c["model"] == "gru")
+    before = m1d.EXPERIMENT.fingerprint(config, cnn), m1d.EXPERIMENT.fingerprint(config, gru)
+    config.gru.hidden_size = 8
+    config.num_seeds = 5
+    assert m1d.EXPERIMENT.fingerprint(config, cnn) == before[0]
+    assert m1d.EXPERIMENT.fingerprint(config, gru) != before[1]
+
+
+def _fixture_results():
+    # (model, variant): (normal test accuracy, shuffled test accuracy) at n=4000; n=250 is 20 points lower.
+    scores = {("logistic", "-"): (0.31, 0.31), ("mlp", "-"): (0.66, 0.66), ("cnn", "-"): (0.92, 0.55),
+              ("gru", "-"): (0.88, 0.50), ("transformer", "nope"): (0.60, 0.60)}
+    cells = {}
+    for (model, variant), pair in scores.items():
+        for dataset, acc in zip(("normal", "shuffled"), pair):
+            for size in (250, 4000):
+                for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
+                    test = acc + jitter - (0.2 if size == 250 else 0.0)
+                    fields = dict(model=model, variant=variant, dataset=dataset, train_size=size, lr="1e-3", seed=seed)
+                    cid = "/".join(f"{k}={v}" for k, v in fields.items())
+                    cells[cid] = {"cell": fields, "status": "ok", "seconds": 1.0,
+                                  "metrics": {"train_accuracy": min(1.0, test + 0.1), "test_accuracy": test,
+                                              "num_params": 1234}}
+    return {"experiment": "mnist1d", "config": m1d_config.get_config().to_dict(), "cells": cells,
+            "num_cells": len(cells), "num_ok": len(cells), "num_failed": 0, "complete": True}
+
+
+def test_report_from_fixture_has_published_numbers_ci_and_verdict(tmp_path):
+    text = report.write_report(_fixture_results(), str(tmp_path))
+    assert text == (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "sample_efficiency.png").read_bytes()[:4] == b"\x89PNG"
+    # Table 1 row: ours [95% t-interval over 3 seeds], train, published, shuffled ..., paired drop.
+    assert ("| cnn | 1234 | 92.0 [89.5, 94.5] | 100.0 | 94 | 55.0 [52.5, 57.5] | 65.0 | 56 "
+            "| +37.0 [+37.0, +37.0] |") in text
+    assert "| logistic | 1234 | 31.0 [28.5, 33.5] | 41.0 | 32 |" in text
+    assert "| 91 |" in text and "| 57 |" in text and "| 68 |" in text
+    assert "### normal" in text and "| n=250 | gap | n=4000 | gap |" in text
+    assert "## Agrees / differs" in text
+    assert "Agrees (within 5 points or inside our 95% CI): logistic normal 31.0 vs 32" in text
+    assert "transformer+nope" in text and "loses nothing" in text
+    assert "as published, CNN and GRU collapse" in text
+
+
+def test_ci_format():
+    assert report.ci_text([0.5, 0.5, 0.5]) == "50.0 [50.0, 50.0]"
+    assert report.ci_text([0.5]) == "50.0" and report.ci_text([]) == "–"
+
+
+def test_report_never_picks_a_learning_rate_on_the_test_set(tmp_path):
+    results = _fixture_results()
+    extra = {}
+    for cid, e in results["cells"].items():
+        if e["cell"]["model"] == "cnn":
+            cell = {**e["cell"], "lr": "1e-2"}
+            metrics = {**e["metrics"], "test_accuracy": e["metrics"]["test_accuracy"] - 0.1}
+            extra[cid.replace("lr=1e-3", "lr=1e-2")] = {**e, "cell": cell, "metrics": metrics}
+    results["cells"].update(extra)
+    text = report.summary_markdown(results)
+    assert "| cnn lr=1e-3 |" in text and "| cnn lr=1e-2 |" in text
+    for e in results["cells"].values():  # on a validation split the best lr is kept
+        e["metrics"]["val_accuracy"] = e["metrics"].pop("test_accuracy")
+    text = report.summary_markdown(results)
+    assert "| cnn | 1234 | 92.0 [89.5, 94.5] |" in text and "lr=" not in text
+
+
+def test_position_blind_transformer_is_unchanged_by_shuffling(tmp_path):
+    """Normal and shuffled runs of a seed share init, subset and batch order: a Transformer without positions
+    (mean pooling) is permutation-invariant, so both runs score the same; the CNN does not."""
+    config = m1d_config.get_config()
+    for key, value in dict(models="transformer,cnn", positionals="nope", train_sizes="100", num_seeds=1,
+                           num_steps=20, batch_size=20, log_every=10, progress="off").items():
+        config[key] = value
+    config.transformer.update(d_model=8, num_heads=2, mlp_dim=8)
+    os.makedirs(tmp_path / "logs")
+    context = harness.Context(str(tmp_path), False)
+    scores = {(c["model"], c["dataset"]): m1d.run_cell(c, config, context) for c in m1d.cells(config)}
+    normal, shuffled = scores[("transformer", "normal")], scores[("transformer", "shuffled")]
+    assert abs(normal["test_accuracy"] - shuffled["test_accuracy"]) <= 0.002
+    assert abs(normal["train_loss"] - shuffled["train_loss"]) < 1e-3
+    assert scores[("cnn", "normal")]["test_accuracy"] != scores[("cnn", "shuffled")]["test_accuracy"]
