@@ -114,6 +114,28 @@ def check_names(kind: str, given: Iterable[str], valid: Iterable[str]) -> None:
 
 # --------------------------------------------------------------------------- selection
 
+def check_models(config: ml_collections.ConfigDict) -> list[str]:
+    """The names in ``config.models``, each checked: a model of ``attnjax.nn.MODELS`` with its own config
+    block ``config.<model>`` and learning rates ``config.learning_rates.<model>`` that build an optimizer.
+
+    Raises:
+        ValueError: no model, an unknown name, a missing block or a bad learning rate.
+    """
+    from attnjax.nn import get_model_spec  # the harness itself stays free of Flax and optax
+    from attnjax.train import make_optimizer
+
+    models = names(config.models)
+    if not models:
+        raise ValueError("config.models lists no model")
+    for model in models:
+        get_model_spec(model)
+        if model not in config or model not in config.learning_rates:
+            raise ValueError(f"model {model!r} needs a config block config.{model} and config.learning_rates.{model}")
+        for lr in names(config.learning_rates[model]):
+            make_optimizer(float(lr), config.max_grad_norm)
+    return models
+
+
 def select(cells: Sequence[Cell], only: str) -> list[Cell]:
     """The cells that ``only`` keeps.
 
@@ -305,6 +327,19 @@ def _finish(results: dict[str, Any]) -> dict[str, Any]:
     results["num_ok"] = sum(e["status"] == "ok" for e in entries)
     results["complete"] = results["num_ok"] == results["num_cells"]
     return results
+
+
+def summary_tail(results: Mapping[str, Any], figures: Sequence[str] = ()) -> list[str]:
+    """The closing markdown lines every experiment's ``summary.md`` shares: the failed cells with their
+    errors (never dropped silently) and links to the plots."""
+    out: list[str] = []
+    failed = {cid: e for cid, e in results.get("cells", {}).items() if e.get("status") == "failed"}
+    if failed:
+        out += ["", f"## Failed cells ({len(failed)})", "",
+                *[f"- `{cid}`: {e.get('error', 'no error recorded')}" for cid, e in failed.items()]]
+    if figures:
+        out += ["", "## Plots", "", *[f"![{name}]({name})" for name in figures]]
+    return out
 
 
 def merge_results(workdir: str, parts: Sequence[str]) -> dict[str, Any]:

@@ -17,13 +17,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from attnjax import data
-from attnjax.nn import build_model, count_params, get_model_spec, model_kind, sown_attention_weights
+from attnjax.nn import build_model, count_params, model_kind, sown_attention_weights
 from attnjax.ops.positional import RANDOMIZED_EVAL, get_positional
 from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
@@ -89,15 +88,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     harness.check_names("task", harness.names(config.tasks), data.TASKS)
     if config.attention_map_task:
         harness.check_names("attention_map_task", [config.attention_map_task], data.TASKS)
-    models = harness.names(config.models)
-    if not models:
-        raise ValueError("config.models lists no model")
-    for model in models:
-        get_model_spec(model)
-        if model not in config or model not in config.learning_rates:
-            raise ValueError(f"model {model!r} needs a config block config.{model} and config.learning_rates.{model}")
-        for lr in harness.names(config.learning_rates[model]):
-            make_optimizer(float(lr), config.max_grad_norm)
+    models = harness.check_models(config)
     harness.check_names("attention", harness.names(config.attentions), ATTENTION)
     for p in harness.names(config.positionals):
         get_positional(p)

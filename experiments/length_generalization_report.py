@@ -19,7 +19,7 @@ from attnjax import stats
 from attnjax.data import TASKS
 from attnjax.results import save_figure, write_text
 from experiments import length_generalization_tables as tables
-from experiments.harness import ok_runs
+from experiments.harness import ok_runs, summary_tail
 from experiments.length_generalization_tables import DELETANG, PAPER, RUOSS_GAIN, SOLVED, Entry, Key, pct
 
 SUMMARY_FILE, CURVES_FILE, HEATMAP_FILE = "summary.md", "accuracy_vs_length.png", "encoding_heatmap.png"
@@ -347,12 +347,7 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
     if claims:
         out += ["", "## Agreement with the published claims", "", *[line for p in claims for line in (p, "")]]
         out.pop()
-    failed = {cid: e for cid, e in results.get("cells", {}).items() if e.get("status") == "failed"}
-    if failed:
-        out += ["", f"## Failed cells ({len(failed)})", "",
-                *[f"- `{cid}`: {e.get('error', 'no error recorded')}" for cid, e in failed.items()]]
-    if figures:
-        out += ["", "## Plots", "", *[f"![{name}]({name})" for name in figures]]
+    out += summary_tail(results, figures)
     return "\n".join(out) + "\n"
 
 

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from attnjax.data.mnist1d import NUM_CLASSES, NUM_TRAIN, SEQ_LENGTH, load_mnist1d
-from attnjax.nn import build_model, count_params, get_model_spec, model_kind
+from attnjax.nn import build_model, count_params, model_kind
 from attnjax.ops.positional import get_positional
 from attnjax.parallel.mesh import data_mesh
 from attnjax.train import create_train_state, evaluate, fit, make_optimizer
@@ -84,15 +84,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not datasets:
         raise ValueError("config.datasets lists no dataset")
     harness.check_names("dataset", datasets, DATASETS)
-    models = harness.names(config.models)
-    if not models:
-        raise ValueError("config.models lists no model")
-    for model in models:
-        get_model_spec(model)
-        if model not in config or model not in config.learning_rates:
-            raise ValueError(f"model {model!r} needs a config block config.{model} and config.learning_rates.{model}")
-        for lr in harness.names(config.learning_rates[model]):
-            make_optimizer(float(lr), config.max_grad_norm)
+    models = harness.check_models(config)
     for p in harness.names(config.positionals):
         get_positional(p)
     for model in models:

@@ -15,7 +15,7 @@ import numpy as np
 
 from attnjax import stats
 from attnjax.results import save_figure, write_text
-from experiments.harness import ok_runs
+from experiments.harness import ok_runs, summary_tail
 
 SUMMARY_FILE, CURVE_FILE = "summary.md", "sample_efficiency.png"
 # Greydanus & Kobak (MNIST-1D), test accuracy % with 4,000 training examples.
@@ -253,12 +253,7 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
     if metric != "test_accuracy":
         out += ["", "Scores are on the validation split held out of the training set (learning-rate pilot); "
                 "the test set was not evaluated."]
-    failed = {cid: e for cid, e in results.get("cells", {}).items() if e.get("status") == "failed"}
-    if failed:
-        out += ["", f"## Failed cells ({len(failed)})", "",
-                *[f"- `{cid}`: {e.get('error', 'no error recorded')}" for cid, e in failed.items()]]
-    if figures:
-        out += ["", "## Plots", "", *[f"![{name}]({name})" for name in figures]]
+    out += summary_tail(results, figures)
     return "\n".join(out) + "\n"
 
 
