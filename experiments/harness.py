@@ -247,7 +247,7 @@ def plan(experiment: Experiment, config: ml_collections.ConfigDict) -> list[Cell
     return select(experiment.cells(config), config.only)
 
 
-def _format_seconds(s: float) -> str:
+def format_seconds(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
@@ -314,7 +314,7 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str,
         eta = elapsed / i * (len(todo) - i)
         status = experiment.describe(entry["metrics"]) if entry["status"] == "ok" else f"FAILED {entry['error']}"
         print(f"[{i}/{len(todo)}] {cell.id}: {status} ({entry['seconds']:.1f}s; "
-              f"elapsed {_format_seconds(elapsed)}, ETA {_format_seconds(eta)})", file=out, flush=True)
+              f"elapsed {format_seconds(elapsed)}, ETA {format_seconds(eta)})", file=out, flush=True)
     results = _finish(results)
     write_json(path, results)
     return results

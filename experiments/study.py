@@ -1,0 +1,98 @@
+"""The whole study as one command: the four experiments' default configs in sequence, one combined report.
+
+    python -m experiments.study [--workdir results/study] [--studies length_generalization,mnist1d]
+    python -m experiments.study --report_only
+
+Runs :data:`STUDIES` (length generalization, MNIST-1D, attention vs no attention in seq2seq, multi-query
+associative recall), each with its config file's default preset, into ``WORKDIR/<experiment>``, then
+writes every study's summary.md and plots and ``WORKDIR/summary.md`` joining them
+(:mod:`experiments.report`). Resumable like every harness run: rerunning the command skips the cells
+already finished with the same config. Every config is validated before the first cell of the first
+study trains. Progress: the harness's line per cell with its ETA, and a line per study with the whole
+study's elapsed time and an ETA from the mean time per cell so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from typing import Sequence
+
+import ml_collections
+
+from attnjax.results import write_text
+from experiments import harness
+from experiments import report as combined
+
+STUDIES = ("length_generalization", "mnist1d", "seq2seq_attention", "associative_recall")
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+    """``experiments/configs/<name>.py``'s ``get_config()`` (its default preset)."""
+    return importlib.import_module(f"experiments.configs.{name}").get_config()
+
+
+def plan_studies(names: Sequence[str]) -> list[tuple[harness.Experiment, ml_collections.ConfigDict, int]]:
+    """``(experiment, config, number of selected cells)`` per study, every config validated first.
+
+    Raises:
+        ValueError: an unknown study name or an invalid config.
+    """
+    harness.check_names("study", names, STUDIES)
+    out = []
+    for name in names:
+        experiment = combined.experiment_for(name)
+        config = default_config(name)
+        out.append((experiment, config, len(harness.plan(experiment, config))))
+    return out
+
+
+def _done(workdir: str) -> int:
+    results = harness.load_results(workdir)
+    return 0 if results is None else results.get("num_ok", 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.study", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=os.path.join("results", "study"))
+    parser.add_argument("--studies", default=",".join(STUDIES), help=f"comma-separated subset of {STUDIES}")
+    parser.add_argument("--report_only", action="store_true", help="rebuild the reports from results.json")
+    args = parser.parse_args(argv)
+    try:
+        planned = plan_studies(harness.names(args.studies))
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    dirs = [os.path.join(args.workdir, experiment.name) for experiment, _, _ in planned]
+    failed = 0
+    if not args.report_only:
+        total = sum(n for _, _, n in planned)
+        todo = total - sum(min(_done(d), n) for d, (_, _, n) in zip(dirs, planned))
+        print(f"study: {len(planned)} experiments, {total} cells, {todo} to run -> {args.workdir}", flush=True)
+        t0, ran = time.perf_counter(), 0
+        for k, ((experiment, config, n), workdir) in enumerate(zip(planned, dirs), 1):
+            ran += n - min(_done(workdir), n)  # the harness tries every unfinished cell once
+            print(f"\n=== study {k}/{len(planned)}: {experiment.name} -> {workdir}", flush=True)
+            results = harness.run(experiment, config, workdir)
+            failed += results["num_failed"]
+            elapsed = time.perf_counter() - t0
+            left = max(todo - ran, 0)
+            eta = elapsed / ran * left if ran else 0.0
+            print(f"=== study: {experiment.name} done; elapsed {harness.format_seconds(elapsed)}, "
+                  f"{left} cells left, ETA {harness.format_seconds(eta)}", flush=True)
+    parts = []
+    for (experiment, _, _), workdir in zip(planned, dirs):
+        if _done(workdir):
+            name, summary = combined.rebuild(workdir)
+            parts.append((name, workdir, summary))
+    out = os.path.join(args.workdir, "summary.md")
+    os.makedirs(args.workdir, exist_ok=True)
+    write_text(out, combined.combined_summary(parts, os.path.abspath(args.workdir)))
+    print(f"\nstudy: combined report {out} ({len(parts)} of {len(planned)} experiments); {failed} failed cells")
+    return min(failed, 100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

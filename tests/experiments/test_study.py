@@ -1,0 +1,65 @@
+"""``python -m experiments.study``: validates everything first, runs the studies in sequence, resumes, reports."""
+
+import os
+
+import pytest
+
+from experiments import study
+from experiments.configs import length_generalization as lg_config
+from experiments.configs import mnist1d as mnist1d_config
+
+TINY = {
+    "length_generalization": lambda: _override(lg_config.get_config(), tasks="parity_check", models="lstm",
+                                               num_seeds=1, num_steps=3, train_max_length=2, test_max_length=3,
+                                               batch_size=8, eval_batch_size=8, eval_bucket=0, log_every=3, progress="off"),
+    "mnist1d": lambda: _override(mnist1d_config.get_config(), models="logistic", datasets="normal",
+                                 train_sizes="100", num_seeds=1, num_steps=3, log_every=3, progress="off"),
+}
+
+
+def _override(config, **fields):
+    for key, value in fields.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setattr(study, "default_config", lambda name: TINY[name]())
+
+
+def test_runs_resumes_and_writes_one_report(tiny, tmp_path, capsys):
+    args = ["--workdir", str(tmp_path), "--studies", "length_generalization,mnist1d"]
+    assert study.main(args) == 0
+    first = capsys.readouterr().out
+    assert "study: 2 experiments, 2 cells, 2 to run" in first
+    assert "=== study 2/2: mnist1d" in first
+    combined = (tmp_path / "summary.md").read_text()
+    assert "## length_generalization" in combined and "## mnist1d" in combined
+    for name in ("length_generalization", "mnist1d"):
+        assert (tmp_path / name / "results.json").exists() and (tmp_path / name / "summary.md").exists()
+    assert study.main(args) == 0
+    assert "2 cells, 0 to run" in capsys.readouterr().out
+
+
+def test_report_only_does_not_train(tiny, tmp_path, capsys):
+    assert study.main(["--workdir", str(tmp_path), "--studies", "mnist1d", "--report_only"]) == 0
+    assert not os.path.exists(tmp_path / "mnist1d" / "results.json")
+    assert "0 of 1 experiments" in capsys.readouterr().out
+
+
+def test_bad_study_name_fails_before_anything_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        study.main(["--workdir", str(tmp_path / "w"), "--studies", "length_generalisation"])
+    assert "length_generalisation" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_bad_config_fails_before_the_first_study_trains(monkeypatch, tmp_path, capsys):
+    configs = {"length_generalization": TINY["length_generalization"],
+               "mnist1d": lambda: _override(TINY["mnist1d"](), models="cnnn")}
+    monkeypatch.setattr(study, "default_config", lambda name: configs[name]())
+    with pytest.raises(SystemExit):
+        study.main(["--workdir", str(tmp_path), "--studies", "length_generalization,mnist1d"])
+    assert "cnnn" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "length_generalization")
