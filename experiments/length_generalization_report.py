@@ -285,14 +285,19 @@ def encoding_heatmap(es: Mapping[Key, Entry]):
     plt, fig, (ax,) = _grid(1)
     fig.set_size_inches(1.0 + 0.75 * (len(tasks) + 1) + 2.0, 1.2 + 0.38 * len(rows))
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    # An entry with under-fit runs (below the in-distribution floor) is marked, as in the tables.
+    underfit = [[(t, *mv) in es and es[(t, *mv)].underfit > 0 for t in tasks] + [False] for mv in rows]
     for (i, j), v in np.ndenumerate(values):
         if math.isfinite(v):
-            ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+            mark = "⚠" if underfit[i][j] else ""
+            ax.text(j, i, f"{100 * v:.0f}{mark}", ha="center", va="center", fontsize=7,
+                    color="w" if v < 0.6 else "k")
     names = [tables.label(*mv) if several else mv[1].split("+", 1)[1] for mv in rows]
     ax.set_yticks(range(len(rows)), labels=names, fontsize=7)
     ax.set_xticks(range(len(tasks) + 1), labels=[*tasks, "mean"], fontsize=7, rotation=45, ha="right")
     fig.colorbar(image, ax=ax, label="mean OOD accuracy")
-    ax.set_title("Mean OOD accuracy by encoding (standard / randomized) and task", fontsize=9)
+    ax.set_title("Mean OOD accuracy by encoding (standard / randomized) and task\n"
+                 "⚠: some seeds under-fit their training lengths", fontsize=9)
     fig.tight_layout()
     return fig
 
