@@ -16,7 +16,8 @@ from attnjax.results import save_figure
 
 def plot_weight_maps(weights, path: str | os.PathLike, *, titles: Sequence[str] | None = None,
                      query_labels: Sequence[str] | None = None, key_labels: Sequence[str] | None = None,
-                     suptitle: str | None = None, max_cols: int = 4, dpi: int = 100) -> str:
+                     suptitle: str | None = None, max_cols: int = 4, dpi: int = 100,
+                     panel_size: tuple[float, float] = (3.2, 3.0)) -> str:
     """Writes one heat map per head to a PNG file.
 
     Args:
@@ -27,6 +28,7 @@ def plot_weight_maps(weights, path: str | os.PathLike, *, titles: Sequence[str] 
         suptitle: figure title.
         max_cols: panels per row.
         dpi: resolution.
+        panel_size: ``(width, height)`` of one panel in inches (larger for long sequences or a long title).
 
     Returns:
         The path written, as a string.
@@ -61,7 +63,7 @@ def plot_weight_maps(weights, path: str | os.PathLike, *, titles: Sequence[str] 
 
     cols = min(N, max_cols)
     rows = -(-N // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows), squeeze=False)
     vmax = max(float(w.max()), 1e-12)
     image = None
     for n, ax in enumerate(axes.flat):

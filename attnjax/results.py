@@ -91,9 +91,10 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
 
 
 def environment_info() -> dict[str, Any]:
-    """Versions, devices and the git commit, recorded next to every result.
+    """Versions, devices, processes and the git commit, recorded next to every result.
 
     Package versions come from installed metadata, so this never imports Flax or optax.
+    ``process_count``/``process_index`` describe a multi-host job (1 and 0 for a single process).
     """
     import jax
 
@@ -102,10 +103,31 @@ def environment_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         **{name: _version(name) for name in ("jax", "jaxlib", "flax", "optax", "numpy")},
+        "orbax-checkpoint": _version("orbax-checkpoint"),
+        "ml_collections": _version("ml_collections"),
         "git_commit": git_commit(),
         "backend": jax.default_backend(),
         "device_count": len(devices),
         "devices": [str(d) for d in devices],
         "device_kinds": sorted({d.device_kind for d in devices}),
         "cpu_count": os.cpu_count(),
+        "process_count": jax.process_count(),
+        "process_index": jax.process_index(),
     }
+
+
+# Wall-clock timings in result metrics live under keys ending in this suffix (``train_seconds``): they are
+# the only values that differ between two runs of one config and seed on one machine.
+TIMING_SUFFIX = "_seconds"
+
+
+def without_timings(tree: Any) -> Any:
+    """``tree`` (nested dicts/lists) with every dict key ending in :data:`TIMING_SUFFIX` removed.
+
+    What two runs of the same config and seed must agree on byte for byte (see the reproducibility test).
+    """
+    if isinstance(tree, dict):
+        return {k: without_timings(v) for k, v in tree.items() if not str(k).endswith(TIMING_SUFFIX)}
+    if isinstance(tree, (list, tuple)):
+        return [without_timings(v) for v in tree]
+    return tree

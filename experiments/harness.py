@@ -18,6 +18,10 @@ report) plus an ``ml_collections`` config file. The harness owns everything else
   fingerprint changed, are dropped, so results.json always describes the current config's grid;
 * **failed cells** are recorded while the rest of the grid runs; the process exits with the number
   of failed cells (0: all ran);
+* **checkpoints inside a cell** (``--config.checkpoint_every=N``, 0 = off): :meth:`Context.checkpoint_options`
+  gives a cell's ``fit`` a directory under ``<workdir>/checkpoints/`` keyed by the cell's fingerprint; a
+  preempted cell resumes from its newest checkpoint when the same command runs again, and the directory
+  is removed once the cell finishes ok;
 * **selection**: ``--config.only="task=parity_check|reverse_string,model=lstm"`` or ``"shard=0/4"``
   runs one part of a grid; parts run into separate workdirs are joined with :func:`merge_results`;
 * **reporting**: a progress line per cell with an ETA, then ``experiment.report`` writes summary
@@ -32,6 +36,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import traceback
@@ -43,7 +48,9 @@ import numpy as np
 
 from attnjax.results import environment_info, write_json
 
-HARNESS_KEYS = ("only", "progress")  # config keys of the harness itself: they never change a cell's result
+# Config keys of the harness itself: they never change a cell's result, so they are not in its fingerprint.
+HARNESS_KEYS = ("only", "progress", "checkpoint_every", "checkpoint_keep")
+CHECKPOINTS_DIR = "checkpoints"
 RESULTS_FILE = "results.json"
 
 
@@ -175,17 +182,62 @@ def select(cells: Sequence[Cell], only: str) -> list[Cell]:
 
 # --------------------------------------------------------------------------- the experiment
 
+def _file_name(cell: Cell) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", cell.id.replace("/", "-"))
+
+
 @dataclasses.dataclass
 class Context:
-    """What a running cell may use besides its config: its log file and progress setting."""
+    """What a running cell may use besides its config: its log file, progress setting and checkpoints.
+
+    Attributes:
+        workdir: the run directory.
+        progress: tqdm bars (None: when stderr is a terminal).
+        checkpoint_every: ``fit`` saves every this many steps inside a cell (0: no checkpoints).
+        checkpoint_keep: how many of a cell's newest checkpoints are kept.
+        fingerprints: cell id -> fingerprint; a cell's checkpoints live under its fingerprint, so a cell
+            whose config changed never resumes from a checkpoint of the old config.
+    """
 
     workdir: str
     progress: bool | None
+    checkpoint_every: int = 0
+    checkpoint_keep: int = 2
+    fingerprints: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def log_path(self, cell: Cell) -> str:
         """``logs/<cell id>.jsonl`` in the workdir (one JSON object per logged step)."""
-        safe = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", cell.id.replace("/", "-"))
-        return os.path.join(self.workdir, "logs", f"{safe}.jsonl")
+        return os.path.join(self.workdir, "logs", f"{_file_name(cell)}.jsonl")
+
+    def _checkpoint_root(self, cell: Cell) -> str:
+        return os.path.join(self.workdir, CHECKPOINTS_DIR, _file_name(cell))
+
+    def checkpoint_options(self, cell: Cell) -> dict[str, Any]:
+        """Keyword arguments for :func:`attnjax.train.fit` inside ``cell``: ``{}`` when checkpoints are off, else
+        ``checkpoint_dir`` (``checkpoints/<cell id>/<fingerprint>`` in the workdir), ``checkpoint_every``, ``keep``.
+
+        Pass the cell's data generators as ``fit``'s ``data_rng`` too, so a resumed cell continues their streams.
+        """
+        if not self.checkpoint_every:
+            return {}
+        directory = os.path.join(self._checkpoint_root(cell), self.fingerprints.get(cell.id, "unversioned"))
+        return {"checkpoint_dir": directory, "checkpoint_every": self.checkpoint_every, "keep": self.checkpoint_keep}
+
+    def prune_checkpoints(self, cell: Cell) -> None:
+        """Removes ``cell``'s checkpoints of other fingerprints (an earlier config's: they can never resume)."""
+        root, keep = self._checkpoint_root(cell), self.fingerprints.get(cell.id, "unversioned")
+        if os.path.isdir(root):
+            for name in os.listdir(root):
+                if name != keep:
+                    shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+    def remove_checkpoints(self, cell: Cell) -> None:
+        """Removes every checkpoint of ``cell`` (it finished ok: its result is in results.json)."""
+        shutil.rmtree(self._checkpoint_root(cell), ignore_errors=True)
+        try:
+            os.rmdir(os.path.join(self.workdir, CHECKPOINTS_DIR))  # only if no other cell has checkpoints
+        except OSError:
+            pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +286,21 @@ def progress_setting(config: ml_collections.ConfigDict) -> bool | None:
     return None if setting == "auto" else setting == "on"
 
 
+def checkpoint_setting(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """``(config.checkpoint_every, config.checkpoint_keep)``, defaults ``(0, 2)``: steps between checkpoints
+    inside a cell (0: off) and how many to keep.
+
+    Raises:
+        ValueError: ``checkpoint_every`` not an int >= 0, or ``checkpoint_keep`` not an int >= 1.
+    """
+    every, keep = config.get("checkpoint_every", 0), config.get("checkpoint_keep", 2)
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+        raise ValueError(f"config.checkpoint_every must be an int >= 0 (0: no checkpoints), got {every!r}")
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        raise ValueError(f"config.checkpoint_keep must be an int >= 1, got {keep!r}")
+    return every, keep
+
+
 def plan(experiment: Experiment, config: ml_collections.ConfigDict) -> list[Cell]:
     """Validates ``config`` and returns the selected cells; writes nothing.
 
@@ -243,6 +310,7 @@ def plan(experiment: Experiment, config: ml_collections.ConfigDict) -> list[Cell
     if "only" not in config:
         raise ValueError(f"the {experiment.name} config needs an 'only' field (the harness's selection)")
     progress_setting(config)
+    checkpoint_setting(config)
     experiment.validate(config)
     return select(experiment.cells(config), config.only)
 
@@ -291,7 +359,8 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str,
     results["cells"] = {c.id: kept[c.id] for c in everything if c.id in kept}
     path = os.path.join(workdir, RESULTS_FILE)
     os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
-    context = Context(workdir, progress_setting(config))
+    every, keep = checkpoint_setting(config)
+    context = Context(workdir, progress_setting(config), every, keep, fingerprints)
     todo = [c for c in selected if results["cells"].get(c.id, {}).get("status") != "ok"]
     print(f"{experiment.name}: {len(everything)} cells in the grid, {len(selected)} selected, "
           f"{len(selected) - len(todo)} already done, {len(todo)} to run -> {workdir}", file=out, flush=True)
@@ -299,6 +368,7 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str,
     for i, cell in enumerate(todo, 1):
         t0 = time.perf_counter()
         entry: dict[str, Any] = {"cell": cell.as_dict(), "fingerprint": fingerprints[cell.id]}
+        context.prune_checkpoints(cell)
         try:
             metrics = experiment.run_cell(cell, config, context)
             entry.update(status="ok", metrics=metrics)
@@ -310,6 +380,8 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str,
         results["cells"][cell.id] = entry
         results["cells"] = {c.id: results["cells"][c.id] for c in everything if c.id in results["cells"]}
         write_json(path, _finish(results))
+        if entry["status"] == "ok":  # after its result is on disk; a failed cell keeps them to resume from
+            context.remove_checkpoints(cell)
         elapsed = time.perf_counter() - t_start
         eta = elapsed / i * (len(todo) - i)
         status = experiment.describe(entry["metrics"]) if entry["status"] == "ok" else f"FAILED {entry['error']}"

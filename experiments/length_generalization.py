@@ -7,6 +7,11 @@ at the blank positions (under the task's accuracy mask) on every length 1..M wit
 ``train_accuracy`` is the mean over lengths 1..N (in-distribution, the validation score that picks
 learning rates), ``ood_score`` the mean over N+1..M.
 
+Long cells save checkpoints with ``--config.checkpoint_every=N``; rerunning the same command after a preemption
+skips finished cells and resumes the interrupted one from its newest checkpoint, with the same result as an
+uninterrupted run. ``--config.compute_dtype=bfloat16`` runs attention models in bfloat16 (float32 parameters,
+optimizer state and logits); ``--config.micro_batches=k`` accumulates gradients over ``k`` pieces of a batch.
+
     python -m experiments.length_generalization [--workdir DIR] [--config.num_steps=3000 ...]
     python -m experiments.length_generalization --config=experiments/configs/length_generalization.py:cpu_grid \
         --config.only="task=parity_check|even_pairs"
@@ -14,6 +19,7 @@ learning rates), ``ood_score`` the mean over N+1..M.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -22,11 +28,11 @@ import ml_collections
 import numpy as np
 
 from attnjax import data
-from attnjax.nn import build_model, count_params, model_kind, sown_attention_weights
+from attnjax.nn import build_model, count_params, get_model_spec, model_kind, sown_attention_weights
 from attnjax.ops.positional import RANDOMIZED_EVAL, get_positional
 from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
-from attnjax.train import create_train_state, evaluate_lengths, fit, make_optimizer
+from attnjax.train import accumulating_train_step, create_train_state, evaluate_lengths, fit, make_optimizer
 from experiments import harness
 from experiments import length_generalization_report as report
 
@@ -35,6 +41,7 @@ ATTENTION_MODELS = ("transformer", "transformer_lm")
 PROTOCOL_KEYS = ("train_max_length", "test_max_length", "per_example_lengths", "batch_size", "num_steps",
                  "max_grad_norm", "eval_batch_size", "eval_bucket", "randomized_max_len", "randomized_eval",
                  "attention_map_task")
+COMPUTE_DTYPES = ("float32", "bfloat16")  # config.compute_dtype: parameters and optimizer state stay float32
 
 
 def variants(config: ml_collections.ConfigDict, model: str) -> list[str]:
@@ -55,8 +62,11 @@ def variants(config: ml_collections.ConfigDict, model: str) -> list[str]:
 
 
 def model_fields(config: ml_collections.ConfigDict, model: str, variant: str) -> dict[str, Any]:
-    """The model's config fields for one cell: its config block plus what the variant sets."""
+    """The model's config fields for one cell: its config block, what the variant sets and the compute dtype."""
     fields = config[model].to_dict()
+    # Only a non-default dtype is written, so float32 cells keep the fingerprints they had before the switch.
+    if config.get("compute_dtype", "float32") != "float32":
+        fields["dtype"] = config.compute_dtype
     if variant != "-":
         attention, positional, *rest = variant.split("+")
         fields.update(attention=attention, positional=positional, randomized_positions=bool(rest),
@@ -94,6 +104,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
         get_positional(p)
     harness.check_names("randomized value", harness.names(config.randomized), ["false", "true"])
     harness.check_names("randomized_eval", [config.randomized_eval], RANDOMIZED_EVAL)
+    dtype = config.get("compute_dtype", "float32")
+    harness.check_names("compute_dtype", [dtype], COMPUTE_DTYPES)
+    no_dtype = [m for m in models if "dtype" not in {f.name for f in dataclasses.fields(get_model_spec(m).config)}]
+    if dtype != "float32" and no_dtype:
+        raise ValueError(f"compute_dtype={dtype!r} needs models with a computation dtype (the attention models); "
+                         f"{no_dtype} have none: drop them from config.models or use compute_dtype='float32'")
+    micro = config.get("micro_batches", 1)
+    if not isinstance(micro, int) or micro < 1 or config.batch_size % micro:
+        raise ValueError(f"micro_batches must be an int >= 1 dividing batch_size={config.batch_size}, got {micro!r}")
     for model in models:
         for variant in variants(config, model):
             if model_kind(model, model_fields(config, model, variant)) != "sequence":
@@ -101,8 +120,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def cell_config(config: ml_collections.ConfigDict, cell: harness.Cell) -> dict[str, Any]:
-    return {"protocol": {k: config[k] for k in PROTOCOL_KEYS},
-            "model": model_fields(config, cell["model"], cell["variant"])}
+    protocol = {k: config[k] for k in PROTOCOL_KEYS}
+    if config.get("micro_batches", 1) != 1:  # only when set: cells without it keep their fingerprints
+        protocol["micro_batches"] = config.micro_batches
+    return {"protocol": protocol, "model": model_fields(config, cell["model"], cell["variant"])}
 
 
 def _eval_pad(task: data.Task, n: int, config: ml_collections.ConfigDict) -> int:
@@ -129,7 +150,10 @@ def run_cell(cell: harness.Cell, config: ml_collections.ConfigDict, context: har
             state, lambda _: data.training_batch(task, train_rng, config.batch_size, n,
                                                  per_example_lengths=config.per_example_lengths),
             config.num_steps, rng=cell.key("steps"), mesh=mesh, log_every=config.log_every, log_file=log_file,
-            progress=context.progress, description=cell.id)
+            progress=context.progress, description=cell.id,
+            step_fn=accumulating_train_step(config.get("micro_batches", 1)),
+            # Checkpoints (--config.checkpoint_every) save train_rng's position: a resumed cell draws the same batches.
+            data_rng=train_rng, **context.checkpoint_options(cell))
     train_seconds = time.perf_counter() - t0
     eval_rng = cell.rng("eval_data", ("task", "seed"))
     per_length = evaluate_lengths(

@@ -16,8 +16,10 @@ import jax.numpy as jnp
 
 from attnjax.nn.attention import MultiHeadAttention
 from attnjax.nn.positional import PositionalEncoding, PositionalInputs
+from attnjax.nn.tokens import embed_tokens
 from attnjax.nn.transformer_config import ACTIVATIONS, KERNEL_INITS, TransformerConfig
 from attnjax.ops import positional as P
+from attnjax.parallel.sequence import RingAttentionFn, axis_is_bound, local_positions
 
 
 def _layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
@@ -28,6 +30,17 @@ def _dense(cfg: TransformerConfig, features: int, name: str) -> nn.Dense:
     return nn.Dense(features, dtype=cfg.dtype, kernel_init=KERNEL_INITS[cfg.kernel_init], name=name)
 
 
+def _sequence_sharded(module: nn.Module, cfg: TransformerConfig) -> bool:
+    """True when ``module`` sees one shard of a sequence split over ``cfg.sequence_parallel_axis``.
+
+    ``init`` may run outside ``shard_map`` (the parameters do not depend on the split): it then sees the
+    whole sequence. ``apply`` must run inside; ring attention raises otherwise.
+    """
+    if cfg.sequence_parallel_axis is None:
+        return False
+    return not (module.is_initializing() and not axis_is_bound(cfg.sequence_parallel_axis))
+
+
 def readout(cfg: TransformerConfig, output_size: int, h: jnp.ndarray) -> jnp.ndarray:
     """``[..., D]`` -> ``[..., C]`` float32 logits (a biased linear layer named ``logits``)."""
     return _dense(cfg, output_size, "logits")(h).astype(jnp.float32)
@@ -35,17 +48,33 @@ def readout(cfg: TransformerConfig, output_size: int, h: jnp.ndarray) -> jnp.nda
 
 class Embedding(nn.Module):
     """Linear embedding ``[..., F] -> [..., D]`` (a table lookup for one-hot ``F = V``), times
-    ``sqrt(D)`` if ``config.embed_scale``; :meth:`attend` is the transposed (tied) read-out."""
+    ``sqrt(D)`` if ``config.embed_scale``; :meth:`attend` is the transposed (tied) read-out.
+
+    With ``vocab_size = V`` set, integer token ids ``[...]`` are looked up in the same ``[V, D]`` kernel
+    (:func:`attnjax.nn.tokens.embed_tokens`): equal, values and gradients, to embedding their one-hot
+    vectors ``[..., V]``, which are still accepted (and must then have ``F = V``).
+
+    Attributes:
+        config: :class:`TransformerConfig`.
+        vocab_size: ``V`` for integer ids; None: float inputs only, ``F`` read from their last axis.
+    """
 
     config: TransformerConfig
+    vocab_size: int | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         cfg = self.config
         init = (KERNEL_INITS[cfg.kernel_init] if cfg.embed_init_std is None
                 else nn.initializers.truncated_normal(cfg.embed_init_std))
-        kernel = self.param("kernel", init, (x.shape[-1], cfg.d_model))
-        y = jnp.einsum("...F,FD->...D", x.astype(cfg.dtype), kernel.astype(cfg.dtype))
+        ids = jnp.issubdtype(x.dtype, jnp.integer)
+        if ids and self.vocab_size is None:
+            raise ValueError(f"integer token ids {tuple(x.shape)} need Embedding.vocab_size (the config's "
+                             f"vocab_size), got None")
+        if not ids and self.vocab_size is not None and x.shape[-1] != self.vocab_size:
+            raise ValueError(f"float inputs [..., F] must have F == vocab_size={self.vocab_size}, got shape {x.shape}")
+        kernel = self.param("kernel", init, (self.vocab_size if ids else x.shape[-1], cfg.d_model))
+        y = embed_tokens(x, kernel, cfg.dtype)
         if cfg.embed_bias:
             y = y + self.param("bias", nn.initializers.zeros, (cfg.d_model,)).astype(cfg.dtype)
         return y * jnp.asarray(math.sqrt(cfg.d_model), cfg.dtype) if cfg.embed_scale else y
@@ -73,8 +102,12 @@ class TransformerBlock(nn.Module):
 
     def _attention(self, name: str) -> MultiHeadAttention:
         cfg = self.config
+        # Sequence parallelism: attention over the split sequence goes round the ring (same parameters).
+        ring = (RingAttentionFn(cfg.sequence_parallel_axis, cfg.sequence_parallel_layout)
+                if _sequence_sharded(self, cfg) else None)
         return MultiHeadAttention(
             num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, attention=cfg.attention,
+            attention_fn=ring,
             attention_options=cfg.attention_options, dropout_rate=cfg.attention_dropout_rate,
             implementation=cfg.implementation, block_sizes=cfg.block_sizes, sow_weights=cfg.sow_attention_weights,
             rope_fraction=cfg.rope_fraction, use_bias=cfg.attention_bias, dtype=cfg.dtype,
@@ -133,6 +166,9 @@ class TransformerStack(nn.Module):
         ``train`` (dropout, randomized positions); ``memory [B, S, D]`` and ``memory_lengths [B]`` for
         cross-attention. Returns ``[B, L', D]``."""
         cfg = self.config
+        if cfg.sequence_parallel_axis is not None and self.cross_attention:
+            raise ValueError(f"sequence_parallel_axis={cfg.sequence_parallel_axis!r} shards self-attention only; "
+                             f"a decoder with cross-attention (the seq2seq model) is not sequence-parallel")
         if cfg.pooling == "cls":
             cls = self.param("cls", nn.initializers.zeros, (cfg.d_model,))
             x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, cfg.d_model)), x], axis=1)
@@ -149,14 +185,18 @@ class TransformerStack(nn.Module):
 
     def _positions(self, batch: int, length: int, seq_lengths, train: bool) -> PositionalInputs:
         cfg = self.config
+        index = None  # [length] global positions of the local tokens when sequence-parallel
+        if _sequence_sharded(self, cfg):
+            index, length = local_positions(cfg.sequence_parallel_axis, cfg.sequence_parallel_layout, length)
         if cfg.positions_from_end:
             # Counted from each sequence's own end, so padding never moves a real token's position.
             ends = jnp.full((batch,), length, jnp.int32) if seq_lengths is None else jnp.asarray(seq_lengths, jnp.int32)
-            counts = ends[:, None] - jnp.arange(length, dtype=jnp.int32)[None]
+            tokens = jnp.arange(length, dtype=jnp.int32) if index is None else index
+            counts = ends[:, None] - tokens[None]
             return PositionalInputs(embedding=P.sinusoidal_encoding(counts, cfg.d_model))
         return PositionalEncoding(cfg.positional, cfg.d_model, cfg.num_heads, max_len=cfg.max_len, causal=self.causal,
                                   randomized=cfg.randomized_positions, randomized_eval=cfg.randomized_eval,
-                                  name="positional")(batch, length, train)
+                                  name="positional")(batch, length, train, index)
 
 
 def classifier_inputs(inputs: jnp.ndarray) -> jnp.ndarray:

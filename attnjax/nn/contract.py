@@ -6,7 +6,12 @@ Logits are float32 whatever the computation dtype.
 
 * ``"sequence"`` — :class:`SequenceModel`: ``inputs [B, L, V]`` float (one-hot or soft tokens) and
   ``seq_lengths [B]`` int (positions ``>= seq_lengths`` are padding and never change real positions)
-  to per-position ``[B, L, C]`` logits.
+  to per-position ``[B, L, C]`` logits. A model whose config sets ``vocab_size = V`` (the Transformer
+  LM and encoder, the recurrent models) also takes ``inputs [B, L]`` integer token ids in ``0..V-1``:
+  an embedding-table lookup equal, values and gradients, to feeding ``jax.nn.one_hot(inputs, V)``
+  (an id outside ``0..V-1`` embeds as zeros, like its all-zero one-hot row). Ids avoid materializing
+  ``[B, L, V]`` at large vocabularies (Zoology's 8,192). The train and eval steps pass ``inputs``
+  through unchanged, so a batch may carry either form.
 * ``"classifier"`` — :class:`Classifier`: ``inputs [B, L]`` (one scalar feature per position, e.g.
   MNIST-1D) or ``[B, L, F]`` to one ``[B, C]`` logit vector per example.
 * ``"seq2seq"`` — :class:`Seq2SeqModel`: ``source [B, S, V]`` float and ``target_inputs [B, T]`` int
@@ -28,10 +33,11 @@ MODEL_KINDS = ("sequence", "classifier", "seq2seq")
 
 @runtime_checkable
 class SequenceModel(Protocol):
-    """``[B, L, V]`` tokens -> ``[B, L, C]`` per-position logits."""
+    """``[B, L, V]`` tokens (or ``[B, L]`` ids with ``vocab_size``) -> ``[B, L, C]`` per-position logits."""
 
     def __call__(self, inputs: Array, seq_lengths: Array | None = None, train: bool = False) -> Array:
-        """Args: ``inputs [B, L, V]``, ``seq_lengths [B]`` (None: all real). Returns ``[B, L, C]`` float32."""
+        """Args: ``inputs [B, L, V]`` float or ``[B, L]`` int ids, ``seq_lengths [B]`` (None: all real).
+        Returns ``[B, L, C]`` float32."""
         ...
 
 

@@ -77,7 +77,7 @@ class PositionalEncoding(nn.Module):
     randomized_eval: str = "random"
 
     @nn.compact
-    def __call__(self, batch: int, length: int, train: bool) -> PositionalInputs:
+    def __call__(self, batch: int, length: int, train: bool, index: jnp.ndarray | None = None) -> PositionalInputs:
         """Encodes the ``L = length`` positions of a batch.
 
         The positions are ``0..L-1``, or with ``randomized`` (in training, and at evaluation when
@@ -89,13 +89,18 @@ class PositionalEncoding(nn.Module):
             batch: ``B`` (the positions are shared by the batch, so outputs have a leading 1).
             length: ``L``.
             train: training mode.
+            index: ``[L_local]`` int, encode only these of the ``L`` positions (the tokens one shard of a
+                sequence-parallel model holds, :func:`attnjax.parallel.local_positions`); outputs then
+                have ``L_local`` along the sequence. Randomized positions are still drawn for all ``L``
+                (one subset, equal on every shard) and then indexed.
 
         Returns:
             :class:`PositionalInputs`.
 
         Raises:
             ValueError: unknown encoding or ``randomized_eval``; ``randomized`` with ``nope``; random
-                positions with ``length > max_len`` or without a ``'positions'`` rng.
+                positions with ``length > max_len`` or without a ``'positions'`` rng; ``index`` with a
+                logit-bias encoding (alibi, t5), whose ``[L, L]`` bias cannot be split over shards.
         """
         spec = P.check_randomized(self.encoding, self.randomized, self.randomized_eval)
         # Tables come before any positions rng is drawn, so a randomized model initializes the same
@@ -108,6 +113,11 @@ class PositionalEncoding(nn.Module):
             return PositionalInputs()
         positions = P.positions_for(self._positions_rng(length, train), 1, length,
                                     randomized=self._random(train), max_len=self.max_len)  # [1, L]
+        if index is not None:
+            if spec.kind == "bias":
+                raise ValueError(f"positional encoding {self.encoding!r} is a [L, L] logit bias, which a sequence-"
+                                 f"parallel model cannot split over shards; use an embedding or rotary encoding")
+            positions = positions[:, index]  # [1, L_local]
         if spec.kind == "rotary":
             return PositionalInputs(rotary_positions=positions)
         if spec.name == "alibi":

@@ -1,8 +1,9 @@
 """Recurrent baselines (Elman RNN, LSTM, GRU): per-position sequence models and pooled classifiers.
 
-With ``pooling=None`` the model follows :class:`attnjax.nn.contract.SequenceModel` (``[B, L, V]`` ->
-``[B, L, C]``), as the RNN/LSTM baselines of Delétang et al. (2022); otherwise it follows
-:class:`attnjax.nn.contract.Classifier` (``[B, L]`` or ``[B, L, F]`` -> ``[B, C]``), as MNIST-1D's GRU.
+With ``pooling=None`` the model follows :class:`attnjax.nn.contract.SequenceModel` (``[B, L, V]``, or
+``[B, L]`` integer ids with ``vocab_size``, -> ``[B, L, C]``), as the RNN/LSTM baselines of Delétang et
+al. (2022); otherwise it follows :class:`attnjax.nn.contract.Classifier` (``[B, L]`` or ``[B, L, F]`` ->
+``[B, C]``), as MNIST-1D's GRU.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax.nn.baselines import as_features, valid_positions
+from attnjax.nn.tokens import embed_tokens, token_input_size
 
 Array = jnp.ndarray
 
@@ -56,6 +58,10 @@ class RecurrentConfig:
         pooling: None: one logit vector per position (sequence model); ``"last"``: classify from the
             last layer's state at position ``seq_lengths - 1``; ``"mean"``: from the mean of its
             outputs over the real positions.
+        vocab_size: None (default): the input vectors go to the first layer as they are. ``V``: tokens
+            are first embedded by a learned ``[V, hidden_size]`` table (``pooling=None`` only), read as
+            integer ids ``[B, L]`` (a row lookup) or as float ``[B, L, V]`` vectors (their product with
+            the same table): the two give equal outputs and gradients.
     """
 
     cell: str = "lstm"
@@ -63,6 +69,7 @@ class RecurrentConfig:
     num_layers: int = 1
     readout_relu: bool = False
     pooling: str | None = None
+    vocab_size: int | None = None
 
     def __post_init__(self):
         check_cell(self.cell)
@@ -72,12 +79,19 @@ class RecurrentConfig:
             raise ValueError(f"readout_relu must be a bool, got {self.readout_relu!r}")
         if self.pooling not in RECURRENT_POOLING:
             raise ValueError(f"pooling must be one of {RECURRENT_POOLING}, got {self.pooling!r}")
+        if self.vocab_size is not None:
+            check_int("vocab_size", self.vocab_size)
+            if self.pooling is not None:
+                raise ValueError(f"vocab_size (a token embedding) is for the sequence model: pooling must be None, "
+                                 f"got pooling={self.pooling!r} (a classifier reads [B, L] as one feature per "
+                                 "position)")
 
 
 class Recurrent(nn.Module):
     """Left-to-right stack of ``nn.RNN`` layers, then an optional ReLU and a linear read-out.
 
-    It reads the raw input vectors (one-hot tokens, as in Delétang et al., or MNIST-1D scalars).
+    It reads the raw input vectors (one-hot tokens, as in Delétang et al., or MNIST-1D scalars), or,
+    with ``config.vocab_size``, tokens embedded by a learned table (ids or one-hot, see the config).
     Being unidirectional, a real position never sees a later one, so trailing padding cannot change
     real outputs; pooled classifiers read only real positions (``"last"`` uses ``nn.RNN``'s
     ``seq_lengths``, which returns the carry of the last real step).
@@ -95,7 +109,8 @@ class Recurrent(nn.Module):
         """Per-position logits, or one logit vector per example when pooled.
 
         Args:
-            inputs: ``[B, L, V]`` (``pooling=None``), or ``[B, L]`` / ``[B, L, F]`` (pooled).
+            inputs: ``[B, L, V]`` (``pooling=None``; or ``[B, L]`` integer ids with ``config.vocab_size``),
+                or ``[B, L]`` / ``[B, L, F]`` (pooled).
             seq_lengths: ``[B]`` real lengths ``>= 1``, or None (all real). Unused by the sequence
                 model, whose real outputs cannot depend on later positions.
             train: unused (no dropout).
@@ -108,9 +123,16 @@ class Recurrent(nn.Module):
         """
         del train
         cfg = self.config
-        if cfg.pooling is None:
+        if cfg.vocab_size is not None:
+            token_input_size(inputs, cfg.vocab_size)
+            # Unit-variance rows: the first cell's lecun-normal input kernel then sees unit-scale inputs.
+            table = self.param("embed", nn.initializers.normal(1.0), (cfg.vocab_size, cfg.hidden_size))
+            x = embed_tokens(inputs, table)
+        elif cfg.pooling is None:
             if inputs.ndim != 3:
-                raise ValueError(f"inputs must have rank 3 [B, L, V] with pooling=None, got shape {inputs.shape}")
+                ids = jnp.issubdtype(inputs.dtype, jnp.integer)
+                hint = " (integer token ids need config vocab_size)" if ids else ""
+                raise ValueError(f"inputs must have rank 3 [B, L, V] with pooling=None, got shape {inputs.shape}{hint}")
             x = inputs
         else:
             x = as_features(inputs)

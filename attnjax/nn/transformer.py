@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax.nn.blocks import Embedding, TransformerBlock, TransformerStack, classifier_inputs, pool, readout
+from attnjax.nn.tokens import token_input_size
 from attnjax.nn.transformer_config import TRANSFORMER_PRESETS, TransformerConfig, transformer_config
 
 # The block was called EncoderBlock before every model shared it; attnjax.nn still exports that name.
@@ -19,8 +20,9 @@ EncoderBlock = TransformerBlock
 class TransformerEncoder(nn.Module):
     """Embeds inputs, adds positions, runs the shared blocks, reads out logits.
 
-    With ``config.pooling=None`` it is a SequenceModel (``[B, L, V]`` one-hot or soft tokens ->
-    ``[B, L, C]``); with ``"cls"`` or ``"mean"`` a Classifier (``[B, L]`` or ``[B, L, F]`` -> ``[B, C]``).
+    With ``config.pooling=None`` it is a SequenceModel (``[B, L, V]`` one-hot or soft tokens, or ``[B, L]``
+    integer ids with ``config.vocab_size`` -> ``[B, L, C]``); with ``"cls"`` or ``"mean"`` a Classifier
+    (``[B, L]`` or ``[B, L, F]`` -> ``[B, C]``).
     Self-attention is bidirectional unless ``config.causal``.
 
     Attributes:
@@ -36,7 +38,8 @@ class TransformerEncoder(nn.Module):
         """Logits.
 
         Args:
-            inputs: ``[B, L, V]`` float (per-position); ``[B, L]`` or ``[B, L, F]`` (pooled).
+            inputs: ``[B, L, V]`` float or ``[B, L]`` integer ids with ``config.vocab_size`` (per-position);
+                ``[B, L]`` or ``[B, L, F]`` (pooled).
             seq_lengths: ``[B]`` real lengths; positions past them are padding, never attended to (and
                 left out of the mean), so they never change the real outputs. None: all real.
             train: dropout (``'dropout'`` rng) and randomized positions (``'positions'`` rng).
@@ -48,9 +51,10 @@ class TransformerEncoder(nn.Module):
             ValueError: inputs of the wrong rank.
         """
         cfg = self.config
-        if cfg.pooling is None and inputs.ndim != 3:
-            raise ValueError(f"inputs must have rank 3 [B, L, V], got shape {inputs.shape}")
-        x = Embedding(cfg, name="embed")(inputs if cfg.pooling is None else classifier_inputs(inputs))
+        if cfg.pooling is None:
+            token_input_size(inputs, cfg.vocab_size)
+        x = Embedding(cfg, vocab_size=cfg.vocab_size, name="embed")(
+            inputs if cfg.pooling is None else classifier_inputs(inputs))
         h = TransformerStack(cfg, causal=cfg.causal, name="encoder")(x, seq_lengths, train)
         if cfg.pooling is not None:
             h = pool(h, seq_lengths, cfg.pooling)

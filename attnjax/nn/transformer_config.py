@@ -20,6 +20,8 @@ from attnjax.ops import IMPLEMENTATIONS, BlockSizes
 from attnjax.ops import positional as P
 from attnjax.ops.dot_product import TAKES_BLOCK_SIZES
 from attnjax.ops.registry import get_spec
+from attnjax.parallel.layouts import LAYOUTS
+from attnjax.parallel.sequence import RING_OPTIONS
 
 # Keywords the block sets on every attention call (from other config fields or per batch), so they
 # cannot be attention_options.
@@ -104,6 +106,21 @@ class TransformerConfig:
         attention_dropout_rate: dropout on the attention weights (train mode only; the variant's
             function must take ``dropout_rate``).
         dtype: computation dtype (parameters stay float32; logits are float32).
+        vocab_size: ``V``, the number of token ids a per-position model (``pooling=None``) may read as
+            integer ``[B, L]`` inputs (an embedding-table lookup equal to the one-hot product); float
+            ``[B, L, V]`` inputs must then have this ``V``. None: float inputs only. The seq2seq model
+            does not read it (its source is float; its decoder embeds its own ids).
+        sequence_parallel_axis: sequence parallelism: the mesh axis the token dimension is split over
+            (None: off). Self-attention then runs as :func:`attnjax.parallel.ring_attention` over that
+            axis, positional encodings read each token's global position, and every other layer stays
+            position-wise local. The model must run inside ``jax.shard_map`` with its tokens permuted into
+            ``sequence_parallel_layout``, which :func:`attnjax.train.shard_map_train_step` does. Needs
+            ``pooling=None``, ``attention="dot_product"`` with ring options only (``local_window_size``,
+            ``scale``, ``logit_softcap``), a positional encoding that is not a logit bias (not alibi/t5),
+            no attention dropout, no sown weights, no implementation or block sizes. Parameters do not
+            change, so a checkpoint moves between the sharded and unsharded model.
+        sequence_parallel_layout: the ring layout (:data:`attnjax.parallel.LAYOUTS`); ``"zigzag"``
+            (default) balances causal attention over the ring, ``"contiguous"`` is the natural order.
     """
 
     num_layers: int = 2
@@ -136,6 +153,9 @@ class TransformerConfig:
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    vocab_size: int | None = None
+    sequence_parallel_axis: str | None = None
+    sequence_parallel_layout: str = "zigzag"
 
     def __post_init__(self):
         for name in ("num_layers", "d_model", "num_heads", "mlp_dim", "max_len"):
@@ -151,6 +171,13 @@ class TransformerConfig:
         _choice("activation", self.activation, tuple(ACTIVATIONS))
         _choice("kernel_init", self.kernel_init, tuple(KERNEL_INITS))
         _choice("pooling", self.pooling, (None, "cls", "mean"))
+        if self.vocab_size is not None:
+            if not isinstance(self.vocab_size, int) or isinstance(self.vocab_size, bool) or self.vocab_size < 1:
+                raise ValueError(f"vocab_size must be None or an int >= 1, got {self.vocab_size!r}")
+            if self.pooling is not None:
+                raise ValueError(f"vocab_size (integer token ids) is for per-position models: pooling must be None, "
+                                 f"got pooling={self.pooling!r} (a classifier reads [B, L] as one feature per "
+                                 "position)")
         for name in ("dropout_rate", "attention_dropout_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
@@ -168,6 +195,33 @@ class TransformerConfig:
             raise ValueError(f"positions_from_end needs positional='sinusoidal' and randomized_positions=False, "
                              f"got positional={self.positional!r}, randomized_positions={self.randomized_positions}")
         self._check_attention_keywords(spec)
+        self._check_sequence_parallel(positional)
+
+    def _check_sequence_parallel(self, positional) -> None:
+        if self.sequence_parallel_axis is None:
+            return
+        if not isinstance(self.sequence_parallel_axis, str) or not self.sequence_parallel_axis:
+            raise ValueError(f"sequence_parallel_axis must be a mesh axis name or None, "
+                             f"got {self.sequence_parallel_axis!r}")
+        _choice("sequence_parallel_layout", self.sequence_parallel_layout, LAYOUTS)
+        # What ring attention over a split sequence cannot do, each with the field that asks for it.
+        unsupported = {
+            "pooling": (self.pooling, self.pooling is not None),
+            "attention": (self.attention, self.attention != "dot_product"),
+            "positional": (self.positional, positional.kind == "bias"),
+            "attention_dropout_rate": (self.attention_dropout_rate, self.attention_dropout_rate > 0),
+            "sow_attention_weights": (self.sow_attention_weights, self.sow_attention_weights),
+            "implementation": (self.implementation, self.implementation is not None),
+            "block_q/block_kv": ((self.block_q, self.block_kv), self.block_sizes is not None),
+            "attention_options": (dict(self.attention_options),
+                                  any(name not in RING_OPTIONS for name, _ in self.attention_options)),
+        }
+        bad = {name: value for name, (value, is_bad) in unsupported.items() if is_bad}
+        if bad:
+            raise ValueError(f"sequence_parallel_axis={self.sequence_parallel_axis!r} runs self-attention as ring "
+                             f"attention, which needs pooling=None, attention='dot_product', a positional encoding "
+                             f"that is not a logit bias, no attention dropout, no sown weights, no implementation "
+                             f"or block sizes, and attention_options among {RING_OPTIONS}; got {bad}")
 
     def _check_attention_keywords(self, spec) -> None:
         takes = inspect.signature(spec.fn).parameters

@@ -1,4 +1,4 @@
-"""Decoder-only causal Transformer language model: ``[B, L, V]`` tokens -> ``[B, L, C]`` next-token logits."""
+"""Decoder-only causal Transformer language model: ``[B, L, V]`` tokens (or ``[B, L]`` ids) -> ``[B, L, C]`` logits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax.nn.blocks import Embedding, TransformerStack, readout
+from attnjax.nn.tokens import token_input_size
 from attnjax.nn.transformer_config import TransformerConfig
 
 
@@ -29,7 +30,7 @@ class TransformerLMConfig(TransformerConfig):
 
 
 class TransformerLM(nn.Module):
-    """Causal self-attention over ``[B, L, V]`` tokens: position ``t`` sees tokens ``0..t`` only.
+    """Causal self-attention over ``[B, L, V]`` tokens (or ``[B, L]`` ids): position ``t`` sees tokens ``0..t`` only.
 
     A SequenceModel (:mod:`attnjax.nn.contract`). It is causal by construction, so ``config.causal`` is
     not consulted; ALiBi/T5 biases are built causal.
@@ -47,7 +48,8 @@ class TransformerLM(nn.Module):
         """Per-position logits.
 
         Args:
-            inputs: ``[B, L, V]`` float (one-hot or soft).
+            inputs: ``[B, L, V]`` float (one-hot or soft), or ``[B, L]`` integer token ids in ``0..V-1``
+                when ``config.vocab_size = V`` (a table lookup equal to embedding their one-hot vectors).
             seq_lengths: ``[B]``; positions past them are padding (never attended to).
             train: dropout (``'dropout'`` rng) and randomized positions (``'positions'`` rng).
 
@@ -55,18 +57,18 @@ class TransformerLM(nn.Module):
             ``[B, L, C]`` float32; position ``t`` depends on ``inputs[:, :t+1]`` only.
 
         Raises:
-            ValueError: inputs not ``[B, L, V]``; tied embeddings with ``output_size != V``; pooling set.
+            ValueError: inputs neither ``[B, L, V]`` float nor ``[B, L]`` ids (with ``vocab_size``); tied
+                embeddings with ``output_size != V``; pooling set.
         """
         cfg = self.config
-        if inputs.ndim != 3:
-            raise ValueError(f"inputs must have rank 3 [B, L, V], got shape {inputs.shape}")
+        V = token_input_size(inputs, cfg.vocab_size)
         if cfg.pooling is not None:
             raise ValueError(f"TransformerLM gives per-position logits: pooling must be None, got {cfg.pooling!r}")
         tied = getattr(cfg, "tie_embeddings", False)
-        if tied and self.output_size != inputs.shape[-1]:
+        if tied and self.output_size != V:
             raise ValueError(f"tie_embeddings needs output_size == V (the read-out is the embedding transposed), "
-                             f"got output_size={self.output_size}, V={inputs.shape[-1]}")
-        embed = Embedding(cfg, name="embed")
+                             f"got output_size={self.output_size}, V={V}")
+        embed = Embedding(cfg, vocab_size=cfg.vocab_size, name="embed")
         h = TransformerStack(cfg, causal=True, name="decoder")(embed(inputs), seq_lengths, train)
         return embed.attend(h) if tied else readout(cfg, self.output_size, h)
 

@@ -18,13 +18,15 @@ from attnjax.train.steps import eval_step
 eval_step_jit = jax.jit(eval_step)
 
 
-def _dispatch(state: TrainState, batches: Iterable[Mapping[str, Any]], mesh: Mesh | None, data_axis: str,
-              rng: jax.Array | None) -> list:
-    """Launches ``eval_step`` on every batch without waiting for results (dispatch is asynchronous)."""
+def dispatch(state: TrainState, batches: Iterable[Mapping[str, Any]], mesh: Mesh | None, data_axis: str,
+             rng: jax.Array | None, step: Callable = eval_step_jit) -> list:
+    """Launches the jitted ``step(state, batch, rng)`` on every batch without waiting for results (dispatch is
+    asynchronous); batch ``i`` gets ``fold_in(rng, i)``. ``step`` is :data:`eval_step_jit` or another
+    module-level jitted eval step (e.g. :data:`attnjax.train.seq2seq_steps.seq2seq_eval_step_jit`)."""
     out = []
     for i, b in enumerate(batches):
         b = shard_batch(b, mesh, data_axis) if mesh is not None else b
-        out.append(eval_step_jit(state, b, None if rng is None else jax.random.fold_in(rng, i)))
+        out.append(step(state, b, None if rng is None else jax.random.fold_in(rng, i)))
     return out
 
 
@@ -49,7 +51,7 @@ def evaluate(state: TrainState, batches: Iterable[Mapping[str, Any]], *, mesh: M
     Returns:
         ``{"loss", "accuracy", "count"}``; NaN loss/accuracy when nothing was scored.
     """
-    return _reduce(jax.device_get(_dispatch(state, batches, mesh, data_axis, rng)))
+    return _reduce(jax.device_get(dispatch(state, batches, mesh, data_axis, rng)))
 
 
 def evaluate_lengths(state: TrainState, make_batches: Callable[[int], Iterable[Mapping[str, Any]]],
@@ -62,6 +64,6 @@ def evaluate_lengths(state: TrainState, make_batches: Callable[[int], Iterable[M
     so building the next length's batches overlaps with the device work. ``rng`` (see
     :func:`evaluate`) is folded with the length first.
     """
-    dispatched = {int(n): _dispatch(state, make_batches(int(n)), mesh, data_axis,
-                                    None if rng is None else jax.random.fold_in(rng, int(n))) for n in lengths}
+    dispatched = {int(n): dispatch(state, make_batches(int(n)), mesh, data_axis,
+                                   None if rng is None else jax.random.fold_in(rng, int(n))) for n in lengths}
     return {n: _reduce(metrics) for n, metrics in jax.device_get(dispatched).items()}

@@ -1,12 +1,13 @@
-"""``fit``: jit the train step once (donated state, explicit shardings) and run it with logging."""
+"""``fit``: jit the train step once (donated state, explicit shardings) and run it with logging and checkpoints."""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
-from typing import IO, Any, Callable, Iterator, Mapping
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -14,22 +15,31 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from attnjax.parallel.mesh import DATA_AXIS, batch_sharded, data_mesh, replicated
+from attnjax.train.checkpoint import Checkpointer, generator_state, set_generator_state
 from attnjax.train.state import TrainState
 from attnjax.train.steps import train_step
 
 BatchSource = Iterator[Mapping[str, np.ndarray]] | Callable[[int], Mapping[str, np.ndarray]]
+DataRng = np.random.Generator | Sequence[np.random.Generator] | None
 
 
 @functools.lru_cache(maxsize=None)
-def jit_train_step(mesh: Mesh, data_axis: str = DATA_AXIS) -> Callable:
-    """``train_step`` jitted with the state donated and replicated, the batch split over ``data_axis``.
+def jit_train_step(mesh: Mesh, data_axis: str = DATA_AXIS, step_fn: Callable = train_step) -> Callable:
+    """``step_fn`` jitted with the state donated and replicated, the batch split over ``data_axis``.
 
     XLA inserts the gradient all-reduce over ``data_axis`` (the loss is a global mean), so the result
-    equals the single-device step. Cached per mesh, so repeated :func:`fit` calls (seeds, restarts)
-    reuse one jitted function and its compiled programs.
+    equals the single-device step. Cached per (mesh, step function), so repeated :func:`fit` calls
+    (seeds, restarts) reuse one jitted function and its compiled programs.
+
+    Args:
+        mesh: mesh with a ``data_axis``.
+        data_axis: mesh axis the batch dimension is split over.
+        step_fn: a module-level pure ``(state, batch, rng) -> (state, metrics)`` whose batch is a dict of
+            arrays with a leading batch dimension: :func:`attnjax.train.train_step` (default) or
+            :func:`attnjax.train.seq2seq_train_step`.
     """
     rep, data = replicated(mesh), batch_sharded(mesh, data_axis)
-    return jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, data, rep), out_shardings=(rep, rep))
+    return jax.jit(step_fn, donate_argnums=(0,), in_shardings=(rep, data, rep), out_shardings=(rep, rep))
 
 
 def shard_batch(batch: Mapping[str, Any], mesh: Mesh, data_axis: str = DATA_AXIS) -> dict[str, jax.Array]:
@@ -49,60 +59,180 @@ def _next_batch(source: BatchSource, step: int):
     return source(step) if callable(source) else next(source)
 
 
+def batch_counts(batch: Mapping[str, Any]) -> tuple[int, int]:
+    """``(examples, tokens)`` of a host batch, from shapes alone (no device transfer).
+
+    ``examples`` is the leading (batch) size ``B``; ``tokens`` is ``B`` times the padded sequence length, the
+    largest dimension 1 among the ``[B, L, ...]`` arrays (``B`` when no array has one). Padding counts: it
+    is the work the device does.
+    """
+    shapes = [np.shape(v) for v in batch.values() if np.ndim(v)]
+    examples = shapes[0][0] if shapes else 0
+    length = max((s[1] for s in shapes if len(s) >= 2), default=1)
+    return int(examples), int(examples) * int(length)
+
+
+def _generators(data_rng: DataRng) -> list[np.random.Generator]:
+    gens = [] if data_rng is None else [data_rng] if isinstance(data_rng, np.random.Generator) else list(data_rng)
+    bad = [type(g).__name__ for g in gens if not isinstance(g, np.random.Generator)]
+    if bad:
+        raise TypeError(f"data_rng must be a numpy.random.Generator or a sequence of them, got {bad}")
+    return gens
+
+
+def _rng_bits(rng: jax.Array) -> jax.Array:
+    """The raw ``uint32`` bits of a typed key (or the legacy ``uint32`` key itself)."""
+    return jax.random.key_data(rng) if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
+
+
+def _checkpoint_arrays(state: TrainState, rng: jax.Array) -> dict[str, Any]:
+    return {"step": state.step, "params": state.params, "opt_state": state.opt_state, "rng": _rng_bits(rng)}
+
+
+def _checkpoint_meta(history: list[dict[str, float]], window: list, gens: list[np.random.Generator]
+                     ) -> dict[str, Any]:
+    # The metrics of the log window in progress are saved too (in their dtype: the window mean is taken in
+    # it), so a resumed run logs the same records as an uninterrupted one.
+    fetched = jax.device_get(window)
+    return {"history": history, "window": [{k: float(v) for k, v in m.items()} for m in fetched],
+            "window_dtypes": {k: str(np.asarray(v).dtype) for k, v in (fetched[0] if fetched else {}).items()},
+            "data_rngs": [generator_state(g) for g in gens]}
+
+
+def _resume(checkpointer: Checkpointer, state: TrainState, rng: jax.Array, gens: list[np.random.Generator],
+            start_step: int, end_step: int, mesh: Mesh
+            ) -> tuple[TrainState, list[dict[str, float]], list[dict[str, np.ndarray]]]:
+    """``state`` with the newest intact checkpoint's step, parameters and optimizer state (unchanged when there
+    is none), the logged history and the log window in progress; the data generators are set where they were."""
+    restored = checkpointer.restore_latest(_checkpoint_arrays(state, rng))
+    if restored is None:
+        return state, [], []
+    arrays, meta = restored.arrays, restored.meta
+    if not start_step <= restored.step <= end_step:
+        raise ValueError(f"checkpoint {restored.path} is at step {restored.step}, outside this run's steps "
+                         f"{start_step}..{end_step} (the initial state's step plus num_steps); use another "
+                         f"checkpoint_dir")
+    if not np.array_equal(arrays["rng"], np.asarray(jax.device_get(_rng_bits(rng)))):
+        raise ValueError(f"checkpoint {restored.path} was written by a run with another rng key; pass the same "
+                         f"rng to resume it, or use another checkpoint_dir")
+    if len(meta["data_rngs"]) != len(gens):
+        raise ValueError(f"checkpoint {restored.path} saved {len(meta['data_rngs'])} data generator state(s), but "
+                         f"data_rng has {len(gens)} generator(s)")
+    for gen, saved in zip(gens, meta["data_rngs"]):
+        set_generator_state(gen, saved)
+    dtypes = meta["window_dtypes"]
+    window = [{k: np.asarray(v, dtypes[k]) for k, v in m.items()} for m in meta["window"]]
+    # The step as a Python int, as TrainState.create holds it: the jitted step sees the same argument types
+    # (a weakly typed int32) as in an uninterrupted run, so it reuses its compiled program.
+    state = state.replace(step=int(arrays["step"]), params=arrays["params"], opt_state=arrays["opt_state"])
+    return jax.device_put(state, replicated(mesh)), list(meta["history"]), window
+
+
 def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Array, mesh: Mesh | None = None,
         data_axis: str = DATA_AXIS, log_every: int = 100, log_file: IO[str] | None = None,
-        progress: bool | None = None, description: str = "train") -> tuple[TrainState, list[dict[str, float]]]:
-    """Trains for ``num_steps`` steps.
+        progress: bool | None = None, description: str = "train", step_fn: Callable = train_step,
+        checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None, keep: int = 2,
+        data_rng: DataRng = None) -> tuple[TrainState, list[dict[str, float]]]:
+    """Trains for ``num_steps`` steps, optionally saving checkpoints and resuming from the newest one.
 
     The step is compiled once: every batch must have the same shapes (pad to a fixed length with a
     loss mask). Batches are generated on the host while the previous step runs (JAX dispatch is
-    asynchronous); metrics are fetched only every ``log_every`` steps.
+    asynchronous); metrics are fetched only every ``log_every`` steps. Inside the loop the only transfers
+    are the explicit ones (each batch's ``device_put``, the logged metrics' ``device_get``, checkpoints):
+    the step itself moves nothing between host and device.
+
+    **Checkpoints** (``checkpoint_dir`` set): the step, parameters, optimizer state, the rng key, the data
+    generators' states (``data_rng``) and the logged metrics are saved every ``checkpoint_every`` steps and
+    after the last one, keeping the newest ``keep`` (:mod:`attnjax.train.checkpoint`). A call that finds a
+    checkpoint there continues from the newest intact one, exactly where it was: a run killed at any point
+    and restarted with the same arguments ends with the same parameters and logged metrics as one that was
+    never interrupted (timings aside). Corrupt or partial checkpoints are skipped with a warning naming them.
+    The batches must then be regenerable from the saved position: either ``batches`` is a function of the
+    step number alone, or every random draw it makes comes from the generators in ``data_rng``.
 
     Args:
         state: initial state. It is **consumed** (its buffers are donated); use the returned one.
         batches: iterator of host batches, or ``step -> batch``.
-        num_steps: steps to run.
+        num_steps: steps to run, from the initial state's step (a resumed run runs only the rest).
         rng: base key; each step folds in its step number.
         mesh: mesh with a ``data_axis`` (default: every device on ``'data'``).
         data_axis: mesh axis the batch dimension is split over.
-        log_every: steps per log record (metrics averaged over the window, plus ``steps_per_sec``).
-        log_file: text stream receiving one JSON object per line (None: no file logging).
+        log_every: steps per log record (metrics averaged over the window, plus ``steps_per_sec``,
+            ``examples_per_sec`` and ``tokens_per_sec``: see :func:`batch_counts`).
+        log_file: text stream receiving one JSON object per line (None: no file logging). A resumed run first
+            writes the records it restored, so a file opened with ``"w"`` ends up with the whole run.
         progress: show a tqdm bar; None = only when stderr is a terminal.
         description: progress-bar label.
+        step_fn: the pure train step (see :func:`jit_train_step`); its metrics must hold ``loss`` and
+            ``accuracy``.
+        checkpoint_dir: directory of this run's checkpoints (None: no checkpoints, no resuming).
+        checkpoint_every: save every this many steps (None: only after the last step).
+        keep: how many of the newest checkpoints to keep.
+        data_rng: the NumPy generator(s) ``batches`` draws from; their ``bit_generator`` states are saved
+            with every checkpoint and restored on resume.
 
     Returns:
-        ``(state, history)`` where ``history`` holds the logged records.
+        ``(state, history)`` where ``history`` holds the logged records (a resumed run's included).
 
     Raises:
-        ValueError: ``num_steps < 0`` or ``log_every < 1``.
+        ValueError: ``num_steps < 0``, ``log_every < 1``, ``checkpoint_every < 1``, an iterator ``batches``
+            with ``checkpoint_dir`` but no ``data_rng`` (an iterator cannot be rewound), or a checkpoint of
+            another run (another state, rng key or number of data generators, or past the last step).
     """
     if num_steps < 0 or log_every < 1:
         raise ValueError(f"need num_steps >= 0 and log_every >= 1, got num_steps={num_steps}, log_every={log_every}")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be an int >= 1 or None, got {checkpoint_every!r}")
+    gens = _generators(data_rng)
+    if checkpoint_dir is not None and not callable(batches) and not gens:
+        raise ValueError("checkpoint_dir with an iterator of batches needs data_rng (the generator(s) the iterator "
+                         "draws from): a resumed run cannot rewind an iterator; or pass batches as step -> batch")
     mesh = data_mesh() if mesh is None else mesh
-    step_fn = jit_train_step(mesh, data_axis)
+    jitted_step = jit_train_step(mesh, data_axis, step_fn)
     state = jax.device_put(state, replicated(mesh))
     rng = jax.device_put(rng, replicated(mesh))
     progress = sys.stderr.isatty() if progress is None else progress
+    start_step = int(jax.device_get(state.step))
+    end_step = start_step + num_steps
     history: list[dict[str, float]] = []
-    window: list[dict[str, jax.Array]] = []
-    start_step = int(state.step)
-    t0 = time.perf_counter()
-    with tqdm(total=num_steps, disable=not progress, desc=description, leave=False) as bar:
-        for i in range(num_steps):
-            batch = shard_batch(_next_batch(batches, start_step + i), mesh, data_axis)
-            state, metrics = step_fn(state, batch, rng)
-            window.append(metrics)
-            if len(window) == log_every or i == num_steps - 1:
-                fetched = jax.device_get(window)  # blocks: the window's steps are done
-                t1 = time.perf_counter()
-                record = {"step": start_step + i + 1}
-                record.update({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]})
-                record["steps_per_sec"] = len(window) / max(t1 - t0, 1e-9)
-                history.append(record)
-                if log_file is not None:
-                    log_file.write(json.dumps(record) + "\n")
-                    log_file.flush()
-                bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
-                bar.update(len(window))
-                window, t0 = [], t1
+    window: list[dict[str, Any]] = []
+    checkpointer = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, keep)
+    try:
+        if checkpointer is not None:
+            state, history, window = _resume(checkpointer, state, rng, gens, start_step, end_step, mesh)
+            if log_file is not None and history:
+                log_file.writelines(json.dumps(record) + "\n" for record in history)
+                log_file.flush()
+        first = int(jax.device_get(state.step))
+        counts: list[tuple[int, int]] = []  # (examples, tokens) of the window's steps run by this call
+        t0 = time.perf_counter()
+        with tqdm(total=num_steps, initial=first - start_step, disable=not progress, desc=description,
+                  leave=False) as bar:
+            for step in range(first, end_step):
+                host_batch = _next_batch(batches, step)
+                counts.append(batch_counts(host_batch))
+                state, metrics = jitted_step(state, shard_batch(host_batch, mesh, data_axis), rng)
+                window.append(metrics)
+                if len(window) == log_every or step + 1 == end_step:
+                    fetched = jax.device_get(window)  # blocks: the window's steps are done
+                    t1 = time.perf_counter()
+                    seconds = max(t1 - t0, 1e-9)
+                    record = {"step": step + 1}
+                    record.update({k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]})
+                    record["steps_per_sec"] = len(counts) / seconds
+                    record["examples_per_sec"] = sum(e for e, _ in counts) / seconds
+                    record["tokens_per_sec"] = sum(t for _, t in counts) / seconds
+                    history.append(record)
+                    if log_file is not None:
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
+                    bar.update(len(counts))
+                    window, counts, t0 = [], [], t1
+                if checkpointer is not None and (step + 1 == end_step or (
+                        checkpoint_every is not None and (step + 1) % checkpoint_every == 0)):
+                    checkpointer.save(step + 1, _checkpoint_arrays(state, rng), _checkpoint_meta(history, window, gens))
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()  # waits for the last save
     return state, history

@@ -33,8 +33,8 @@ class ModelApply:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _init_params(model: nn.Module, rng: jax.Array, example_inputs: jnp.ndarray) -> Any:
-    return model.init(rng, example_inputs)["params"]
+def _init_params(model: nn.Module, rng: jax.Array, *example_inputs: jnp.ndarray) -> Any:
+    return model.init(rng, *example_inputs)["params"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,12 +56,20 @@ def make_optimizer(learning_rate: float, max_grad_norm: float | None = 1.0, b1: 
     return adam if max_grad_norm is None else optax.chain(optax.clip_by_global_norm(max_grad_norm), adam)
 
 
-def create_train_state(model: nn.Module, rng: jax.Array, example_inputs: jnp.ndarray,
+def create_train_state(model: nn.Module, rng: jax.Array, example_inputs: jnp.ndarray | tuple[jnp.ndarray, ...],
                        tx: optax.GradientTransformation) -> TrainState:
-    """Initializes ``model`` on ``example_inputs [B, L, V]`` and wraps params, optimizer and step.
+    """Initializes ``model`` on ``example_inputs`` and wraps params, optimizer and step.
+
+    Args:
+        model: the module.
+        rng: init key.
+        example_inputs: the model's first positional argument (``inputs [B, L, V]``), or a tuple of its
+            positional arguments (a seq2seq model: ``(source [B, S, V], target_inputs [B, T])``).
+        tx: the optimizer.
 
     ``apply_fn`` is :class:`ModelApply`, so compiled steps are reused across seeds of one model config
     (and so is the compiled initializer).
     """
-    params = _init_params(model, rng, example_inputs)
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    params = _init_params(model, rng, *args)
     return TrainState.create(apply_fn=ModelApply(model), params=params, tx=tx)

@@ -9,11 +9,12 @@ default ``loss_mask``: tasks with a termination token score accuracy only up to 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from attnjax.train.state import TrainState
 
@@ -42,18 +43,91 @@ def masked_loss_and_correct(logits: jnp.ndarray, targets: jnp.ndarray, loss_mask
     return jnp.sum(xent * mask), jnp.sum(mask), jnp.sum(correct * acc_mask), jnp.sum(acc_mask)
 
 
-def _forward(state: TrainState, params: Any, batch: Batch, train: bool, rng: jax.Array | None):
-    # Separate streams so that adding randomized positions does not change a model's dropout masks.
-    # Evaluation gets the positions stream only: randomized encodings (Ruoss et al.) draw positions
-    # at test time too; dropout is off.
-    rngs = None
-    if rng is not None:
-        rngs = {"positions": jax.random.fold_in(rng, 1)}
-        if train:
-            rngs["dropout"] = rng
+def step_rngs(rng: jax.Array | None, train: bool, shard: jnp.ndarray | int | None = None
+              ) -> dict[str, jax.Array] | None:
+    """The ``rngs`` a model's ``apply`` gets from one step key (None: no randomness).
+
+    Separate streams so that adding randomized positions does not change a model's dropout masks.
+    Evaluation gets the positions stream only: randomized encodings (Ruoss et al.) draw positions
+    at test time too; dropout is off.
+
+    ``shard`` (inside ``shard_map``/``pmap``: this device's index over the axes the batch is split
+    over) is folded into the dropout stream only: each shard then draws its own dropout masks, while
+    the positions stay shared by the whole batch (and equal on the shards of one sequence).
+    """
+    if rng is None:
+        return None
+    rngs = {"positions": jax.random.fold_in(rng, 1)}
+    if train:
+        rngs["dropout"] = rng if shard is None else jax.random.fold_in(rng, shard)
+    return rngs
+
+
+def _forward(state: TrainState, params: Any, batch: Batch, train: bool, rng: jax.Array | None,
+             shard: jnp.ndarray | int | None = None):
     logits = state.apply_fn({"params": params}, batch["inputs"], seq_lengths=batch["seq_lengths"], train=train,
-                            rngs=rngs)
+                            rngs=step_rngs(rng, train, shard))
     return masked_loss_and_correct(logits, batch["targets"], batch["loss_mask"], batch.get("accuracy_mask"))
+
+
+def optimizer_step(state: TrainState, forward: Callable[[Any, jax.Array], tuple[jnp.ndarray, ...]],
+                   rng: jax.Array, axis_name: str | tuple[str, ...] | None = None) -> tuple[TrainState, Metrics]:
+    """One optimizer step on the per-token mean loss that ``forward`` sums; every train step ends here.
+
+    Args:
+        state: the train state.
+        forward: ``(params, step_rng) -> (loss_sum, loss_count, correct, count)``, e.g. from
+            :func:`masked_loss_and_correct`.
+        rng: base key; the step uses ``fold_in(rng, state.step)``, so the same key can be passed every step.
+        axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the axis (or axes) the batch is split over:
+            ``forward`` sums this device's shard, and sums, counts and gradients are summed over the
+            axis, so the loss is the per-token mean over the *whole* batch (not a mean of per-shard
+            means, which would overweight shards with few scored tokens) and the step equals the
+            one-device step. None: ``forward`` sees the whole batch.
+
+    Returns:
+        ``(new_state, metrics)`` with scalar ``loss``, ``accuracy`` (scored tokens), ``grad_norm``
+        (before clipping), ``param_norm`` (after the update) and ``update_norm``.
+    """
+    step_rng = jax.random.fold_in(rng, state.step)
+    # Sharded: differentiate per-device copies of the parameters, so each device's gradient is its
+    # shard's alone and the psum below is the one reduction (under shard_map's replication check the
+    # gradient of replicated parameters would otherwise be summed implicitly).
+    params = state.params if axis_name is None else lax.pcast(state.params, axis_name, to="varying")
+
+    def loss_fn(params):
+        loss_sum, loss_count, correct, count = forward(params, step_rng)
+        if axis_name is not None:
+            # Global denominators: this shard's loss_sum / global count is its share of the global mean.
+            loss_count, correct, count = lax.psum((loss_count, correct, count), axis_name)
+        # An all-unscored batch gives zero loss and accuracy, not NaN.
+        return loss_sum / jnp.maximum(loss_count, 1.0), correct / jnp.maximum(count, 1.0)
+
+    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    if axis_name is not None:
+        loss, grads = lax.psum((loss, grads), axis_name)
+    return apply_gradients(state, grads, loss, accuracy)
+
+
+def apply_gradients(state: TrainState, grads: Any, loss: jnp.ndarray, accuracy: jnp.ndarray
+                    ) -> tuple[TrainState, Metrics]:
+    """The optimizer update every train step ends with (:func:`optimizer_step`, the accumulating step).
+
+    Args:
+        state: the train state.
+        grads: gradient of the per-token mean loss, a pytree like ``state.params``.
+        loss: scalar mean loss (logged).
+        accuracy: scalar accuracy (logged).
+
+    Returns:
+        ``(new_state, metrics)``: see :func:`optimizer_step`.
+    """
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
+    return new_state, metrics
 
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
@@ -65,23 +139,9 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainSt
         rng: base key; the step uses ``fold_in(rng, state.step)``, so the same key can be passed every step.
 
     Returns:
-        ``(new_state, metrics)`` with scalar ``loss``, ``accuracy`` (scored tokens), ``grad_norm``
-        (before clipping), ``param_norm`` (after the update) and ``update_norm``.
+        see :func:`optimizer_step`.
     """
-    step_rng = jax.random.fold_in(rng, state.step)
-
-    def loss_fn(params):
-        loss_sum, loss_count, correct, count = _forward(state, params, batch, True, step_rng)
-        # An all-unscored batch gives zero loss and accuracy, not NaN.
-        return loss_sum / jnp.maximum(loss_count, 1.0), correct / jnp.maximum(count, 1.0)
-
-    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads),
-               "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
-    return new_state, metrics
+    return optimizer_step(state, lambda params, step_rng: _forward(state, params, batch, True, step_rng), rng)
 
 
 def eval_step(state: TrainState, batch: Batch, rng: jax.Array | None = None) -> Metrics:

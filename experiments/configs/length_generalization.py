@@ -75,6 +75,12 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.progress = "auto"  # tqdm bar per cell: "auto" (when a terminal), "on", "off"
     c.only = ""  # run part of the grid: "task=parity_check|even_pairs,model=lstm" or "shard=0/4"
     c.mesh_data = -1  # devices on the 'data' mesh axis (-1: all)
+    # Execution settings: they never change a cell's result (not part of its fingerprint).
+    c.checkpoint_every = 0  # save a cell's training state every N steps (0: off); a rerun resumes from it
+    c.checkpoint_keep = 2  # newest checkpoints kept per cell (an older one is the fallback if the newest is corrupt)
+    # "bfloat16": attention models compute in bf16; parameters, optimizer state, logits and loss stay float32.
+    c.compute_dtype = "float32"
+    c.micro_batches = 1  # gradient accumulation: each batch runs as this many sequential pieces (divides batch_size)
 
     # One learning rate per model family on CPU (comma-separated values sweep them as a grid axis).
     # Chosen by the lr_pilot preset on mean in-distribution accuracy (README, "Learning-rate pilot").
@@ -118,6 +124,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.eval_batch_size = 512
         c.eval_bucket = 50
         c.log_every = 1000
+        c.checkpoint_every = 10_000  # a cell runs for hours: survive preemption
         for family in ("rnn", "lstm", "gru", "transformer"):
             c.learning_rates[family] = "1e-4,3e-4,5e-4"
         for family in ("rnn", "lstm", "gru"):

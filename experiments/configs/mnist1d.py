@@ -2,15 +2,15 @@
 
 Presets (``--config=experiments/configs/mnist1d.py:PRESET``):
 
-* ``cpu`` (default, sized for 2 CPU cores): logistic, MLP, CNN, GRU, ViT-1D and the Transformer classifier
-  over the 40 positions with each positional encoding (nope, sinusoidal, learned, rope, alibi, t5) x
-  {normal, shuffled} x train sizes {250, 1000, 4000} x 3 seeds; Adam (global-norm clip 1.0), batch 100,
-  ``num_steps`` (1,000) steps, one learning rate per model family (from ``lr_pilot``). Measured cost on the
-  2-core machine while two other experiments shared it: 44 cells (seed 0, n = 250 and 4,000) in 7.4 min,
-  i.e. per cell logistic/MLP ~1 s, CNN ~1.5-2 s, GRU ~4 s, ViT-1D ~3 s, Transformer 9-16 s (+5-10 s
-  compile for each model config's first cell); the whole 198-cell grid is ~30 min there (the Transformer's
-  108 cells are ~80% of it), roughly half that on idle cores. ``--config.num_steps=500`` halves it;
-  ``--config.only=shard=i/2`` splits it over two processes.
+* ``cpu`` (default, sized for the study's 60-minute budget on 2 CPU cores): logistic, MLP, CNN, GRU, ViT-1D
+  and the Transformer classifier over the 40 positions with no positions (the permutation-equivariant
+  control), sinusoidal and RoPE positions x {normal, shuffled} x train sizes {250, 1000, 4000} x 3 seeds
+  (144 cells); Adam (global-norm clip 1.0), batch 100, ``num_steps`` (1,000) steps, one learning rate per
+  model family (from ``lr_pilot``). Measured on the 2-core machine with other jobs on it: per cell
+  logistic/MLP ~0.5-1 s, CNN ~1-2 s, GRU ~4-6 s, ViT-1D ~2-3 s, Transformer 9-25 s (+3-5 s compile for each
+  model config's first cell); the 22 cells of one seed and size with all six encodings took 3.6 min.
+* ``cpu_all_encodings``: ``cpu`` with every positional encoding (nope, sinusoidal, learned, rope, alibi, t5):
+  198 cells, about twice as long (the Transformer's cells are most of the cost).
 * ``lr_pilot``: the pilot that chooses the ``cpu`` learning rates: lrs {1e-3, 3e-3, 1e-2} x every model,
   normal data, the full training size, one seed (100, disjoint from the study's seeds). The last 500 of the
   4,000 training examples are held out as a **validation split**; cells report ``val_accuracy`` on it and the
@@ -39,7 +39,7 @@ Differences from the published protocol (Greydanus & Kobak), for every preset:
 
 import ml_collections
 
-PRESETS = ("cpu", "lr_pilot", "paper")
+PRESETS = ("cpu", "cpu_all_encodings", "lr_pilot", "paper")
 ALL_ENCODINGS = "nope,sinusoidal,learned,rope,alibi,t5"
 FAMILIES = ("logistic", "mlp", "cnn", "gru", "vit1d", "transformer")
 
@@ -51,7 +51,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.preset = preset
     c.models = ",".join(FAMILIES)  # comma-separated names in attnjax.nn.MODELS ("classifier" kind)
-    c.positionals = ALL_ENCODINGS  # the Transformer classifier runs once per encoding (attnjax.ops.POSITIONAL)
+    c.positionals = "nope,sinusoidal,rope"  # the Transformer classifier runs once per encoding (attnjax.ops.POSITIONAL)
     c.datasets = "normal,shuffled"
     c.train_sizes = "250,1000,4000"  # training examples per cell (at most 4000 - validation_size)
     c.num_seeds = 3
@@ -80,6 +80,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.vit1d = ml_collections.ConfigDict(dict(attention, patch_size=4, pooling="cls", positional="learned"))
     c.transformer = ml_collections.ConfigDict(dict(attention, pooling="mean"))
 
+    if preset in ("cpu_all_encodings", "paper"):
+        c.positionals = ALL_ENCODINGS
     if preset == "lr_pilot":
         c.datasets = "normal"
         c.train_sizes = "3500"

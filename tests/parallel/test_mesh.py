@@ -25,3 +25,20 @@ def test_make_mesh_errors():
         make_mesh((16,), ("data",))
     with pytest.raises(ValueError, match="not divisible"):
         make_mesh((-1, 3), ("a", "b"))
+
+
+def test_mesh_from_config_axes_defaults_and_errors():
+    from attnjax.parallel import mesh_from_config
+
+    assert dict(mesh_from_config().shape) == {"data": 8, "seq": 1, "model": 1}
+    assert dict(mesh_from_config({"data": -1, "seq": 4}).shape) == {"data": 2, "seq": 4, "model": 1}
+    assert dict(mesh_from_config({"data": 2, "seq": 2, "model": 2}).shape) == {"data": 2, "seq": 2, "model": 2}
+    assert mesh_from_config({"seq": 8}).axis_types == (AxisType.Auto,) * 3
+    with pytest.raises(ValueError, match=r"multiply to 4 devices, but the device count is 8"):
+        mesh_from_config({"data": 2, "seq": 2})
+    with pytest.raises(ValueError, match="does not divide the device count 8"):
+        mesh_from_config({"seq": 3})
+    with pytest.raises(ValueError, match=r"unknown axes \['pipeline'\]"):
+        mesh_from_config({"pipeline": 2})
+    with pytest.raises(ValueError, match="at most one -1"):
+        mesh_from_config({"data": -1, "seq": -1})

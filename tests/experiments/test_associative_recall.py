@@ -1,0 +1,188 @@
+"""The MQAR experiment on the harness: a tiny end-to-end run that resumes, typos before training, presets,
+fingerprints, and the report rebuilt from a small results.json."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import associative_recall as ar
+from experiments import associative_recall_report as report
+from experiments import harness
+from experiments.configs import associative_recall as ar_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _tiny():
+    config = ar_config.get_config()
+    for key, value in dict(models="transformer_lm,gru", attentions="dot_product", vocab_size=16, settings="8:1,8:2",
+                           widths="8", noise_sweep="0.0,1.0", noise_setting="8:2", attention_map_setting="8:2",
+                           num_train=32, num_val=16, num_test=16, num_train_eval=16, num_seeds=2, batch_size=8,
+                           num_steps=3, eval_batch_size=16, log_every=2, progress="off").items():
+        config[key] = value
+    config.transformer_lm.num_layers = 1
+    return config
+
+
+def test_tiny_run_writes_results_summary_and_plots_then_resumes(tmp_path):
+    config, workdir = _tiny(), str(tmp_path / "run")
+    results = harness.run(ar.EXPERIMENT, config, workdir, out=io.StringIO())
+    # 2 models x (2 settings at noise 0 + noise 1 at 8:2) x 2 seeds.
+    assert results["complete"] and results["num_cells"] == 12 and results["num_failed"] == 0
+    runs = harness.ok_runs(results)
+    assert {(r["kv"], r["noise"]) for r in runs} == {(1, 0.0), (2, 0.0), (2, 1.0)}
+    for r in runs:
+        for k in ("train_accuracy", "val_accuracy", "test_accuracy"):
+            assert 0.0 <= r[k] <= 1.0
+        assert 0.0 <= r["test_in_train"] <= 1.0
+    maps = [r["attention_maps"] for r in runs if "attention_maps" in r]
+    assert len(maps) == 1  # the softmax Transformer, first seed, at the map setting
+    layers = maps[0]["layers"]
+    assert len(layers) == 1 and len(layers[0]) == 2 and len(layers[0][0]) == 8  # [layers, N, L, L]
+    assert maps[0]["query"] in maps[0]["queries"]
+    text = ar.EXPERIMENT.report(results, workdir)
+    assert text == (tmp_path / "run" / "summary.md").read_text()
+    assert set(runs[0]["test_accuracy_by_noise"]) == {"0.0", "0.5", "1.0"}
+    for name in (report.PAIRS_FILE, report.NOISE_FILE, report.EVAL_NOISE_FILE, report.MAPS_FILE):
+        assert (tmp_path / "run" / name).read_bytes()[:4] == b"\x89PNG", name
+    assert "## Accuracy vs number of pairs (width 8, noise 0.0)" in text and "| dot_product |" in text
+    assert "| gru |" in text and "## Published" in text and "## Protocol" in text
+    logs = sorted(os.listdir(tmp_path / "run" / "logs"))
+    assert len(logs) == 12
+    out = io.StringIO()
+    again = harness.run(ar.EXPERIMENT, config, workdir, out=out)
+    assert "12 already done, 0 to run" in out.getvalue()
+    assert again["cells"] == json.loads((tmp_path / "run" / "results.json").read_text())["cells"]
+    config.num_seeds = 3  # one more seed: only its cells run
+    out = io.StringIO()
+    harness.run(ar.EXPERIMENT, config, workdir, out=out)
+    assert "12 already done, 6 to run" in out.getvalue()
+
+
+def test_typo_in_the_cli_fails_before_any_file(tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "experiments.associative_recall", f"--workdir={workdir}",
+                           "--config.attentions=dot_product,softmx"], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "unknown attention 'softmx'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("models", "transformer_lm,lsmt", "unknown causal sequence model 'lsmt'"),
+    ("models", "transformer_lm,rnn", "model 'rnn' needs a config block"),
+    ("models", "transformer_lm,transformer", "unknown causal sequence model 'transformer'"),
+    ("attentions", "dot_product,softmx", "unknown attention 'softmx'"),
+    ("settings", "16:2,16x4", "seq_len:num_kv_pairs"),
+    ("settings", "16:2,16:5", r"seq_len must be >= 4 \* num_kv_pairs = 20"),
+    ("settings", "15:2", "seq_len must be even"),
+    ("vocab_size", 6, "vocab_size must give at least num_kv_pairs=4 distinct keys"),
+    ("noise_sweep", "0.0,2.0", r"noise must be a float in \[0, 1\]"),
+    ("noise_sweep", "0.0,lots", "noise_sweep must be comma-separated floats"),
+    ("widths", "64,wide", "widths must be comma-separated ints"),
+    ("widths", "63", "d_model=63 must be divisible by num_heads=2"),
+    ("attention_map_setting", "32:4", "attention_map_setting must be one of the settings"),
+    ("num_train_eval", 10 ** 9, "num_train_eval must be <="),
+    ("only", "variant=linaer", "unknown config.only value"),
+])
+def test_bad_config_fails_before_training(field, value, message):
+    config = ar_config.get_config()
+    config[field] = value
+    with pytest.raises(ValueError, match=message):
+        harness.plan(ar.EXPERIMENT, config)
+
+
+def test_presets_build_every_cell():
+    for preset in ar_config.PRESETS:
+        config = ar_config.get_config(preset)
+        ar.validate(config)
+        cells = ar.cells(config)
+        assert len({c.id for c in cells}) == len(cells)
+    cpu = ar_config.get_config("cpu")
+    n_models = len(ar_config.CPU_ATTENTIONS.split(",")) + 2
+    assert len(ar.cells(cpu)) == n_models * 2 * 3  # 2 pair settings x 3 seeds (the noise sweep is test-time)
+    assert cpu.eval_noises and not cpu.noise_sweep
+    paper = ar_config.get_config("paper")
+    assert (paper.vocab_size, paper.settings, paper.num_train, paper.num_test) == (8192, "64:4,128:8,256:16",
+                                                                                   100_000, 3_000)
+    assert paper.widths == "64,128,256,512" and len(paper.learning_rates.transformer_lm.split(",")) == 4
+    assert set(paper.attentions.split(",")) == set(ar.ATTENTION)  # every registered variant
+    pilot = ar_config.get_config("lr_pilot")
+    assert not pilot.score_test and pilot.first_seed >= cpu.first_seed + cpu.num_seeds
+    with pytest.raises(ValueError, match="preset"):
+        ar_config.get_config("gpu")
+
+
+def test_fingerprint_follows_only_what_determines_the_cell():
+    config = ar_config.get_config()
+    cells = ar.cells(config)
+    linear = next(c for c in cells if c["variant"] == "linear")
+    lstm = next(c for c in cells if c["model"] == "lstm")
+    before = ar.EXPERIMENT.fingerprint(config, linear), ar.EXPERIMENT.fingerprint(config, lstm)
+    config.lstm.num_layers = 1
+    config.num_seeds = 5
+    config.attention_options.local.local_window_size = 2
+    assert ar.EXPERIMENT.fingerprint(config, linear) == before[0]
+    assert ar.EXPERIMENT.fingerprint(config, lstm) != before[1]
+
+
+def _fixture_results():
+    """Softmax solves both settings; linear drops at P=4; the GRU is low and falls further; noise costs linear."""
+    scores = {"dot_product": {2: 1.0, 4: 0.99}, "linear": {2: 0.95, 4: 0.6}, "gru": {2: 0.5, 4: 0.3}}
+    cells = {}
+    for name, by_p in scores.items():
+        model, variant = ("gru", "-") if name == "gru" else ("transformer_lm", name)
+        for P, noise in ((2, 0.0), (4, 0.0), (2, 1.0)):
+            for seed, jitter in enumerate((-0.005, 0.0, 0.005)):
+                acc = by_p[P] - (0.1 if noise and name == "linear" else 0.0) + (jitter if by_p[P] < 0.99 else 0.0)
+                fields = dict(model=model, variant=variant, seq_len=16, kv=P, width=64, noise=noise, lr="3e-3",
+                              seed=seed)
+                cid = "/".join(f"{k}={v}" for k, v in fields.items())
+                # Distractors at test time cost the GRU 20 points and nothing else.
+                by_noise = {"0.0": acc, "1.0": acc - (0.2 if name == "gru" else 0.0)}
+                cells[cid] = {"cell": fields, "status": "ok", "seconds": 1.0,
+                              "metrics": {"train_accuracy": min(1.0, acc + 0.01), "val_accuracy": acc,
+                                          "test_accuracy": acc, "num_params": 1234, "test_in_train": 0.001,
+                                          "test_accuracy_by_noise": by_noise}}
+    config = ar_config.get_config().to_dict()
+    return {"experiment": "associative_recall", "config": config, "cells": cells, "num_cells": len(cells),
+            "num_ok": len(cells), "num_failed": 0, "complete": True}
+
+
+def test_report_from_fixture_has_ci_paired_deltas_and_verdict(tmp_path):
+    text = report.write_report(_fixture_results(), str(tmp_path))
+    assert text == (tmp_path / "summary.md").read_text()
+    assert (tmp_path / report.PAIRS_FILE).exists() and (tmp_path / report.NOISE_FILE).exists()
+    # Row: params, then per setting test [95% CI over 3 seeds], train, paired Δ vs softmax.
+    assert ("| linear | 1234 | 95.0 [93.8, 96.2] | 96.0 | -5.0 [-6.2, -3.8] | 60.0 [58.8, 61.2] | 61.0 "
+            "| -39.0 [-40.2, -37.8] |") in text
+    assert "| dot_product | 1234 | 100.0 [100.0, 100.0] | 100.0 | – |" in text
+    assert "## Accuracy vs filler noise (L=16, P=2, width 64)" in text
+    assert "**Agrees:** softmax attention solves MQAR" in text
+    assert "widens significantly for linear -5.0 [-6.2, -3.8] → -39.0 [-40.2, -37.8], gru" in text
+    assert "**Not fit" in text and "linear, gru" in text
+    assert "linear -10.0 [-10.0, -10.0]" in text  # noise 1 - noise 0, paired
+    assert "Differences from Zoology" in text and "Zoology (Arora et al. 2023, Figure 2" in text
+    assert "## Accuracy vs test-time filler noise (trained at noise 0.0, width 64)" in text
+    assert "| gru | 30.0 [28.8, 31.2] | -69.0 [-70.2, -67.8] | 10.0 [8.8, 11.2] | -89.0 [-90.2, -87.8] |" in text
+    assert "**Distractors at test time**" in text and "gru -20.0 [-20.0, -20.0]" in text
+    assert (tmp_path / report.EVAL_NOISE_FILE).exists()
+
+
+def test_report_picks_learning_rates_on_validation_only():
+    results = _fixture_results()
+    extra = {}
+    for cid, e in results["cells"].items():
+        if e["cell"]["variant"] == "linear":
+            cell = {**e["cell"], "lr": "1e-2"}
+            # Better on test, worse on validation: the validation choice (3e-3) must stay.
+            metrics = {**e["metrics"], "val_accuracy": e["metrics"]["val_accuracy"] - 0.2,
+                       "test_accuracy": 1.0}
+            extra[cid.replace("lr=3e-3", "lr=1e-2")] = {**e, "cell": cell, "metrics": metrics}
+    results["cells"].update(extra)
+    text = report.summary_markdown(results)
+    assert "linear=3e-3" in text and "| linear | 1234 | 95.0 [93.8, 96.2] |" in text
