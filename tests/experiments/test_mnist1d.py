@@ -87,7 +87,9 @@ def test_presets_build_every_cell():
         cells = m1d.cells(config)
         assert len({c.id for c in cells}) == len(cells)
     cpu = m1d.cells(m1d_config.get_config("cpu"))
-    assert len(cpu) == (5 + 6) * 2 * 3 * 3  # (5 models + transformer x 6 encodings) x datasets x sizes x seeds
+    assert len(cpu) == (5 + 3) * 2 * 3 * 3  # (5 models + transformer x 3 encodings) x datasets x sizes x seeds
+    every = m1d.cells(m1d_config.get_config("cpu_all_encodings"))
+    assert len(every) == (5 + 6) * 2 * 3 * 3  # every encoding, including none
     paper = m1d_config.get_config("paper")
     assert (paper.batch_size, paper.num_steps, paper.learning_rates.cnn) == (100, 8000, "1e-2")
     assert paper.train_sizes == "4000"
