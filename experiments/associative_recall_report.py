@@ -17,6 +17,7 @@ import numpy as np
 
 from attnjax import stats
 from attnjax.results import save_figure, write_text
+from experiments.formatting import pct, seeds_ci_text
 from experiments.harness import ok_runs, summary_tail
 
 SUMMARY_FILE = "summary.md"
@@ -39,16 +40,8 @@ PUBLISHED = ("Zoology (Arora et al. 2023, Figure 2; vocabulary 8,192, (L, P) in 
 
 # --------------------------------------------------------------------------- grouping
 
-def pct(x: float | None) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
 
 
-def ci_text(values: Sequence[float]) -> str:
-    """``mean [low, high]`` in % (t-interval over seeds); the mean alone for one value."""
-    if not values:
-        return "–"
-    mean, low, high = stats.mean_ci(list(values))
-    return pct(mean) if not math.isfinite(low) else f"{pct(mean)} [{pct(low)}, {pct(high)}]"
 
 
 def delta_text(d: tuple[float, float, float] | None) -> str:
@@ -132,7 +125,7 @@ def table_pairs(g, width: int, noise: float, metric: str) -> str:
             train = values(seeds, "train_accuracy")
             if seeds:
                 params = str(next(iter(seeds.values()))["num_params"])
-            cols += [ci_text(values(seeds, metric)), pct(float(np.mean(train))) if train else "–",
+            cols += [seeds_ci_text(values(seeds, metric)), pct(float(np.mean(train))) if train else "–",
                      delta_text(versus_baseline(g, (name, L, P, width, noise), metric))]
         rows.append(f"| {name} | {params} | " + " | ".join(cols) + " |")
     return "\n".join(rows)
@@ -155,7 +148,7 @@ def table_axis(g, axis: str, fixed: tuple, metric: str) -> str:
         for x in levels:
             seeds = g.get(key(name, x))
             train = values(seeds, "train_accuracy")
-            cols += [ci_text(values(seeds, metric)), pct(float(np.mean(train))) if train else "–",
+            cols += [seeds_ci_text(values(seeds, metric)), pct(float(np.mean(train))) if train else "–",
                      delta_text(versus_baseline(g, key(name, x), metric))]
         rows.append(f"| {name} | " + " | ".join(cols) + " |")
     return "\n".join(rows)
@@ -170,7 +163,7 @@ def table_eval_noise(g, key: tuple) -> str:
         seeds = g.get((name, *key))
         cols = []
         for m in levels:
-            cols += [ci_text(values(seeds, m)), delta_text(versus_baseline(g, (name, *key), m))]
+            cols += [seeds_ci_text(values(seeds, m)), delta_text(versus_baseline(g, (name, *key), m))]
         rows.append(f"| {name} | " + " | ".join(cols) + " |")
     return "\n".join(rows)
 
@@ -301,7 +294,7 @@ def _curve(ax, xs, seeds_list, metric, color, name):
         v = values(seeds, metric)
         mean, low, high = stats.mean_ci(v)
         means.append(100 * mean)
-        # The band is clipped to [0, 100] (accuracy's range); the tables give the unclipped t-interval.
+        # The band is clipped to [0, 100] (accuracy's range), as in the tables.
         lows.append(100 * max(0.0, low if math.isfinite(low) else mean))
         highs.append(100 * min(1.0, high if math.isfinite(high) else mean))
         trains.append(100 * float(np.mean(values(seeds, "train_accuracy"))))
@@ -411,7 +404,8 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
             "", f"Entries: mean {metric.split('_')[0]} accuracy (%) at the query positions over seeds [95% "
             "t-interval]; train = mean accuracy on the training examples (the fit); Δ = paired (same seed) "
             "model − softmax attention (`dot_product`) in points [95% CI]. Intervals are Student-t over few seeds, "
-            "not clipped to [0, 100]: a wide one means the seeds disagree (some learned, some did not). Learning "
+            "clipped to [0, 100] (differences to [-100, 100]): a wide one means the seeds disagree (some "
+            "learned, some did not). Learning "
             f"rate per row: the best mean validation accuracy among those run ({', '.join(lrs)}). Largest share "
             f"of test sequences also in a training set: {100 * leak:.2f}%."]
     for w in sorted({k[3] for k in g if k[4] == noise}):

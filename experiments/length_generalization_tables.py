@@ -17,7 +17,6 @@ averaged over the tasks (and encodings) that every seed has, then the interval i
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from attnjax import stats
 from attnjax.data import TASKS
 from attnjax.data.tasks import TIERS
+from experiments.formatting import ci_text, pct
 
 Run = dict[str, Any]
 Key = tuple[str, str, str]  # (task, model, variant)
@@ -154,19 +154,8 @@ def per_seed_means(cells: Mapping[Any, Mapping[Any, Sequence[float]]]) -> tuple[
 
 # --------------------------------------------------------------------------- formatting
 
-def pct(x: float | None, sign: bool = False) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    return f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
 
 
-def ci_text(mean: float, low: float, high: float, sign: bool = False) -> str:
-    """``mean [low, high]`` in %. An accuracy's interval (``sign=False``) is clipped to [0, 100] and a
-    difference's to [-100, 100]: the t-interval of a few seeds can leave the range the mean lives in."""
-    bound = -1.0 if sign else 0.0
-    interval = ("n=1" if not math.isfinite(low) else
-                f"{pct(max(low, bound), sign)}, {pct(min(high, 1.0), sign)}")
-    return f"{pct(mean, sign)} [{interval}]"
 
 
 def entry_text(e: Entry, min_train_accuracy: float | None) -> str:

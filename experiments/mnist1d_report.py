@@ -15,6 +15,7 @@ import numpy as np
 
 from attnjax import stats
 from attnjax.results import save_figure, write_text
+from experiments.formatting import pct, seeds_ci_text
 from experiments.harness import ok_runs, summary_tail
 
 SUMMARY_FILE, CURVE_FILE = "summary.md", "sample_efficiency.png"
@@ -26,16 +27,8 @@ COLLAPSE_POINTS = 10.0  # a shuffling drop above this many points is a collapse
 UNDERFIT = 0.8  # mean train accuracy below this at the largest training size is flagged
 
 
-def pct(x: float) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
 
 
-def ci_text(values: Sequence[float]) -> str:
-    """``mean [low, high]`` in % (t-interval over seeds); the mean alone for one value."""
-    if not values:
-        return "–"
-    mean, low, high = stats.mean_ci(list(values))
-    return pct(mean) if not math.isfinite(low) else f"{pct(mean)} [{pct(low)}, {pct(high)}]"
 
 
 def label(model: str, variant: str) -> str:
@@ -104,7 +97,7 @@ def table_shuffle(g, size: int, metric: str) -> str:
             seeds = g.get((name, dataset, size), {})
             pub = PUBLISHED[dataset].get(name)
             train = _values(seeds, "train_accuracy")
-            cols += [ci_text(_values(seeds, metric)), pct(float(np.mean(train))) if train else "–",
+            cols += [seeds_ci_text(_values(seeds, metric)), pct(float(np.mean(train))) if train else "–",
                      "–" if pub is None else str(pub)]
         drop = shuffle_drop(g, name, size, metric)
         drop_text = "–" if drop is None else (
@@ -125,7 +118,7 @@ def table_sizes(g, dataset: str, metric: str) -> str:
             seeds = g.get((name, dataset, s), {})
             test, train = _values(seeds, metric), _values(seeds, "train_accuracy")
             gap = float(np.mean(np.array(train) - np.array(test))) if test and len(test) == len(train) else None
-            cols += [ci_text(test), "–" if gap is None else f"{100 * gap:.1f}"]
+            cols += [seeds_ci_text(test), "–" if gap is None else f"{100 * gap:.1f}"]
         rows.append(f"| {name} | " + " | ".join(cols) + " |")
     return "\n".join(rows)
 

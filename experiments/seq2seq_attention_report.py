@@ -18,6 +18,7 @@ import numpy as np
 from attnjax import stats
 from attnjax.plots import plot_weight_maps
 from attnjax.results import save_figure, write_text
+from experiments.formatting import pct, seeds_ci_text
 from experiments.harness import ok_runs, summary_tail
 
 SUMMARY_FILE, CURVES_FILE = "summary.md", "accuracy_vs_length.png"
@@ -41,21 +42,8 @@ def label(model: str, variant: str) -> str:
     return LABELS.get((model, variant), model if variant == "-" else f"{model}+{variant}")
 
 
-def pct(x: float | None, sign: bool = False) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    return f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
 
 
-def ci_text(values: Sequence[float]) -> str:
-    """``mean [low, high]`` of accuracies in % (t-interval over seeds, clipped to [0, 100]); the mean alone for
-    one value."""
-    if not values:
-        return "–"
-    mean, low, high = stats.mean_ci(list(values))
-    if not math.isfinite(low):
-        return pct(mean)
-    return f"{pct(mean)} [{pct(max(low, 0.0))}, {pct(min(high, 1.0))}]"
 
 
 def group(runs: Sequence[dict]) -> dict[Key, dict[int, dict]]:
@@ -144,7 +132,7 @@ def table_task(g, task: str, floor: float, has_ood: bool) -> str:
         metrics = ["in_token_accuracy", "in_greedy_token_accuracy", "in_greedy_sequence_accuracy"]
         if has_ood:
             metrics += ["ood_token_accuracy", "ood_greedy_token_accuracy", "ood_greedy_sequence_accuracy"]
-        row += [ci_text(values(seeds, m)) for m in metrics]
+        row += [seeds_ci_text(values(seeds, m)) for m in metrics]
         row.append(f"⚠ under-fit (<{100 * floor:.0f})" if underfit(seeds, floor) else "ok")
         rows.append(row)
     return markdown(header, rows)
@@ -185,7 +173,7 @@ def table_trend(g, task: str, n: int, m: int, metric: str) -> str:
     """Greedy accuracy per band of source lengths: how each model degrades as sources get longer."""
     bs = bands(n, m)
     header = ["model"] + [f"n={lo}..{hi}" + (" (train)" if hi <= n else "") for lo, hi in bs]
-    rows = [[_row_name(g, key)] + [ci_text(band_values(g[key], metric, lo, hi)) for lo, hi in bs]
+    rows = [[_row_name(g, key)] + [seeds_ci_text(band_values(g[key], metric, lo, hi)) for lo, hi in bs]
             for key in _order(k for k in g if k[0] == task)]
     return markdown(header, rows)
 
@@ -226,7 +214,7 @@ def published_table(g, tasks: Sequence[str], has_ood: bool) -> str:
         row = [name, f"{bleu:.2f}"]
         for task in tasks:
             key = next((k for k in _order(g) if k[0] == task and k[1] == name), None)
-            row.append("–" if key is None else " / ".join(ci_text(values(g[key], met)) for met in metrics))
+            row.append("–" if key is None else " / ".join(seeds_ci_text(values(g[key], met)) for met in metrics))
         rows.append(row)
     what = "in-dist / OOD" if has_ood else "in-dist"
     return markdown(["model", "Bahdanau et al. 2014: BLEU (WMT'14 En-Fr, all sentences, trained on ≤ 50 words)"]

@@ -146,8 +146,13 @@ def test_report_from_fixture_has_published_numbers_ci_and_verdict(tmp_path):
 
 
 def test_ci_format():
-    assert report.ci_text([0.5, 0.5, 0.5]) == "50.0 [50.0, 50.0]"
-    assert report.ci_text([0.5]) == "50.0" and report.ci_text([]) == "–"
+    from experiments.formatting import seeds_ci_text
+
+    assert seeds_ci_text([0.5, 0.5, 0.5]) == "50.0 [50.0, 50.0]"
+    assert seeds_ci_text([0.5]) == "50.0" and seeds_ci_text([]) == "–"
+    # Seeds that disagree: the t-interval leaves [0, 1] and is clipped to the range an accuracy lives in.
+    assert seeds_ci_text([0.3, 1.0, 1.0]) == "76.7 [0.0, 100.0]"
+    assert seeds_ci_text([-0.5, 0.5], sign=True).endswith("[-100.0, +100.0]")
 
 
 def test_report_never_picks_a_learning_rate_on_the_test_set(tmp_path):
