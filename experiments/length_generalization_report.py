@@ -19,8 +19,9 @@ from attnjax import stats
 from attnjax.data import TASKS
 from attnjax.results import save_figure, write_text
 from experiments import length_generalization_tables as tables
+from experiments.formatting import ci_text, pct
 from experiments.harness import ok_runs, summary_tail
-from experiments.length_generalization_tables import DELETANG, PAPER, RUOSS_GAIN, SOLVED, Entry, Key, pct
+from experiments.length_generalization_tables import DELETANG, PAPER, RUOSS_GAIN, SOLVED, Entry, Key
 
 SUMMARY_FILE, CURVES_FILE, HEATMAP_FILE = "summary.md", "accuracy_vs_length.png", "encoding_heatmap.png"
 MAPS_FILE = "attention_maps.png"
@@ -189,7 +190,7 @@ def claim_randomized(effects: Sequence[tables.Effect], config: Mapping[str, Any]
     head = (f"**(c) Randomized positions improve the Transformer's OOD accuracy** (Ruoss et al.: "
             f"+{RUOSS_GAIN:.1f} points on average over 15 tasks and five encodings). Ours ({e.name}, "
             f"{len(e.by_task)} tasks, {len(e.seeds)} paired seeds): {pct(e.standard)} → {pct(e.randomized)}, "
-            f"Δ = {tables.ci_text(*e.diff, sign=True)} points. ")
+            f"Δ = {ci_text(*e.diff, sign=True)} points. ")
     extra = []
     if config.get("randomized_eval", "random") != "random":
         extra.append(f"positions at test time are {config['randomized_eval']} (Ruoss et al. randomize them too)")
