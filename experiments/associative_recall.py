@@ -295,14 +295,9 @@ def attention_maps(config: ml_collections.ConfigDict, cell: harness.Cell, params
             "layers": layers}
 
 
-def _describe(m: dict[str, Any]) -> str:
-    held = "test" if "test_accuracy" in m else "val"
-    return f"train {100 * m['train_accuracy']:.1f}%, {held} {100 * m[f'{held}_accuracy']:.1f}%"
-
-
 EXPERIMENT = harness.Experiment(
     name="associative_recall", cells=cells, run_cell=run_cell, validate=validate, cell_config=cell_config,
-    report=report.write_report, describe=_describe)
+    report=report.write_report, describe=harness.describe_fit)
 
 if __name__ == "__main__":
     harness.cli(EXPERIMENT, __file__, "associative_recall")

@@ -401,6 +401,12 @@ def _finish(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+def describe_fit(metrics: Mapping[str, Any]) -> str:
+    """The progress line of a classifier-style cell: ``train 93.1%, test 90.2%`` (``val`` on a validation split)."""
+    held = "test" if "test_accuracy" in metrics else "val"
+    return f"train {100 * metrics['train_accuracy']:.1f}%, {held} {100 * metrics[f'{held}_accuracy']:.1f}%"
+
+
 def summary_tail(results: Mapping[str, Any], figures: Sequence[str] = ()) -> list[str]:
     """The closing markdown lines every experiment's ``summary.md`` shares: the failed cells with their
     errors (never dropped silently) and links to the plots."""

@@ -160,14 +160,9 @@ def run_cell(cell: harness.Cell, config: ml_collections.ConfigDict, context: har
     }
 
 
-def _describe(m: dict[str, Any]) -> str:
-    held_out = "test" if "test_accuracy" in m else "val"
-    return f"train {100 * m['train_accuracy']:.1f}%, {held_out} {100 * m[f'{held_out}_accuracy']:.1f}%"
-
-
 EXPERIMENT = harness.Experiment(
     name="mnist1d", cells=cells, run_cell=run_cell, validate=validate, cell_config=cell_config,
-    report=report.write_report, describe=_describe)
+    report=report.write_report, describe=harness.describe_fit)
 
 if __name__ == "__main__":
     harness.cli(EXPERIMENT, __file__, "mnist1d")
