@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from attnjax.results import save_figure
+from attnjax.results import save_and_close
 
 
 def plot_weight_maps(weights, path: str | os.PathLike, *, titles: Sequence[str] | None = None,
@@ -83,8 +83,5 @@ def plot_weight_maps(weights, path: str | os.PathLike, *, titles: Sequence[str] 
     if suptitle:
         fig.suptitle(suptitle)
 
-    try:
-        save_figure(path, fig, dpi=dpi)
-    finally:
-        plt.close(fig)
+    save_and_close(path, fig, dpi=dpi)
     return path

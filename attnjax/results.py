@@ -63,6 +63,17 @@ def save_figure(path: str | os.PathLike, figure: Any, **savefig_kwargs: Any) -> 
         figure.savefig(f, format="png", **savefig_kwargs)
 
 
+def save_and_close(path: str | os.PathLike, figure: Any, **savefig_kwargs: Any) -> None:
+    """:func:`save_figure`, then closes the figure (even if saving fails), so report loops do not pile up
+    open Matplotlib figures."""
+    import matplotlib.pyplot as plt
+
+    try:
+        save_figure(path, figure, **savefig_kwargs)
+    finally:
+        plt.close(figure)
+
+
 def write_with(path: str | os.PathLike, writer: Callable[[IO], None], binary: bool = False) -> None:
     """Atomically writes whatever ``writer(file)`` writes."""
     with atomic_open(path, "wb" if binary else "w") as f:

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from attnjax import stats
-from attnjax.results import save_figure, write_text
+from attnjax.results import save_and_close, write_text
 from experiments.formatting import pct, seeds_ci_text
 from experiments.harness import ok_runs, summary_tail
 
@@ -452,7 +452,6 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     runs = flatten(ok_runs(results))
     written = []
@@ -481,10 +480,7 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
             plots.append((EVAL_NOISE_FILE, lambda: eval_noise_figure(g, eval_keys)))
         for name, make in plots:
             fig = make()
-            try:
-                save_figure(os.path.join(workdir, name), fig, dpi=110, bbox_inches="tight")
-            finally:
-                plt.close(fig)
+            save_and_close(os.path.join(workdir, name), fig, dpi=110, bbox_inches="tight")
             written.append(name)
         maps = next((r["attention_maps"] for r in runs if r.get("attention_maps")), None)
         if maps is not None:

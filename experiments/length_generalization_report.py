@@ -17,7 +17,7 @@ import numpy as np
 
 from attnjax import stats
 from attnjax.data import TASKS
-from attnjax.results import save_figure, write_text
+from attnjax.results import save_and_close, write_text
 from experiments import length_generalization_tables as tables
 from experiments.formatting import ci_text, pct
 from experiments.harness import ok_runs, summary_tail
@@ -362,7 +362,6 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     config = results["config"]
     es = tables.entries(ok_runs(results), config.get("min_train_accuracy"))
@@ -373,10 +372,7 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
         fig = make()
         if fig is None:
             continue
-        try:
-            save_figure(os.path.join(workdir, name), fig, dpi=110, bbox_inches="tight")  # keep the legend
-        finally:
-            plt.close(fig)
+        save_and_close(os.path.join(workdir, name), fig, dpi=110, bbox_inches="tight")  # keep the legend
         written.append(name)
     text = summary_markdown(results, written)
     write_text(os.path.join(workdir, SUMMARY_FILE), text)

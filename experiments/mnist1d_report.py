@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from attnjax import stats
-from attnjax.results import save_figure, write_text
+from attnjax.results import save_and_close, write_text
 from experiments.formatting import pct, seeds_ci_text
 from experiments.harness import ok_runs, summary_tail
 
@@ -255,17 +255,13 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     runs = ok_runs(results)
     written = []
     if runs:
         fig = sample_efficiency_figure(group(runs), f"{_held_out(runs)}_accuracy")
         if fig is not None:
-            try:
-                save_figure(os.path.join(workdir, CURVE_FILE), fig, dpi=110, bbox_inches="tight")
-            finally:
-                plt.close(fig)
+            save_and_close(os.path.join(workdir, CURVE_FILE), fig, dpi=110, bbox_inches="tight")
             written.append(CURVE_FILE)
     text = summary_markdown(results, written)
     write_text(os.path.join(workdir, SUMMARY_FILE), text)

@@ -17,7 +17,7 @@ import numpy as np
 
 from attnjax import stats
 from attnjax.plots import plot_weight_maps
-from attnjax.results import save_figure, write_text
+from attnjax.results import save_and_close, write_text
 from experiments.formatting import pct, seeds_ci_text
 from experiments.harness import ok_runs, summary_tail
 
@@ -457,7 +457,6 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     runs = ok_runs(results)
     written = []
@@ -465,10 +464,7 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
         config = results["config"]
         tasks = list(dict.fromkeys(r["task"] for r in runs))
         fig = curves_figure(group(runs), tasks, config["train_max_length"], config["test_max_length"])
-        try:
-            save_figure(os.path.join(workdir, CURVES_FILE), fig, dpi=110, bbox_inches="tight")
-        finally:
-            plt.close(fig)
+        save_and_close(os.path.join(workdir, CURVES_FILE), fig, dpi=110, bbox_inches="tight")
         written.append(CURVES_FILE)
         written += write_attention_maps(runs, workdir)
     text = summary_markdown(results, written)
