@@ -16,7 +16,9 @@ do not match the checksum is skipped with a :class:`CorruptCheckpointWarning` na
 ``<step>.corrupt`` (kept for inspection; orbax ignores it) and the next older one is tried. A checkpoint of
 a *different* state (other paths, shapes or dtypes) is not corruption but the wrong directory: that raises.
 
-Single process: the arrays are fetched to one host. A multi-host job saves with orbax directly (see
+The arrays are fetched to the host: a replicated state (what :func:`~attnjax.train.fit` trains) on every
+process of a multi-process job, each saving the same checkpoint through orbax's coordinated save (tested
+with two processes). A state sharded over hosts (model parallelism) saves with orbax directly (see
 TPU_NOTES.md, "Checkpoints from many hosts").
 """
 

@@ -9,7 +9,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from attnjax.parallel.mesh import DATA_AXIS
-from attnjax.train.loop import shard_batch
+from attnjax.train.placement import shard_batch
 from attnjax.train.state import TrainState
 from attnjax.train.steps import eval_step
 

@@ -1,8 +1,7 @@
-"""``fit``: jit the train step once (donated state, explicit shardings) and run it with logging and checkpoints."""
+"""``fit``: compile the train step once (donated state, explicit shardings) and run it with logging and checkpoints."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -14,8 +13,10 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from attnjax.parallel.mesh import DATA_AXIS, batch_sharded, data_mesh, replicated
+from attnjax.parallel.mesh import DATA_AXIS, data_mesh
 from attnjax.train.checkpoint import Checkpointer, generator_state, set_generator_state
+from attnjax.train.parallel_steps import sequence_layout, shard_map_train_step
+from attnjax.train.placement import jit_train_step, put_replicated, shard_batch
 from attnjax.train.state import TrainState
 from attnjax.train.steps import train_step
 
@@ -23,36 +24,22 @@ BatchSource = Iterator[Mapping[str, np.ndarray]] | Callable[[int], Mapping[str, 
 DataRng = np.random.Generator | Sequence[np.random.Generator] | None
 
 
-@functools.lru_cache(maxsize=None)
-def jit_train_step(mesh: Mesh, data_axis: str = DATA_AXIS, step_fn: Callable = train_step) -> Callable:
-    """``step_fn`` jitted with the state donated and replicated, the batch split over ``data_axis``.
-
-    XLA inserts the gradient all-reduce over ``data_axis`` (the loss is a global mean), so the result
-    equals the single-device step. Cached per (mesh, step function), so repeated :func:`fit` calls
-    (seeds, restarts) reuse one jitted function and its compiled programs.
-
-    Args:
-        mesh: mesh with a ``data_axis``.
-        data_axis: mesh axis the batch dimension is split over.
-        step_fn: a module-level pure ``(state, batch, rng) -> (state, metrics)`` whose batch is a dict of
-            arrays with a leading batch dimension: :func:`attnjax.train.train_step` (default) or
-            :func:`attnjax.train.seq2seq_train_step`.
-    """
-    rep, data = replicated(mesh), batch_sharded(mesh, data_axis)
-    return jax.jit(step_fn, donate_argnums=(0,), in_shardings=(rep, data, rep), out_shardings=(rep, rep))
-
-
-def shard_batch(batch: Mapping[str, Any], mesh: Mesh, data_axis: str = DATA_AXIS) -> dict[str, jax.Array]:
-    """Places a host batch with its leading dimension split over ``data_axis``.
+def train_step_for(state: TrainState, mesh: Mesh, data_axis: str = DATA_AXIS, step_fn: Callable = train_step
+                   ) -> Callable:
+    """The compiled step :func:`fit` runs: :func:`jit_train_step`, or for a sequence-parallel model (its config
+    sets ``sequence_parallel_axis``) the ``jax.shard_map`` step with ring attention over the mesh's ``seq`` axis
+    (:func:`~attnjax.train.shard_map_train_step`).
 
     Raises:
-        ValueError: batch size not divisible by the axis size.
+        ValueError: the mesh splits ``seq`` but the model is not sequence-parallel (or the reverse), or a
+            sequence-parallel model with a ``step_fn`` other than :func:`~attnjax.train.train_step`.
     """
-    n = mesh.shape[data_axis]
-    sizes = {k: np.shape(v)[0] for k, v in batch.items()}
-    if any(s % n for s in sizes.values()):
-        raise ValueError(f"batch sizes {sizes} must be divisible by mesh axis {data_axis!r} of size {n}")
-    return jax.device_put(dict(batch), batch_sharded(mesh, data_axis))
+    if sequence_layout(state, mesh) is None:
+        return jit_train_step(mesh, data_axis, step_fn)
+    if step_fn is not train_step:
+        raise ValueError(f"a sequence-parallel model trains with step_fn=attnjax.train.train_step (the shard_map "
+                         f"step splits its batch over the sequence), got step_fn={getattr(step_fn, '__name__', step_fn)!r}")
+    return shard_map_train_step(mesh, data_axis)
 
 
 def _next_batch(source: BatchSource, step: int):
@@ -125,7 +112,7 @@ def _resume(checkpointer: Checkpointer, state: TrainState, rng: jax.Array, gens:
     # The step as a Python int, as TrainState.create holds it: the jitted step sees the same argument types
     # (a weakly typed int32) as in an uninterrupted run, so it reuses its compiled program.
     state = state.replace(step=int(arrays["step"]), params=arrays["params"], opt_state=arrays["opt_state"])
-    return jax.device_put(state, replicated(mesh)), list(meta["history"]), window
+    return put_replicated(state, mesh), list(meta["history"]), window
 
 
 def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Array, mesh: Mesh | None = None,
@@ -136,7 +123,12 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
     """Trains for ``num_steps`` steps, optionally saving checkpoints and resuming from the newest one.
 
     The step is compiled once: every batch must have the same shapes (pad to a fixed length with a
-    loss mask). Batches are generated on the host while the previous step runs (JAX dispatch is
+    loss mask). It runs on ``mesh`` (:func:`train_step_for`): the batch split over ``data_axis``, and for a
+    sequence-parallel model also over ``seq`` with ring attention. In a multi-process job (after
+    :func:`~attnjax.parallel.initialize_from_config`, with a mesh over every process's devices) every process
+    calls ``fit`` with the same arguments: the same initial state, rng and global batches (the same seeded
+    generator), and each feeds only its own rows (:mod:`attnjax.train.placement`), so the run equals a
+    single-process one. Batches are generated on the host while the previous step runs (JAX dispatch is
     asynchronous); metrics are fetched only every ``log_every`` steps. Inside the loop the only transfers
     are the explicit ones (each batch's ``device_put``, the logged metrics' ``device_get``, checkpoints):
     the step itself moves nothing between host and device.
@@ -155,7 +147,8 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
         batches: iterator of host batches, or ``step -> batch``.
         num_steps: steps to run, from the initial state's step (a resumed run runs only the rest).
         rng: base key; each step folds in its step number.
-        mesh: mesh with a ``data_axis`` (default: every device on ``'data'``).
+        mesh: mesh with a ``data_axis`` (default: every device on ``'data'``), and a ``'seq'`` axis for a
+            sequence-parallel model.
         data_axis: mesh axis the batch dimension is split over.
         log_every: steps per log record (metrics averaged over the window, plus ``steps_per_sec``,
             ``examples_per_sec`` and ``tokens_per_sec``: see :func:`batch_counts`).
@@ -164,7 +157,7 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
         progress: show a tqdm bar; None = only when stderr is a terminal.
         description: progress-bar label.
         step_fn: the pure train step (see :func:`jit_train_step`); its metrics must hold ``loss`` and
-            ``accuracy``.
+            ``accuracy``. A sequence-parallel model takes the default.
         checkpoint_dir: directory of this run's checkpoints (None: no checkpoints, no resuming).
         checkpoint_every: save every this many steps (None: only after the last step).
         keep: how many of the newest checkpoints to keep.
@@ -177,7 +170,8 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
     Raises:
         ValueError: ``num_steps < 0``, ``log_every < 1``, ``checkpoint_every < 1``, an iterator ``batches``
             with ``checkpoint_dir`` but no ``data_rng`` (an iterator cannot be rewound), or a checkpoint of
-            another run (another state, rng key or number of data generators, or past the last step).
+            another run (another state, rng key or number of data generators, or past the last step), or a
+            mesh and model that disagree on sequence parallelism (:func:`train_step_for`).
     """
     if num_steps < 0 or log_every < 1:
         raise ValueError(f"need num_steps >= 0 and log_every >= 1, got num_steps={num_steps}, log_every={log_every}")
@@ -188,9 +182,8 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
         raise ValueError("checkpoint_dir with an iterator of batches needs data_rng (the generator(s) the iterator "
                          "draws from): a resumed run cannot rewind an iterator; or pass batches as step -> batch")
     mesh = data_mesh() if mesh is None else mesh
-    jitted_step = jit_train_step(mesh, data_axis, step_fn)
-    state = jax.device_put(state, replicated(mesh))
-    rng = jax.device_put(rng, replicated(mesh))
+    jitted_step = train_step_for(state, mesh, data_axis, step_fn)
+    state, rng = put_replicated((state, rng), mesh)
     progress = sys.stderr.isatty() if progress is None else progress
     start_step = int(jax.device_get(state.step))
     end_step = start_step + num_steps

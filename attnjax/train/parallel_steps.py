@@ -28,7 +28,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from attnjax.parallel.layouts import check_layout_length, to_layout
 from attnjax.parallel.mesh import DATA_AXIS, SEQ_AXIS, batch_sharded, replicated
-from attnjax.train.loop import jit_train_step
+from attnjax.train.placement import jit_train_step
 from attnjax.train.state import TrainState
 from attnjax.train.steps import Batch, Metrics, _forward, optimizer_step
 

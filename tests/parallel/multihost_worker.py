@@ -3,8 +3,10 @@
 Run as ``python -m tests.parallel.multihost_worker PROCESS_ID NUM_PROCESSES PORT OUT_DIR``: it joins the job
 through :func:`attnjax.parallel.initialize_from_config` (coordinator ``127.0.0.1:PORT``), builds a mesh over
 every process's 2 CPU devices, generates only its own rows of each global batch, trains :data:`STEPS`
-steps with the jit step and again with the shard_map step, and writes its losses and final parameters to
-``OUT_DIR/process_{PROCESS_ID}.npz``. The test imports :func:`initial_state` and :func:`batch_rows` to
+steps with the jit step and again with the shard_map step, then with :func:`attnjax.train.fit` (every process
+passes the global batches and feeds its own rows) saving a checkpoint to ``OUT_DIR/checkpoints``, then
+``fit`` once more from the initial state, which restores that checkpoint, and writes its losses and final
+parameters of each run to ``OUT_DIR/process_{PROCESS_ID}.npz``. The test imports :func:`initial_state` and :func:`batch_rows` to
 compute the one-process reference from the same state and data.
 """
 
@@ -56,6 +58,20 @@ def _train(step_fn, mesh) -> tuple[list[float], dict]:
     return losses, jax.tree.map(np.asarray, state.params)
 
 
+def _no_batch(step: int):
+    raise AssertionError(f"the resumed fit drew batch {step}: it did not restore the final checkpoint")
+
+
+def _fit(mesh, checkpoint_dir: str, resumed: bool = False) -> tuple[list[float], dict]:
+    from attnjax.train import fit
+
+    # Every process passes the same global batch; fit feeds this process's rows only.
+    batches = _no_batch if resumed else lambda step: batch_rows(step, slice(0, B))
+    state, history = fit(initial_state(), batches, STEPS, rng=jax.random.key(7), mesh=mesh, log_every=1,
+                         checkpoint_dir=checkpoint_dir)
+    return [h["loss"] for h in history], jax.tree.map(np.asarray, state.params)
+
+
 def main(process_id: int, num_processes: int, port: int, out_dir: str) -> None:
     jax.config.update("jax_num_cpu_devices", LOCAL_DEVICES)
     from attnjax.parallel import initialize_from_config, mesh_from_config, process_batch_rows
@@ -68,8 +84,11 @@ def main(process_id: int, num_processes: int, port: int, out_dir: str) -> None:
     rows = process_batch_rows(mesh, B)
     assert rows.stop - rows.start == B // num_processes
     results = {"rows": np.array([rows.start, rows.stop])}
-    for name, step_fn in (("jit", jit_step(mesh)), ("shard_map", shard_map_train_step(mesh))):
-        losses, params = _train(step_fn, mesh)
+    runs = {"jit": lambda: _train(jit_step(mesh), mesh), "shard_map": lambda: _train(shard_map_train_step(mesh), mesh),
+            # The second fit finds the first one's final checkpoint and restores it (no step left to run).
+            "fit": lambda: _fit(mesh, f"{out_dir}/checkpoints"), "fit_resumed": lambda: _fit(mesh, f"{out_dir}/checkpoints", resumed=True)}
+    for name, run in runs.items():
+        losses, params = run()
         results[f"{name}/losses"] = np.array(losses)
         leaves = jax.tree_util.tree_flatten_with_path(params)[0]
         results.update({f"{name}/{jax.tree_util.keystr(path)}": leaf for path, leaf in leaves})

@@ -108,7 +108,7 @@ def test_two_cpu_processes_train_together_like_one(tmp_path):
     results = [np.load(tmp_path / f"process_{i}.npz") for i in range(2)]
     assert [r["rows"].tolist() for r in results] == [[0, 4], [4, 8]]  # each process fed its half of the batch
     for i, r in enumerate(results):
-        for name in ("jit", "shard_map"):
+        for name in ("jit", "shard_map", "fit", "fit_resumed"):
             np.testing.assert_allclose(r[f"{name}/losses"], want_losses, rtol=1e-5, atol=1e-6,
                                        err_msg=f"process {i} {name}")
             for path, want in want_params.items():

@@ -51,7 +51,7 @@ def test_sharded_step_over_8_devices_equals_single_device():
     out = {}
     for name, mesh, state in (("8", data_mesh(8), state8), ("1", data_mesh(1), state1)):
         step = train.jit_train_step(mesh)
-        state = jax.device_put(state, train.loop.replicated(mesh))
+        state = train.put_replicated(state, mesh)
         new_state, metrics = step(state, train.shard_batch(batch, mesh), key)
         out[name] = (jax.device_get(new_state.params), jax.device_get(metrics))
     assert len(train.shard_batch(batch, data_mesh(8))["inputs"].sharding.device_set) == 8
