@@ -28,6 +28,11 @@ from experiments import harness
 from experiments import report as combined
 
 STUDIES = ("length_generalization", "mnist1d", "seq2seq_attention", "associative_recall")
+# Seconds per cell of each default config in the fresh-clone run on 2 CPU cores that the README reports.
+# Cells cost 10x more in one study than in another, so the ETA weighs the cells left by these and scales
+# them by how fast this machine ran the cells so far (a plain mean per cell would be off by hours).
+REFERENCE_SECONDS_PER_CELL = {"length_generalization": 42.0, "mnist1d": 4.0, "seq2seq_attention": 13.5,
+                              "associative_recall": 6.1}
 
 
 def default_config(name: str) -> ml_collections.ConfigDict:
@@ -50,6 +55,12 @@ def plan_studies(names: Sequence[str]) -> list[tuple[harness.Experiment, ml_coll
     return out
 
 
+def eta_seconds(elapsed: float, reference_done: float, reference_left: float) -> float:
+    """Seconds left: the reference seconds of the cells left, times this machine's measured/reference ratio
+    over the cells run so far (1 before any has run)."""
+    return reference_left * (elapsed / reference_done if reference_done > 0 else 1.0)
+
+
 def _done(workdir: str) -> int:
     results = harness.load_results(workdir)
     return 0 if results is None else results.get("num_ok", 0)
@@ -69,19 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = 0
     if not args.report_only:
         total = sum(n for _, _, n in planned)
-        todo = total - sum(min(_done(d), n) for d, (_, _, n) in zip(dirs, planned))
-        print(f"study: {len(planned)} experiments, {total} cells, {todo} to run -> {args.workdir}", flush=True)
-        t0, ran = time.perf_counter(), 0
+        # The harness tries every unfinished cell once: (cells, reference seconds) to run per study.
+        todo = [(n - min(_done(d), n)) for d, (_, _, n) in zip(dirs, planned)]
+        reference = [cells * REFERENCE_SECONDS_PER_CELL.get(e.name, 0.0) for cells, (e, _, _) in zip(todo, planned)]
+        print(f"study: {len(planned)} experiments, {total} cells, {sum(todo)} to run -> {args.workdir}; "
+              f"ETA {harness.format_seconds(sum(reference))} at the README's measured speed", flush=True)
+        t0 = time.perf_counter()
         for k, ((experiment, config, n), workdir) in enumerate(zip(planned, dirs), 1):
-            ran += n - min(_done(workdir), n)  # the harness tries every unfinished cell once
             print(f"\n=== study {k}/{len(planned)}: {experiment.name} -> {workdir}", flush=True)
             results = harness.run(experiment, config, workdir)
             failed += results["num_failed"]
             elapsed = time.perf_counter() - t0
-            left = max(todo - ran, 0)
-            eta = elapsed / ran * left if ran else 0.0
+            eta = eta_seconds(elapsed, sum(reference[:k]), sum(reference[k:]))
             print(f"=== study: {experiment.name} done; elapsed {harness.format_seconds(elapsed)}, "
-                  f"{left} cells left, ETA {harness.format_seconds(eta)}", flush=True)
+                  f"{sum(todo[k:])} cells left, ETA {harness.format_seconds(eta)}", flush=True)
     parts = []
     for (experiment, _, _), workdir in zip(planned, dirs):
         if _done(workdir):

@@ -143,6 +143,9 @@ def test_report_from_fixture_has_published_numbers_ci_and_verdict(tmp_path):
     assert "Agrees (within 5 points or inside our 95% CI): logistic normal 31.0 vs 32" in text
     assert "transformer+nope" in text and "loses nothing" in text
     assert "as published, CNN and GRU collapse" in text
+    # Where ours differ, the summary says how the protocol differs and what that may change.
+    differences = text[text.index("## Differences from the published protocol"):]
+    assert "training steps, not 8,000" in differences and "GRU unidirectional" in differences
 
 
 def test_ci_format():

@@ -33,6 +33,7 @@ def test_runs_resumes_and_writes_one_report(tiny, tmp_path, capsys):
     assert study.main(args) == 0
     first = capsys.readouterr().out
     assert "study: 2 experiments, 2 cells, 2 to run" in first
+    assert "ETA 0m46s at the README's measured speed" in first  # 1 LG cell (42 s) + 1 MNIST-1D cell (4 s)
     assert "=== study 2/2: mnist1d" in first
     combined = (tmp_path / "summary.md").read_text()
     assert "## length_generalization" in combined and "## mnist1d" in combined
@@ -40,6 +41,13 @@ def test_runs_resumes_and_writes_one_report(tiny, tmp_path, capsys):
         assert (tmp_path / name / "results.json").exists() and (tmp_path / name / "summary.md").exists()
     assert study.main(args) == 0
     assert "2 cells, 0 to run" in capsys.readouterr().out
+
+
+def test_eta_weighs_the_cells_left_by_their_study_and_this_machines_speed():
+    # 100 reference seconds ran in 200: the 50 reference seconds left take 100.
+    assert study.eta_seconds(200.0, 100.0, 50.0) == 100.0
+    assert study.eta_seconds(0.0, 0.0, 50.0) == 50.0  # nothing ran yet: the reference itself
+    assert set(study.REFERENCE_SECONDS_PER_CELL) == set(study.STUDIES)
 
 
 def test_report_only_does_not_train(tiny, tmp_path, capsys):
