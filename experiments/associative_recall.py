@@ -243,7 +243,7 @@ def run_cell(cell: harness.Cell, config: ml_collections.ConfigDict, context: har
     with open(context.log_path(cell), "w", encoding="utf-8") as log_file:
         state, history = fit(state, batch, config.num_steps, rng=cell.key("steps"), mesh=mesh,
                              log_every=config.log_every, log_file=log_file, progress=context.progress,
-                             description=cell.id)
+                             description=cell.id, **context.tensorboard_options(cell))
     train_seconds = time.perf_counter() - t0
     size = config.eval_batch_size
     fit_scores = evaluate(state, chunks(train, size, config.num_train_eval), mesh=mesh)

@@ -49,8 +49,8 @@ import numpy as np
 from attnjax.results import environment_info, write_json
 
 # Config keys of the harness itself: they never change a cell's result, so they are not in its fingerprint.
-HARNESS_KEYS = ("only", "progress", "checkpoint_every", "checkpoint_keep")
-CHECKPOINTS_DIR = "checkpoints"
+HARNESS_KEYS = ("only", "progress", "checkpoint_every", "checkpoint_keep", "tensorboard")
+CHECKPOINTS_DIR, TENSORBOARD_DIR = "checkpoints", "tensorboard"
 RESULTS_FILE = "results.json"
 
 
@@ -197,6 +197,7 @@ class Context:
         checkpoint_keep: how many of a cell's newest checkpoints are kept.
         fingerprints: cell id -> fingerprint; a cell's checkpoints live under its fingerprint, so a cell
             whose config changed never resumes from a checkpoint of the old config.
+        tensorboard: ``fit`` also writes TensorBoard scalars (``config.tensorboard``).
     """
 
     workdir: str
@@ -204,6 +205,12 @@ class Context:
     checkpoint_every: int = 0
     checkpoint_keep: int = 2
     fingerprints: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tensorboard: bool = False
+
+    def tensorboard_options(self, cell: Cell) -> dict[str, Any]:
+        """``{"tensorboard_dir": <workdir>/tensorboard/<cell id>}`` for :func:`attnjax.train.fit` when
+        ``config.tensorboard`` is on, else ``{}`` (``tensorboard --logdir <workdir>/tensorboard`` shows every cell)."""
+        return {"tensorboard_dir": os.path.join(self.workdir, TENSORBOARD_DIR, _file_name(cell))} if self.tensorboard else {}
 
     def log_path(self, cell: Cell) -> str:
         """``logs/<cell id>.jsonl`` in the workdir (one JSON object per logged step)."""
@@ -286,6 +293,25 @@ def progress_setting(config: ml_collections.ConfigDict) -> bool | None:
     return None if setting == "auto" else setting == "on"
 
 
+def tensorboard_setting(config: ml_collections.ConfigDict) -> bool:
+    """``config.tensorboard`` (default False): cells write TensorBoard scalars next to their JSON logs.
+
+    Raises:
+        ValueError: not a bool.
+        ImportError: True but tensorboardX is not installed (before any cell trains).
+    """
+    on = config.get("tensorboard", False)
+    if not isinstance(on, bool):
+        raise ValueError(f"config.tensorboard must be True or False, got {on!r}")
+    if on:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboardX") is None:
+            raise ImportError("config.tensorboard=True needs tensorboardX: pip install tensorboardX "
+                              "(or pip install -e \".[tensorboard]\")")
+    return on
+
+
 def checkpoint_setting(config: ml_collections.ConfigDict) -> tuple[int, int]:
     """``(config.checkpoint_every, config.checkpoint_keep)``, defaults ``(0, 2)``: steps between checkpoints
     inside a cell (0: off) and how many to keep.
@@ -306,11 +332,13 @@ def plan(experiment: Experiment, config: ml_collections.ConfigDict) -> list[Cell
 
     Raises:
         ValueError, TypeError: any bad name or value, before anything trains or is written.
+        ImportError: ``config.tensorboard`` without tensorboardX.
     """
     if "only" not in config:
         raise ValueError(f"the {experiment.name} config needs an 'only' field (the harness's selection)")
     progress_setting(config)
     checkpoint_setting(config)
+    tensorboard_setting(config)
     experiment.validate(config)
     return select(experiment.cells(config), config.only)
 
@@ -360,7 +388,7 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str,
     path = os.path.join(workdir, RESULTS_FILE)
     os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
     every, keep = checkpoint_setting(config)
-    context = Context(workdir, progress_setting(config), every, keep, fingerprints)
+    context = Context(workdir, progress_setting(config), every, keep, fingerprints, tensorboard_setting(config))
     todo = [c for c in selected if results["cells"].get(c.id, {}).get("status") != "ok"]
     print(f"{experiment.name}: {len(everything)} cells in the grid, {len(selected)} selected, "
           f"{len(selected) - len(todo)} already done, {len(todo)} to run -> {workdir}", file=out, flush=True)

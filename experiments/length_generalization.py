@@ -153,7 +153,7 @@ def run_cell(cell: harness.Cell, config: ml_collections.ConfigDict, context: har
             progress=context.progress, description=cell.id,
             step_fn=accumulating_train_step(config.get("micro_batches", 1)),
             # Checkpoints (--config.checkpoint_every) save train_rng's position: a resumed cell draws the same batches.
-            data_rng=train_rng, **context.checkpoint_options(cell))
+            data_rng=train_rng, **context.checkpoint_options(cell), **context.tensorboard_options(cell))
     train_seconds = time.perf_counter() - t0
     eval_rng = cell.rng("eval_data", ("task", "seed"))
     per_length = evaluate_lengths(

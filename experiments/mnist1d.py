@@ -144,7 +144,7 @@ def run_cell(cell: harness.Cell, config: ml_collections.ConfigDict, context: har
         steps_key = cell.key("steps", ("model", "variant", "train_size", "lr", "seed"))
         state, history = fit(state, batch, config.num_steps, rng=steps_key, mesh=mesh,
                              log_every=config.log_every, log_file=log_file, progress=context.progress,
-                             description=cell.id)
+                             description=cell.id, **context.tensorboard_options(cell))
     train_seconds = time.perf_counter() - t0
     train = evaluate(state, eval_batches(x, y, config.eval_batch_size), mesh=mesh)
     held_out = "val" if config.validation_size else "test"

@@ -145,7 +145,7 @@ def run_cell(cell: harness.Cell, config: ml_collections.ConfigDict, context: har
         state, history = fit(state, lambda _: seq2seq_training_batch(task, train_rng, config.batch_size, n, a),
                              config.num_steps, rng=cell.key("steps"), mesh=mesh, log_every=config.log_every,
                              log_file=log_file, progress=context.progress, description=cell.id,
-                             step_fn=seq2seq_train_step)
+                             step_fn=seq2seq_train_step, **context.tensorboard_options(cell))
     train_seconds = time.perf_counter() - t0
     eval_rng = cell.rng(f"{config.eval_split}_data", ("task", "seed"))
     per_length = evaluate_seq2seq_lengths(

@@ -19,6 +19,7 @@ from attnjax.train.parallel_steps import sequence_layout, shard_map_train_step
 from attnjax.train.placement import jit_train_step, put_replicated, shard_batch
 from attnjax.train.state import TrainState
 from attnjax.train.steps import train_step
+from attnjax.train.tensorboard import TensorBoardWriter
 
 BatchSource = Iterator[Mapping[str, np.ndarray]] | Callable[[int], Mapping[str, np.ndarray]]
 DataRng = np.random.Generator | Sequence[np.random.Generator] | None
@@ -119,7 +120,8 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
         data_axis: str = DATA_AXIS, log_every: int = 100, log_file: IO[str] | None = None,
         progress: bool | None = None, description: str = "train", step_fn: Callable = train_step,
         checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None, keep: int = 2,
-        data_rng: DataRng = None) -> tuple[TrainState, list[dict[str, float]]]:
+        data_rng: DataRng = None, tensorboard_dir: str | os.PathLike | None = None
+        ) -> tuple[TrainState, list[dict[str, float]]]:
     """Trains for ``num_steps`` steps, optionally saving checkpoints and resuming from the newest one.
 
     The step is compiled once: every batch must have the same shapes (pad to a fixed length with a
@@ -163,6 +165,8 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
         keep: how many of the newest checkpoints to keep.
         data_rng: the NumPy generator(s) ``batches`` draws from; their ``bit_generator`` states are saved
             with every checkpoint and restored on resume.
+        tensorboard_dir: also write every log record as TensorBoard scalars there
+            (:class:`~attnjax.train.tensorboard.TensorBoardWriter`; needs tensorboardX). None: JSON lines only.
 
     Returns:
         ``(state, history)`` where ``history`` holds the logged records (a resumed run's included).
@@ -190,12 +194,15 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
     history: list[dict[str, float]] = []
     window: list[dict[str, Any]] = []
     checkpointer = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, keep)
+    board = None if tensorboard_dir is None else TensorBoardWriter(tensorboard_dir)
     try:
         if checkpointer is not None:
             state, history, window = _resume(checkpointer, state, rng, gens, start_step, end_step, mesh)
             if log_file is not None and history:
                 log_file.writelines(json.dumps(record) + "\n" for record in history)
                 log_file.flush()
+            for record in history if board is not None else ():
+                board.write(record)
         first = int(jax.device_get(state.step))
         counts: list[tuple[int, int]] = []  # (examples, tokens) of the window's steps run by this call
         t0 = time.perf_counter()
@@ -219,6 +226,8 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
                     if log_file is not None:
                         log_file.write(json.dumps(record) + "\n")
                         log_file.flush()
+                    if board is not None:
+                        board.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
                     bar.update(len(counts))
                     window, counts, t0 = [], [], t1
@@ -228,4 +237,6 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
     finally:
         if checkpointer is not None:
             checkpointer.close()  # waits for the last save
+        if board is not None:
+            board.close()
     return state, history

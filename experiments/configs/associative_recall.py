@@ -108,6 +108,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.eval_batch_size = 500
     c.log_every = 50
     c.progress = "auto"
+    c.tensorboard = False  # also write TensorBoard scalars per cell (<workdir>/tensorboard; needs tensorboardX)
     c.only = ""  # e.g. "model=transformer_lm,variant=dot_product|linear" or "shard=0/2"
     c.mesh_data = 1  # devices on the 'data' mesh axis
     c.attention_map_setting = "16:4"  # the softmax Transformer's attention maps are recorded at this setting

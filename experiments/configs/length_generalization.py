@@ -73,6 +73,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.min_train_accuracy = 0.9  # runs below this in-distribution accuracy are flagged in the report
     c.log_every = 500
     c.progress = "auto"  # tqdm bar per cell: "auto" (when a terminal), "on", "off"
+    c.tensorboard = False  # also write TensorBoard scalars per cell (<workdir>/tensorboard; needs tensorboardX)
     c.only = ""  # run part of the grid: "task=parity_check|even_pairs,model=lstm" or "shard=0/4"
     c.mesh_data = -1  # devices on the 'data' mesh axis (-1: all)
     # Execution settings: they never change a cell's result (not part of its fingerprint).

@@ -65,6 +65,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.eval_batch_size = 250
     c.log_every = 500
     c.progress = "auto"
+    c.tensorboard = False  # also write TensorBoard scalars per cell (<workdir>/tensorboard; needs tensorboardX)
     c.only = ""  # e.g. "model=cnn|gru,dataset=shuffled" or "shard=0/4"
     c.mesh_data = 1  # devices on the 'data' mesh axis (batches of 100 on one CPU device)
 

@@ -81,6 +81,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.attention_map_lengths = "10,20"  # a training length and a test length
     c.log_every = 250
     c.progress = "auto"  # tqdm bar per cell: "auto" (when a terminal), "on", "off"
+    c.tensorboard = False  # also write TensorBoard scalars per cell (<workdir>/tensorboard; needs tensorboardX)
     c.only = ""  # run part of the grid: "task=copy,variant=additive|none" or "shard=0/2"
     c.mesh_data = 1  # devices on the 'data' mesh axis (batches of 32 on one CPU device)
 

@@ -111,7 +111,7 @@ def test_execution_settings_keep_fingerprints_and_are_checked():
     config = _tiny()
     cell = lg.cells(config)[0]
     before = lg.EXPERIMENT.fingerprint(config, cell)
-    assert lg.EXPERIMENT.fingerprint(_tiny(checkpoint_every=5, checkpoint_keep=4), cell) == before
+    assert lg.EXPERIMENT.fingerprint(_tiny(checkpoint_every=5, checkpoint_keep=4, tensorboard=True), cell) == before
     assert "dtype" not in lg.model_fields(config, "transformer", cell["variant"])
     assert lg.EXPERIMENT.fingerprint(_tiny(compute_dtype="bfloat16"), cell) != before
     assert lg.EXPERIMENT.fingerprint(_tiny(micro_batches=2), cell) != before
@@ -125,6 +125,9 @@ def test_execution_settings_keep_fingerprints_and_are_checked():
     ]:
         with pytest.raises(ValueError, match=message):
             harness.plan(lg.EXPERIMENT, _tiny(**overrides))
+    # ml_collections refuses a non-bool override of the configs' False; a config built another way is checked.
+    with pytest.raises(ValueError, match="config.tensorboard must be True or False, got 'yes'"):
+        harness.tensorboard_setting(ml_collections.ConfigDict(dict(tensorboard="yes")))
 
 
 def test_harness_gives_each_cell_a_checkpoint_dir_and_removes_it_when_ok(tmp_path):
@@ -152,3 +155,35 @@ def test_harness_gives_each_cell_a_checkpoint_dir_and_removes_it_when_ok(tmp_pat
     assert os.listdir(tmp_path / "checkpoints") == ["x=1"]  # ok cell and stale dir removed; the failed one kept
     config.checkpoint_every = 0
     assert harness.Context(str(tmp_path), None).checkpoint_options(cells[0]) == {}
+
+
+def test_tensorboard_option_writes_each_cells_scalars_beside_its_json_log(tmp_path):
+    results, _ = _run(_tiny(num_seeds=1, tensorboard=True), tmp_path)
+    assert results["complete"]
+    (cell_id,) = results["cells"]
+    logdir = tmp_path / "tensorboard" / cell_id.replace("/", "-")
+    json_log = [json.loads(line) for line in (tmp_path / "logs" / f"{cell_id.replace('/', '-')}.jsonl").open()]
+    scalars = read_scalars(logdir)
+    assert [step for step, _ in scalars["train/loss"]] == [r["step"] for r in json_log] == [3, 6, 8]
+    assert [value for _, value in scalars["train/loss"]] == pytest.approx([r["loss"] for r in json_log])
+    assert {"train/accuracy", "train/grad_norm", "train/tokens_per_sec"} <= set(scalars)
+
+
+def read_scalars(logdir):
+    """``{tag: [(step, value), ...]}`` from the event files in ``logdir``: TFRecords (length, its crc, an
+    ``Event`` protobuf, its crc), parsed with tensorboardX's own proto (tensorboard is not installed)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out = {}
+    for name in sorted(os.listdir(logdir)):
+        data = (logdir / name).read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
