@@ -4,10 +4,10 @@ Run as ``python -m tests.parallel.multihost_worker PROCESS_ID NUM_PROCESSES PORT
 through :func:`attnjax.parallel.initialize_from_config` (coordinator ``127.0.0.1:PORT``), builds a mesh over
 every process's 2 CPU devices, generates only its own rows of each global batch, trains :data:`STEPS`
 steps with the jit step and again with the shard_map step, then with :func:`attnjax.train.fit` (every process
-passes the global batches and feeds its own rows) saving a checkpoint to ``OUT_DIR/checkpoints``, then
-``fit`` once more from the initial state, which restores that checkpoint, and writes its losses and final
-parameters of each run to ``OUT_DIR/process_{PROCESS_ID}.npz``. The test imports :func:`initial_state` and :func:`batch_rows` to
-compute the one-process reference from the same state and data.
+passes the global batches and feeds its own rows), saving a checkpoint to ``OUT_DIR/checkpoints``, then runs
+``fit`` once more from the initial state, which must restore that checkpoint. It writes each run's losses and
+final parameters to ``OUT_DIR/process_{PROCESS_ID}.npz``. The test imports :func:`initial_state` and
+:func:`batch_rows` to compute the one-process reference from the same state and data.
 """
 
 from __future__ import annotations
