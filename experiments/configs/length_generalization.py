@@ -9,8 +9,8 @@ Presets (``--config=experiments/configs/length_generalization.py:PRESET``):
   and randomized) x 3 seeds. Splittable with ``--config.only`` and resumable. Training lengths are drawn
   **per example** (the reference draws one per batch): the fit pilot in the README found that the
   Transformer fits lengths 1..20 to 97-99% in 3,000 steps this way and to 86% with one length per batch.
-  Cost on the 2-core machine: about 5 h in all (the regular tier's 168 cells took 84 min as two pinned
-  halves); run it a tier at a time with ``--config.only="task=..."`` (README, "The full grid").
+  Cost on the 2-core machine: about 5 h in all as two pinned halves (each tier's measured time is in the
+  README, "The full grid"); run it a tier at a time with ``--config.only="task=..."``.
 * ``cpu_similarity``: dot-product, cosine and L2 attention x the 6 encodings x 5 tasks x 3 seeds, per-example
   lengths like ``cpu_grid``.
 * ``lr_pilot``: the pilot that picked the CPU presets' one learning rate per model family: lrs
