@@ -17,6 +17,7 @@ import numpy as np
 
 from attnjax import stats
 from attnjax.data import TASKS
+from attnjax.data.ceilings import position_blind_ceiling
 from attnjax.results import save_and_close, write_text
 from experiments import length_generalization_tables as tables
 from experiments.formatting import ci_text, pct
@@ -25,6 +26,7 @@ from experiments.length_generalization_tables import DELETANG, PAPER, RUOSS_GAIN
 
 SUMMARY_FILE, CURVES_FILE, HEATMAP_FILE = "summary.md", "accuracy_vs_length.png", "encoding_heatmap.png"
 MAPS_FILE = "attention_maps.png"
+MAX_NAMED = 3  # a verdict names at most this many under-fit models per task, and counts the rest
 
 
 # --------------------------------------------------------------------------- protocol
@@ -164,7 +166,10 @@ def claim_memory(es: Mapping[Key, Entry], config: Mapping[str, Any]) -> str | No
         name, top = max(ours.items(), key=lambda item: item[1].best)
         solved = [k for k, e in ours.items() if tables.worst_length(e.best_run, n) >= SOLVED]
         solvers += [f"{k} on {task}" for k in solved]
-        under += [f"{k} on {task}" for k, e in ours.items() if e.underfit]
+        underfit = [k for k, e in ours.items() if e.underfit]
+        if underfit:  # names only while they stay readable; a full grid has a dozen per task
+            names = f" ({', '.join(underfit)})" if len(underfit) <= MAX_NAMED else ""
+            under.append(f"{len(underfit)} of {len(ours)} models on {task}{names}")
         published = max(DELETANG[m][task] for m in ("rnn", "lstm", "transformer"))
         parts.append(f"{task}: best of our {len(ours)} models {_best_text(name, top, n)}, {len(solved)} solve it "
                      f"— published best without external memory {published:.1f}")
@@ -174,7 +179,7 @@ def claim_memory(es: Mapping[Key, Entry], config: Mapping[str, Any]) -> str | No
             f"only memory-augmented RNNs do). Ours, best run (solved = ≥ {100 * SOLVED:.0f}% at every test length): "
             + " | ".join(parts) + ". ")
     if not solvers:
-        caveat = f" (under-fit in-distribution, so uninformative: {', '.join(under)})" if under else ""
+        caveat = f" (under-fit in-distribution, so uninformative: {'; '.join(under)})" if under else ""
         return head + f"**Agrees**: none of our models solves them{caveat}."
     models = list(dict.fromkeys(m for _, m, _ in es))
     return head + f"**Differs**: {'; '.join(solvers)} solve(s) it." + _reasons(
@@ -326,6 +331,21 @@ def attention_map_figure(runs: Sequence[dict], config: Mapping[str, Any]):
 
 # --------------------------------------------------------------------------- the report
 
+CEILING_NOTE = (
+    "Position-blind ceiling (OOD · in-dist): the best accuracy of any predictor that emits one token at every "
+    "output position of an example, computed from the task's data alone (512 examples per length, no model). "
+    "A Transformer without positional encoding and without a causal mask is such a predictor (its blank "
+    "positions all get the same representation); a score at this ceiling is the majority-token rule, not "
+    "length generalization. Classification tasks (one output position) have none.")
+
+
+def position_blind_ceilings(tasks: Sequence[str], config: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """task -> (in-dist, OOD) :func:`~attnjax.data.ceilings.position_blind_ceiling` at the config's lengths, for
+    the known sequence tasks of ``tasks``."""
+    known = [TASKS[t] for t in tasks if t in TASKS and not TASKS[t].is_classification]
+    return {t.name: position_blind_ceiling(t, config["train_max_length"], config["test_max_length"]) for t in known}
+
+
 def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
     """The whole summary.md from ``results``; ``figures`` are the PNG file names to link."""
     config, runs = results["config"], ok_runs(results)
@@ -334,9 +354,12 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
     out = ["# Length generalization", "", protocol_line(config, runs, results), "",
            STATISTIC.format(n=config["train_max_length"], floor=f"{pct(floor)}%" if floor is not None else "–")]
     if es:
-        out += ["", "## Table 1: OOD accuracy by task and model", "", tables.table1(es, floor), "",
+        ceilings = position_blind_ceilings(sorted({t for t, _, _ in es}), config)
+        out += ["", "## Table 1: OOD accuracy by task and model", "", tables.table1(es, floor, ceilings or None), "",
                 "Published columns: Delétang et al. (2022), best run over 10 seeds × 3 learning rates (Transformer: "
                 "best of five encodings), test lengths 41..500."]
+        if ceilings:
+            out += ["", CEILING_NOTE]
     effects = tables.randomization_effects(es)
     if effects:
         out += ["", "## Table 2: randomized vs standard positions (Transformer)", "", tables.table2(effects), "",

@@ -7,6 +7,7 @@ import matplotlib
 import pytest
 
 from attnjax import stats
+from attnjax.data import TASKS, ceilings
 from experiments import length_generalization_report as report
 from experiments import length_generalization_tables as tables
 
@@ -80,6 +81,17 @@ def test_table1_grouped_by_tier_with_published_columns():
     assert by_task["duplicate_string"]["Delétang LSTM"] == "57.6"
     assert by_task["bucket_sort"]["Delétang Transformer"] == "–"  # no published number
     assert by_task["reverse_string"]["lstm"] == "60.0 [60.0, 60.0] (60.0) · 100.0"
+
+
+def test_position_blind_ceiling_column_for_sequence_tasks_only():
+    specs = _seeds("reverse_string", "lstm", "-", [0.6, 0.6, 0.6]) + _seeds("parity_check", "lstm", "-", [1.0] * 3)
+    text = report.summary_markdown(_results(specs))
+    by_task = {r["task"]: r for r in _table(text, "## Table 1")}
+    in_dist, ood = ceilings.position_blind_ceiling(TASKS["reverse_string"], N, M)
+    assert by_task["reverse_string"]["position-blind ceiling"] == f"{100 * ood:.1f} · {100 * in_dist:.1f}"
+    assert by_task["parity_check"]["position-blind ceiling"] == "–"  # one output position: no ceiling
+    assert report.CEILING_NOTE in text
+    assert "position-blind" not in report.summary_markdown(_results(_seeds("parity_check", "lstm", "-", [1.0] * 3)))
 
 
 def test_published_columns_only_for_models_run():
@@ -213,8 +225,12 @@ def test_claim_memory_agrees_and_differs():
     assert "under-fit" not in agrees
     underfit = specs + _seeds("reverse_string", "rnn", "-", [0.5, 0.5, 0.5], in_dist=[0.6, 1.0, 1.0])
     caveat = _paragraph(report.summary_markdown(_results(underfit)), "b")
-    assert "**Agrees**: none of our models solves them (under-fit in-distribution, so uninformative: rnn on " \
-           "reverse_string)" in caveat
+    assert "**Agrees**: none of our models solves them (under-fit in-distribution, so uninformative: 1 of 3 " \
+           "models on reverse_string (rnn))" in caveat
+    many = underfit + [spec for p in ("rope", "alibi", "t5") for spec in
+                       _seeds("reverse_string", "transformer", f"dot_product+{p}", [0.5] * 3, in_dist=0.6)]
+    counted = _paragraph(report.summary_markdown(_results(many)), "b")
+    assert "so uninformative: 4 of 6 models on reverse_string)" in counted and "reverse_string (" not in counted
     specs += _seeds("reverse_string", "rnn", "-", [1.0, 0.98, 0.99])
     differs = _paragraph(report.summary_markdown(_results(specs)), "b")
     assert "**Differs**: rnn on reverse_string solve(s) it" in differs and "Agrees" not in differs
