@@ -333,7 +333,7 @@ def attention_map_figure(runs: Sequence[dict], config: Mapping[str, Any]):
 
 CEILING_NOTE = (
     "Position-blind ceiling (OOD · in-dist): the best accuracy of any predictor that emits one token at every "
-    "output position of an example, computed from the task's data alone (512 examples per length, no model). "
+    "output position of an example, computed from the task's data alone (2,048 examples per length, no model). "
     "A Transformer without positional encoding and without a causal mask is such a predictor (its blank "
     "positions all get the same representation); a score at this ceiling is the majority-token rule, not "
     "length generalization. Classification tasks (one output position) have none.")

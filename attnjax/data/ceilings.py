@@ -36,7 +36,7 @@ def position_blind_accuracy(task: Task, rng: np.random.Generator, batch_size: in
     return float(counts.max(axis=1).sum() / mask.sum())
 
 
-def position_blind_ceiling(task: Task, train_max_length: int, test_max_length: int, batch_size: int = 512,
+def position_blind_ceiling(task: Task, train_max_length: int, test_max_length: int, batch_size: int = 2048,
                            seed: int = 0) -> tuple[float, float]:
     """:func:`position_blind_accuracy` averaged as the study averages a model's scores.
 
