@@ -22,6 +22,8 @@ report) plus an ``ml_collections`` config file. The harness owns everything else
   gives a cell's ``fit`` a directory under ``<workdir>/checkpoints/`` keyed by the cell's fingerprint; a
   preempted cell resumes from its newest checkpoint when the same command runs again, and the directory
   is removed once the cell finishes ok;
+* **workers** (``--config.workers=N`` or ``"auto"``): cells run on N single-threaded worker processes, this
+  process alone writing results.json (:mod:`experiments.workers`);
 * **selection**: ``--config.only="task=parity_check|reverse_string,model=lstm"`` or ``"shard=0/4"``
   runs one part of a grid; parts run into separate workdirs are joined with :func:`merge_results`;
 * **reporting**: a progress line per cell with an ETA, then ``experiment.report`` writes summary
@@ -39,7 +41,6 @@ import re
 import shutil
 import sys
 import time
-import traceback
 import zlib
 from typing import IO, Any, Callable, Iterable, Mapping, Sequence
 
@@ -47,9 +48,10 @@ import ml_collections
 import numpy as np
 
 from attnjax.results import environment_info, write_json
+from experiments.workers import execute_cell, run_in_workers, workers_setting
 
 # Config keys of the harness itself: they never change a cell's result, so they are not in its fingerprint.
-HARNESS_KEYS = ("only", "progress", "checkpoint_every", "checkpoint_keep", "tensorboard")
+HARNESS_KEYS = ("only", "progress", "checkpoint_every", "checkpoint_keep", "tensorboard", "workers")
 CHECKPOINTS_DIR, TENSORBOARD_DIR = "checkpoints", "tensorboard"
 RESULTS_FILE = "results.json"
 
@@ -339,6 +341,7 @@ def plan(experiment: Experiment, config: ml_collections.ConfigDict) -> list[Cell
     progress_setting(config)
     checkpoint_setting(config)
     tensorboard_setting(config)
+    workers_setting(config)
     experiment.validate(config)
     return select(experiment.cells(config), config.only)
 
@@ -361,9 +364,10 @@ def ok_runs(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{**e["cell"], **e["metrics"]} for e in results["cells"].values() if e["status"] == "ok"]
 
 
-def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str, out: IO[str] = sys.stdout
+def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str, out: IO[str] | None = None
         ) -> dict[str, Any]:
-    """Runs the selected, unfinished cells of ``config``'s grid into ``workdir``.
+    """Runs the selected, unfinished cells of ``config``'s grid into ``workdir``, printing progress to ``out``
+    (None: the current ``sys.stdout``).
 
     Returns:
         The results dict (as written to ``workdir/results.json``), with ``num_failed`` and ``complete``
@@ -372,6 +376,7 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str,
     Raises:
         ValueError: invalid config (nothing written), or a workdir holding another experiment.
     """
+    out = sys.stdout if out is None else out
     selected = plan(experiment, config)
     everything = experiment.cells(config)
     fingerprints = {c.id: experiment.fingerprint(config, c) for c in everything}
@@ -390,21 +395,20 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str,
     every, keep = checkpoint_setting(config)
     context = Context(workdir, progress_setting(config), every, keep, fingerprints, tensorboard_setting(config))
     todo = [c for c in selected if results["cells"].get(c.id, {}).get("status") != "ok"]
+    num_workers = min(workers_setting(config), len(todo)) or 1
+    on = f" on {num_workers} worker processes" if num_workers > 1 else ""
     print(f"{experiment.name}: {len(everything)} cells in the grid, {len(selected)} selected, "
-          f"{len(selected) - len(todo)} already done, {len(todo)} to run -> {workdir}", file=out, flush=True)
-    t_start = time.perf_counter()
-    for i, cell in enumerate(todo, 1):
-        t0 = time.perf_counter()
-        entry: dict[str, Any] = {"cell": cell.as_dict(), "fingerprint": fingerprints[cell.id]}
+          f"{len(selected) - len(todo)} already done, {len(todo)} to run{on} -> {workdir}", file=out, flush=True)
+    for cell in todo:
         context.prune_checkpoints(cell)
-        try:
-            metrics = experiment.run_cell(cell, config, context)
-            entry.update(status="ok", metrics=metrics)
-        except Exception as err:  # noqa: BLE001 - record it, run the rest of the grid
-            frames = traceback.extract_tb(err.__traceback__)[-4:]
-            entry.update(status="failed", error=f"{type(err).__name__}: {err}",
-                         traceback=[f"{f.filename}:{f.lineno} in {f.name}: {f.line}" for f in frames])
-        entry["seconds"] = time.perf_counter() - t0
+    if num_workers > 1:  # bars of several processes would garble each other unless asked for
+        outcomes = run_in_workers(experiment.run_cell, todo, config,
+                                  dataclasses.replace(context, progress=context.progress is True), num_workers)
+    else:
+        outcomes = ((cell, execute_cell(experiment.run_cell, cell, config, context)) for cell in todo)
+    t_start = time.perf_counter()
+    for i, (cell, outcome) in enumerate(outcomes, 1):
+        entry: dict[str, Any] = {"cell": cell.as_dict(), "fingerprint": fingerprints[cell.id], **outcome}
         results["cells"][cell.id] = entry
         results["cells"] = {c.id: results["cells"][c.id] for c in everything if c.id in results["cells"]}
         write_json(path, _finish(results))

@@ -77,6 +77,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     c.progress = "auto"  # tqdm bar per cell: "auto" (when a terminal), "on", "off"
     c.tensorboard = False  # also write TensorBoard scalars per cell (<workdir>/tensorboard; needs tensorboardX)
     c.only = ""  # run part of the grid: "task=parity_check|even_pairs,model=lstm" or "shard=0/4"
+    # Cells on N single-threaded worker processes; "auto": one per core on a CPU, 1 on an accelerator.
+    c.workers = "auto"
     c.mesh_data = -1  # devices on the 'data' mesh axis (-1: all)
     # Execution settings: they never change a cell's result (not part of its fingerprint).
     c.checkpoint_every = 0  # save a cell's training state every N steps (0: off); a rerun resumes from it

@@ -29,6 +29,7 @@ def _tiny(**overrides):
     c.batch_size, c.eval_batch_size, c.num_steps, c.log_every = 8, 8, STEPS, 3
     c.transformer.update(dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=8, dropout_rate=0.1))
     c.attention_map_task, c.progress = "", "off"
+    c.workers = "1"  # in this process: the tests patch it and count its devices (a str field, as on the CLI)
     c.update(overrides)
     return c
 
@@ -111,7 +112,8 @@ def test_execution_settings_keep_fingerprints_and_are_checked():
     config = _tiny()
     cell = lg.cells(config)[0]
     before = lg.EXPERIMENT.fingerprint(config, cell)
-    assert lg.EXPERIMENT.fingerprint(_tiny(checkpoint_every=5, checkpoint_keep=4, tensorboard=True), cell) == before
+    assert lg.EXPERIMENT.fingerprint(_tiny(checkpoint_every=5, checkpoint_keep=4, tensorboard=True, workers="2"),
+                                     cell) == before
     assert "dtype" not in lg.model_fields(config, "transformer", cell["variant"])
     assert lg.EXPERIMENT.fingerprint(_tiny(compute_dtype="bfloat16"), cell) != before
     assert lg.EXPERIMENT.fingerprint(_tiny(micro_batches=2), cell) != before
@@ -122,6 +124,7 @@ def test_execution_settings_keep_fingerprints_and_are_checked():
         (dict(compute_dtype="float16"), "unknown compute_dtype 'float16'; valid: bfloat16, float32"),
         (dict(compute_dtype="bfloat16", models="lstm,transformer"), r"\['lstm'\] have none"),
         (dict(micro_batches=3), "micro_batches must be an int >= 1 dividing batch_size=8, got 3"),
+        (dict(workers="two"), "config.workers must be an int >= 1 or 'auto', got 'two'"),
     ]:
         with pytest.raises(ValueError, match=message):
             harness.plan(lg.EXPERIMENT, _tiny(**overrides))
