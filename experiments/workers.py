@@ -1,8 +1,8 @@
 """Running a grid's cells: one at a time in this process, or on several single-threaded worker processes.
 
-Small models on a CPU use several cores poorly from one process: two processes, each pinned to one core
-with XLA single-threaded, ran about 1.7x the cells per minute of one two-thread process on this project's
-2-core machine (README, "Length generalization"). ``config.workers`` (a harness key: it never changes a
+Small models on a CPU use several cores poorly from one process: on this project's 2-core machine, two
+processes, each pinned to one core with XLA single-threaded, ran the ``cpu`` length-generalization preset
+1.41x faster than one process using both cores (README, "Worker processes"). ``config.workers`` (a harness key: it never changes a
 cell's fingerprint) picks the mode:
 
 * ``1``: every cell in this process, XLA with its default threads;
