@@ -18,7 +18,7 @@ TINY = ["--config.tasks=parity_check,stack_manipulation", "--config.num_seeds=2"
         "--config.lstm.hidden_size=4", "--config.transformer.d_model=8", "--config.transformer.mlp_dim=8",
         "--config.transformer.num_layers=1", "--config.transformer.num_heads=2",
         "--config.attentions=cosine", "--config.positionals=alibi", "--config.progress=off",
-        "--config.attention_map_task=parity_check"]
+        "--config.attention_map_task=parity_check", "--config.workers=1"]
 
 
 def _cli(tmp_path, *args):
@@ -60,6 +60,20 @@ def test_cli_tiny_grid_writes_results_and_resumes(tmp_path):
     again = _cli(tmp_path, f"--workdir={workdir}", *TINY)
     assert again.returncode == 0 and "12 already done, 0 to run" in again.stdout
     assert json.loads((workdir / "results.json").read_text())["cells"] == results["cells"]
+
+
+@pytest.mark.slow
+def test_cli_runs_cells_on_worker_processes(tmp_path):
+    # The script's run_cell lives in __main__ under `python -m`: the spawned workers must find it there.
+    workdir = tmp_path / "run"
+    tiny = [arg for arg in TINY if not arg.startswith(("--config.tasks", "--config.workers"))]
+    proc = _cli(tmp_path, f"--workdir={workdir}", *tiny, "--config.tasks=parity_check", "--config.models=lstm",
+                "--config.workers=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 to run on 2 worker processes" in proc.stdout
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["complete"] and results["num_ok"] == 2
+    assert all(0.0 <= run["ood_score"] <= 1.0 for run in harness.ok_runs(results))
 
 
 @pytest.mark.parametrize("override, message", [
