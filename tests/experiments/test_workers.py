@@ -4,7 +4,6 @@ import json
 import os
 
 import ml_collections
-import numpy as np
 import pytest
 
 from experiments import harness, workers
@@ -105,4 +104,3 @@ def test_execute_cell_records_exceptions():
     outcome = workers.execute_cell(run_cell, cell, _config(fail="task=a/seed=0"), None)
     assert outcome["status"] == "failed" and outcome["seconds"] >= 0
     assert any("run_cell" in line for line in outcome["traceback"])
-    assert np.isfinite(outcome["seconds"])
