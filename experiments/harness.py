@@ -48,7 +48,7 @@ import ml_collections
 import numpy as np
 
 from attnjax.results import environment_info, write_json
-from experiments.workers import execute_cell, run_in_workers, workers_setting
+from experiments.workers import check_sendable, execute_cell, run_in_workers, workers_setting
 
 # Config keys of the harness itself: they never change a cell's result, so they are not in its fingerprint.
 HARNESS_KEYS = ("only", "progress", "checkpoint_every", "checkpoint_keep", "tensorboard", "workers")
@@ -341,7 +341,8 @@ def plan(experiment: Experiment, config: ml_collections.ConfigDict) -> list[Cell
     progress_setting(config)
     checkpoint_setting(config)
     tensorboard_setting(config)
-    workers_setting(config)
+    if workers_setting(config) > 1:
+        check_sendable(experiment.run_cell)
     experiment.validate(config)
     return select(experiment.cells(config), config.only)
 

@@ -76,6 +76,15 @@ def workers_setting(config: ml_collections.ConfigDict) -> int:
     return value
 
 
+def check_sendable(run_cell: Callable[..., dict[str, Any]]) -> None:
+    """Raises ValueError unless ``run_cell`` can be sent to a worker process (a module-level function)."""
+    try:
+        pickle.dumps(run_cell)
+    except Exception as err:  # noqa: BLE001 - any pickling failure means the same thing here
+        raise ValueError(f"config.workers > 1 sends the experiment's run_cell to worker processes, so it must be a "
+                         f"module-level function; {run_cell!r} is not ({err}). Use config.workers=1.") from None
+
+
 @contextlib.contextmanager
 def _single_threaded_xla() -> Iterator[None]:
     """XLA_FLAGS with XLA:CPU single-threaded, for processes started inside (spawn copies the environment)."""
@@ -128,11 +137,7 @@ def run_in_workers(run_cell: Callable[..., dict[str, Any]], cells: Sequence[Any]
     """
     import multiprocessing
 
-    try:
-        pickle.dumps(run_cell)
-    except Exception as err:  # noqa: BLE001 - any pickling failure means the same thing here
-        raise ValueError(f"config.workers > 1 sends the experiment's run_cell to worker processes, so it must be a "
-                         f"module-level function; {run_cell!r} is not ({err}). Use config.workers=1.") from None
+    check_sendable(run_cell)
     ctx = multiprocessing.get_context("spawn")  # fork would copy this process's JAX runtime and its threads
     tasks, done = ctx.Queue(), ctx.Queue()
     for cell in cells:

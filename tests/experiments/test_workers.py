@@ -76,7 +76,8 @@ def test_a_nested_run_cell_is_refused_before_any_process_starts(tmp_path):
 
     experiment = harness.Experiment("toy_nested", _cells, nested)
     with pytest.raises(ValueError, match="must be a module-level function.*config.workers=1"):
-        harness.run(experiment, _config(workers=2), str(tmp_path))
+        harness.run(experiment, _config(workers=2), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_command_line_strings_count_too():
