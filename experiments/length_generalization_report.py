@@ -355,7 +355,7 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
            STATISTIC.format(n=config["train_max_length"], floor=f"{pct(floor)}%" if floor is not None else "–")]
     if es:
         ceilings = position_blind_ceilings(sorted({t for t, _, _ in es}), config)
-        out += ["", "## Table 1: OOD accuracy by task and model", "", tables.table1(es, floor, ceilings or None), "",
+        out += ["", "## Table 1: OOD accuracy by task and model", "", tables.table1(es, floor, ceilings), "",
                 "Published columns: Delétang et al. (2022), best run over 10 seeds × 3 learning rates (Transformer: "
                 "best of five encodings), test lengths 41..500."]
         if ceilings:

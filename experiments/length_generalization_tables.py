@@ -191,7 +191,7 @@ def table1(es: Mapping[Key, Entry], min_train_accuracy: float | None,
     """Task × model OOD table, rows grouped by tier, the paper's columns beside ours.
 
     ``ceilings``: task -> (in-distribution, OOD) position-blind ceiling (:mod:`attnjax.data.ceilings`), shown
-    as ``OOD · in-dist`` in its own column for the tasks it has (None: no column).
+    as ``OOD · in-dist`` in its own column for the tasks it has (None or empty: no column).
     """
     columns = key_order(es)
     models = {m for _, m, _ in es}
@@ -199,7 +199,7 @@ def table1(es: Mapping[Key, Entry], min_train_accuracy: float | None,
              if len({v for (_, mm, v) in es if mm == m and v != "-" and not parse_variant(v)[2]}) > 1]
     published = [m for m in DELETANG if m in models]
     header = ["tier", "task", *(label(m, v) for m, v in columns), *(f"{m}: best standard encoding" for m in multi),
-              *(["position-blind ceiling"] if ceilings is not None else []),
+              *(["position-blind ceiling"] if ceilings else []),
               *(f"Delétang {DELETANG_NAMES[m]}" for m in published)]
     rows, previous_tier = [], None
     for task in task_order(t for t, _, _ in es):
@@ -210,7 +210,7 @@ def table1(es: Mapping[Key, Entry], min_train_accuracy: float | None,
         for m in multi:
             best = best_standard_transformer(es, task, m)
             row.append(f"{pct(best[1].best)} ({parse_variant(best[0])[1]})" if best else "–")
-        if ceilings is not None:
+        if ceilings:
             row.append(f"{pct(ceilings[task][1])} · {pct(ceilings[task][0])}" if task in ceilings else "–")
         row += [pct(DELETANG[m][task] / 100) if task in DELETANG[m] else "–" for m in published]
         rows.append(row)

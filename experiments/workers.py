@@ -99,13 +99,12 @@ def _single_threaded_xla() -> Iterator[None]:
             os.environ["XLA_FLAGS"] = old
 
 
-def _worker(run_cell, config_dict: dict, context, cell_type, tasks, done, core: int | None) -> None:
+def _worker(run_cell, config_dict: dict, context, tasks, done, core: int | None) -> None:
     """A worker process: runs cells from ``tasks`` (``None`` ends it) and puts ``(cell id, outcome)`` on ``done``."""
     if core is not None:
         os.sched_setaffinity(0, {core})
     config = ml_collections.ConfigDict(config_dict)
-    while (fields := tasks.get()) is not None:
-        cell = cell_type(fields)
+    while (cell := tasks.get()) is not None:
         done.put((cell.id, execute_cell(run_cell, cell, config, context)))
 
 
@@ -141,7 +140,7 @@ def run_in_workers(run_cell: Callable[..., dict[str, Any]], cells: Sequence[Any]
     ctx = multiprocessing.get_context("spawn")  # fork would copy this process's JAX runtime and its threads
     tasks, done = ctx.Queue(), ctx.Queue()
     for cell in cells:
-        tasks.put(cell.fields)
+        tasks.put(cell)
     for _ in range(workers):
         tasks.put(None)
     cores = available_cores()
@@ -149,7 +148,7 @@ def run_in_workers(run_cell: Callable[..., dict[str, Any]], cells: Sequence[Any]
     by_id = {cell.id: cell for cell in cells}
     with _single_threaded_xla():
         processes = [ctx.Process(target=_worker, daemon=True,
-                                 args=(run_cell, config.to_dict(), context, type(cells[0]), tasks, done,
+                                 args=(run_cell, config.to_dict(), context, tasks, done,
                                        cores[i] if pin else None))
                      for i in range(workers)]
         for p in processes:
