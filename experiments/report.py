@@ -1,10 +1,17 @@
 """Rebuild every study's ``summary.md`` and plots from its ``results.json`` alone, plus one combined summary.
 
+    python -m experiments.report                  # the committed results/ -> docs/results/ and the README's tables
     python -m experiments.report RUN_DIR [RUN_DIR ...] [--out results/summary.md]
+
+Without RUN_DIR, every committed ``results/<study>/<preset>/results.json`` is rebuilt into
+``docs/results/<study>/<preset>/`` (``summary.md`` and its plots), and each README block between
+``<!-- results: <study>/<preset> -->`` and ``<!-- /results -->`` is rewritten as that page's first table and a
+link to the page; a test checks that doing so changes no committed file.
 
 Each RUN_DIR holds the ``results.json`` of one experiment (``length_generalization``, ``mnist1d``,
 ``seq2seq_attention``, ``associative_recall`` ...); the experiment named in that file rebuilds its own
-report (its ``EXPERIMENT.report`` hook, the one ``--report_only`` uses), so nothing here trains, reads a
+report (the ``EXPERIMENT.report`` hook of ``experiments/<name>/run.py``, the one ``--report_only`` uses),
+so nothing here trains, reads a
 log or needs the config that produced the results. The combined summary joins the per-study summaries
 under one heading each, with their plot links rewritten to be relative to the combined file.
 """
@@ -18,27 +25,37 @@ import re
 import sys
 from typing import Sequence
 
+from attnjax import sweep
 from attnjax.results import write_text
-from experiments import harness
 
 COMBINED_TITLE = "# attnjax studies: combined report"
+RESULTS_ROOT, PAGES_ROOT, README = "results", os.path.join("docs", "results"), "README.md"
+_README_BLOCK = re.compile(r"(<!-- results: ([\w-]+/[\w-]+) -->\n).*?(<!-- /results -->)", re.S)
 
 
-def experiment_for(name: str) -> harness.Experiment:
-    """The :class:`harness.Experiment` recorded as ``name`` in a results.json (``experiments.<name>``).
+def experiment_for(name: str) -> sweep.Experiment:
+    """The :class:`sweep.Experiment` recorded as ``name`` in a results.json (``experiments.<name>.run.EXPERIMENT``).
 
     Raises:
-        ValueError: no experiment module of that name, or one without a report.
+        ValueError: no study folder of that name, or one without an experiment with a report.
     """
     if not re.fullmatch(r"[a-z0-9_]+", str(name)):
-        raise ValueError(f"results.json names experiment {name!r}: expected a module name in experiments/")
+        raise ValueError(f"results.json names experiment {name!r}: expected a module name (a study folder in experiments/)")
     try:
-        module = importlib.import_module(f"experiments.{name}")
-    except ModuleNotFoundError:
-        raise ValueError(f"results.json names experiment {name!r}, but experiments/{name}.py does not exist") from None
+        importlib.import_module(f"experiments.{name}")
+    except ModuleNotFoundError as err:
+        if err.name not in ("experiments", f"experiments.{name}"):
+            raise  # a dependency of the study is missing: not the same thing as an unknown study
+        raise ValueError(f"results.json names experiment {name!r}, but experiments/{name}/ does not exist") from None
+    try:
+        module = importlib.import_module(f"experiments.{name}.run")
+    except ModuleNotFoundError as err:
+        if err.name != f"experiments.{name}.run":
+            raise
+        module = None
     experiment = getattr(module, "EXPERIMENT", None)
-    if not isinstance(experiment, harness.Experiment) or experiment.name != name or experiment.report is None:
-        raise ValueError(f"experiments/{name}.py has no EXPERIMENT named {name!r} with a report hook")
+    if not isinstance(experiment, sweep.Experiment) or experiment.name != name or experiment.report is None:
+        raise ValueError(f"experiments/{name}/run.py has no EXPERIMENT named {name!r} with a report hook")
     return experiment
 
 
@@ -48,9 +65,9 @@ def rebuild(workdir: str) -> tuple[str, str]:
     Raises:
         ValueError: no results.json, no finished cell, or an unknown experiment.
     """
-    results = harness.load_results(workdir)
+    results = sweep.load_results(workdir)
     if results is None:
-        raise ValueError(f"no {harness.RESULTS_FILE} in {workdir!r}")
+        raise ValueError(f"no {sweep.RESULTS_FILE} in {workdir!r}")
     experiment = experiment_for(results.get("experiment"))
     if not results.get("num_ok"):
         raise ValueError(f"{workdir!r}: results.json of {experiment.name!r} has no finished cell to report")
@@ -81,11 +98,56 @@ def combined_summary(parts: Sequence[tuple[str, str, str]], out_dir: str) -> str
     return "\n".join(lines) + "\n"
 
 
+def _first_table(summary: str) -> str:
+    lines = summary.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def publish(results_root: str = RESULTS_ROOT, pages_root: str = PAGES_ROOT, readme: str = README) -> list[str]:
+    """Rebuilds ``pages_root/<study>/<preset>/`` from every ``results_root/<study>/<preset>/results.json`` and
+    rewrites the README's result blocks; returns the pages written.
+
+    Raises:
+        ValueError: a README block naming a run that has no committed results.
+    """
+    pages = {}
+    for study in sorted(os.listdir(results_root)) if os.path.isdir(results_root) else []:
+        for preset in sorted(os.listdir(os.path.join(results_root, study))):
+            run_dir = os.path.join(results_root, study, preset)
+            results = sweep.load_results(run_dir)
+            if results is None:
+                continue
+            out_dir = os.path.join(pages_root, study, preset)
+            os.makedirs(out_dir, exist_ok=True)
+            pages[f"{study}/{preset}"] = (os.path.join(out_dir, "summary.md"),
+                                          experiment_for(results["experiment"]).report(results, out_dir))
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+
+    def block(match: re.Match) -> str:
+        if match.group(2) not in pages:
+            raise ValueError(f"{readme} shows results of {match.group(2)!r}, but {results_root}/{match.group(2)}/ "
+                             f"has no {sweep.RESULTS_FILE}")
+        link = f"{PAGES_ROOT}/{match.group(2)}/summary.md"  # the README sits at the repository root
+        summary = pages[match.group(2)][1]
+        return f"{match.group(1)}{_first_table(summary)}\n\nFrom `{match.group(2)}`: [the whole page]({link}).\n{match.group(3)}"
+
+    write_text(readme, _README_BLOCK.sub(block, text))
+    return [page for page, _ in pages.values()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="workdirs holding a results.json")
+    parser.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="workdirs holding a results.json (none: "
+                        "rebuild docs/results/ and the README's tables from the committed results/)")
     parser.add_argument("--out", default=os.path.join("results", "summary.md"), help="the combined summary")
     args = parser.parse_args(argv)
+    if not args.run_dirs:
+        for page in publish():
+            print(f"rebuilt {page}")
+        return 0
     parts = []
     for run_dir in args.run_dirs:
         try:

@@ -4,7 +4,8 @@
     python -m experiments.study --report_only
 
 Runs :data:`STUDIES` (length generalization, MNIST-1D, attention vs no attention in seq2seq, multi-query
-associative recall), each with its config file's default preset, into ``WORKDIR/<experiment>``, then
+associative recall), each with the default preset of its ``experiments/<name>/config.py``, into
+``WORKDIR/<experiment>``, then
 writes every study's summary.md and plots and ``WORKDIR/summary.md`` joining them
 (:mod:`experiments.report`). Resumable like every harness run: rerunning the command skips the cells
 already finished with the same config. Every config is validated before the first cell of the first
@@ -23,8 +24,8 @@ from typing import Sequence
 
 import ml_collections
 
+from attnjax import sweep
 from attnjax.results import write_text
-from experiments import harness
 from experiments import report as combined
 
 STUDIES = ("length_generalization", "mnist1d", "seq2seq_attention", "associative_recall")
@@ -36,23 +37,18 @@ REFERENCE_SECONDS_PER_CELL = {"length_generalization": 42.0, "mnist1d": 4.0, "se
 
 
 def default_config(name: str) -> ml_collections.ConfigDict:
-    """``experiments/configs/<name>.py``'s ``get_config()`` (its default preset)."""
-    return importlib.import_module(f"experiments.configs.{name}").get_config()
+    """``experiments/<name>/config.py``'s ``get_config()`` (its default preset)."""
+    return importlib.import_module(f"experiments.{name}.config").get_config()
 
 
-def plan_studies(names: Sequence[str]) -> list[tuple[harness.Experiment, ml_collections.ConfigDict, int]]:
-    """``(experiment, config, number of selected cells)`` per study, every config validated first.
+def plan_studies(names: Sequence[str]) -> list[sweep.Plan]:
+    """The :class:`sweep.Plan` of every study's default config, each validated once, all before any runs.
 
     Raises:
         ValueError: an unknown study name or an invalid config.
     """
-    harness.check_names("study", names, STUDIES)
-    out = []
-    for name in names:
-        experiment = combined.experiment_for(name)
-        config = default_config(name)
-        out.append((experiment, config, len(harness.plan(experiment, config))))
-    return out
+    sweep.check_names("study", names, STUDIES)
+    return [sweep.plan(combined.experiment_for(name), default_config(name)) for name in names]
 
 
 def eta_seconds(elapsed: float, reference_done: float, reference_left: float) -> float:
@@ -62,7 +58,7 @@ def eta_seconds(elapsed: float, reference_done: float, reference_left: float) ->
 
 
 def _done(workdir: str) -> int:
-    results = harness.load_results(workdir)
+    results = sweep.load_results(workdir)
     return 0 if results is None else results.get("num_ok", 0)
 
 
@@ -73,29 +69,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report_only", action="store_true", help="rebuild the reports from results.json")
     args = parser.parse_args(argv)
     try:
-        planned = plan_studies(harness.names(args.studies))
+        planned = plan_studies(sweep.names(args.studies))
     except (ValueError, TypeError) as err:
         parser.error(str(err))
-    dirs = [os.path.join(args.workdir, experiment.name) for experiment, _, _ in planned]
+    dirs = [os.path.join(args.workdir, p.experiment.name) for p in planned]
     failed = 0
     if not args.report_only:
-        total = sum(n for _, _, n in planned)
+        sizes = [len(p.selected) for p in planned]
+        total = sum(sizes)
         # The harness tries every unfinished cell once: (cells, reference seconds) to run per study.
-        todo = [(n - min(_done(d), n)) for d, (_, _, n) in zip(dirs, planned)]
-        reference = [cells * REFERENCE_SECONDS_PER_CELL.get(e.name, 0.0) for cells, (e, _, _) in zip(todo, planned)]
+        todo = [(n - min(_done(d), n)) for d, n in zip(dirs, sizes)]
+        reference = [cells * REFERENCE_SECONDS_PER_CELL.get(p.experiment.name, 0.0) for cells, p in zip(todo, planned)]
         print(f"study: {len(planned)} experiments, {total} cells, {sum(todo)} to run -> {args.workdir}; "
-              f"ETA {harness.format_seconds(sum(reference))} at the README's measured speed", flush=True)
+              f"ETA {sweep.format_seconds(sum(reference))} at the README's measured speed", flush=True)
         t0 = time.perf_counter()
-        for k, ((experiment, config, n), workdir) in enumerate(zip(planned, dirs), 1):
-            print(f"\n=== study {k}/{len(planned)}: {experiment.name} -> {workdir}", flush=True)
-            results = harness.run(experiment, config, workdir)
+        for k, (the_plan, workdir) in enumerate(zip(planned, dirs), 1):
+            print(f"\n=== study {k}/{len(planned)}: {the_plan.experiment.name} -> {workdir}", flush=True)
+            results = sweep.run(the_plan, workdir)
             failed += results["num_failed"]
             elapsed = time.perf_counter() - t0
             eta = eta_seconds(elapsed, sum(reference[:k]), sum(reference[k:]))
-            print(f"=== study: {experiment.name} done; elapsed {harness.format_seconds(elapsed)}, "
-                  f"{sum(todo[k:])} cells left, ETA {harness.format_seconds(eta)}", flush=True)
+            print(f"=== study: {the_plan.experiment.name} done; elapsed {sweep.format_seconds(elapsed)}, "
+                  f"{sum(todo[k:])} cells left, ETA {sweep.format_seconds(eta)}", flush=True)
     parts = []
-    for (experiment, _, _), workdir in zip(planned, dirs):
+    for workdir in dirs:
         if _done(workdir):
             name, summary = combined.rebuild(workdir)
             parts.append((name, workdir, summary))

@@ -46,6 +46,8 @@ class ModelSpec:
         width: the field :func:`match_capacity` scales (None: the model has no width).
         width_multiple: ``config -> m``: the width must be a multiple of ``m`` (heads divide ``d_model``).
         scaled_with: fields kept proportional to the width (a Transformer's ``mlp_dim``).
+        attention: the model mixes tokens with attention (its config picks the attention and positional
+            encoding), so a study gives it one cell per attention variant.
     """
 
     name: str
@@ -56,6 +58,7 @@ class ModelSpec:
     width: str | None = None
     width_multiple: Callable[[Any], int] = lambda config: 1
     scaled_with: tuple[str, ...] = ()
+    attention: bool = False
 
 
 def _heads_multiple(config: Any) -> int:
@@ -65,7 +68,7 @@ def _heads_multiple(config: Any) -> int:
 
 def _attention_spec(name, module, config, kind, **kwargs) -> ModelSpec:
     return ModelSpec(name, module, config, kind, width="d_model", width_multiple=_heads_multiple,
-                     scaled_with=("mlp_dim",), **kwargs)
+                     scaled_with=("mlp_dim",), attention=True, **kwargs)
 
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (

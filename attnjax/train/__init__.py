@@ -1,4 +1,4 @@
-"""Training: TrainState, optax setup, pure train/eval steps, the fit loop, checkpoints, evaluation."""
+"""Training: TrainState, optax setup, the recipe, pure train/eval steps, the fit loop, checkpoints, evaluation."""
 
 from attnjax.train.accumulate import accumulated_train_step, accumulating_train_step
 from attnjax.train.checkpoint import Checkpointer, CorruptCheckpointWarning
@@ -7,6 +7,7 @@ from attnjax.train.loop import batch_counts, fit, train_step_for
 from attnjax.train.parallel_steps import (jit_step, pmap_train_step, replicate, shard_map_train_step, split_batch,
                                           unreplicate)
 from attnjax.train.placement import jit_train_step, put_replicated, shard_batch
+from attnjax.train.recipe import Recipe, make_recipe_optimizer
 from attnjax.train.seq2seq_steps import (evaluate_seq2seq, evaluate_seq2seq_lengths, greedy_decode,
                                          seq2seq_eval_step, seq2seq_eval_step_jit, seq2seq_train_step)
 from attnjax.train.state import ModelApply, TrainState, count_params, create_train_state, make_optimizer
@@ -23,4 +24,6 @@ __all__ = [
     # Checkpoints and gradient accumulation (attnjax.train.checkpoint, attnjax.train.accumulate).
     "Checkpointer", "CorruptCheckpointWarning", "accumulated_train_step", "accumulating_train_step",
     "apply_gradients", "batch_counts",
+    # The training recipe (attnjax.train.recipe).
+    "Recipe", "make_recipe_optimizer",
 ]

@@ -37,17 +37,25 @@ def _init_params(model: nn.Module, rng: jax.Array, *example_inputs: jnp.ndarray)
     return model.init(rng, *example_inputs)["params"]
 
 
-@functools.lru_cache(maxsize=None)
 def make_optimizer(learning_rate: float, max_grad_norm: float | None = 1.0, b1: float = 0.9,
                    b2: float = 0.999) -> optax.GradientTransformation:
     """``clip_by_global_norm(max_grad_norm)`` then Adam.
 
-    Cached: equal hyper-parameters give the *same* (immutable) transformation object. The optimizer is
-    a static part of :class:`TrainState`, so this lets several runs share one compiled step.
+    Cached: equal hyper-parameters give the *same* (immutable) transformation object, however they are
+    passed (``make_optimizer(1e-3)`` is ``make_optimizer(1e-3, 1.0, 0.9, 0.999)``). The optimizer is a
+    static part of :class:`TrainState`, so this lets several runs share one compiled step.
 
     Raises:
         ValueError: non-positive ``learning_rate`` or ``max_grad_norm``.
     """
+    # One cache key per hyper-parameter tuple: functools.lru_cache keys on the call's *form*, so
+    # ``f(x)`` and ``f(x, default)`` would otherwise build two objects (two compiled steps).
+    return _make_optimizer(learning_rate, max_grad_norm, b1, b2)
+
+
+@functools.lru_cache(maxsize=None)
+def _make_optimizer(learning_rate: float, max_grad_norm: float | None, b1: float,
+                    b2: float) -> optax.GradientTransformation:
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     if max_grad_norm is not None and not max_grad_norm > 0:

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from experiments import associative_recall as ar
-from experiments import associative_recall_report as report
-from experiments import harness
-from experiments.configs import associative_recall as ar_config
+from attnjax import sweep
+from experiments.associative_recall import config as ar_config
+from experiments.associative_recall import report
+from experiments.associative_recall import run as ar
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,10 +30,10 @@ def _tiny():
 
 def test_tiny_run_writes_results_summary_and_plots_then_resumes(tmp_path):
     config, workdir = _tiny(), str(tmp_path / "run")
-    results = harness.run(ar.EXPERIMENT, config, workdir, out=io.StringIO())
+    results = sweep.run(sweep.plan(ar.EXPERIMENT, config), workdir, out=io.StringIO())
     # 2 models x (2 settings at noise 0 + noise 1 at 8:2) x 2 seeds.
     assert results["complete"] and results["num_cells"] == 12 and results["num_failed"] == 0
-    runs = harness.ok_runs(results)
+    runs = sweep.ok_runs(results)
     assert {(r["kv"], r["noise"]) for r in runs} == {(1, 0.0), (2, 0.0), (2, 1.0)}
     for r in runs:
         for k in ("train_accuracy", "val_accuracy", "test_accuracy"):
@@ -54,12 +54,12 @@ def test_tiny_run_writes_results_summary_and_plots_then_resumes(tmp_path):
     logs = sorted(os.listdir(tmp_path / "run" / "logs"))
     assert len(logs) == 12
     out = io.StringIO()
-    again = harness.run(ar.EXPERIMENT, config, workdir, out=out)
+    again = sweep.run(sweep.plan(ar.EXPERIMENT, config), workdir, out=out)
     assert "12 already done, 0 to run" in out.getvalue()
     assert again["cells"] == json.loads((tmp_path / "run" / "results.json").read_text())["cells"]
     config.num_seeds = 3  # one more seed: only its cells run
     out = io.StringIO()
-    harness.run(ar.EXPERIMENT, config, workdir, out=out)
+    sweep.run(sweep.plan(ar.EXPERIMENT, config), workdir, out=out)
     assert "12 already done, 6 to run" in out.getvalue()
 
 
@@ -93,7 +93,7 @@ def test_bad_config_fails_before_training(field, value, message):
     config = ar_config.get_config()
     config[field] = value
     with pytest.raises(ValueError, match=message):
-        harness.plan(ar.EXPERIMENT, config)
+        sweep.plan(ar.EXPERIMENT, config)
 
 
 def test_presets_build_every_cell():

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from experiments import bench_attention
-from experiments.configs import bench_attention as bench_config
+from experiments.bench import attention as bench_attention
+from experiments.bench import attention_config as bench_config
 
 
 def _config(tmp_path, **overrides):
@@ -46,7 +46,7 @@ def test_benchmark_times_rows_and_reports_ratio(tmp_path):
 def test_bad_config_is_a_usage_error_before_compiling(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         bench_attention.check_config(_config(tmp_path, **dict([override.split("=")])))
-    proc = subprocess.run([sys.executable, "-m", "experiments.bench_attention", f"--config.{override}",
+    proc = subprocess.run([sys.executable, "-m", "experiments.bench.attention", f"--config.{override}",
                            f"--config.out={tmp_path}"], capture_output=True, text=True, timeout=120,
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from experiments import bench_models
-from experiments.configs import bench_models as bench_config
+from experiments.bench import models as bench_models
+from experiments.bench import models_config as bench_config
 
 
 @pytest.mark.slow

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from experiments import harness
-from experiments import length_generalization as lg
-from experiments.configs import length_generalization as lg_config
+from attnjax import sweep
+from experiments.length_generalization import run as lg
+from experiments.length_generalization import config as lg_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--config.tasks=parity_check,stack_manipulation", "--config.num_seeds=2", "--config.num_steps=3",
@@ -36,7 +36,7 @@ def test_cli_tiny_grid_writes_results_and_resumes(tmp_path):
     results = json.loads((workdir / "results.json").read_text())
     assert results["complete"] and results["num_cells"] == 2 * 3 * 2  # tasks x (lstm + 2 variants) x seeds
     assert results["config"]["lstm"]["hidden_size"] == 4 and results["environment"]["git_commit"]
-    runs = harness.ok_runs(results)
+    runs = sweep.ok_runs(results)
     assert {r["variant"] for r in runs} == {"-", "cosine+alibi", "cosine+alibi+randomized"}
     for run in runs:
         assert sorted(map(int, run["accuracy_per_length"])) == [1, 2, 3, 4]
@@ -73,7 +73,7 @@ def test_cli_runs_cells_on_worker_processes(tmp_path):
     assert "2 to run on 2 worker processes" in proc.stdout
     results = json.loads((workdir / "results.json").read_text())
     assert results["complete"] and results["num_ok"] == 2
-    assert all(0.0 <= run["ood_score"] <= 1.0 for run in harness.ok_runs(results))
+    assert all(0.0 <= run["ood_score"] <= 1.0 for run in sweep.ok_runs(results))
 
 
 @pytest.mark.parametrize("override, message", [
@@ -120,3 +120,43 @@ def test_cell_fingerprint_follows_only_its_model():
     assert lg.EXPERIMENT.fingerprint(config, transformer_cell) != before[1]
     config.num_steps = 10
     assert lg.EXPERIMENT.fingerprint(config, lstm_cell) != before[0]
+
+
+
+@pytest.mark.slow
+def test_every_model_field_overrides_from_the_command_line(tmp_path):
+    workdir = tmp_path / "run"
+    tiny = [arg for arg in TINY if not arg.startswith(("--config.tasks", "--config.attentions", "--config.num_seeds"))]
+    proc = _cli(tmp_path, f"--workdir={workdir}", *tiny, "--config.tasks=parity_check", "--config.models=transformer",
+                "--config.num_seeds=1", "--config.randomized=false", "--config.transformer.implementation=blockwise",
+                "--config.transformer.block_q=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["complete"] and results["config"]["transformer"]["implementation"] == "blockwise"
+
+
+@pytest.mark.parametrize("override", ["--config.transformer.num_layer=1",
+                                      "--config.transformer.positional=rope"])  # set per cell by the variant
+def test_a_field_the_model_block_lacks_fails_before_any_file(tmp_path, override):
+    workdir = tmp_path / "run"
+    proc = _cli(tmp_path, f"--workdir={workdir}", override)
+    assert proc.returncode != 0 and override.split("=")[0].split(".")[-1] in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not workdir.exists()
+
+
+def test_recipe_keys_build_the_optimizer_and_enter_the_fingerprint_only_when_changed():
+    config = lg_config.get_config()
+    cell = lg.cells(config)[3]
+    before = lg.EXPERIMENT.fingerprint(config, cell)
+    from attnjax.sweep.training import recipe
+    from attnjax.train import make_optimizer, make_recipe_optimizer
+
+    # Today's default is Adam + clipping + a constant rate: the very optimizer the study built before recipes.
+    assert make_recipe_optimizer(recipe(config, cell["lr"]), config.num_steps) is make_optimizer(3e-4, 1.0)
+    config.schedule, config.warmup_steps, config.optimizer, config.weight_decay = "warmup_cosine", 150, "adamw", 1e-4
+    lg.validate(config)
+    assert lg.EXPERIMENT.fingerprint(config, cell) != before
+    config.warmup_steps = config.num_steps
+    with pytest.raises(ValueError, match="warmup_steps"):
+        lg.validate(config)

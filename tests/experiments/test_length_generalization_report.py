@@ -8,8 +8,8 @@ import pytest
 
 from attnjax import stats
 from attnjax.data import TASKS, ceilings
-from experiments import length_generalization_report as report
-from experiments import length_generalization_tables as tables
+from experiments.length_generalization import report
+from experiments.length_generalization import tables
 
 matplotlib.use("Agg")
 

@@ -13,9 +13,11 @@ import ml_collections
 import pytest
 
 from attnjax.results import TIMING_SUFFIX, without_timings
-from experiments import harness
-from experiments import length_generalization as lg
-from experiments.configs import length_generalization as lg_config
+from attnjax import sweep
+from attnjax.sweep.runner import CHECKPOINTS_DIR
+from attnjax.sweep.settings import settings
+from experiments.length_generalization import run as lg
+from experiments.length_generalization import config as lg_config
 
 STEPS = 8
 
@@ -40,7 +42,7 @@ def _metrics(results):
 
 def _run(config, workdir):
     out = io.StringIO()
-    return harness.run(lg.EXPERIMENT, config, str(workdir), out=out), out.getvalue()
+    return sweep.run(sweep.plan(lg.EXPERIMENT, config), str(workdir), out=out), out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +86,9 @@ def test_preempted_cell_resumes_from_its_checkpoint(reference, tmp_path, monkeyp
     monkeypatch.setattr(lg.data, "training_batch", batch)
     with pytest.raises(Preempted):
         _run(config, tmp_path)
-    partial = harness.load_results(str(tmp_path))
+    partial = sweep.load_results(str(tmp_path))
     assert list(partial["cells"]) == [cells[0].id]  # the first cell finished; the second never recorded
-    checkpoints = tmp_path / harness.CHECKPOINTS_DIR
+    checkpoints = tmp_path / CHECKPOINTS_DIR
     (second_dir,) = os.listdir(checkpoints)  # the finished cell's checkpoints are gone
     fingerprint = lg.EXPERIMENT.fingerprint(config, cells[1])
     assert sorted(os.listdir(checkpoints / second_dir / fingerprint)) == ["3"]
@@ -99,7 +101,7 @@ def test_preempted_cell_resumes_from_its_checkpoint(reference, tmp_path, monkeyp
     assert not checkpoints.exists()  # every cell ok: no checkpoint left
     assert json.dumps(without_timings(_metrics(results)), sort_keys=True) == \
         json.dumps(without_timings(_metrics(expected)), sort_keys=True)
-    log_name = os.path.basename(harness.Context(str(tmp_path), None).log_path(cells[1]))
+    log_name = os.path.basename(sweep.Context(str(tmp_path), None).log_path(cells[1]))
 
     def records(workdir):
         lines = (workdir / "logs" / log_name).read_text().splitlines()
@@ -127,37 +129,36 @@ def test_execution_settings_keep_fingerprints_and_are_checked():
         (dict(workers="two"), "config.workers must be an int >= 1 or 'auto', got 'two'"),
     ]:
         with pytest.raises(ValueError, match=message):
-            harness.plan(lg.EXPERIMENT, _tiny(**overrides))
+            sweep.plan(lg.EXPERIMENT, _tiny(**overrides))
     # ml_collections refuses a non-bool override of the configs' False; a config built another way is checked.
     with pytest.raises(ValueError, match="config.tensorboard must be True or False, got 'yes'"):
-        harness.tensorboard_setting(ml_collections.ConfigDict(dict(tensorboard="yes")))
+        settings(ml_collections.ConfigDict(dict(tensorboard="yes")))
 
 
 def test_harness_gives_each_cell_a_checkpoint_dir_and_removes_it_when_ok(tmp_path):
     seen = {}
 
     def run_cell(cell, config, context):
-        options = context.checkpoint_options(cell)
+        options = context.fit_options(cell)
         seen[cell.id] = options
         os.makedirs(options["checkpoint_dir"])
         if cell["x"] == 1:
             raise RuntimeError("diverged")
         return {"x": cell["x"]}
 
-    experiment = harness.Experiment(name="toy", cells=lambda c: harness.grid(x=[0, 1]), run_cell=run_cell)
+    experiment = sweep.Experiment(name="toy", cells=lambda c: sweep.grid(x=[0, 1]), run_cell=run_cell)
     config = ml_collections.ConfigDict(dict(only="", progress="off", checkpoint_every=10, lr=0.1))
     cells = experiment.cells(config)
     stale = tmp_path / "checkpoints" / "x=0" / "0123456789abcdef"  # an earlier config's checkpoints of cell x=0
     os.makedirs(stale)
-    results = harness.run(experiment, config, str(tmp_path), out=io.StringIO())
+    results = sweep.run(sweep.plan(experiment, config), str(tmp_path), out=io.StringIO())
     assert results["num_ok"] == 1 and results["num_failed"] == 1
     for cell in cells:
         assert seen[cell.id]["checkpoint_every"] == 10 and seen[cell.id]["keep"] == 2
         assert seen[cell.id]["checkpoint_dir"] == str(
             tmp_path / "checkpoints" / cell.id / experiment.fingerprint(config, cell))
     assert os.listdir(tmp_path / "checkpoints") == ["x=1"]  # ok cell and stale dir removed; the failed one kept
-    config.checkpoint_every = 0
-    assert harness.Context(str(tmp_path), None).checkpoint_options(cells[0]) == {}
+    assert sweep.Context(str(tmp_path), None).fit_options(cells[0]) == {"progress": None, "description": "x=0"}
 
 
 def test_tensorboard_option_writes_each_cells_scalars_beside_its_json_log(tmp_path):

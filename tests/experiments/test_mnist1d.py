@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from experiments import harness
-from experiments import mnist1d as m1d
-from experiments import mnist1d_report as report
-from experiments.configs import mnist1d as m1d_config
+from attnjax import sweep
+from experiments.mnist1d import run as m1d
+from experiments.mnist1d import report
+from experiments.mnist1d import config as m1d_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--config.models=logistic", "--config.datasets=normal,shuffled", "--config.train_sizes=50",
@@ -30,7 +30,7 @@ def test_cli_tiny_run_writes_results_and_summary_then_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
     assert results["experiment"] == "mnist1d" and results["complete"] and results["num_cells"] == 2
-    runs = harness.ok_runs(results)
+    runs = sweep.ok_runs(results)
     assert {r["dataset"] for r in runs} == {"normal", "shuffled"}
     for r in runs:
         assert 0.0 <= r["train_accuracy"] <= 1.0 and 0.0 <= r["test_accuracy"] <= 1.0
@@ -66,7 +66,7 @@ def test_config_typos_fail_in_validation(field, value, message):
     config = m1d_config.get_config()
     config[field] = value
     with pytest.raises(ValueError, match=message):
-        harness.plan(m1d.EXPERIMENT, config)
+        sweep.plan(m1d.EXPERIMENT, config)
 
 
 def test_model_typos_and_non_classifiers_fail():
@@ -149,7 +149,7 @@ def test_report_from_fixture_has_published_numbers_ci_and_verdict(tmp_path):
 
 
 def test_ci_format():
-    from experiments.formatting import seeds_ci_text
+    from attnjax.sweep.report import seeds_ci_text
 
     assert seeds_ci_text([0.5, 0.5, 0.5]) == "50.0 [50.0, 50.0]"
     assert seeds_ci_text([0.5]) == "50.0" and seeds_ci_text([]) == "–"
@@ -184,7 +184,7 @@ def test_position_blind_transformer_is_unchanged_by_shuffling(tmp_path):
         config[key] = value
     config.transformer.update(d_model=8, num_heads=2, mlp_dim=8)
     os.makedirs(tmp_path / "logs")
-    context = harness.Context(str(tmp_path), False)
+    context = sweep.Context(str(tmp_path), False)
     scores = {(c["model"], c["dataset"]): m1d.run_cell(c, config, context) for c in m1d.cells(config)}
     normal, shuffled = scores[("transformer", "normal")], scores[("transformer", "shuffled")]
     assert abs(normal["test_accuracy"] - shuffled["test_accuracy"]) <= 0.002

@@ -62,7 +62,7 @@ def test_missing_results_is_a_usage_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, message", [("no_such_study", "does not exist"), ("../evil", "expected a module name"),
-                                           ("harness", "has no EXPERIMENT")])
+                                           ("bench", "has no EXPERIMENT")])
 def test_unknown_experiment_is_refused(name, message):
     with pytest.raises(ValueError, match=message):
         report.experiment_for(name)

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from attnjax.nn import build_model
-from experiments import harness
-from experiments import seq2seq_attention as s2a
-from experiments import seq2seq_attention_report as report
-from experiments.configs import seq2seq_attention as s2a_config
+from attnjax import sweep
+from attnjax.sweep.cli import main
+from experiments.seq2seq_attention import run as s2a
+from experiments.seq2seq_attention import report
+from experiments.seq2seq_attention import config as s2a_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,10 +37,10 @@ def _tiny_config(**overrides):
 def test_tiny_run_writes_results_summary_and_plots_then_resumes(tmp_path):
     workdir = str(tmp_path / "run")
     config = _tiny_config()
-    harness.main(s2a.EXPERIMENT, ["prog"], config, workdir)
+    main(s2a.EXPERIMENT, ["prog"], config, workdir)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["experiment"] == "seq2seq_attention" and results["complete"] and results["num_cells"] == 4
-    runs = harness.ok_runs(results)
+    runs = sweep.ok_runs(results)
     assert {r["variant"] for r in runs} == {"none", "additive"}
     for r in runs:
         assert sorted(r["per_length"], key=int) == ["1", "2", "3", "4"]
@@ -59,11 +60,11 @@ def test_tiny_run_writes_results_summary_and_plots_then_resumes(tmp_path):
         assert (tmp_path / "run" / name).read_bytes()[:4] == b"\x89PNG"
     assert len(os.listdir(tmp_path / "run" / "logs")) == 4
     out = io.StringIO()
-    harness.run(s2a.EXPERIMENT, _tiny_config(), workdir, out=out)  # resume: nothing left to run
+    sweep.run(sweep.plan(s2a.EXPERIMENT, _tiny_config()), workdir, out=out)  # resume: nothing left to run
     assert "4 already done, 0 to run" in out.getvalue()
     assert json.loads((tmp_path / "run" / "results.json").read_text())["cells"] == results["cells"]
     os.remove(tmp_path / "run" / "summary.md")
-    harness.main(s2a.EXPERIMENT, ["prog"], _tiny_config(), workdir, report_only=True)
+    main(s2a.EXPERIMENT, ["prog"], _tiny_config(), workdir, report_only=True)
     assert (tmp_path / "run" / "summary.md").read_text() == summary
 
 
@@ -112,7 +113,7 @@ def test_config_typos_fail_in_validation(field, value, message):
         config.learning_rates.gru = "1e-3"
     config[field] = value
     with pytest.raises(ValueError, match=message):
-        harness.plan(s2a.EXPERIMENT, config)
+        sweep.plan(s2a.EXPERIMENT, config)
 
 
 def test_model_field_typo_fails_and_max_len_must_cover_the_test_lengths():

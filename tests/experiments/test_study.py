@@ -5,8 +5,8 @@ import os
 import pytest
 
 from experiments import study
-from experiments.configs import length_generalization as lg_config
-from experiments.configs import mnist1d as mnist1d_config
+from experiments.length_generalization import config as lg_config
+from experiments.mnist1d import config as mnist1d_config
 
 TINY = {
     "length_generalization": lambda: _override(lg_config.get_config(), tasks="parity_check", models="lstm",

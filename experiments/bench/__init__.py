@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m experiments.bench.attention`` (attention kernels), ``python -m experiments.bench.models``."""

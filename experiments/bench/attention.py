@@ -1,0 +1,241 @@
+"""Attention kernels side by side: ``python -m experiments.bench.attention``.
+
+One process, on the default JAX device: attnjax dense, attnjax blockwise, ``jax.nn.dot_product_attention``
+(XLA) and ``flax.linen.dot_product_attention``; forward and forward+backward; float32 and bfloat16;
+B=1, N=8, H=64, T=S over ``--lengths``, causal and not. For every row it reports the median time, the
+achieved GFLOP/s, the ratio to ``jax.nn`` at the same setting, and the compiled temporary memory
+(``jax.jit(f).lower(...).compile().memory_analysis().temp_size_in_bytes``), plus the device's matmul
+GFLOP/s as the roof. Output: a markdown table on stdout, ``summary.md`` and ``results.json`` in
+``config.out`` (written atomically).
+
+Timing: the runnable implementations of a setting are timed round-robin, ``config.repeats`` rounds, the
+median reported; in each round every implementation is called twice back to back and only the second
+call is timed. Round-robin exposes all implementations of a row to the same background load on a
+shared machine; the untimed call in front keeps one implementation's aftermath (the XLA paths free
+gigabytes of temporaries) out of the next one's time.
+
+FLOPs counted: forward ``4*B*N*T*S*H`` (two matmuls), forward+backward 3.5x that (the backward has five
+matmuls: the recomputed or stored scores, dV, dP, dQ, dK); causal rows count half. So GFLOP/s is
+*useful* throughput: a path that computes masked blocks is not credited for them.
+
+Memory safety: every function is compiled first, without running; any whose temporary memory exceeds
+``config.budget_gib`` is reported as "skipped (memory)" with its compiled memory and never executed (the
+XLA path's backward at T=S=16384 would need tens of GiB). ``config.max_timed_length`` reports only the
+compiled memory above that length, for a quick memory comparison at long sequences.
+
+Example (the issue's CPU targets, float32 forward+backward):
+    python -m experiments.bench.attention --config.lengths=1024,4096,16384 --config.dtypes=float32 \
+        --config.passes=fwd+bwd --config.causal=0 --config.max_timed_length=4096
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from attnjax import sweep
+from attnjax.ops import BlockSizes, dot_product_attention
+from attnjax.results import environment_info, write_json, write_text
+
+CONFIG_FILE = os.path.join(os.path.dirname(__file__), "attention_config.py")
+IMPLEMENTATIONS = ("attnjax_dense", "attnjax_blockwise", "jax_nn_xla", "flax_linen")
+REFERENCE = "jax_nn_xla"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    dtype: str
+    causal: bool
+    passes: str  # "fwd" or "fwd+bwd"
+    length: int
+
+
+def attention_fn(name: str, causal: bool, block_sizes: BlockSizes) -> Callable:
+    """``(q, k, v) -> out`` for one implementation, ``[B, T, N, H]`` layout."""
+    if name == "attnjax_dense":
+        return lambda q, k, v: dot_product_attention(q, k, v, is_causal=causal, implementation="dense")
+    if name == "attnjax_blockwise":
+        return lambda q, k, v: dot_product_attention(q, k, v, is_causal=causal, implementation="blockwise",
+                                                     block_sizes=block_sizes)
+    if name == "jax_nn_xla":
+        return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="xla")
+    if name == "flax_linen":
+        def flax_attention(q, k, v):
+            mask = None
+            if causal:  # built from iota inside the traced function, as a model would
+                T, S = q.shape[1], k.shape[1]
+                mask = (jnp.arange(S)[None, :] <= jnp.arange(T)[:, None])[None, None]
+            return nn.dot_product_attention(q, k, v, mask=mask)
+        return flax_attention
+    raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
+
+
+def benchmark_fn(attn: Callable, passes: str) -> Callable:
+    """Jitted forward (``(q, k, v) -> out``) or forward+backward (``(q, k, v, dout) -> (dq, dk, dv)``)."""
+    if passes == "fwd":
+        return jax.jit(attn)
+    if passes == "fwd+bwd":
+        return jax.jit(lambda q, k, v, dout: jax.vjp(attn, q, k, v)[1](dout))
+    raise ValueError(f"passes must be 'fwd' or 'fwd+bwd', got {passes!r}")
+
+
+def flops(setting: Setting, batch: int, heads: int, head_dim: int) -> float:
+    fwd = 4.0 * batch * heads * setting.length * setting.length * head_dim
+    total = fwd * (3.5 if setting.passes == "fwd+bwd" else 1.0)
+    return total * (0.5 if setting.causal else 1.0)
+
+
+def round_robin(calls: list[tuple[Callable, tuple]], repeats: int) -> list[list[float]]:
+    """Wall times (s) of every ``fn(*args)`` in ``calls``, ``repeats`` rounds of one timed call each, so
+    that load from other processes hits all of them alike.
+
+    In every round each function is called once untimed right before its timed call (the first of
+    these also compiles): a call that follows a different function pays for that function's
+    aftermath (the XLA paths free gigabytes of temporaries, whose unmapping and page faults slow
+    the next call down), so each timed call follows a call of the same function, as in a training loop.
+    """
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeats):
+        for fn_times, (fn, args) in zip(times, calls):
+            jax.block_until_ready(fn(*args))
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            fn_times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_roof(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of one ``[n, n] @ [n, n]`` matmul on the default device, float32 accumulation."""
+    a = jnp.ones((n, n), dtype)
+    f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    [times] = round_robin([(f, (a, a))], repeats)
+    return 2.0 * n ** 3 / statistics.median(times) / 1e9
+
+
+def setting_inputs(setting: Setting, config: ml_collections.ConfigDict) -> tuple[jnp.ndarray, ...]:
+    """``q, k, v`` (and ``dout`` for fwd+bwd), ``[B, T, N, H]`` standard normal, shared by every row."""
+    shape = (config.batch, setting.length, config.heads, config.head_dim)
+    keys = jax.random.split(jax.random.PRNGKey(setting.length), 4 if setting.passes == "fwd+bwd" else 3)
+    return tuple(jax.random.normal(k, shape, jnp.float32).astype(setting.dtype) for k in keys)
+
+
+def prepare_row(name: str, setting: Setting, config: ml_collections.ConfigDict,
+                block_sizes: BlockSizes) -> tuple[dict[str, Any], Callable | None]:
+    """Compiles one row and checks its memory; returns the row and the compiled function if it may run."""
+    B, N, H = config.batch, config.heads, config.head_dim
+    fn = benchmark_fn(attention_fn(name, setting.causal, block_sizes), setting.passes)
+    spec = jax.ShapeDtypeStruct((B, setting.length, N, H), jnp.dtype(setting.dtype))
+    specs = (spec,) * (4 if setting.passes == "fwd+bwd" else 3)
+    row: dict[str, Any] = {**dataclasses.asdict(setting), "implementation": name}
+    try:
+        compiled = fn.lower(*specs).compile()
+    except Exception as err:  # report, keep benchmarking the other rows
+        row.update(status=f"compile error: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+        return row, None
+    memory = compiled.memory_analysis()
+    temp = None if memory is None else int(memory.temp_size_in_bytes)
+    row["temp_bytes"] = temp
+    if temp is not None and temp > config.budget_gib * 2**30:
+        row["status"] = "skipped (memory)"
+        return row, None
+    if setting.length > config.max_timed_length:
+        row["status"] = "memory only"
+        return row, None
+    return row, compiled
+
+
+def time_group(setting: Setting, prepared: list[tuple[dict[str, Any], Callable | None]],
+               config: ml_collections.ConfigDict) -> None:
+    """Times the runnable rows of one setting round-robin on shared inputs; fills in the median time,
+    GFLOP/s and the ratio to ``jax.nn``."""
+    runnable = [(row, fn) for row, fn in prepared if fn is not None]
+    if not runnable:
+        return
+    inputs = setting_inputs(setting, config)
+    all_times = round_robin([(fn, inputs) for _, fn in runnable], config.repeats)
+    for (row, _), times in zip(runnable, all_times):
+        median = statistics.median(times)
+        row.update(status="ok", seconds=median, all_seconds=times,
+                   gflops=flops(setting, config.batch, config.heads, config.head_dim) / median / 1e9)
+    reference = next((row for row, _ in runnable if row["implementation"] == REFERENCE), None)
+    for row, _ in runnable:
+        if reference is not None:
+            row["ratio_to_jax_nn"] = reference["seconds"] / row["seconds"]
+
+
+def _fmt_bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:,.1f}"
+
+
+def markdown(rows: list[dict[str, Any]], roofs: dict[str, float], roof_size: int = 2048) -> str:
+    lines = ["| dtype | causal | pass | T=S | implementation | time (ms) | GFLOP/s | vs jax.nn | temp MiB | status |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        ms = f"{r['seconds'] * 1e3:,.1f}" if "seconds" in r else "-"
+        gf = f"{r['gflops']:.1f}" if "gflops" in r else "-"
+        ratio = f"{r['ratio_to_jax_nn']:.2f}x" if r.get("ratio_to_jax_nn") else "-"
+        lines.append(f"| {r['dtype']} | {r['causal']} | {r['passes']} | {r['length']} | {r['implementation']} | {ms} "
+                     f"| {gf} | {ratio} | {_fmt_bytes(r.get('temp_bytes'))} | {r['status']} |")
+    roof = ", ".join(f"{k}: {v:.1f} GFLOP/s" for k, v in roofs.items())
+    return "\n".join(lines) + f"\n\nMatmul roof (n x n x n, n={roof_size}) on {jax.devices()[0].device_kind}: {roof}\n"
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first bad field (before anything is compiled)."""
+    sweep.check_names("implementation", sweep.names(config.implementations), IMPLEMENTATIONS)
+    sweep.check_names("pass", sweep.names(config.passes), ("fwd", "fwd+bwd"))
+    for dtype in sweep.names(config.dtypes):
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"config.dtypes: unknown {dtype!r}; valid: bfloat16, float16, float32")
+    for c in _ints(config.causal):
+        if c not in (0, 1):
+            raise ValueError(f"config.causal entries must be 0 or 1, got {config.causal!r}")
+    if not _ints(config.lengths) or min(_ints(config.lengths)) < 1:
+        raise ValueError(f"config.lengths must list positive lengths, got {config.lengths!r}")
+
+
+def _ints(value: str) -> list[int]:
+    return [int(x) for x in sweep.names(str(value))]
+
+
+def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Benchmarks every setting of ``config``; writes ``results.json`` and ``summary.md`` to ``config.out``."""
+    check_config(config)
+    defaults = BlockSizes()
+    block_sizes = BlockSizes(config.block_q or defaults.block_q, config.block_k or defaults.block_k)
+    dtypes, implementations = sweep.names(config.dtypes), sweep.names(config.implementations)
+    roofs = {dtype: matmul_roof(jnp.dtype(dtype), config.roof_size) for dtype in dtypes}
+    rows = []
+    for dtype in dtypes:
+        for causal in _ints(config.causal):
+            for passes in sweep.names(config.passes):
+                for length in _ints(config.lengths):
+                    setting = Setting(dtype, bool(causal), passes, length)
+                    prepared = [prepare_row(name, setting, config, block_sizes) for name in implementations]
+                    time_group(setting, prepared, config)
+                    for row, _ in prepared:
+                        print(markdown([row], {}).splitlines()[2], flush=True)
+                        rows.append(row)
+                    del prepared  # frees this setting's inputs and executables before the next one
+    table = markdown(rows, roofs, config.roof_size)
+    results = {"command": " ".join([os.path.basename(sys.executable), "-m", "experiments.bench.attention",
+                                    *sys.argv[1:]]),
+               "config": config.to_dict(), "block_sizes": dataclasses.asdict(block_sizes),
+               "matmul_roof_gflops": roofs, "rows": rows, "environment": environment_info()}
+    write_json(os.path.join(config.out, "results.json"), results)
+    write_text(os.path.join(config.out, "summary.md"), "# Attention benchmark\n\n" + table)
+    print("\n" + table)
+    return results
+
+
+if __name__ == "__main__":
+    sweep.config_cli(CONFIG_FILE, check_config, run)

@@ -1,0 +1,205 @@
+"""Model train-step throughput side by side: ``python -m experiments.bench.models``.
+
+One process, the default JAX device. Every pair runs the *same* jitted optax step (cross-entropy at every
+position, Adam, params and optimizer state donated) on the same batch:
+
+* attnjax's ``TransformerEncoder`` (pre-LN, GELU, sinusoidal positions, ``dot_product`` attention) against
+  the same network written in plain ``flax.linen`` with ``nn.MultiHeadDotProductAttention``;
+* attnjax's ``lstm`` / ``gru`` (``attnjax.nn.Recurrent``) against ``nn.RNN`` over linen's own cells;
+* at the study sizes (``config.study_settings``, ``BATCHxLENGTH``), and at one long sequence
+  (``config.long_length``, batch 1) where attnjax's Transformer runs ``implementation="blockwise"``
+  against ``"dense"``, with the compiled temporary memory of each step (``memory_analysis()``).
+
+Parameter counts of each pair are checked equal before anything is timed. Timing: round-robin over the
+pair, ``config.repeats`` rounds; in a round each model takes one untimed step and then
+``config.steps_per_round`` timed steps; the median round is reported as examples/s and tokens/s.
+Writes ``results.json`` and ``summary.md`` to ``config.out`` (atomically).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from attnjax import sweep
+from attnjax.nn import build_model, count_params, sinusoidal_table
+from attnjax.results import environment_info, write_json, write_text
+
+CONFIG_FILE = os.path.join(os.path.dirname(__file__), "models_config.py")
+
+
+class PlainFlaxTransformer(nn.Module):
+    """The default attnjax ``TransformerEncoder`` written with stock linen layers only."""
+
+    num_layers: int
+    d_model: int
+    num_heads: int
+    mlp_dim: int
+    output_size: int
+
+    @nn.compact
+    def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+        x = nn.Dense(self.d_model)(inputs) + sinusoidal_table(inputs.shape[1], self.d_model)
+        for _ in range(self.num_layers):
+            h = nn.LayerNorm(epsilon=1e-6)(x)
+            x = x + nn.MultiHeadDotProductAttention(num_heads=self.num_heads, qkv_features=self.d_model)(h, h)
+            h = nn.LayerNorm(epsilon=1e-6)(x)
+            x = x + nn.Dense(self.d_model)(nn.gelu(nn.Dense(self.mlp_dim)(h)))
+        return nn.Dense(self.output_size)(nn.LayerNorm(epsilon=1e-6)(x))
+
+
+class PlainFlaxRNN(nn.Module):
+    """``nn.RNN`` over a linen cell, then a linear read-out."""
+
+    cell: str
+    hidden_size: int
+    output_size: int
+
+    @nn.compact
+    def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+        cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}[self.cell](self.hidden_size)
+        return nn.Dense(self.output_size)(nn.RNN(cell)(inputs))
+
+
+def make_step(apply: Callable, tx: optax.GradientTransformation) -> Callable:
+    """``(params, opt_state, inputs, targets) -> (params, opt_state, loss)``, jitted, state donated."""
+    def step(params, opt_state, inputs, targets):
+        def loss_fn(p):
+            logits = apply({"params": p}, inputs).astype(jnp.float32)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def _pairs(config: ml_collections.ConfigDict, vocab: int) -> dict[str, tuple[nn.Module, nn.Module]]:
+    t = config.transformer
+    attnjax_transformer = build_model("transformer", vocab, dict(
+        num_layers=t.num_layers, d_model=t.d_model, num_heads=t.num_heads, mlp_dim=t.mlp_dim))
+    plain = PlainFlaxTransformer(t.num_layers, t.d_model, t.num_heads, t.mlp_dim, vocab)
+    pairs = {"transformer": (attnjax_transformer, plain)}
+    for cell in ("lstm", "gru"):
+        pairs[cell] = (build_model(cell, vocab, dict(hidden_size=config.hidden_size)),
+                       PlainFlaxRNN(cell, config.hidden_size, vocab))
+    return pairs
+
+
+def _compile(model: nn.Module, batch: int, length: int, vocab: int, lr: float) -> dict[str, Any]:
+    """Initializes ``model`` and compiles its train step on a ``[batch, length, vocab]`` batch."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, vocab, (batch, length))
+    inputs = jax.nn.one_hot(tokens, vocab)
+    targets = jnp.asarray(np.roll(tokens, 1, axis=1), jnp.int32)
+    params = jax.jit(model.init)(jax.random.key(0), inputs)["params"]
+    tx = optax.adam(lr)
+    opt_state = tx.init(params)
+    step = make_step(model.apply, tx)
+    compiled = step.lower(params, opt_state, inputs, targets).compile()
+    memory = compiled.memory_analysis()
+    return {"step": compiled, "state": [params, opt_state], "batch": (inputs, targets),
+            "params": count_params(params), "temp_bytes": None if memory is None else int(memory.temp_size_in_bytes)}
+
+
+def _time(runs: list[dict[str, Any]], repeats: int, steps: int) -> list[float]:
+    """Median seconds per step of each run, timed round-robin (see the module docstring)."""
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for run, run_times in zip(runs, times):
+            params, opt_state, loss = run["step"](*run["state"], *run["batch"])
+            jax.block_until_ready(loss)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                params, opt_state, loss = run["step"](params, opt_state, *run["batch"])
+            jax.block_until_ready(loss)
+            run_times.append((time.perf_counter() - t0) / steps)
+            run["state"] = [params, opt_state]
+    return [statistics.median(t) for t in times]
+
+
+def _settings(value: str) -> list[tuple[int, int]]:
+    out = []
+    for item in sweep.names(value):
+        b, sep, length = item.partition("x")
+        if not (sep and b.isdigit() and length.isdigit() and int(b) > 0 and int(length) > 0):
+            raise ValueError(f"config.study_settings entries must look like BATCHxLENGTH, got {item!r}")
+        out.append((int(b), int(length)))
+    return out
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming the first bad field (before anything is compiled)."""
+    _settings(config.study_settings)
+    for name in ("vocab", "hidden_size", "repeats", "steps_per_round"):
+        if config[name] < 1:
+            raise ValueError(f"config.{name} must be >= 1, got {config[name]}")
+
+
+def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Times every pair at every setting; writes results.json and summary.md to ``config.out``."""
+    settings, vocab = _settings(config.study_settings), config.vocab
+    rows = []
+    for batch, length in settings:
+        for name, (ours, plain) in _pairs(config, vocab).items():
+            runs = [_compile(m, batch, length, vocab, config.learning_rate) for m in (ours, plain)]
+            if runs[0]["params"] != runs[1]["params"]:
+                raise AssertionError(f"{name}: attnjax has {runs[0]['params']} parameters, plain flax "
+                                     f"{runs[1]['params']}: not the same network")
+            ours_s, plain_s = _time(runs, config.repeats, config.steps_per_round)
+            rows.append({"model": name, "batch": batch, "length": length, "params": runs[0]["params"],
+                         "attnjax_examples_per_s": batch / ours_s, "plain_examples_per_s": batch / plain_s,
+                         "attnjax_tokens_per_s": batch * length / ours_s, "ratio": plain_s / ours_s})
+            print(_study_row(rows[-1]), flush=True)
+    long_rows = []
+    if config.long_length > 0:
+        t = config.transformer
+        runs = {}
+        for implementation in ("blockwise", "dense"):
+            model = build_model("transformer", vocab, dict(
+                num_layers=t.num_layers, d_model=t.d_model, num_heads=t.num_heads, mlp_dim=t.mlp_dim,
+                implementation=implementation))
+            runs[implementation] = _compile(model, 1, config.long_length, vocab, config.learning_rate)
+        seconds = dict(zip(runs, _time(list(runs.values()), config.repeats, 1)))
+        for implementation, r in runs.items():
+            long_rows.append({"implementation": implementation, "length": config.long_length,
+                              "seconds_per_step": seconds[implementation], "temp_bytes": r["temp_bytes"],
+                              "speedup_vs_dense": seconds["dense"] / seconds[implementation],
+                              "memory_vs_dense": r["temp_bytes"] / runs["dense"]["temp_bytes"]})
+    table = markdown(rows, long_rows, config)
+    results = {"config": config.to_dict(), "study": rows, "long": long_rows, "environment": environment_info()}
+    write_json(os.path.join(config.out, "results.json"), results)
+    write_text(os.path.join(config.out, "summary.md"), "# Model benchmark\n\n" + table)
+    print("\n" + table)
+    return results
+
+
+def _study_row(r: dict[str, Any]) -> str:
+    return (f"| {r['model']} | {r['batch']} x {r['length']} | {r['params']:,} | {r['attnjax_examples_per_s']:,.0f} "
+            f"| {r['plain_examples_per_s']:,.0f} | {r['attnjax_tokens_per_s']:,.0f} | {r['ratio']:.2f}x |")
+
+
+def markdown(rows: list[dict[str, Any]], long_rows: list[dict[str, Any]], config: ml_collections.ConfigDict) -> str:
+    lines = ["| model | batch x length | params | attnjax ex/s | plain flax ex/s | attnjax tokens/s | "
+             "attnjax / plain |", "|---|---|---:|---:|---:|---:|---:|"] + [_study_row(r) for r in rows]
+    if long_rows:
+        lines += ["", f"Transformer train step at T = {config.long_length}, batch 1:", "",
+                  "| implementation | s / step | temp MiB | speed vs dense | memory vs dense |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['implementation']} | {r['seconds_per_step']:.3f} | {r['temp_bytes'] / 2**20:,.1f} | "
+                  f"{r['speedup_vs_dense']:.2f}x | {r['memory_vs_dense']:.3f} |" for r in long_rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sweep.config_cli(CONFIG_FILE, check_config, run)
