@@ -1,19 +1,13 @@
-"""Rebuild every study's ``summary.md`` and plots from its ``results.json`` alone, plus one combined summary.
+"""Rebuild study reports from ``results.json`` alone: the committed pages, or any run directories.
 
-    python -m experiments.report                  # the committed results/ -> docs/results/ and the README's tables
+    python -m experiments.report                  # results/ -> docs/results/ and the README's result tables
     python -m experiments.report RUN_DIR [RUN_DIR ...] [--out results/summary.md]
 
 Without RUN_DIR, every committed ``results/<study>/<preset>/results.json`` is rebuilt into
 ``docs/results/<study>/<preset>/`` (``summary.md`` and its plots), and each README block between
-``<!-- results: <study>/<preset> -->`` and ``<!-- /results -->`` is rewritten as that page's first table and a
-link to the page; a test checks that doing so changes no committed file.
-
-Each RUN_DIR holds the ``results.json`` of one experiment (``length_generalization``, ``mnist1d``,
-``seq2seq_attention``, ``associative_recall`` ...); the experiment named in that file rebuilds its own
-report (the ``EXPERIMENT.report`` hook of ``experiments/<name>/run.py``, the one ``--report_only`` uses),
-so nothing here trains, reads a
-log or needs the config that produced the results. The combined summary joins the per-study summaries
-under one heading each, with their plot links rewritten to be relative to the combined file.
+``<!-- results: <study>/<preset> -->`` and ``<!-- /results -->`` becomes that page's first table and a link
+to it; a test checks that this changes no committed file. With RUN_DIRs, each run's own report is rebuilt
+in place and joined into one combined summary. Nothing here trains or reads a log.
 """
 
 from __future__ import annotations
@@ -28,35 +22,21 @@ from typing import Sequence
 from attnjax import sweep
 from attnjax.results import write_text
 
+STUDIES = ("length_generalization", "mnist1d", "seq2seq_attention", "associative_recall")
 COMBINED_TITLE = "# attnjax studies: combined report"
 RESULTS_ROOT, PAGES_ROOT, README = "results", os.path.join("docs", "results"), "README.md"
 _README_BLOCK = re.compile(r"(<!-- results: ([\w-]+/[\w-]+) -->\n).*?(<!-- /results -->)", re.S)
 
 
 def experiment_for(name: str) -> sweep.Experiment:
-    """The :class:`sweep.Experiment` recorded as ``name`` in a results.json (``experiments.<name>.run.EXPERIMENT``).
+    """The :class:`sweep.Experiment` of study ``name`` (``experiments.<name>.run.EXPERIMENT``).
 
     Raises:
-        ValueError: no study folder of that name, or one without an experiment with a report.
+        ValueError: ``name`` is not one of :data:`STUDIES`.
     """
-    if not re.fullmatch(r"[a-z0-9_]+", str(name)):
-        raise ValueError(f"results.json names experiment {name!r}: expected a module name (a study folder in experiments/)")
-    try:
-        importlib.import_module(f"experiments.{name}")
-    except ModuleNotFoundError as err:
-        if err.name not in ("experiments", f"experiments.{name}"):
-            raise  # a dependency of the study is missing: not the same thing as an unknown study
-        raise ValueError(f"results.json names experiment {name!r}, but experiments/{name}/ does not exist") from None
-    try:
-        module = importlib.import_module(f"experiments.{name}.run")
-    except ModuleNotFoundError as err:
-        if err.name != f"experiments.{name}.run":
-            raise
-        module = None
-    experiment = getattr(module, "EXPERIMENT", None)
-    if not isinstance(experiment, sweep.Experiment) or experiment.name != name or experiment.report is None:
-        raise ValueError(f"experiments/{name}/run.py has no EXPERIMENT named {name!r} with a report hook")
-    return experiment
+    if name not in STUDIES:
+        raise ValueError(f"results.json names experiment {name!r}, which is not a study; studies: {', '.join(STUDIES)}")
+    return importlib.import_module(f"experiments.{name}.run").EXPERIMENT
 
 
 def rebuild(workdir: str) -> tuple[str, str]:
@@ -99,10 +79,12 @@ def combined_summary(parts: Sequence[tuple[str, str, str]], out_dir: str) -> str
 
 
 def _first_table(summary: str) -> str:
+    """The first markdown table of a page, under its section heading in bold."""
     lines = summary.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return "\n".join(lines[start:end])
+    heading = next((line.lstrip("# ") for line in reversed(lines[:start]) if line.startswith("#")), "")
+    return (f"**{heading}**\n\n" if heading else "") + "\n".join(lines[start:end])
 
 
 def publish(results_root: str = RESULTS_ROOT, pages_root: str = PAGES_ROOT, readme: str = README) -> list[str]:
@@ -132,7 +114,8 @@ def publish(results_root: str = RESULTS_ROOT, pages_root: str = PAGES_ROOT, read
                              f"has no {sweep.RESULTS_FILE}")
         link = f"{PAGES_ROOT}/{match.group(2)}/summary.md"  # the README sits at the repository root
         summary = pages[match.group(2)][1]
-        return f"{match.group(1)}{_first_table(summary)}\n\nFrom `{match.group(2)}`: [the whole page]({link}).\n{match.group(3)}"
+        table = _first_table(summary)
+        return f"{match.group(1)}{table}\n\nFrom `{match.group(2)}`: [the whole page]({link}).\n{match.group(3)}"
 
     write_text(readme, _README_BLOCK.sub(block, text))
     return [page for page, _ in pages.values()]

@@ -1,16 +1,12 @@
-"""The whole study as one command: the four experiments' default configs in sequence, one combined report.
+"""The whole study as one command: every study's default preset in sequence, then one combined report.
 
     python -m experiments.study [--workdir results/study] [--studies length_generalization,mnist1d]
     python -m experiments.study --report_only
 
-Runs :data:`STUDIES` (length generalization, MNIST-1D, attention vs no attention in seq2seq, multi-query
-associative recall), each with the default preset of its ``experiments/<name>/config.py``, into
-``WORKDIR/<experiment>``, then
-writes every study's summary.md and plots and ``WORKDIR/summary.md`` joining them
-(:mod:`experiments.report`). Resumable like every harness run: rerunning the command skips the cells
-already finished with the same config. Every config is validated before the first cell of the first
-study trains. Progress: the harness's line per cell with its ETA, and a line per study with the whole
-study's elapsed time and an ETA from the mean time per cell so far.
+Every config is planned (validated) before the first cell trains; each study runs into
+``WORKDIR/<study>`` and resumes like any harness run; ``WORKDIR/summary.md`` joins their reports
+(:mod:`experiments.report`). A line per study gives the elapsed time and an ETA weighted by the committed
+runs' seconds per cell.
 """
 
 from __future__ import annotations
@@ -28,12 +24,18 @@ from attnjax import sweep
 from attnjax.results import write_text
 from experiments import report as combined
 
-STUDIES = ("length_generalization", "mnist1d", "seq2seq_attention", "associative_recall")
-# Seconds per cell of each default config in the fresh-clone run on 2 CPU cores that the README reports.
-# Cells cost 10x more in one study than in another, so the ETA weighs the cells left by these and scales
-# them by how fast this machine ran the cells so far (a plain mean per cell would be off by hours).
-REFERENCE_SECONDS_PER_CELL = {"length_generalization": 42.0, "mnist1d": 4.0, "seq2seq_attention": 13.5,
-                              "associative_recall": 6.1}
+STUDIES = combined.STUDIES
+
+
+def reference_seconds_per_cell(name: str, preset: str) -> float | None:
+    """Mean seconds per cell of the committed run ``results/<name>/<preset>`` (None: none committed).
+
+    Cells cost 10x more in one study than in another, so the ETA weighs the cells left by these and scales
+    them by how fast this machine ran the cells so far (a plain mean per cell would be off by hours).
+    """
+    results = sweep.load_results(os.path.join(combined.RESULTS_ROOT, name, preset))
+    seconds = [e["seconds"] for e in (results or {}).get("cells", {}).values() if "seconds" in e]
+    return sum(seconds) / len(seconds) if seconds else None
 
 
 def default_config(name: str) -> ml_collections.ConfigDict:
@@ -79,9 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         total = sum(sizes)
         # The harness tries every unfinished cell once: (cells, reference seconds) to run per study.
         todo = [(n - min(_done(d), n)) for d, n in zip(dirs, sizes)]
-        reference = [cells * REFERENCE_SECONDS_PER_CELL.get(p.experiment.name, 0.0) for cells, p in zip(todo, planned)]
+        per_cell = [reference_seconds_per_cell(p.experiment.name, p.config.get("preset", "cpu")) for p in planned]
+        known = [s for s in per_cell if s is not None] or [1.0]  # a study with no committed run: the others' mean
+        reference = [cells * (s if s is not None else sum(known) / len(known)) for cells, s in zip(todo, per_cell)]
         print(f"study: {len(planned)} experiments, {total} cells, {sum(todo)} to run -> {args.workdir}; "
-              f"ETA {sweep.format_seconds(sum(reference))} at the README's measured speed", flush=True)
+              f"ETA {sweep.format_seconds(sum(reference))} at the committed runs' speed", flush=True)
         t0 = time.perf_counter()
         for k, (the_plan, workdir) in enumerate(zip(planned, dirs), 1):
             print(f"\n=== study {k}/{len(planned)}: {the_plan.experiment.name} -> {workdir}", flush=True)

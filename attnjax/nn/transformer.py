@@ -9,12 +9,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from attnjax.nn.blocks import Embedding, TransformerBlock, TransformerStack, classifier_inputs, pool, readout
+from attnjax.nn.blocks import Embedding, TransformerStack, classifier_inputs, pool, readout
 from attnjax.nn.tokens import token_input_size
 from attnjax.nn.transformer_config import TRANSFORMER_PRESETS, TransformerConfig, transformer_config
-
-# The block was called EncoderBlock before every model shared it; attnjax.nn still exports that name.
-EncoderBlock = TransformerBlock
 
 
 class TransformerEncoder(nn.Module):
@@ -61,4 +58,4 @@ class TransformerEncoder(nn.Module):
         return readout(cfg, self.output_size, h)
 
 
-__all__ = ["EncoderBlock", "TRANSFORMER_PRESETS", "TransformerConfig", "TransformerEncoder", "transformer_config"]
+__all__ = ["TRANSFORMER_PRESETS", "TransformerConfig", "TransformerEncoder", "transformer_config"]

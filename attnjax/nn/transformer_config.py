@@ -114,7 +114,7 @@ class TransformerConfig:
             (None: off). Self-attention then runs as :func:`attnjax.parallel.ring_attention` over that
             axis, positional encodings read each token's global position, and every other layer stays
             position-wise local. The model must run inside ``jax.shard_map`` with its tokens permuted into
-            ``sequence_parallel_layout``, which :func:`attnjax.train.shard_map_train_step` does. Needs
+            ``sequence_parallel_layout``, which ``make_train_step(parallel="shard_map", seq_axis=...)`` does. Needs
             ``pooling=None``, ``attention="dot_product"`` with ring options only (``local_window_size``,
             ``scale``, ``logit_softcap``), a positional encoding that is not a logit bias (not alibi/t5),
             no attention dropout, no sown weights, no implementation or block sizes. Parameters do not

@@ -31,7 +31,7 @@ from attnjax.ops.masks import attention_mask
 from attnjax.ops.primitives import repeat_kv_heads
 from attnjax.ops.visibility import Visibility
 
-# From experiments/bench_attention.py on a 2-core CPU (float32, N=8, H=64, forward+backward): the
+# From experiments/bench/attention.py on a 2-core CPU (float32, N=8, H=64, forward+backward): the
 # blockwise path already beats the dense one at T=S=1024 and its memory grows as O(T + S), so it
 # takes over from T*S = 512*512 up; below that the dense path's single fused matmul wins.
 BLOCKWISE_MIN_LOGITS = 512 * 512

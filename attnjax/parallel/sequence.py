@@ -103,5 +103,6 @@ def local_positions(axis_name: str, layout: str, local_length: int) -> tuple[jnp
         size, index = lax.axis_size(axis_name), lax.axis_index(axis_name)
     except NameError as error:
         raise ValueError(f"a sequence-parallel model must run inside jax.shard_map with mesh axis "
-                         f"{axis_name!r} bound (use attnjax.train.shard_map_train_step): {error}") from None
+                         f"{axis_name!r} bound (build the step with attnjax.train.make_train_step("
+                         f"parallel='shard_map', seq_axis=...)): {error}") from None
     return layout_positions(layout, local_length, size, index), local_length * size

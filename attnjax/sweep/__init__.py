@@ -6,6 +6,7 @@ through :func:`with_harness_keys`, the harness's. The pieces, one job each:
 * :mod:`~attnjax.sweep.grid`: cells from typed axes, per-cell random streams, ``--config.only`` selection;
 * :mod:`~attnjax.sweep.settings`: the harness keys and their defaults, checked once;
 * :mod:`~attnjax.sweep.models`: a study's model blocks (every model field overridable) and model checks;
+* :mod:`~attnjax.sweep.training`: the training-recipe keys (optimizer, schedule, clipping), parsed once;
 * :mod:`~attnjax.sweep.store`: results.json, fingerprints, merging parts of a grid;
 * :mod:`~attnjax.sweep.runner`: plan once, then run (workers, checkpoints, progress with an ETA);
 * :mod:`~attnjax.sweep.cli`: the absl command line;
@@ -18,9 +19,10 @@ from attnjax.sweep.models import check_models, model_block
 from attnjax.sweep.runner import Context, Experiment, Plan, format_seconds, plan, run
 from attnjax.sweep.settings import HARNESS_KEYS, with_harness_keys
 from attnjax.sweep.store import RESULTS_FILE, load_results, merge_results, ok_runs
+from attnjax.sweep.training import optimizer_for, with_recipe_keys
 
 __all__ = [
     "Cell", "Context", "Experiment", "HARNESS_KEYS", "Plan", "RESULTS_FILE", "check_models", "check_names", "cli",
     "config_cli", "format_seconds", "grid", "load_results", "merge_results", "model_block", "names", "numbers",
-    "ok_runs", "plan", "run", "select", "with_harness_keys",
+    "ok_runs", "optimizer_for", "plan", "run", "select", "with_harness_keys", "with_recipe_keys",
 ]

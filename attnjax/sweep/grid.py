@@ -131,7 +131,8 @@ def select(cells: Sequence[Cell], only: str) -> list[Cell]:
             kept = [(j, c) for j, c in kept if j % n == i]
             continue
         if field not in fields:
-            raise ValueError(f"config.only field {field!r} is not a grid field; grid fields: {', '.join(fields)}, shard")
+            raise ValueError(f"config.only field {field!r} is not a grid field; "
+                             f"grid fields: {', '.join(fields)}, shard")
         values = {v.strip() for v in wanted.split("|")}
         present = {str(c[field]) for c in cells}
         check_names(f"config.only value(s) of {field}", sorted(values), present)

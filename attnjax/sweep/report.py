@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -63,14 +63,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
-def ci_table(corner: str, rows: Sequence[str], columns: Sequence[str],
-             values: Callable[[str, str], Sequence[float] | None], sign: bool = False) -> str:
-    """A markdown table of ``mean [95% CI]`` (in %) over the seeds that ``values(row, column)`` returns
-    (None or empty: ``–``)."""
-    return markdown_table([corner, *columns], [[row, *[seeds_ci_text(values(row, col) or []) if values(row, col)
-                                                        else "–" for col in columns]] for row in rows])
-
-
 # --------------------------------------------------------------------------- ours vs published
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +71,8 @@ class Comparison:
 
     ``verdict``: ``agrees`` (the published value lies in our 95% interval, widened by ``tolerance``),
     ``differs`` (it lies outside), or ``inconclusive`` (one seed: no interval; or ``caveat``, such as a model
-    that did not fit its training data, makes our number uninformative).
+    that did not fit its training data, makes our number uninformative). ``difference``: the values are
+    differences (written with their sign, their interval clipped to [-100, 100] rather than [0, 100]).
     """
 
     claim: str
@@ -89,14 +82,17 @@ class Comparison:
     published: float
     verdict: str
     caveat: str = ""
+    difference: bool = False
 
     def row(self) -> list[str]:
-        ours = ci_text(self.mean, self.low, self.high) if math.isfinite(self.low) else pct(self.mean)
-        return [self.claim, ours, pct(self.published), self.verdict + (f" ({self.caveat})" if self.caveat else "")]
+        sign = self.difference
+        ours = ci_text(self.mean, self.low, self.high, sign) if math.isfinite(self.low) else pct(self.mean, sign)
+        return [self.claim, ours, pct(self.published, sign),
+                self.verdict + (f" ({self.caveat})" if self.caveat else "")]
 
 
 def compare(claim: str, values: Sequence[float], published: float, *, tolerance: float = 0.0,
-            caveat: str = "") -> Comparison:
+            caveat: str = "", difference: bool = False) -> Comparison:
     """The :class:`Comparison` of per-seed ``values`` with ``published`` (fractions); ``tolerance`` (a fraction)
     widens our interval on both sides, for a protocol that differs from the paper's in known ways."""
     mean, low, high = stats.mean_ci(list(values)) if len(values) > 1 else (float(np.mean(values)), -math.inf, math.inf)
@@ -104,7 +100,7 @@ def compare(claim: str, values: Sequence[float], published: float, *, tolerance:
         verdict = "inconclusive"
     else:
         verdict = "agrees" if low - tolerance <= published <= high + tolerance else "differs"
-    return Comparison(claim, mean, low, high, published, verdict, caveat)
+    return Comparison(claim, mean, low, high, published, verdict, caveat, difference)
 
 
 def comparison_table(comparisons: Sequence[Comparison]) -> str:
@@ -139,10 +135,13 @@ def curves_figure(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Seque
             mean, low, high = stats.mean_ci_per_column(np.asarray(ys, float))
             ax.plot(xs, 100 * mean, color=colors[label], label=label)
             if np.all(np.isfinite(low)):
-                ax.fill_between(xs, 100 * low, 100 * high, color=colors[label], alpha=0.2)
+                # The t-interval of a few seeds can leave [0, 100]: an accuracy's band stops at its range.
+                ax.fill_between(xs, np.clip(100 * low, 0, 100), np.clip(100 * high, 0, 100), color=colors[label],
+                                alpha=0.2)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
+        ax.set_ylim(-2, 102)
         if logx:
             ax.set_xscale("log")
     for ax in list(axes.flat)[n:]:
@@ -151,3 +150,28 @@ def curves_figure(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Seque
     fig.legend(handles=handles, loc="lower center", ncol=min(len(labels), 4), fontsize=8)
     fig.tight_layout(rect=(0, 0.04 + 0.03 * (len(labels) // 4), 1, 1))
     return fig
+
+
+# --------------------------------------------------------------------------- ours vs a published direction
+
+@dataclasses.dataclass(frozen=True)
+class DirectionComparison(Comparison):
+    """A :class:`Comparison` of a published *direction* ("A beats B", "A degrades more than B") that has no
+    number on our scale: ours is a paired difference, written with its sign; ``published_text`` says what was
+    published. Rows sit in the same :func:`comparison_table` as :func:`compare`'s."""
+
+    published_text: str = ""
+
+    def row(self) -> list[str]:
+        return [*super().row()[:2], self.published_text, super().row()[3]]
+
+
+def compare_direction(claim: str, differences: Sequence[float], published: str, *,
+                      caveat: str = "") -> DirectionComparison:
+    """Per-seed ``differences`` (fractions, signed so that the published direction is > 0) against a published
+    direction described by ``published``: ``agrees`` when our 95% interval lies above 0, ``differs`` when it lies
+    below 0, ``inconclusive`` when it contains 0, with one seed, or with a ``caveat``."""
+    c = compare(claim, differences, 0.0, caveat=caveat)
+    verdict = "agrees" if c.verdict != "inconclusive" and c.low > 0 else (
+        "differs" if c.verdict != "inconclusive" and c.high < 0 else "inconclusive")
+    return DirectionComparison(claim, c.mean, c.low, c.high, math.nan, verdict, caveat, True, published)

@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
-from attnjax.results import write_json
+from attnjax.results import write_text
 
 RESULTS_FILE = "results.json"
 
@@ -48,10 +48,19 @@ def finish(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+def dumps(results: Mapping[str, Any]) -> str:
+    """results.json's text: the header indented, then one compact line per cell, so the file stays small
+    enough to commit and a rerun of one cell changes one line of it."""
+    head = {k: v for k, v in results.items() if k != "cells"}
+    cells = [f"  {json.dumps(cid)}: {json.dumps(entry, separators=(',', ':'))}"
+             for cid, entry in results.get("cells", {}).items()]
+    return json.dumps(head, indent=1)[:-2] + ',\n "cells": {\n' + ",\n".join(cells) + "\n }\n}\n"
+
+
 def save_results(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
     """Sets the counts and writes ``workdir/results.json`` atomically (a reader never sees half a file)."""
     results = finish(results)
-    write_json(os.path.join(workdir, RESULTS_FILE), results)
+    write_text(os.path.join(workdir, RESULTS_FILE), dumps(results))
     return results
 
 

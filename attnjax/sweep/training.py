@@ -9,7 +9,9 @@ from typing import Any
 
 import ml_collections
 
-from attnjax.train import Recipe
+import optax
+
+from attnjax.train import Recipe, make_recipe_optimizer
 
 # The learning rate is a grid axis of each study (config.learning_rates.<model>), not a recipe key here.
 RECIPE_DEFAULTS: dict[str, Any] = {
@@ -40,6 +42,17 @@ def recipe(config: ml_collections.ConfigDict, learning_rate: str | float) -> Rec
     """
     return Recipe.from_mapping({**{k: config.get(k, v) for k, v in RECIPE_DEFAULTS.items()},
                                 "learning_rate": learning_rate})
+
+
+def optimizer_for(config: ml_collections.ConfigDict, learning_rate: str | float) -> optax.GradientTransformation:
+    """One cell's optimizer: ``config``'s recipe at ``learning_rate`` over ``config.num_steps`` steps (the
+    same cached object for equal settings, so cells share compiled steps). Calling it for every learning
+    rate of the grid is also how a study validates its recipe before training.
+
+    Raises:
+        ValueError, TypeError: a bad recipe value, naming the key and the value given.
+    """
+    return make_recipe_optimizer(recipe(config, learning_rate), config.num_steps)
 
 
 def recipe_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:

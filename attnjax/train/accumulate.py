@@ -6,22 +6,18 @@ of the *sums* are added up over the micro-batches and divided by the total token
 the per-token mean over the whole batch, as every attnjax step computes it. (A mean of per-micro-batch
 means, which ``optax.MultiSteps`` would give, overweights micro-batches with few scored tokens.)
 
-Run it through ``fit(..., step_fn=accumulating_train_step(k))``.
+Build it with :func:`~attnjax.train.make_train_step` (``micro_batches=k``), which also runs it inside the
+shard_map and pmap steps (each device accumulates over its own shard, one reduction at the end).
 """
 
 from __future__ import annotations
-
-import functools
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from attnjax.train.state import TrainState
-from attnjax.train.steps import Batch, Metrics, _forward, apply_gradients, train_step
-
-StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
+from attnjax.train.steps import Batch, Metrics, _forward, apply_gradients
 
 
 def split_micro_batches(batch: Batch, micro_batches: int) -> Batch:
@@ -42,8 +38,8 @@ def split_micro_batches(batch: Batch, micro_batches: int) -> Batch:
             for k, v in batch.items()}
 
 
-def accumulated_train_step(state: TrainState, batch: Batch, rng: jax.Array, *, micro_batches: int
-                           ) -> tuple[TrainState, Metrics]:
+def accumulated_train_step(state: TrainState, batch: Batch, rng: jax.Array, *, micro_batches: int,
+                           axis_name: str | tuple[str, ...] | None = None) -> tuple[TrainState, Metrics]:
     """:func:`~attnjax.train.train_step` on ``batch`` computed in ``micro_batches`` sequential pieces.
 
     Args:
@@ -55,6 +51,10 @@ def accumulated_train_step(state: TrainState, batch: Batch, rng: jax.Array, *, m
             (the key folded with its index), so with dropout the step differs from the one-batch step in
             its masks, not in distribution.
         micro_batches: ``k``; the pieces run one after another under ``lax.scan``.
+        axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the axis (or axes) the batch is split over, as in
+            :func:`~attnjax.train.steps.optimizer_step`: ``batch`` is this device's shard, each device
+            accumulates its own micro-batches, and the sums, token counts and gradients are summed over the
+            axis once, after the last micro-batch. None: ``batch`` is the whole batch.
 
     Returns:
         ``(new_state, metrics)`` as :func:`~attnjax.train.steps.optimizer_step`; gradients are accumulated in
@@ -62,42 +62,35 @@ def accumulated_train_step(state: TrainState, batch: Batch, rng: jax.Array, *, m
     """
     micro = split_micro_batches(batch, micro_batches)
     step_rng = jax.random.fold_in(rng, state.step)
+    zero = jnp.zeros((), jnp.float32)
+    start = (jax.tree.map(jnp.zeros_like, state.params), zero, zero, zero, zero)
+    params, shard = state.params, None
+    if axis_name is not None:
+        # Per-device copies of the parameters and of the running sums, as in optimizer_step: each device's
+        # gradient is its shard's alone, and the psum after the scan is the one reduction.
+        params, start = lax.pcast((state.params, start), axis_name, to="varying")
+        shard = lax.axis_index(axis_name)
 
     def add_micro_batch(totals, xs):
         index, piece = xs
+        # Dropout stream: one per micro-batch, and per (shard, micro-batch) when sharded.
+        stream = index if shard is None else shard * micro_batches + index
 
         def sums(params):
-            loss_sum, loss_count, correct, count = _forward(state, params, piece, True, step_rng, index)
+            loss_sum, loss_count, correct, count = _forward(state, params, piece, True, step_rng, stream)
             return loss_sum, (loss_count, correct, count)
 
-        (loss_sum, counts), grads = jax.value_and_grad(sums, has_aux=True)(state.params)
+        (loss_sum, counts), grads = jax.value_and_grad(sums, has_aux=True)(params)
         return jax.tree.map(jnp.add, totals, (grads, loss_sum, *counts)), None
 
-    zero = jnp.zeros((), jnp.float32)
-    start = (jax.tree.map(jnp.zeros_like, state.params), zero, zero, zero, zero)
-    (grads, loss_sum, loss_count, correct, count), _ = lax.scan(
-        add_micro_batch, start, (jnp.arange(micro_batches), micro))
+    totals, _ = lax.scan(add_micro_batch, start, (jnp.arange(micro_batches), micro))
+    if axis_name is not None:
+        totals = lax.psum(totals, axis_name)
+    grads, loss_sum, loss_count, correct, count = totals
     # One division at the end: the gradient of the per-token mean over the whole batch.
     denominator = jnp.maximum(loss_count, 1.0)
     grads = jax.tree.map(lambda g: g / denominator.astype(g.dtype), grads)
     return apply_gradients(state, grads, loss_sum / denominator, correct / jnp.maximum(count, 1.0))
 
 
-@functools.lru_cache(maxsize=None)
-def accumulating_train_step(micro_batches: int) -> StepFn:
-    """The train step for ``fit(..., step_fn=...)`` that accumulates over ``micro_batches`` pieces.
-
-    Cached: equal ``micro_batches`` give the same function object, so ``fit``'s jitted step (cached per
-    step function) is compiled once. ``micro_batches=1`` is :func:`~attnjax.train.train_step` itself.
-
-    Raises:
-        ValueError: ``micro_batches`` not an int >= 1.
-    """
-    if not isinstance(micro_batches, int) or isinstance(micro_batches, bool) or micro_batches < 1:
-        raise ValueError(f"micro_batches must be an int >= 1, got {micro_batches!r}")
-    if micro_batches == 1:
-        return train_step
-    return functools.partial(accumulated_train_step, micro_batches=micro_batches)
-
-
-__all__ = ["accumulated_train_step", "accumulating_train_step", "split_micro_batches"]
+__all__ = ["accumulated_train_step", "split_micro_batches"]

@@ -13,11 +13,12 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from attnjax.parallel.mesh import DATA_AXIS, data_mesh
+from attnjax.parallel.mesh import DATA_AXIS, SEQ_AXIS, data_mesh
 from attnjax.train.checkpoint import Checkpointer, generator_state, set_generator_state
-from attnjax.train.parallel_steps import sequence_layout, shard_map_train_step
-from attnjax.train.placement import jit_train_step, put_replicated, shard_batch
+from attnjax.train.parallel_steps import sequence_layout
+from attnjax.train.placement import put_replicated, shard_batch
 from attnjax.train.state import TrainState
+from attnjax.train.step_factory import make_train_step
 from attnjax.train.steps import train_step
 from attnjax.train.tensorboard import TensorBoardWriter
 
@@ -25,22 +26,22 @@ BatchSource = Iterator[Mapping[str, np.ndarray]] | Callable[[int], Mapping[str, 
 DataRng = np.random.Generator | Sequence[np.random.Generator] | None
 
 
-def train_step_for(state: TrainState, mesh: Mesh, data_axis: str = DATA_AXIS, step_fn: Callable = train_step
-                   ) -> Callable:
-    """The compiled step :func:`fit` runs: :func:`jit_train_step`, or for a sequence-parallel model (its config
-    sets ``sequence_parallel_axis``) the ``jax.shard_map`` step with ring attention over the mesh's ``seq`` axis
-    (:func:`~attnjax.train.shard_map_train_step`).
+def _compiled_step(state: TrainState, mesh: Mesh, data_axis: str, step_fn: Callable) -> Callable:
+    """The compiled step :func:`fit` runs (:func:`~attnjax.train.make_train_step`): ``parallel="jit"``, or for a
+    sequence-parallel model (its config sets ``sequence_parallel_axis``) ``parallel="shard_map"`` with ring
+    attention over the mesh's ``seq`` axis.
 
     Raises:
         ValueError: the mesh splits ``seq`` but the model is not sequence-parallel (or the reverse), or a
             sequence-parallel model with a ``step_fn`` other than :func:`~attnjax.train.train_step`.
     """
-    if sequence_layout(state, mesh) is None:
-        return jit_train_step(mesh, data_axis, step_fn)
+    if sequence_layout(state, mesh, SEQ_AXIS) is None:
+        return make_train_step(parallel="jit", mesh=mesh, data_axis=data_axis, step_fn=step_fn)
     if step_fn is not train_step:
         raise ValueError(f"a sequence-parallel model trains with step_fn=attnjax.train.train_step (the shard_map "
-                         f"step splits its batch over the sequence), got step_fn={getattr(step_fn, '__name__', step_fn)!r}")
-    return shard_map_train_step(mesh, data_axis)
+                         f"step splits its batch over the sequence), "
+                         f"got step_fn={getattr(step_fn, '__name__', step_fn)!r}")
+    return make_train_step(parallel="shard_map", mesh=mesh, data_axis=data_axis, seq_axis=SEQ_AXIS)
 
 
 def _next_batch(source: BatchSource, step: int):
@@ -125,8 +126,9 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
     """Trains for ``num_steps`` steps, optionally saving checkpoints and resuming from the newest one.
 
     The step is compiled once: every batch must have the same shapes (pad to a fixed length with a
-    loss mask). It runs on ``mesh`` (:func:`train_step_for`): the batch split over ``data_axis``, and for a
-    sequence-parallel model also over ``seq`` with ring attention. In a multi-process job (after
+    loss mask). It runs on ``mesh``, built by :func:`~attnjax.train.make_train_step`: the batch split over
+    ``data_axis`` (``parallel="jit"``), and for a sequence-parallel model also over ``seq`` with ring attention
+    (``parallel="shard_map"``). In a multi-process job (after
     :func:`~attnjax.parallel.initialize_from_config`, with a mesh over every process's devices) every process
     calls ``fit`` with the same arguments: the same initial state, rng and global batches (the same seeded
     generator), and each feeds only its own rows (:mod:`attnjax.train.placement`), so the run equals a
@@ -158,8 +160,10 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
             writes the records it restored, so a file opened with ``"w"`` ends up with the whole run.
         progress: show a tqdm bar; None = only when stderr is a terminal.
         description: progress-bar label.
-        step_fn: the pure train step (see :func:`jit_train_step`); its metrics must hold ``loss`` and
-            ``accuracy``. A sequence-parallel model takes the default.
+        step_fn: the pure train step, which ``fit`` compiles on ``mesh``: :func:`~attnjax.train.train_step`
+            (default), :func:`~attnjax.train.seq2seq_train_step`, or gradient accumulation,
+            ``make_train_step(micro_batches=k)``; its metrics must hold ``loss`` and ``accuracy``. A
+            sequence-parallel model takes the default.
         checkpoint_dir: directory of this run's checkpoints (None: no checkpoints, no resuming).
         checkpoint_every: save every this many steps (None: only after the last step).
         keep: how many of the newest checkpoints to keep.
@@ -175,7 +179,7 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
         ValueError: ``num_steps < 0``, ``log_every < 1``, ``checkpoint_every < 1``, an iterator ``batches``
             with ``checkpoint_dir`` but no ``data_rng`` (an iterator cannot be rewound), or a checkpoint of
             another run (another state, rng key or number of data generators, or past the last step), or a
-            mesh and model that disagree on sequence parallelism (:func:`train_step_for`).
+            mesh and model that disagree on sequence parallelism.
     """
     if num_steps < 0 or log_every < 1:
         raise ValueError(f"need num_steps >= 0 and log_every >= 1, got num_steps={num_steps}, log_every={log_every}")
@@ -186,7 +190,7 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
         raise ValueError("checkpoint_dir with an iterator of batches needs data_rng (the generator(s) the iterator "
                          "draws from): a resumed run cannot rewind an iterator; or pass batches as step -> batch")
     mesh = data_mesh() if mesh is None else mesh
-    jitted_step = train_step_for(state, mesh, data_axis, step_fn)
+    jitted_step = _compiled_step(state, mesh, data_axis, step_fn)
     state, rng = put_replicated((state, rng), mesh)
     progress = sys.stderr.isatty() if progress is None else progress
     start_step = int(jax.device_get(state.step))

@@ -1,24 +1,26 @@
-"""The one train step (:func:`~attnjax.train.steps.train_step`), spread over devices three ways.
+"""The per-device train step and its shard_map and pmap forms: building blocks of
+:func:`~attnjax.train.make_train_step`, which is how to build a train step (the jit form is
+:func:`attnjax.train.placement.jit_train_step`).
 
-* :func:`jit_step` — ``jax.jit`` with ``NamedSharding`` in/out: the batch is split over ``data`` and
-  XLA inserts the gradient all-reduce. The least code; the default of :func:`~attnjax.train.fit`.
 * :func:`shard_map_train_step` — ``jax.shard_map``: each device runs the step on its shard and the
   reduction is written out (:func:`~attnjax.train.steps.optimizer_step` with ``axis_name``). This is
   also the sequence-parallel step: when the model's config sets ``sequence_parallel_axis``, the
   token dimension is split over the mesh's ``seq`` axis too and attention runs as ring attention.
 * :func:`pmap_train_step` — ``jax.pmap``, the older per-device API, same per-device function.
 
-All three compute the same thing: the per-token mean loss over the whole batch (sums and token counts
-are summed over devices before dividing) and its gradient, then one optimizer update, so each equals
-the one-device step up to float32 summation order. With dropout, shard_map and pmap draw each shard's
-masks from the step key folded with the shard index, so they differ from the jit step's masks (which
-are drawn for the global batch) though not in distribution.
+Both, like the jit step, compute the same thing: the per-token mean loss over the whole batch (sums and
+token counts are summed over devices before dividing) and its gradient, then one optimizer update, so each
+equals the one-device step up to float32 summation order. With ``micro_batches > 1`` each device
+accumulates over its shard in micro-batches (:func:`~attnjax.train.accumulate.accumulated_train_step`)
+before the one reduction. With dropout, shard_map and pmap draw each shard's masks from the step key
+folded with the shard index, so they differ from the jit step's masks (which are drawn for the global
+batch) though not in distribution.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -28,24 +30,13 @@ from jax.sharding import Mesh, PartitionSpec
 
 from attnjax.parallel.layouts import check_layout_length, to_layout
 from attnjax.parallel.mesh import DATA_AXIS, SEQ_AXIS, batch_sharded, replicated
-from attnjax.train.placement import jit_train_step
+from attnjax.train.accumulate import accumulated_train_step
 from attnjax.train.state import TrainState
-from attnjax.train.steps import Batch, Metrics, _forward, optimizer_step
-
-StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
+from attnjax.train.steps import Batch, Metrics, StepFn, _forward, optimizer_step
 
 
-def jit_step(mesh: Mesh, data_axis: str = DATA_AXIS) -> StepFn:
-    """``train_step`` under ``jax.jit`` with the state replicated and the batch split over ``data_axis``.
-
-    The same (cached) function as :func:`attnjax.train.jit_train_step`. Place inputs with
-    ``jax.device_put(state, replicated(mesh))`` and :func:`attnjax.train.shard_batch`.
-    """
-    return jit_train_step(mesh, data_axis)
-
-
-def sharded_train_step(state: TrainState, batch: Batch, rng: jax.Array, axis_name: str | tuple[str, ...]
-                       ) -> tuple[TrainState, Metrics]:
+def sharded_train_step(state: TrainState, batch: Batch, rng: jax.Array, axis_name: str | tuple[str, ...],
+                       micro_batches: int = 1) -> tuple[TrainState, Metrics]:
     """The per-device body of the shard_map and pmap steps: ``train_step`` on this device's shard.
 
     Args:
@@ -53,10 +44,14 @@ def sharded_train_step(state: TrainState, batch: Batch, rng: jax.Array, axis_nam
         batch: this device's shard: ``[B/D, L, ...]`` (``[B/D, L/P, ...]`` when sequence-parallel).
         rng: the replicated base key.
         axis_name: the axis (or axes) the batch is split over; sums and gradients are reduced over it.
+        micro_batches: > 1: the shard runs as that many micro-batches, one after another
+            (:func:`~attnjax.train.accumulate.accumulated_train_step`), then the one reduction.
 
     Returns:
         ``(new_state, metrics)``, equal on every device.
     """
+    if micro_batches > 1:
+        return accumulated_train_step(state, batch, rng, micro_batches=micro_batches, axis_name=axis_name)
     shard = lax.axis_index(axis_name)
     return optimizer_step(state, lambda params, step_rng: _forward(state, params, batch, True, step_rng, shard),
                           rng, axis_name=axis_name)
@@ -91,7 +86,8 @@ def sequence_layout(state: TrainState, mesh: Mesh, seq_axis: str = SEQ_AXIS) -> 
         return None
     if axis != seq_axis or axis not in mesh.shape:
         raise ValueError(f"the model's config.sequence_parallel_axis is {axis!r}, but the step shards the sequence "
-                         f"over seq_axis={seq_axis!r} of a mesh with axes {dict(mesh.shape)}")
+                         f"over seq_axis={seq_axis!r} of a mesh with axes {dict(mesh.shape)}; build the step with "
+                         f"make_train_step(parallel='shard_map', seq_axis={axis!r}) on a mesh with that axis")
     return config.sequence_parallel_layout
 
 
@@ -102,7 +98,7 @@ def _batch_specs(batch: Mapping[str, Any], data_axis: str, seq_axis: str | None)
 
 
 def _shard_map_step(state: TrainState, batch: Batch, rng: jax.Array, *, mesh: Mesh, data_axis: str,
-                    seq_axis: str) -> tuple[TrainState, Metrics]:
+                    seq_axis: str | None, micro_batches: int) -> tuple[TrainState, Metrics]:
     batch = dict(batch)  # its leading sizes were checked by the caller (shard_map_train_step's step)
     layout = sequence_layout(state, mesh, seq_axis)
     axes: str | tuple[str, ...] = data_axis
@@ -120,13 +116,14 @@ def _shard_map_step(state: TrainState, batch: Batch, rng: jax.Array, *, mesh: Me
     specs = _batch_specs(batch, data_axis, None if layout is None else seq_axis)
     # Per shard: state and rng whole; batch [B/D, L, ...] or, sequence-parallel, [B/D, L/P, ...].
     state_spec, rng_spec, metrics_spec = PartitionSpec(), PartitionSpec(), PartitionSpec()
-    step = jax.shard_map(functools.partial(sharded_train_step, axis_name=axes), mesh=mesh,
-                         in_specs=(state_spec, specs, rng_spec), out_specs=(state_spec, metrics_spec))
+    body = functools.partial(sharded_train_step, axis_name=axes, micro_batches=micro_batches)
+    step = jax.shard_map(body, mesh=mesh, in_specs=(state_spec, specs, rng_spec), out_specs=(state_spec, metrics_spec))
     return step(state, batch, rng)
 
 
 @functools.lru_cache(maxsize=None)
-def shard_map_train_step(mesh: Mesh, data_axis: str = DATA_AXIS, seq_axis: str = SEQ_AXIS) -> StepFn:
+def shard_map_train_step(mesh: Mesh, data_axis: str = DATA_AXIS, seq_axis: str | None = SEQ_AXIS,
+                         micro_batches: int = 1) -> StepFn:
     """``train_step`` as an explicit ``jax.shard_map`` over ``mesh``, jitted with the state donated.
 
     Each device computes the loss sums and gradient of its batch shard; sums, token counts and gradients
@@ -139,28 +136,35 @@ def shard_map_train_step(mesh: Mesh, data_axis: str = DATA_AXIS, seq_axis: str =
     the loss is reduced over both axes. Other mesh axes (``model``) see replicated inputs.
 
     Inputs: the state and rng replicated (``jax.device_put(x, replicated(mesh))``), the batch in natural
-    token order, split over ``data_axis`` (:func:`attnjax.train.shard_batch`). Cached per mesh and axes.
+    token order, split over ``data_axis`` (:func:`attnjax.train.shard_batch`). Cached per mesh, axes and
+    ``micro_batches`` (> 1: each device accumulates over its shard in that many micro-batches).
 
     Raises (when called):
-        ValueError: batch arrays with different or indivisible leading sizes, a sequence length not
-            divisible by the ring (``2 * P`` for zigzag), or a model/mesh mismatch
-            (:func:`sequence_layout`).
+        ValueError: batch arrays with different or indivisible leading sizes (with micro-batches: a batch
+            size not divisible by the ``data_axis`` size times ``micro_batches``), a sequence length not
+            divisible by the ring (``2 * P`` for zigzag), or a model/mesh mismatch (:func:`sequence_layout`).
     """
     rep, data = replicated(mesh), batch_sharded(mesh, data_axis)
-    fn = functools.partial(_shard_map_step, mesh=mesh, data_axis=data_axis, seq_axis=seq_axis)
+    fn = functools.partial(_shard_map_step, mesh=mesh, data_axis=data_axis, seq_axis=seq_axis,
+                           micro_batches=micro_batches)
     jitted = jax.jit(fn, donate_argnums=(0,), in_shardings=(rep, data, rep), out_shardings=(rep, rep))
 
     @functools.wraps(fn)
     def step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
         # Checked before jit, whose own sharding check would fire first with a less helpful message.
-        _check_batch(batch, data_axis, mesh.shape[data_axis])
+        batch_size, devices = _check_batch(batch, data_axis, mesh.shape[data_axis]), mesh.shape[data_axis]
+        if (batch_size // devices) % micro_batches:
+            raise ValueError(f"micro_batches={micro_batches} splits each device's rows: a batch of {batch_size} over "
+                             f"mesh axis {data_axis!r} of size {devices} leaves {batch_size // devices} rows per "
+                             f"device; use a batch size divisible by {devices * micro_batches}")
         return jitted(state, batch, rng)
 
     return step
 
 
 @functools.lru_cache(maxsize=None)
-def pmap_train_step(data_axis: str = DATA_AXIS, devices: tuple[jax.Device, ...] | None = None) -> StepFn:
+def pmap_train_step(data_axis: str = DATA_AXIS, devices: tuple[jax.Device, ...] | None = None,
+                    micro_batches: int = 1) -> StepFn:
     """``train_step`` under ``jax.pmap``: the same per-device function and reduction as the shard_map step.
 
     The returned ``step(state, batch, rng)`` takes the state replicated with a leading device axis
@@ -170,8 +174,10 @@ def pmap_train_step(data_axis: str = DATA_AXIS, devices: tuple[jax.Device, ...] 
     Args:
         data_axis: the pmap axis name.
         devices: the devices (default: all local devices, ``D = jax.local_device_count()``).
+        micro_batches: > 1: each device accumulates over its ``B/D`` rows in that many micro-batches.
     """
-    return jax.pmap(functools.partial(sharded_train_step, axis_name=data_axis), axis_name=data_axis,
+    body = functools.partial(sharded_train_step, axis_name=data_axis, micro_batches=micro_batches)
+    return jax.pmap(body, axis_name=data_axis,
                     in_axes=(0, 0, None), donate_argnums=(0,), devices=None if devices is None else list(devices))
 
 
@@ -196,5 +202,5 @@ def unreplicate(tree: Any) -> Any:
     return jax_utils.unreplicate(tree)
 
 
-__all__ = ["jit_step", "pmap_train_step", "replicate", "sequence_layout", "shard_map_train_step", "sharded_train_step",
+__all__ = ["pmap_train_step", "replicate", "sequence_layout", "shard_map_train_step", "sharded_train_step",
            "split_batch", "unreplicate"]

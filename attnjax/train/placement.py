@@ -23,9 +23,9 @@ from attnjax.parallel.mesh import DATA_AXIS, batch_sharded, replicated
 from attnjax.train.steps import train_step
 
 
-@functools.lru_cache(maxsize=None)
 def jit_train_step(mesh: Mesh, data_axis: str = DATA_AXIS, step_fn: Callable = train_step) -> Callable:
-    """``step_fn`` jitted with the state donated and replicated, the batch split over ``data_axis``.
+    """``step_fn`` jitted with the state donated and replicated, the batch split over ``data_axis``: the
+    ``parallel="jit"`` form of :func:`~attnjax.train.make_train_step`, which is how to build it.
 
     XLA inserts the gradient all-reduce over ``data_axis`` (the loss is a global mean), so the result
     equals the single-device step. Cached per (mesh, step function), so repeated :func:`fit` calls
@@ -38,6 +38,12 @@ def jit_train_step(mesh: Mesh, data_axis: str = DATA_AXIS, step_fn: Callable = t
             arrays with a leading batch dimension: :func:`attnjax.train.train_step` (default) or
             :func:`attnjax.train.seq2seq_train_step`.
     """
+    return _jit_train_step(mesh, data_axis, step_fn)
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_train_step(mesh: Mesh, data_axis: str, step_fn: Callable) -> Callable:
+    # The arguments normalized before the cache: jit_train_step(mesh) is jit_train_step(mesh, "data", train_step).
     rep, data = replicated(mesh), batch_sharded(mesh, data_axis)
     return jax.jit(step_fn, donate_argnums=(0,), in_shardings=(rep, data, rep), out_shardings=(rep, rep))
 

@@ -12,9 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from attnjax.nn.models import count_params  # one parameter counter, re-exported for train users
-
-__all__ = ["ModelApply", "TrainState", "count_params", "create_train_state", "make_optimizer"]
+__all__ = ["ModelApply", "TrainState", "create_train_state", "make_optimizer"]
 
 
 @dataclasses.dataclass(frozen=True)

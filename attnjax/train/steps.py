@@ -20,6 +20,9 @@ from attnjax.train.state import TrainState
 
 Batch = dict[str, jnp.ndarray]
 Metrics = dict[str, jnp.ndarray]
+# A train step: ``(state, batch, rng) -> (new_state, metrics)`` (:func:`train_step`, and what
+# :func:`attnjax.train.make_train_step` builds).
+StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
 
 
 def masked_loss_and_correct(logits: jnp.ndarray, targets: jnp.ndarray, loss_mask: jnp.ndarray,

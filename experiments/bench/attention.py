@@ -1,31 +1,15 @@
 """Attention kernels side by side: ``python -m experiments.bench.attention``.
 
-One process, on the default JAX device: attnjax dense, attnjax blockwise, ``jax.nn.dot_product_attention``
-(XLA) and ``flax.linen.dot_product_attention``; forward and forward+backward; float32 and bfloat16;
-B=1, N=8, H=64, T=S over ``--lengths``, causal and not. For every row it reports the median time, the
-achieved GFLOP/s, the ratio to ``jax.nn`` at the same setting, and the compiled temporary memory
-(``jax.jit(f).lower(...).compile().memory_analysis().temp_size_in_bytes``), plus the device's matmul
-GFLOP/s as the roof. Output: a markdown table on stdout, ``summary.md`` and ``results.json`` in
-``config.out`` (written atomically).
+attnjax dense and blockwise, ``jax.nn.dot_product_attention`` (XLA) and ``flax.linen.dot_product_attention``;
+forward and forward+backward; float32 and bfloat16; ``[B, T, N, H]`` with T = S over ``--config.lengths``,
+causal and not. Each row: the median time, useful GFLOP/s (forward ``4*B*N*T*S*H``, forward+backward 3.5x
+that, causal rows half), the ratio to ``jax.nn`` and the compiled temporary memory; the device's matmul
+GFLOP/s is the roof. Every function is compiled first: one over ``config.budget_gib`` of temporaries is
+reported, never run. The implementations of a row are timed round-robin on the same inputs
+(:func:`round_robin`), so background load hits them alike. Writes ``summary.md`` and ``results.json`` to
+``config.out``.
 
-Timing: the runnable implementations of a setting are timed round-robin, ``config.repeats`` rounds, the
-median reported; in each round every implementation is called twice back to back and only the second
-call is timed. Round-robin exposes all implementations of a row to the same background load on a
-shared machine; the untimed call in front keeps one implementation's aftermath (the XLA paths free
-gigabytes of temporaries) out of the next one's time.
-
-FLOPs counted: forward ``4*B*N*T*S*H`` (two matmuls), forward+backward 3.5x that (the backward has five
-matmuls: the recomputed or stored scores, dV, dP, dQ, dK); causal rows count half. So GFLOP/s is
-*useful* throughput: a path that computes masked blocks is not credited for them.
-
-Memory safety: every function is compiled first, without running; any whose temporary memory exceeds
-``config.budget_gib`` is reported as "skipped (memory)" with its compiled memory and never executed (the
-XLA path's backward at T=S=16384 would need tens of GiB). ``config.max_timed_length`` reports only the
-compiled memory above that length, for a quick memory comparison at long sequences.
-
-Example (the issue's CPU targets, float32 forward+backward):
-    python -m experiments.bench.attention --config.lengths=1024,4096,16384 --config.dtypes=float32 \
-        --config.passes=fwd+bwd --config.causal=0 --config.max_timed_length=4096
+    python -m experiments.bench.attention --config.lengths=1024,4096 --config.dtypes=float32 --config.passes=fwd+bwd
 """
 
 from __future__ import annotations
@@ -196,15 +180,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for dtype in sweep.names(config.dtypes):
         if dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"config.dtypes: unknown {dtype!r}; valid: bfloat16, float16, float32")
-    for c in _ints(config.causal):
+    for c in sweep.numbers(config.causal, int, "causal"):
         if c not in (0, 1):
             raise ValueError(f"config.causal entries must be 0 or 1, got {config.causal!r}")
-    if not _ints(config.lengths) or min(_ints(config.lengths)) < 1:
+    lengths = sweep.numbers(config.lengths, int, "lengths")
+    if not lengths or min(lengths) < 1:
         raise ValueError(f"config.lengths must list positive lengths, got {config.lengths!r}")
-
-
-def _ints(value: str) -> list[int]:
-    return [int(x) for x in sweep.names(str(value))]
 
 
 def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -215,17 +196,15 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     dtypes, implementations = sweep.names(config.dtypes), sweep.names(config.implementations)
     roofs = {dtype: matmul_roof(jnp.dtype(dtype), config.roof_size) for dtype in dtypes}
     rows = []
-    for dtype in dtypes:
-        for causal in _ints(config.causal):
-            for passes in sweep.names(config.passes):
-                for length in _ints(config.lengths):
-                    setting = Setting(dtype, bool(causal), passes, length)
-                    prepared = [prepare_row(name, setting, config, block_sizes) for name in implementations]
-                    time_group(setting, prepared, config)
-                    for row, _ in prepared:
-                        print(markdown([row], {}).splitlines()[2], flush=True)
-                        rows.append(row)
-                    del prepared  # frees this setting's inputs and executables before the next one
+    for cell in sweep.grid(dtype=dtypes, causal=sweep.numbers(config.causal, int, "causal"),
+                           passes=sweep.names(config.passes), length=sweep.numbers(config.lengths, int, "lengths")):
+        setting = Setting(cell["dtype"], bool(cell["causal"]), cell["passes"], cell["length"])
+        prepared = [prepare_row(name, setting, config, block_sizes) for name in implementations]
+        time_group(setting, prepared, config)
+        for row, _ in prepared:
+            print(markdown([row], {}).splitlines()[2], flush=True)
+            rows.append(row)
+        del prepared  # frees this setting's inputs and executables before the next one
     table = markdown(rows, roofs, config.roof_size)
     results = {"command": " ".join([os.path.basename(sys.executable), "-m", "experiments.bench.attention",
                                     *sys.argv[1:]]),

@@ -1,19 +1,12 @@
 """Model train-step throughput side by side: ``python -m experiments.bench.models``.
 
-One process, the default JAX device. Every pair runs the *same* jitted optax step (cross-entropy at every
-position, Adam, params and optimizer state donated) on the same batch:
-
-* attnjax's ``TransformerEncoder`` (pre-LN, GELU, sinusoidal positions, ``dot_product`` attention) against
-  the same network written in plain ``flax.linen`` with ``nn.MultiHeadDotProductAttention``;
-* attnjax's ``lstm`` / ``gru`` (``attnjax.nn.Recurrent``) against ``nn.RNN`` over linen's own cells;
-* at the study sizes (``config.study_settings``, ``BATCHxLENGTH``), and at one long sequence
-  (``config.long_length``, batch 1) where attnjax's Transformer runs ``implementation="blockwise"``
-  against ``"dense"``, with the compiled temporary memory of each step (``memory_analysis()``).
-
-Parameter counts of each pair are checked equal before anything is timed. Timing: round-robin over the
-pair, ``config.repeats`` rounds; in a round each model takes one untimed step and then
-``config.steps_per_round`` timed steps; the median round is reported as examples/s and tokens/s.
-Writes ``results.json`` and ``summary.md`` to ``config.out`` (atomically).
+Each pair runs the same jitted optax step (cross-entropy at every position, Adam, state donated) on the same
+batch: attnjax's ``TransformerEncoder`` against the same network in plain ``flax.linen``, and attnjax's
+``lstm``/``gru`` against ``nn.RNN`` over linen's cells, at the study sizes (``config.study_settings``,
+``BATCHxLENGTH``); then blockwise against dense attention at one long sequence (``config.long_length``,
+batch 1) with each step's compiled temporary memory. Parameter counts of a pair are checked equal first.
+Timed round-robin over the pair (one untimed step, then ``config.steps_per_round`` timed ones per round);
+the median round is reported. Writes ``summary.md`` and ``results.json`` to ``config.out``.
 """
 
 from __future__ import annotations

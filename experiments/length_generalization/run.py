@@ -1,20 +1,10 @@
 """Length generalization (Delétang et al. 2022; Ruoss et al. 2023): train on short inputs, test on longer ones.
 
-A cell is (task, model, variant, lr, seed); ``variant`` names an attention model's attention, positional
-encoding and ``+randomized`` (``"-"`` for recurrent models). Each cell trains on input lengths 1..N
-(one length per batch, padded to one shape so the step compiles once), then scores per-token accuracy
-at the blank positions (under the task's accuracy mask) on every length 1..M with fresh examples.
-``train_accuracy`` is the mean over lengths 1..N (in-distribution, the validation score that picks
-learning rates), ``ood_score`` the mean over N+1..M.
+A cell (task, model, variant, lr, seed) trains on input lengths 1..N, then scores per-token accuracy on every
+length 1..M: ``train_accuracy`` is the mean over 1..N (in-distribution, the score that picks learning rates),
+``ood_score`` the mean over N+1..M. ``variant``: ``attention+positional[+randomized]``, ``-`` without attention.
 
-Long cells save checkpoints with ``--config.checkpoint_every=N``; rerunning the same command after a preemption
-skips finished cells and resumes the interrupted one from its newest checkpoint, with the same result as an
-uninterrupted run. ``--config.compute_dtype=bfloat16`` runs attention models in bfloat16 (float32 parameters,
-optimizer state and logits); ``--config.micro_batches=k`` accumulates gradients over ``k`` pieces of a batch.
-
-    python -m experiments.length_generalization [--workdir DIR] [--config.num_steps=3000 ...]
-    python -m experiments.length_generalization --config=experiments/length_generalization/config.py:cpu_grid \
-        --config.only="task=parity_check|even_pairs"
+    python -m experiments.length_generalization [--workdir DIR] [--config=...config.py:cpu_grid] [--config.x=y]
 """
 
 from __future__ import annotations
@@ -28,14 +18,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from attnjax import data
+from attnjax import data, sweep
 from attnjax.nn import build_model, count_params, get_model_spec, model_kind, sown_attention_weights
-from attnjax.ops.positional import RANDOMIZED_EVAL, get_positional
+from attnjax.ops.positional import POSITIONAL, RANDOMIZED_EVAL, get_positional
 from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
-from attnjax.sweep.training import recipe, recipe_fingerprint
-from attnjax.train import accumulating_train_step, create_train_state, evaluate_lengths, fit, make_recipe_optimizer
-from attnjax import sweep
+from attnjax.results import rounded
+from attnjax.sweep.training import optimizer_for, recipe_fingerprint
+from attnjax.train import create_train_state, evaluate_lengths, fit, make_train_step
 from experiments.length_generalization import report
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "config.py")
@@ -47,40 +37,30 @@ COMPUTE_DTYPES = ("float32", "bfloat16")  # config.compute_dtype: parameters and
 
 
 def variants(config: ml_collections.ConfigDict, model: str) -> list[str]:
-    """``attention+positional[+randomized]`` names for an attention model, ``["-"]`` otherwise.
-
-    ``nope`` has no positions to randomize, so it only runs standard.
-    """
+    """``attention+positional[+randomized]`` for an attention model (``nope`` runs standard only), else ``["-"]``."""
     if not get_model_spec(model).attention:
         return ["-"]
-    out = []
-    for attention in sweep.names(config.attentions):
-        for positional in sweep.names(config.positionals):
-            for randomized in sweep.names(config.randomized):
-                if randomized == "true" and get_positional(positional).kind == "none":
-                    continue
-                out.append(f"{attention}+{positional}" + ("+randomized" if randomized == "true" else ""))
-    return out
+    return [f"{a}+{p}" + ("+randomized" if r == "true" else "") for a in sweep.names(config.attentions)
+            for p in sweep.names(config.positionals) for r in sweep.names(config.randomized)
+            if not (r == "true" and get_positional(p).kind == "none")]
 
 
 def model_fields(config: ml_collections.ConfigDict, model: str, variant: str) -> dict[str, Any]:
     """The model's config fields for one cell: its config block, what the variant sets and the compute dtype."""
     fields = config[model].to_dict()
-    # Only a non-default dtype is written, so float32 cells keep the fingerprints they had before the switch.
-    if config.get("compute_dtype", "float32") != "float32":
+    if config.compute_dtype != "float32":  # only when set: float32 cells keep their fingerprints
         fields["dtype"] = config.compute_dtype
     if variant != "-":
         attention, positional, *rest = variant.split("+")
         fields.update(attention=attention, positional=positional, randomized_positions=bool(rest),
                       randomized_eval=config.randomized_eval, max_len=config.randomized_max_len)
-        # The Delétang preset numbers sin/cos positions from the end (as their code does); that
-        # numbering exists for the standard sinusoidal encoding only.
-        if positional != "sinusoidal" or rest:
+        if positional != "sinusoidal" or rest:  # Delétang's from-the-end numbering: standard sinusoidal only
             fields["positions_from_end"] = False
     return fields
 
 
 def cells(config: ml_collections.ConfigDict) -> list[sweep.Cell]:
+    """The grid: task x model x variant x the model's lrs x seed."""
     return sweep.grid(task=sweep.names(config.tasks), model=sweep.names(config.models),
                       variant=lambda f: variants(config, f["model"]),
                       lr=lambda f: sweep.names(config.learning_rates[f["model"]]),
@@ -89,32 +69,27 @@ def cells(config: ml_collections.ConfigDict) -> list[sweep.Cell]:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Resolves every name and builds every model config; raises ValueError/TypeError otherwise."""
-    n, m = config.train_max_length, config.test_max_length
+    n, m, dtype, micro = config.train_max_length, config.test_max_length, config.compute_dtype, config.micro_batches
     if not 1 <= n < m:
         raise ValueError(f"need 1 <= train_max_length < test_max_length, got {n} and {m}")
     if config.num_seeds < 1:
         raise ValueError(f"num_seeds must be >= 1, got {config.num_seeds}")
-    sweep.check_names("task", sweep.names(config.tasks), data.TASKS)
-    if config.attention_map_task:
-        sweep.check_names("attention_map_task", [config.attention_map_task], data.TASKS)
+    if not isinstance(micro, int) or micro < 1 or config.batch_size % micro:
+        raise ValueError(f"micro_batches must be an int >= 1 dividing batch_size={config.batch_size}, got {micro!r}")
+    for kind, given, valid in [
+            ("task", sweep.names(config.tasks), data.TASKS), ("attention", sweep.names(config.attentions), ATTENTION),
+            ("positional encoding", sweep.names(config.positionals), POSITIONAL),
+            ("attention_map_task", [config.attention_map_task] if config.attention_map_task else [], data.TASKS),
+            ("randomized value", sweep.names(config.randomized), ["false", "true"]),
+            ("randomized_eval", [config.randomized_eval], RANDOMIZED_EVAL), ("compute_dtype", [dtype], COMPUTE_DTYPES)]:
+        sweep.check_names(kind, given, valid)
     models = sweep.check_models(sweep.names(config.models), config, config.learning_rates)
-    for model in models:
-        for lr in sweep.names(config.learning_rates[model]):
-            make_recipe_optimizer(recipe(config, lr), config.num_steps)
-    sweep.check_names("attention", sweep.names(config.attentions), ATTENTION)
-    for p in sweep.names(config.positionals):
-        get_positional(p)
-    sweep.check_names("randomized value", sweep.names(config.randomized), ["false", "true"])
-    sweep.check_names("randomized_eval", [config.randomized_eval], RANDOMIZED_EVAL)
-    dtype = config.get("compute_dtype", "float32")
-    sweep.check_names("compute_dtype", [dtype], COMPUTE_DTYPES)
     no_dtype = [m for m in models if "dtype" not in {f.name for f in dataclasses.fields(get_model_spec(m).config)}]
     if dtype != "float32" and no_dtype:
         raise ValueError(f"compute_dtype={dtype!r} needs models with a computation dtype (the attention models); "
                          f"{no_dtype} have none: drop them from config.models or use compute_dtype='float32'")
-    micro = config.get("micro_batches", 1)
-    if not isinstance(micro, int) or micro < 1 or config.batch_size % micro:
-        raise ValueError(f"micro_batches must be an int >= 1 dividing batch_size={config.batch_size}, got {micro!r}")
+    for lr in {lr for model in models for lr in sweep.names(config.learning_rates[model])}:
+        optimizer_for(config, lr)
     for model in models:
         for variant in variants(config, model):
             if model_kind(model, model_fields(config, model, variant)) != "sequence":
@@ -122,60 +97,50 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def cell_config(config: ml_collections.ConfigDict, cell: sweep.Cell) -> dict[str, Any]:
+    """What a cell's fingerprint covers: the protocol keys and its model's fields."""
     protocol = {k: config[k] for k in PROTOCOL_KEYS}
-    if config.get("micro_batches", 1) != 1:  # only when set: cells without it keep their fingerprints
+    if config.micro_batches != 1:  # only when set: cells without it keep their fingerprints
         protocol["micro_batches"] = config.micro_batches
     protocol.update(recipe_fingerprint(config))  # likewise, only the recipe keys that differ from the defaults
     return {"protocol": protocol, "model": model_fields(config, cell["model"], cell["variant"])}
 
 
-def _eval_pad(task: data.Task, n: int, config: ml_collections.ConfigDict) -> int:
-    m, bucket = config.test_max_length, config.eval_bucket
-    top = m if bucket <= 0 else min(-(-n // bucket) * bucket, m)
-    return data.padded_length(task, top)
-
-
 def run_cell(cell: sweep.Cell, config: ml_collections.ConfigDict, context: sweep.Context) -> dict[str, Any]:
     """Trains and evaluates one cell; returns its metrics."""
     task = data.get_task(cell["task"])
-    n, m = config.train_max_length, config.test_max_length
+    n, m, bucket = config.train_max_length, config.test_max_length, config.eval_bucket
     model = build_model(cell["model"], task.output_size, model_fields(config, cell["model"], cell["variant"]))
     # Parameter shapes do not depend on the length: a length-1 example shares one compiled initializer.
     example = jnp.zeros((1, 1, data.vocab_size(task)), jnp.float32)
     state = create_train_state(model, cell.key("init"), example,
-                               make_recipe_optimizer(recipe(config, cell["lr"]), config.num_steps))
+                               optimizer_for(config, cell["lr"]))
     # Data streams depend on (task, seed) only: every model of a seed sees the same examples.
-    train_rng = cell.rng("train_data", ("task", "seed"))
-    mesh = data_mesh(config.mesh_data)
-    t0 = time.perf_counter()
+    train_rng, mesh, t0 = cell.rng("train_data", ("task", "seed")), data_mesh(config.mesh_data), time.perf_counter()
     with open(context.log_path(cell), "w", encoding="utf-8") as log_file:
         state, history = fit(
             state, lambda _: data.training_batch(task, train_rng, config.batch_size, n,
                                                  per_example_lengths=config.per_example_lengths),
             config.num_steps, rng=cell.key("steps"), mesh=mesh, log_every=config.log_every, log_file=log_file,
-            step_fn=accumulating_train_step(config.get("micro_batches", 1)),
-            # Checkpoints (--config.checkpoint_every) save train_rng's position: a resumed cell draws the same batches.
+            step_fn=make_train_step(micro_batches=config.micro_batches),
+            # Checkpoints save train_rng's position: a resumed cell draws the same batches.
             data_rng=train_rng, **context.fit_options(cell))
     train_seconds = time.perf_counter() - t0
     eval_rng = cell.rng("eval_data", ("task", "seed"))
-    per_length = evaluate_lengths(
-        state, lambda k: [data.length_batch(task, eval_rng, config.eval_batch_size, k, _eval_pad(task, k, config))],
-        range(1, m + 1), mesh=mesh, rng=cell.key("eval_positions"))
+
+    def batches(k: int) -> list[dict]:  # test lengths pad up to multiples of eval_bucket: few compiled programs
+        pad = data.padded_length(task, m if bucket <= 0 else min(-(-k // bucket) * bucket, m))
+        return [data.length_batch(task, eval_rng, config.eval_batch_size, k, pad)]
+
+    per_length = evaluate_lengths(state, batches, range(1, m + 1), mesh=mesh, rng=cell.key("eval_positions"))
     acc = {k: v["accuracy"] for k, v in per_length.items()}
-    extra = {}
-    if (cell["task"] == config.attention_map_task and get_model_spec(cell["model"]).attention
-            and cell["seed"] == config.first_seed):
-        extra["attention_maps"] = attention_maps(cell, config, state.params, task)
-    return {
-        **extra,
-        "train_accuracy": float(np.mean([acc[k] for k in range(1, n + 1)])),
-        "ood_score": float(np.mean([acc[k] for k in range(n + 1, m + 1)])),
-        "accuracy_per_length": {str(k): a for k, a in acc.items()},
-        "final_train_loss": history[-1]["loss"] if history else None,
-        "num_params": count_params(state.params),
-        "train_seconds": train_seconds,
-        "eval_seconds": time.perf_counter() - t0 - train_seconds,
-    }
+    maps = (cell["task"] == config.attention_map_task and get_model_spec(cell["model"]).attention
+            and cell["seed"] == config.first_seed)
+    extra = {"attention_maps": attention_maps(cell, config, state.params, task)} if maps else {}
+    return {**extra, "train_accuracy": float(np.mean([acc[k] for k in range(1, n + 1)])),
+            "ood_score": float(np.mean([acc[k] for k in range(n + 1, m + 1)])),
+            "accuracy_per_length": {str(k): a for k, a in acc.items()},
+            "final_train_loss": history[-1]["loss"] if history else None, "num_params": count_params(state.params),
+            "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0 - train_seconds}
 
 
 def attention_maps(cell: sweep.Cell, config: ml_collections.ConfigDict, params: Any, task: data.Task
@@ -190,7 +155,7 @@ def attention_maps(cell: sweep.Cell, config: ml_collections.ConfigDict, params: 
         _, sown = model.apply({"params": params}, batch["inputs"], seq_lengths=batch["seq_lengths"], train=False,
                               rngs={"positions": cell.key("attention_maps")}, mutable=["intermediates"])
         last = sown_attention_weights(sown["intermediates"])[-1]  # [1, N, P, P]
-        maps[str(length)] = np.round(np.asarray(last[0].mean(0)), 4).tolist()
+        maps[str(length)] = rounded(last[0].mean(0))
     return maps
 
 
@@ -198,4 +163,3 @@ EXPERIMENT = sweep.Experiment(
     name="length_generalization", cells=cells, run_cell=run_cell, validate=validate, cell_config=cell_config,
     report=report.write_report,
     describe=lambda r: f"in-dist {100 * r['train_accuracy']:.1f}%, OOD {100 * r['ood_score']:.1f}%")
-

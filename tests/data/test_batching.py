@@ -5,12 +5,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from attnjax import data
+from attnjax.data.batching import blank_token, make_batch, sample_lengths
 
 
 def test_blank_protocol_layout():
     task = data.get_task("duplicate_string")
     lengths = np.array([1, 3, 2])
-    b = data.make_batch(task, np.random.default_rng(1), lengths, pad_to=12)
+    b = make_batch(task, np.random.default_rng(1), lengths, pad_to=12)
     assert set(b) == {"inputs", "targets", "loss_mask", "accuracy_mask", "seq_lengths"}
     V = data.vocab_size(task)
     assert b["inputs"].shape == (3, 12, V) and b["inputs"].dtype == np.float32
@@ -22,7 +23,7 @@ def test_blank_protocol_layout():
         real = b["inputs"][i].sum(-1)
         np.testing.assert_array_equal(real, (np.arange(12) < 3 * n).astype(np.float32))  # padding is all-zero
         assert np.all(tok[:n] < task.input_size)
-        assert np.all(tok[n:3 * n] == data.blank_token(task))
+        assert np.all(tok[n:3 * n] == blank_token(task))
         np.testing.assert_array_equal(b["loss_mask"][i], ((np.arange(12) >= n) & (np.arange(12) < 3 * n)))
         x = tok[:n]
         np.testing.assert_array_equal(b["targets"][i, n:3 * n], np.concatenate([x, x]))
@@ -45,11 +46,11 @@ def test_accuracy_mask_stops_at_termination_token_loss_mask_does_not():
 
 def test_modular_arithmetic_even_length_layout():
     task = data.get_task("modular_arithmetic")
-    b = data.make_batch(task, np.random.default_rng(0), np.array([4, 5, 1, 2]), pad_to=7)
+    b = make_batch(task, np.random.default_rng(0), np.array([4, 5, 1, 2]), pad_to=7)
     np.testing.assert_array_equal(b["seq_lengths"], [4, 6, 2, 2])  # an even n reads n - 1 symbols
     for i, n_in in enumerate([3, 5, 1, 1]):
         assert b["loss_mask"][i].sum() == 1 and b["loss_mask"][i, n_in] == 1
-        assert b["inputs"][i, n_in].argmax() == data.blank_token(task)
+        assert b["inputs"][i, n_in].argmax() == blank_token(task)
     assert data.padded_length(task, 4) == 4 and data.padded_length(task, 5) == 6
 
 
@@ -67,17 +68,17 @@ def test_bad_batch_arguments_raise():
     task = data.get_task("reverse_string")
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="pad_to=5 is too short"):
-        data.make_batch(task, rng, np.array([3]), 5)
+        make_batch(task, rng, np.array([3]), 5)
     with pytest.raises(ValueError, match="lengths must be >= 1, got min 0"):
-        data.make_batch(task, rng, np.array([0, 2]), 5)
+        make_batch(task, rng, np.array([0, 2]), 5)
     with pytest.raises(ValueError, match="lengths must be integers, got dtype float64"):
-        data.make_batch(task, rng, np.array([1.5]), 5)
+        make_batch(task, rng, np.array([1.5]), 5)
     with pytest.raises(ValueError, match=r"lengths must be a non-empty \[B\] array"):
-        data.make_batch(task, rng, np.zeros((0,), int), 5)
+        make_batch(task, rng, np.zeros((0,), int), 5)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         data.training_batch(task, rng, 0, 4)
     with pytest.raises(ValueError, match="need 1 <= min_length <= max_length"):
-        data.sample_lengths(rng, 4, 3, min_length=5)
+        sample_lengths(rng, 4, 3, min_length=5)
 
 
 @settings(max_examples=40, deadline=None)
@@ -87,14 +88,14 @@ def test_make_batch_layout_property(task_name, lengths, extra, seed):
     task = data.get_task(task_name)
     lengths = np.array(lengths)
     pad = data.padded_length(task, int(lengths.max())) + extra
-    b = data.make_batch(task, np.random.default_rng(seed), lengths, pad)
+    b = make_batch(task, np.random.default_rng(seed), lengths, pad)
     n_in = np.array([task.input_length(int(n)) for n in lengths])
     out = np.array([task.output_length(int(n)) for n in n_in])
     np.testing.assert_array_equal(b["seq_lengths"], n_in + out)
     np.testing.assert_array_equal(b["loss_mask"].sum(1), out)
     real = b["inputs"].sum(-1)  # 1 at real positions, 0 at padding
     np.testing.assert_array_equal(real, (np.arange(pad)[None] < b["seq_lengths"][:, None]).astype(np.float32))
-    blank = b["inputs"].argmax(-1) == data.blank_token(task)
+    blank = b["inputs"].argmax(-1) == blank_token(task)
     np.testing.assert_array_equal(blank & (real > 0), b["loss_mask"] > 0)  # scored exactly at the blanks
     assert np.all(b["targets"][b["loss_mask"] == 0] == 0)
     assert np.all((b["targets"] >= 0) & (b["targets"] < task.output_size))

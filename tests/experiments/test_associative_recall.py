@@ -50,7 +50,8 @@ def test_tiny_run_writes_results_summary_and_plots_then_resumes(tmp_path):
     for name in (report.PAIRS_FILE, report.NOISE_FILE, report.EVAL_NOISE_FILE, report.MAPS_FILE):
         assert (tmp_path / "run" / name).read_bytes()[:4] == b"\x89PNG", name
     assert "## Accuracy vs number of pairs (width 8, noise 0.0)" in text and "| dot_product |" in text
-    assert "| gru |" in text and "## Published" in text and "## Protocol" in text
+    assert "| gru |" in text and "## Ours vs published" in text and "## Protocol" in text
+    assert "| softmax attention solves L=8 P=1 (width 8) |" in text
     logs = sorted(os.listdir(tmp_path / "run" / "logs"))
     assert len(logs) == 12
     out = io.StringIO()
@@ -162,15 +163,38 @@ def test_report_from_fixture_has_ci_paired_deltas_and_verdict(tmp_path):
             "| -39.0 [-40.2, -37.8] |") in text
     assert "| dot_product | 1234 | 100.0 [100.0, 100.0] | 100.0 | – |" in text
     assert "## Accuracy vs filler noise (L=16, P=2, width 64)" in text
-    assert "**Agrees:** softmax attention solves MQAR" in text
-    assert "widens significantly for linear -5.0 [-6.2, -3.8] → -39.0 [-40.2, -37.8], gru" in text
-    assert "**Not fit" in text and "linear, gru" in text
-    assert "linear -10.0 [-10.0, -10.0]" in text  # noise 1 - noise 0, paired
+    # Last column: noise 1 - noise 0, paired by seed.
+    assert ("| linear | 95.0 [93.8, 96.2] | 96.0 | -5.0 [-6.2, -3.8] | 85.0 [83.8, 86.2] | 86.0 "
+            "| -15.0 [-16.2, -13.8] | -10.0 [-10.0, -10.0] |") in text
     assert "Differences from Zoology" in text and "Zoology (Arora et al. 2023, Figure 2" in text
-    assert "## Accuracy vs test-time filler noise (trained at noise 0.0, width 64)" in text
-    assert "| gru | 30.0 [28.8, 31.2] | -69.0 [-70.2, -67.8] | 10.0 [8.8, 11.2] | -89.0 [-90.2, -87.8] |" in text
-    assert "**Distractors at test time**" in text and "gru -20.0 [-20.0, -20.0]" in text
+    assert "## Accuracy vs test-time filler noise (L=16, P=4, width 64, trained at noise 0.0)" in text
+    # Distractors at test time cost the GRU 20 points (last column: test noise 1 - test noise 0, paired).
+    assert ("| gru | 30.0 [28.8, 31.2] | -69.0 [-70.2, -67.8] | 10.0 [8.8, 11.2] | -89.0 [-90.2, -87.8] "
+            "| -20.0 [-20.0, -20.0] |") in text
     assert (tmp_path / report.EVAL_NOISE_FILE).exists()
+    # Ours vs Zoology: softmax solves both settings (99% counts as solved); the gap of linear and the GRU to softmax
+    # grows with the pairs (Δ at P=2 minus Δ at P=4: linear -5 - (-39) = +34 points, GRU -50 - (-69) = +19).
+    verdicts = text[text.index("## Ours vs published"):]
+    assert "| softmax attention solves L=16 P=2 (width 64) | 100.0 [100.0, 100.0] | 100.0 | agrees |" in verdicts
+    assert "| softmax attention solves L=16 P=4 (width 64) | 99.0 [99.0, 99.0] | 100.0 | agrees |" in verdicts
+    assert ("| linear: gap to softmax grows, P=2 → 4 (width 64; Δ at P=2 − at P=4) | +34.0 [+34.0, +34.0] "
+            "| grows (> 0) | agrees |") in verdicts
+    assert "| gru: gap to softmax grows, P=2 → 4 (width 64; Δ at P=2 − at P=4) | +19.0 [+19.0, +19.0]" in verdicts
+    assert "dot_product: gap" not in verdicts  # the claim is about sub-quadratic models
+
+
+@pytest.mark.parametrize("train, verdict", [(1.0, "differs"), (0.9, "inconclusive (train fit 90.0%: budget)")])
+def test_verdict_when_softmax_misses_a_setting(train, verdict):
+    """Softmax at 90% on P=4: it differs from Zoology where it fits its training data, and is inconclusive (a budget
+    limit) where it does not; the gap rows at P=4 are inconclusive then."""
+    results = _fixture_results()
+    for e in results["cells"].values():
+        if e["cell"]["variant"] == "dot_product" and e["cell"]["kv"] == 4:
+            e["metrics"].update(test_accuracy=0.9 + 0.01 * e["cell"]["seed"], train_accuracy=train)
+    text = report.summary_markdown(results)
+    assert f"| softmax attention solves L=16 P=4 (width 64) | 91.0 [88.5, 93.5] | 100.0 | {verdict} |" in text
+    assert "| softmax attention solves L=16 P=2 (width 64) | 100.0 [100.0, 100.0] | 100.0 | agrees |" in text
+    assert text.count("| grows (> 0) | inconclusive (softmax below 99%) |") == 2  # linear and the GRU
 
 
 def test_report_picks_learning_rates_on_validation_only():

@@ -43,7 +43,8 @@ def test_cli_tiny_grid_writes_results_and_resumes(tmp_path):
         acc = run["accuracy_per_length"]
         assert run["ood_score"] == pytest.approx((acc["3"] + acc["4"]) / 2)
         assert 0.0 <= run["train_accuracy"] <= 1.0
-    assert "## Table 1" in (workdir / "summary.md").read_text()
+    summary = (workdir / "summary.md").read_text()
+    assert "## Table 1" in summary and "| (a) parity_check: lstm |" in summary  # ours vs published
     for name in ("accuracy_vs_length.png", "encoding_heatmap.png", "attention_maps.png"):
         assert (workdir / name).read_bytes()[:4] == b"\x89PNG"
     maps = [r for r in runs if "attention_maps" in r]

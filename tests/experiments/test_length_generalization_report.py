@@ -1,4 +1,4 @@
-"""The length-generalization report from synthetic results dicts (no training): tables, verdicts, files."""
+"""The length-generalization report from synthetic results dicts (no training): tables, comparisons, files."""
 
 import math
 import os
@@ -55,11 +55,6 @@ def _table(markdown, title):
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[start:end]]
     return [dict(zip(rows[0], r)) for r in rows[2:]]
-
-
-def _paragraph(markdown, tag):
-    found = [line for line in markdown.splitlines() if line.startswith(f"**({tag})")]
-    return found[0] if found else None
 
 
 STD, RAND = "dot_product+sinusoidal", "dot_product+sinusoidal+randomized"
@@ -187,75 +182,110 @@ def _regular_specs(lstm_parity=1.0, transformer_parity=0.55):
     return specs
 
 
-def test_claim_regular_agrees_and_differs():
-    agrees = _paragraph(report.summary_markdown(_results(_regular_specs())), "a")
-    assert "**Agrees**" in agrees and "Differs" not in agrees
-    assert "Transformer 52.0" in agrees
-    assert "transformer (best standard encoding: dot_product+sinusoidal) 55.0" in agrees
-    differs = _paragraph(report.summary_markdown(_results(_regular_specs(lstm_parity=0.6))), "a")
-    assert "**Differs**: lstm does not solve parity_check" in differs and "Agrees" not in differs
-    assert "Likely reasons" in differs and "training lengths 1..4 (paper 1..40)" in differs
-    assert "3,000 training steps (paper 1,000,000)" in differs and "LSTM hidden size 128 (paper 256)" in differs
-    assert "per example" not in differs
-    per_example = report.summary_markdown(_results(_regular_specs(lstm_parity=0.6), per_example_lengths=True))
-    assert "training lengths drawn per example (paper: one length per batch)" in _paragraph(per_example, "a")
+def _comparisons(results):
+    """The rows of the ours-vs-published table, keyed by claim."""
+    text = report.summary_markdown(results)
+    return {r["claim"]: r for r in _table(text, "## Ours vs published")} if "## Ours vs published" in text else {}
+
+
+def _differences(results):
+    text = report.summary_markdown(results).split("## Differences from the published protocol", 1)[1]
+    return [line[2:] for line in text.split("\n\n", 2)[1].splitlines() if line.startswith("- ")]
+
+
+SOLVE = "note"
+TRANSFORMER_PARITY = f"(a) parity_check: transformer {STD}"
+
+
+def test_comparison_regular_tasks_agrees_and_differs():
+    text = report.summary_markdown(_results(_regular_specs()))
+    assert "A seed *solves* a task with ≥ 90.0% accuracy at every test length." in text
+    rows = _comparisons(_results(_regular_specs()))
+    assert list(rows) == ["(a) parity_check: rnn", "(a) parity_check: lstm", TRANSFORMER_PARITY]
+    lstm, transformer = rows["(a) parity_check: lstm"], rows[TRANSFORMER_PARITY]
+    assert (lstm["ours [95% CI]"], lstm["published"], lstm["verdict"], lstm[SOLVE]) == \
+        ("100.0 [100.0, 100.0]", "100.0", "agrees", "3/3 seeds solve")
+    mean, low, high = stats.mean_ci([0.50, 0.55, 0.53])  # the transformer's seeds; 52.0 lies inside
+    assert transformer["ours [95% CI]"] == f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+    assert (transformer["published"], transformer["verdict"], transformer[SOLVE]) == \
+        ("52.0", "agrees", "0/3 seeds solve")
+    differs = _comparisons(_results(_regular_specs(lstm_parity=0.6)))["(a) parity_check: lstm"]
+    assert (differs["ours [95% CI]"], differs["verdict"], differs[SOLVE]) == ("60.0 [60.0, 60.0]", "differs",
+                                                                            "0/3 seeds solve")
     underfit = _regular_specs()
     underfit[-1] = underfit[-1][:6] + (0.5,)  # one transformer seed fits badly in-distribution
-    caveat = _paragraph(report.summary_markdown(_results(underfit)), "a")
-    assert "**Agrees**" in caveat and "the transformer under-fits parity_check in-distribution (1/3 runs)" in caveat
-    solved = _paragraph(report.summary_markdown(_results(_regular_specs(transformer_parity=0.99))), "a")
-    assert "**Differs**: the transformer solves parity_check" in solved
+    assert _comparisons(_results(underfit))[TRANSFORMER_PARITY]["verdict"] == "inconclusive (1/3 runs under-fit)"
+    solved = _comparisons(_results(_regular_specs(transformer_parity=0.99)))[TRANSFORMER_PARITY]
+    assert solved["verdict"] == "differs" and solved[SOLVE] == "3/3 seeds solve"
 
 
-def test_claim_regular_needs_every_length():
+def test_protocol_differences_from_the_config():
+    differences = _differences(_results(_regular_specs(lstm_parity=0.6)))
+    assert "training lengths: 1..4 (paper 1..40)" in differences and "test lengths: 5..8 (paper 41..500)" in differences
+    assert "training steps: 3,000 (paper 1,000,000)" in differences
+    assert "LSTM hidden size: 128 (paper 256)" in differences and "Transformer num_layers: 2 (paper 5)" in differences
+    assert "learning rates per model: 1 (paper 3)" in differences
+    assert not [d for d in differences if "per example" in d or "test-time" in d]
+    per_example = _differences(_results(_regular_specs(), per_example_lengths=True, randomized_eval="consecutive"))
+    assert "training lengths drawn: per example (paper per batch)" in per_example
+    assert "test-time positions: consecutive (paper random)" in per_example
+
+
+def test_comparison_solved_needs_every_length():
     # OOD mean 0.95 but one test length at 0.7: not solved "at every length".
     specs = _regular_specs()
     specs[0] = ("parity_check", "lstm", "-", "1e-3", 0, 0.95, 1.0, "ok", {"8": 0.7, "5": 1.0, "6": 1.05, "7": 1.05})
     for s in (1, 2):
         specs[s] = ("parity_check", "lstm", "-", "1e-3", s, 0.95, 1.0, "ok", {"8": 0.7})
-    assert "**Differs**: lstm does not solve parity_check" in _paragraph(
-        report.summary_markdown(_results(specs)), "a")
+    row = _comparisons(_results(specs))["(a) parity_check: lstm"]
+    assert row[SOLVE] == "0/3 seeds solve" and row["verdict"] == "differs"
 
 
-def test_claim_memory_agrees_and_differs():
+def test_comparison_memory_tasks():
     specs = _seeds("reverse_string", "lstm", "-", [0.6, 0.62, 0.61]) + _seeds("reverse_string", "transformer", STD,
                                                                              [0.55, 0.5, 0.52])
-    agrees = _paragraph(report.summary_markdown(_results(specs)), "b")
-    assert "**Agrees**" in agrees and "published best without external memory 62.3" in agrees
-    assert "under-fit" not in agrees
+    rows = _comparisons(_results(specs))
+    lstm, transformer = rows["(b) reverse_string: lstm"], rows[f"(b) reverse_string: transformer {STD}"]
+    assert (lstm["published"], lstm["verdict"], lstm[SOLVE]) == ("60.9", "agrees", "0/3 seeds solve")
+    assert (transformer["published"], transformer["verdict"]) == ("62.3", "differs")
     underfit = specs + _seeds("reverse_string", "rnn", "-", [0.5, 0.5, 0.5], in_dist=[0.6, 1.0, 1.0])
-    caveat = _paragraph(report.summary_markdown(_results(underfit)), "b")
-    assert "**Agrees**: none of our models solves them (under-fit in-distribution, so uninformative: 1 of 3 " \
-           "models on reverse_string (rnn))" in caveat
-    many = underfit + [spec for p in ("rope", "alibi", "t5") for spec in
-                       _seeds("reverse_string", "transformer", f"dot_product+{p}", [0.5] * 3, in_dist=0.6)]
-    counted = _paragraph(report.summary_markdown(_results(many)), "b")
-    assert "so uninformative: 4 of 6 models on reverse_string)" in counted and "reverse_string (" not in counted
-    specs += _seeds("reverse_string", "rnn", "-", [1.0, 0.98, 0.99])
-    differs = _paragraph(report.summary_markdown(_results(specs)), "b")
-    assert "**Differs**: rnn on reverse_string solve(s) it" in differs and "Agrees" not in differs
+    rnn = _comparisons(_results(underfit))["(b) reverse_string: rnn"]
+    assert (rnn["published"], rnn["verdict"]) == ("62.0", "inconclusive (1/3 runs under-fit)")
+    # The paper's Transformer statistic: the best of the standard encodings, never a randomized one.
+    best = specs + _seeds("reverse_string", "transformer", "dot_product+rope", [0.7, 0.7, 0.7])
+    best += _seeds("reverse_string", "transformer", "dot_product+rope+randomized", [0.9, 0.9, 0.9])
+    assert [c for c in _comparisons(_results(best)) if "transformer" in c] == \
+        ["(b) reverse_string: transformer dot_product+rope"]
+    solved = _comparisons(_results(specs + _seeds("reverse_string", "rnn", "-", [1.0, 0.98, 0.99])))
+    assert solved["(b) reverse_string: rnn"][SOLVE] == "3/3 seeds solve"
+    assert solved["(b) reverse_string: rnn"]["verdict"] == "differs"
 
 
-def test_claim_randomized_verdicts_follow_the_numbers():
-    def verdict(diffs, **config):
-        paragraph = _paragraph(report.summary_markdown(_results(_randomized_specs(diffs), **config)), "c")
-        return paragraph.split("points. ", 1)[1]
+def test_comparison_randomized_verdicts_follow_the_numbers():
+    def row(diffs, **config):
+        (found,) = [r for c, r in _comparisons(_results(_randomized_specs(diffs), **config)).items()
+                    if c.startswith("(c)")]
+        return found["ours [95% CI]"], found["published"], found["verdict"], found[SOLVE]
 
-    assert verdict({"parity_check": [0.10, 0.12, 0.14]}).startswith("**Agrees**: a significant gain")
-    assert verdict({"parity_check": [0.02, 0.03, 0.04]}).startswith("**Agrees in direction, differs in size**")
-    none = verdict({"parity_check": [0.05, -0.06, 0.02]})
-    assert none.startswith("**Differs**: no significant change") and "Likely reasons" in none
-    assert verdict({"parity_check": [-0.10, -0.12, -0.09]}).startswith("**Differs**: randomized positions lower")
-    one = verdict({"parity_check": [0.3]}, num_seeds=1)
-    assert one.startswith("**Inconclusive**") and "Agrees" not in one
-    consecutive = verdict({"parity_check": [0.05, -0.06, 0.02]}, randomized_eval="consecutive")
-    assert "positions at test time are consecutive" in consecutive
+    ours, published, verdict, note = row({"parity_check": [0.10, 0.12, 0.14]})
+    low, high = 0.12 - 4.302653 * 0.02 / math.sqrt(3), 0.12 + 4.302653 * 0.02 / math.sqrt(3)
+    assert ours == f"+12.0 [{100 * low:+.1f}, {100 * high:+.1f}]" and published == "+12.0"
+    assert verdict == "agrees" and note == "significant gain (3 paired seeds)"
+    assert row({"parity_check": [0.02, 0.03, 0.04]})[2:] == ("differs", "significant gain (3 paired seeds)")
+    # Wide enough to hold +12.0 and 0 alike: no verdict either way; a narrow interval around 0 differs.
+    assert row({"parity_check": [0.05, -0.06, 0.02]})[2:] == ("inconclusive (interval includes 0)",
+                                                              "no significant change (3 paired seeds)")
+    assert row({"parity_check": [0.01, -0.01, 0.0]})[2:] == ("differs", "no significant change (3 paired seeds)")
+    negative = row({"parity_check": [-0.10, -0.12, -0.09]})
+    assert negative[0].startswith("-10.3 [-") and negative[2:] == ("differs", "significant loss (3 paired seeds)")
+    assert row({"parity_check": [0.3]}, num_seeds=1) == ("+30.0", "+12.0", "inconclusive", "one seed (1 paired seeds)")
 
 
-def test_paragraphs_only_when_their_cells_exist():
-    text = report.summary_markdown(_results(_seeds("parity_check", "lstm", "-", [1.0, 1.0, 1.0])))
-    assert _paragraph(text, "a") is None and _paragraph(text, "b") is None and _paragraph(text, "c") is None
-    assert "## Agreement" not in text and "## Table 2" not in text
+def test_comparison_only_for_published_numbers_our_cells_meet():
+    text = report.summary_markdown(_results(_seeds("bucket_sort", "lstm", "-", [1.0, 1.0, 1.0])))
+    assert "## Ours vs published" not in text and "## Table 2" not in text
+    assert list(_comparisons(_results(_seeds("parity_check", "lstm", "-", [1.0, 1.0, 1.0])))) == \
+        ["(a) parity_check: lstm"]
 
 
 def test_write_report_files_failed_cells_and_no_temp_files(tmp_path):
@@ -298,7 +328,7 @@ def test_accuracy_figure_panels_bands_chance_and_underfit_dashes():
         assert len(panels) == 15 and len(fig.axes) == 15
         modular = next(ax for ax in panels if ax.get_title().startswith("modular_arithmetic"))
         chance = [ln for ln in modular.lines if ln.get_linestyle() == ":"]
-        assert chance and chance[0].get_ydata()[0] == pytest.approx(1 / 5)  # 5 output classes
+        assert chance and chance[0].get_ydata()[0] == pytest.approx(100 / 5)  # 5 output classes, in %
         styles = sorted(ln.get_linestyle() for ln in modular.lines if ln.get_linestyle() != ":")
         assert styles == ["-", "--"]  # rnn under-fit in one seed: dashed; lstm solid
         assert modular.collections  # CI bands

@@ -30,3 +30,23 @@ def test_cpu_preset_numbers_equal_those_before_the_study_layer_moved():
     for cell_id, entry in after.items():
         for key in ("accuracy_per_length", "train_accuracy", "ood_score"):
             assert entry["metrics"][key] == before[cell_id][key], (cell_id, key)
+
+
+def test_committed_runs_match_the_code_so_a_rerun_trains_nothing():
+    # Every committed cell's fingerprint is the one today's code computes for that preset: rerunning the
+    # preset into its committed directory resumes every cell, and a change that alters a result shows here.
+    import importlib
+
+    from attnjax import sweep
+
+    runs = sorted((ROOT / report.RESULTS_ROOT).glob("*/*/results.json"))
+    assert {p.parent.parent.name for p in runs} == set(report.STUDIES)
+    for path in runs:
+        study, preset = path.parent.parent.name, path.parent.name
+        committed = json.loads(path.read_text())
+        config = importlib.import_module(f"experiments.{study}.config").get_config(preset)
+        experiment = report.experiment_for(study)
+        grid = sweep.plan(experiment, config).grid
+        assert committed["complete"] and committed["num_cells"] == len(grid), path
+        for cell in grid:
+            assert committed["cells"][cell.id]["fingerprint"] == experiment.fingerprint(config, cell), (path, cell.id)

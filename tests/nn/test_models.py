@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import pytest
 
 from attnjax import nn as ann
+from attnjax.nn.contract import Classifier, Seq2SeqModel, SequenceModel
+from attnjax.nn.models import match_capacity
 
 B, L, V, C = 2, 8, 3, 4
 TINY = {
@@ -55,7 +57,7 @@ def test_builds_by_name_and_follows_its_contract(name):
     classes = V if name == "transformer_lm" else C
     expected = {"sequence": (B, L, classes), "classifier": (B, classes), "seq2seq": (B, 5, classes)}[kind]
     assert out.shape == expected and out.dtype == jnp.float32
-    protocol = {"sequence": ann.SequenceModel, "classifier": ann.Classifier, "seq2seq": ann.Seq2SeqModel}[kind]
+    protocol = {"sequence": SequenceModel, "classifier": Classifier, "seq2seq": Seq2SeqModel}[kind]
     assert isinstance(model, protocol)
     assert ann.count_params(model, *inputs) == ann.count_params(params["params"]) > 0
 
@@ -89,7 +91,7 @@ def test_config_errors_name_the_field():
 def test_match_capacity_hits_its_tolerance(name, config):
     example = (jnp.zeros((1, 20, 5)),) if name != "mlp" else (jnp.zeros((1, 20)),)
     target = ann.count_params(ann.build_model("lstm", 5, dict(hidden_size=64)), jnp.zeros((1, 20, 5)))
-    fields, n = ann.match_capacity(name, target, output_size=5, example_inputs=example, config=config)
+    fields, n = match_capacity(name, target, output_size=5, example_inputs=example, config=config)
     assert abs(n - target) <= 0.1 * target
     assert n == ann.count_params(ann.build_model(name, 5, fields), *example)
     if name == "transformer":  # heads still divide the width; mlp_dim kept at twice d_model
@@ -101,9 +103,9 @@ def test_match_capacity_hits_its_tolerance(name, config):
 
 def test_match_capacity_errors():
     with pytest.raises(ValueError, match="'logistic' has no width"):
-        ann.match_capacity("logistic", 100, output_size=2, example_inputs=(jnp.zeros((1, 4)),))
+        match_capacity("logistic", 100, output_size=2, example_inputs=(jnp.zeros((1, 4)),))
     with pytest.raises(ValueError, match="within 10%"):  # 3 parameters are below any GRU
-        ann.match_capacity("gru", 3, output_size=2, example_inputs=(jnp.zeros((1, 4, 2)),))
+        match_capacity("gru", 3, output_size=2, example_inputs=(jnp.zeros((1, 4, 2)),))
 
 
 def test_sown_attention_weights_in_layer_order():

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnjax.ops import BlockSizes, attention_mask, dot_product_attention
+from attnjax.ops import BlockSizes, dot_product_attention
+from attnjax.ops.masks import attention_mask
 
 PATHS = {"dense": {"implementation": "dense"},
          "blockwise": {"implementation": "blockwise", "block_sizes": BlockSizes(4, 3)}}

@@ -75,7 +75,7 @@ def _fit(mesh, checkpoint_dir: str, resumed: bool = False) -> tuple[list[float],
 def main(process_id: int, num_processes: int, port: int, out_dir: str) -> None:
     jax.config.update("jax_num_cpu_devices", LOCAL_DEVICES)
     from attnjax.parallel import initialize_from_config, mesh_from_config, process_batch_rows
-    from attnjax.train import jit_step, shard_map_train_step
+    from attnjax.train import make_train_step
 
     assert initialize_from_config({"coordinator_address": f"127.0.0.1:{port}", "num_processes": num_processes,
                                    "process_id": process_id}, initialization_timeout=60)
@@ -84,7 +84,8 @@ def main(process_id: int, num_processes: int, port: int, out_dir: str) -> None:
     rows = process_batch_rows(mesh, B)
     assert rows.stop - rows.start == B // num_processes
     results = {"rows": np.array([rows.start, rows.stop])}
-    runs = {"jit": lambda: _train(jit_step(mesh), mesh), "shard_map": lambda: _train(shard_map_train_step(mesh), mesh),
+    runs = {"jit": lambda: _train(make_train_step(parallel="jit", mesh=mesh), mesh),
+            "shard_map": lambda: _train(make_train_step(parallel="shard_map", mesh=mesh), mesh),
             # The second fit finds the first one's final checkpoint and restores it (no step left to run).
             "fit": lambda: _fit(mesh, f"{out_dir}/checkpoints"), "fit_resumed": lambda: _fit(mesh, f"{out_dir}/checkpoints", resumed=True)}
     for name, run in runs.items():

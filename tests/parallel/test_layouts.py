@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from attnjax.ops.masks import position_mask
-from attnjax.parallel import LAYOUTS, from_layout, layout_positions, to_layout
+from attnjax.parallel import LAYOUTS, from_layout, to_layout
+from attnjax.parallel.layouts import layout_positions
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -1,4 +1,6 @@
-"""Gradient accumulation equals the one-batch step; it splits a sharded batch without moving data.
+"""Gradient accumulation (``make_train_step(micro_batches=k)``) equals the one-batch step; the micro-batch split.
+
+(Accumulation inside the jit, shard_map and pmap forms on 8 devices: tests/train/test_parallel_steps.py.)
 
 Tolerance: the accumulating step computes the same float32 sums as the one-batch step in another order
 (per-micro-batch partial sums, then their sum, then one division by the global token count). Each
@@ -17,7 +19,6 @@ import optax
 import pytest
 
 from attnjax import nn as ann, train
-from attnjax.parallel import data_mesh, replicated
 
 B, L, V, C = 16, 8, 5, 3
 TOL = dict(rtol=1e-5, atol=1e-6)
@@ -61,7 +62,7 @@ def one_batch():
 
 
 def test_accumulated_step_equals_one_batch_step(one_batch):
-    got = _train(jax.jit(train.accumulating_train_step(4)))
+    got = _train(jax.jit(train.make_train_step(micro_batches=4)))
     chex.assert_trees_all_close(got, one_batch, **TOL)
 
 
@@ -73,15 +74,6 @@ def test_a_mean_of_micro_batch_means_would_be_caught():
     assert abs(np.mean(means) - float(loss(state, batch))) > 1e-2
 
 
-def test_accumulated_step_on_8_devices_equals_one_device(one_batch):
-    mesh = data_mesh(8)
-    step = train.jit_train_step(mesh, step_fn=train.accumulating_train_step(2))
-    state, rng = jax.device_put(_state(), replicated(mesh)), jax.device_put(RNG, replicated(mesh))
-    for batch in BATCHES:
-        state, _ = step(state, train.shard_batch(batch, mesh), rng)
-    chex.assert_trees_all_close(jax.device_get(state.params), one_batch[0], **TOL)
-
-
 def test_micro_batch_split_is_strided_and_checked():
     batch = {"x": np.arange(8)[:, None] * np.ones((1, 3)), "n": np.arange(8)}
     split = train.accumulate.split_micro_batches(batch, 2)
@@ -90,6 +82,7 @@ def test_micro_batch_split_is_strided_and_checked():
     with pytest.raises(ValueError, match="divisible by micro_batches=3"):
         train.accumulate.split_micro_batches(batch, 3)
     with pytest.raises(ValueError, match="micro_batches must be an int >= 1, got 0"):
-        train.accumulating_train_step(0)
-    assert train.accumulating_train_step(1) is train.train_step
-    assert train.accumulating_train_step(2) is train.accumulating_train_step(2)  # one compiled step per k
+        train.make_train_step(micro_batches=0)
+    assert train.make_train_step(micro_batches=1) is train.train_step
+    # One object per k, so fit's jit (cached per step function) compiles once.
+    assert train.make_train_step(micro_batches=2) is train.make_train_step(parallel=None, micro_batches=2)

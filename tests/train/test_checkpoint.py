@@ -19,6 +19,7 @@ import pytest
 from attnjax import data, nn as ann, train
 from attnjax.parallel import data_mesh
 from attnjax.train import CorruptCheckpointWarning
+from attnjax.train.checkpoint import Checkpointer
 
 # A restore that orbax aborts (the corrupt checkpoints below) leaves a callback on its closed asyncio loop,
 # which pytest would report as an unraisable exception; the corruption itself is asserted by each test.
@@ -79,7 +80,7 @@ def test_interrupted_run_resumes_exactly(tmp_path, reference):
     with pytest.raises(Interrupted):
         _run(tmp_path, interrupt_at=5)  # checkpoints after steps 2 and 4; step 5 never runs
     assert sorted(os.listdir(tmp_path)) == ["2", "4"]
-    calls, step = [], train.jit_train_step(data_mesh())
+    calls, step = [], train.make_train_step(parallel="jit", mesh=data_mesh())
     compiled = step._cache_size()
     resumed = _run(tmp_path, calls=calls)
     assert calls == [4, 5]  # only the steps after the newest checkpoint ran
@@ -184,7 +185,7 @@ def test_checkpoint_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every must be an int >= 1 or None, got 0"):
         train.fit(_state(), batches, 1, rng=jax.random.key(0), checkpoint_dir=tmp_path, checkpoint_every=0)
     with pytest.raises(ValueError, match="keep must be an int >= 1, got 0"):
-        train.Checkpointer(tmp_path, keep=0)
+        Checkpointer(tmp_path, keep=0)
     with pytest.raises(TypeError, match="data_rng must be a numpy.random.Generator"):
         train.fit(_state(), batches, 1, rng=jax.random.key(0), data_rng=[np.random.RandomState(0)])
 

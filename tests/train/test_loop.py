@@ -22,7 +22,7 @@ def test_fit_logs_json_lines_and_compiles_once_across_seeds():
     task = data.get_task("parity_check")
     rng = np.random.default_rng(0)
     mesh = data_mesh()
-    step = train.jit_train_step(mesh)
+    step = train.make_train_step(parallel="jit", mesh=mesh)  # the step fit compiles
     before = step._cache_size()
     log = io.StringIO()
     for seed in range(2):  # a second seed of the same config must reuse the compiled step

@@ -17,6 +17,7 @@ import pytest
 
 from attnjax import data, nn as ann, train
 from attnjax.parallel import data_mesh, replicated
+from attnjax.train.loop import batch_counts
 
 TASK = data.get_task("reverse_string")
 MAX_LEN, BATCH = 6, 16
@@ -39,7 +40,7 @@ def test_bfloat16_compute_keeps_float32_parameters_optimizer_state_and_logits():
     losses, mesh = {}, data_mesh(8)
     for dtype in ("float32", "bfloat16"):
         state, rng = jax.device_put((_state(dtype), jax.random.key(1)), replicated(mesh))
-        gen, step = np.random.default_rng(0), train.jit_train_step(mesh)
+        gen, step = np.random.default_rng(0), train.make_train_step(parallel="jit", mesh=mesh)
         losses[dtype] = []
         for _ in range(6):
             state, metrics = step(state, train.shard_batch(data.training_batch(TASK, gen, BATCH, MAX_LEN), mesh), rng)
@@ -68,7 +69,7 @@ def test_bfloat16_switch_reaches_the_matmuls():
 @pytest.mark.parametrize("micro_batches", [1, 2])
 def test_train_step_moves_nothing_between_host_and_device(micro_batches):
     mesh = data_mesh(8)
-    step = train.jit_train_step(mesh, step_fn=train.accumulating_train_step(micro_batches))
+    step = train.make_train_step(parallel="jit", mesh=mesh, micro_batches=micro_batches)
     state, rng = jax.device_put((_state(), jax.random.key(2)), replicated(mesh))
     gen = np.random.default_rng(0)
     batches = [train.shard_batch(data.training_batch(TASK, gen, BATCH, MAX_LEN), mesh) for _ in range(3)]
@@ -101,7 +102,7 @@ def test_fit_logs_examples_and_tokens_per_second():
 
 
 def test_batch_counts():
-    assert train.batch_counts({"inputs": np.zeros((4, 7, 3)), "seq_lengths": np.zeros(4)}) == (4, 28)
-    assert train.batch_counts({"source": np.zeros((2, 5, 3)), "target_inputs": np.zeros((2, 9))}) == (2, 18)
-    assert train.batch_counts({"x": np.zeros((6, 40))}) == (6, 240)
-    assert train.batch_counts({"x": np.zeros(6)}) == (6, 6)
+    assert batch_counts({"inputs": np.zeros((4, 7, 3)), "seq_lengths": np.zeros(4)}) == (4, 28)
+    assert batch_counts({"source": np.zeros((2, 5, 3)), "target_inputs": np.zeros((2, 9))}) == (2, 18)
+    assert batch_counts({"x": np.zeros((6, 40))}) == (6, 240)
+    assert batch_counts({"x": np.zeros(6)}) == (6, 6)

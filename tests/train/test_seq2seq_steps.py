@@ -10,6 +10,7 @@ from attnjax import nn as ann
 from attnjax import train
 from attnjax.data.seq2seq import make_seq2seq_batch
 from attnjax.parallel import data_mesh
+from attnjax.train.seq2seq_steps import evaluate_seq2seq, seq2seq_eval_step_jit
 
 A = 4
 # The Transformer's generate and cross-attention maps are exercised by tests/experiments/test_seq2seq_attention.py;
@@ -52,7 +53,7 @@ def _reference(model, params, b):
 def test_eval_step_matches_a_plain_reference():
     model, state = _state("rnn")
     b = _batch()
-    got = jax.device_get(train.seq2seq_eval_step_jit(state, b))
+    got = jax.device_get(seq2seq_eval_step_jit(state, b))
     logits, greedy = _reference(model, state.params, b)
     mask, targets = b["target_mask"], b["targets"]
     xent = -np.take_along_axis(_log_softmax(logits.astype(np.float64)), targets[..., None], -1)[..., 0]
@@ -73,15 +74,15 @@ def test_eval_step_matches_a_plain_reference():
 def test_eval_metrics_do_not_depend_on_padding():
     _, state = _state("rnn")
     short, long = _batch(5), _batch(9)  # same rng, same lengths: the same examples padded differently
-    a, b = (train.evaluate_seq2seq(state, [x]) for x in (short, long))
+    a, b = (evaluate_seq2seq(state, [x]) for x in (short, long))
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
     # Every length padded to one shape: the per-length evaluation reuses the one compiled program.
-    compiled = train.seq2seq_eval_step_jit._cache_size()
+    compiled = seq2seq_eval_step_jit._cache_size()
     per_length = train.evaluate_seq2seq_lengths(
         state, lambda n: [make_seq2seq_batch("copy", np.random.default_rng(n), np.full(4, n), 9, A)], range(1, 10))
     assert sorted(per_length) == list(range(1, 10)) and per_length[1]["count"] == 4
-    assert train.seq2seq_eval_step_jit._cache_size() == compiled
+    assert seq2seq_eval_step_jit._cache_size() == compiled
 
 
 def test_train_step_matches_a_plain_sgd_step_and_fit_takes_it():
@@ -101,7 +102,8 @@ def test_train_step_matches_a_plain_sgd_step_and_fit_takes_it():
     expected = jax.device_get(jax.tree.map(lambda p, g: p - 0.5 * g, state.params, grads))
     mesh = data_mesh(1)
     # The jitted step fit uses (cached per mesh and step function): the state is donated.
-    new, metrics = train.jit_train_step(mesh, step_fn=train.seq2seq_train_step)(state, b, jax.random.key(0))
+    step = train.make_train_step(parallel="jit", mesh=mesh, step_fn=train.seq2seq_train_step)
+    new, metrics = step(state, b, jax.random.key(0))
     np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-5)
     np.testing.assert_allclose(metrics["grad_norm"], optax.tree.norm(grads), rtol=1e-5)
     for x, y in zip(jax.tree.leaves(new.params), jax.tree.leaves(expected)):

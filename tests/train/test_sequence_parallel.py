@@ -1,5 +1,6 @@
 """A 4-way sequence-parallel Transformer (ring attention over ``seq``, batch over ``data``) equals the
-unsharded model: loss, accuracy and gradients of one shard_map train step, non-causal and causal.
+unsharded model: loss, accuracy and gradients of one train step of
+``make_train_step(parallel="shard_map", seq_axis="seq")``, non-causal and causal, and with micro-batches.
 
 Tolerance: the sharded step computes the same float32 function with a different summation order (ring
 attention's online softmax over 4 key blocks instead of one softmax; loss sums over 8 shards). Each
@@ -46,8 +47,12 @@ def _state(name, fields, **extra):
     return train.create_train_state(model, jax.random.key(0), jnp.zeros((1, L, V)), optax.sgd(1.0))
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_sequence_parallel_step_equals_unsharded_loss_and_gradients(case):
+def _step(mesh, micro_batches=1):
+    return train.make_train_step(parallel="shard_map", mesh=mesh, seq_axis="seq", micro_batches=micro_batches)
+
+
+@pytest.mark.parametrize("case, micro_batches", [("causal-lm", 1), ("causal-lm", 2), ("encoder", 1)])
+def test_sequence_parallel_step_equals_unsharded_loss_and_gradients(case, micro_batches):
     name, fields, layout = CASES[case]
     batch, rng = _batch(), jax.random.key(3)
     plain = _state(name, fields)
@@ -57,7 +62,7 @@ def test_sequence_parallel_step_equals_unsharded_loss_and_gradients(case):
 
     want_state, want = jax.jit(train.train_step)(plain, batch, rng)
     mesh = mesh_from_config({"data": 2, "seq": 4})
-    step = train.shard_map_train_step(mesh)
+    step = _step(mesh, micro_batches)  # micro-batches: each device's 2 rows run one at a time
     got_state, got = step(jax.device_put(sharded, replicated(mesh)), train.shard_batch(batch, mesh),
                           jax.device_put(rng, replicated(mesh)))
     for key in ("loss", "accuracy", "grad_norm"):
@@ -74,14 +79,17 @@ def test_sequence_parallel_errors():
     batch = _batch()
     plain = jax.device_put(_state("transformer", {}), replicated(mesh))
     with pytest.raises(ValueError, match="splits mesh axis 'seq' 4 ways, but the model is not sequence-parallel"):
-        train.shard_map_train_step(mesh)(plain, train.shard_batch(batch, mesh), jax.random.key(0))
+        _step(mesh)(plain, train.shard_batch(batch, mesh), jax.random.key(0))
     sharded = _state("transformer", {}, sequence_parallel_axis="seq")
     with pytest.raises(ValueError, match="must run inside jax.shard_map"):
         sharded.apply_fn({"params": sharded.params}, batch["inputs"])
     odd = {k: v[:, :12] if v.ndim > 1 else v for k, v in batch.items()}  # 12 tokens: not 2 x 4 zigzag chunks
     with pytest.raises(ValueError, match="divisible by 8"):
-        train.shard_map_train_step(mesh)(jax.device_put(sharded, replicated(mesh)), train.shard_batch(odd, mesh),
-                                         jax.random.key(0))
+        _step(mesh)(jax.device_put(sharded, replicated(mesh)), train.shard_batch(odd, mesh), jax.random.key(0))
+    with pytest.raises(ValueError, match="sequence_parallel_axis is 'seq', but the step shards the sequence over "
+                                         "seq_axis=None"):
+        train.make_train_step(parallel="shard_map", mesh=mesh)(jax.device_put(sharded, replicated(mesh)),
+                                                               train.shard_batch(batch, mesh), jax.random.key(0))
     base = dataclasses.asdict(ann.TransformerConfig())
     with pytest.raises(ValueError, match="ring attention, which needs .*'positional': 'alibi'"):
         ann.TransformerConfig(**{**base, "positional": "alibi", "sequence_parallel_axis": "seq"})
@@ -112,4 +120,4 @@ def test_fit_rejects_a_mesh_and_model_that_disagree_on_sequence_parallelism():
         train.fit(_state("transformer", {}), lambda step: _batch(), 1, rng=jax.random.key(0), mesh=mesh)
     with pytest.raises(ValueError, match="sequence-parallel model trains with step_fn=attnjax.train.train_step"):
         train.fit(_state("transformer", {}, sequence_parallel_axis="seq"), lambda step: _batch(), 1,
-                  rng=jax.random.key(0), mesh=mesh, step_fn=train.accumulating_train_step(2))
+                  rng=jax.random.key(0), mesh=mesh, step_fn=train.make_train_step(micro_batches=2))

@@ -8,6 +8,7 @@ import optax
 
 from attnjax import data, nn as ann, train
 from attnjax.parallel import data_mesh
+from attnjax.train.steps import masked_loss_and_correct
 
 
 def _setup(task_name="reverse_string", max_len=3, batch=8, model="lstm", cfg=None, lr=1e-2, seed=0):
@@ -50,7 +51,7 @@ def test_sharded_step_over_8_devices_equals_single_device():
     batch, key = next_batch(), jax.random.key(3)
     out = {}
     for name, mesh, state in (("8", data_mesh(8), state8), ("1", data_mesh(1), state1)):
-        step = train.jit_train_step(mesh)
+        step = train.make_train_step(parallel="jit", mesh=mesh)
         state = train.put_replicated(state, mesh)
         new_state, metrics = step(state, train.shard_batch(batch, mesh), key)
         out[name] = (jax.device_get(new_state.params), jax.device_get(metrics))
@@ -63,12 +64,12 @@ def test_masked_loss_and_correct_counts_only_scored_positions():
     logits = jnp.log(jnp.array([[[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]]]))
     targets = jnp.array([[0, 0, 1]])
     mask = jnp.array([[1.0, 1.0, 0.0]])
-    loss_sum, loss_count, correct, count = train.masked_loss_and_correct(logits, targets, mask)
+    loss_sum, loss_count, correct, count = masked_loss_and_correct(logits, targets, mask)
     np.testing.assert_allclose(loss_sum, -np.log(0.9) - np.log(0.2), rtol=1e-6)
     assert float(correct) == 1.0 and float(count) == float(loss_count) == 2.0
     # A termination token: accuracy stops at position 0, the loss still covers both scored positions.
     stop = jnp.array([[1.0, 0.0, 0.0]])
-    loss_sum2, loss_count, correct, count = train.masked_loss_and_correct(logits, targets, mask, stop)
+    loss_sum2, loss_count, correct, count = masked_loss_and_correct(logits, targets, mask, stop)
     assert float(loss_sum2) == float(loss_sum) and float(loss_count) == 2.0
     assert float(correct) == 1.0 and float(count) == 1.0
 
