@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from attnjax import sweep
 from experiments import study
 from experiments.length_generalization import config as lg_config
 from experiments.mnist1d import config as mnist1d_config
@@ -33,7 +34,9 @@ def test_runs_resumes_and_writes_one_report(tiny, tmp_path, capsys):
     assert study.main(args) == 0
     first = capsys.readouterr().out
     assert "study: 2 experiments, 2 cells, 2 to run" in first
-    assert "ETA 0m46s at the README's measured speed" in first  # 1 LG cell (42 s) + 1 MNIST-1D cell (4 s)
+    # 1 LG cell + 1 MNIST-1D cell, each at its committed cpu run's mean seconds per cell.
+    expected = sum(study.reference_seconds_per_cell(name, "cpu") for name in ("length_generalization", "mnist1d"))
+    assert f"ETA {sweep.format_seconds(expected)} at the committed runs' speed" in first
     assert "=== study 2/2: mnist1d" in first
     combined = (tmp_path / "summary.md").read_text()
     assert "## length_generalization" in combined and "## mnist1d" in combined
