@@ -13,19 +13,18 @@ in place and joined into one combined summary. Nothing here trains or reads a lo
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
-import re
 import sys
 from typing import Sequence
 
 from attnjax import sweep
 from attnjax.results import write_text
+from attnjax.sweep import pages
 
 STUDIES = ("length_generalization", "mnist1d", "seq2seq_attention", "associative_recall")
-COMBINED_TITLE = "# attnjax studies: combined report"
-RESULTS_ROOT, PAGES_ROOT, README = "results", os.path.join("docs", "results"), "README.md"
-_README_BLOCK = re.compile(r"(<!-- results: ([\w-]+/[\w-]+) -->\n).*?(<!-- /results -->)", re.S)
+RESULTS_ROOT, PAGES_ROOT = pages.RESULTS_ROOT, pages.PAGES_ROOT
 
 
 def experiment_for(name: str) -> sweep.Experiment:
@@ -39,86 +38,10 @@ def experiment_for(name: str) -> sweep.Experiment:
     return importlib.import_module(f"experiments.{name}.run").EXPERIMENT
 
 
-def rebuild(workdir: str) -> tuple[str, str]:
-    """Rewrites ``workdir``'s summary.md and plots from its results.json; returns ``(experiment, summary)``.
-
-    Raises:
-        ValueError: no results.json, no finished cell, or an unknown experiment.
-    """
-    results = sweep.load_results(workdir)
-    if results is None:
-        raise ValueError(f"no {sweep.RESULTS_FILE} in {workdir!r}")
-    experiment = experiment_for(results.get("experiment"))
-    if not results.get("num_ok"):
-        raise ValueError(f"{workdir!r}: results.json of {experiment.name!r} has no finished cell to report")
-    return experiment.name, experiment.report(results, workdir)
-
-
-def _relink(summary: str, run_dir: str, out_dir: str) -> str:
-    """Markdown image/link targets of a per-study summary, made relative to the combined file's folder;
-    headings pushed one level down so each study sits under its own ``##``."""
-    prefix = os.path.relpath(os.path.abspath(run_dir), out_dir)
-
-    def relink(match: re.Match) -> str:
-        target = match.group(2)
-        if re.match(r"[a-z]+://|/|#", target):
-            return match.group(0)
-        return f"{match.group(1)}({os.path.normpath(os.path.join(prefix, target))})"
-
-    text = re.sub(r"(!?\[[^\]]*\])\(([^)\s]+)\)", relink, summary)
-    return re.sub(r"^(#+) ", r"#\1 ", text, flags=re.MULTILINE)
-
-
-def combined_summary(parts: Sequence[tuple[str, str, str]], out_dir: str) -> str:
-    """One markdown document from ``(experiment, run_dir, summary)`` parts."""
-    lines = [COMBINED_TITLE, "", "Rebuilt from results.json alone by `python -m experiments.report`.", "",
-             *[f"- [{name}](#{name.replace('_', '-')}) — `{run_dir}`" for name, run_dir, _ in parts]]
-    for name, run_dir, summary in parts:
-        lines += ["", f"## {name}", "", _relink(summary.strip(), run_dir, out_dir)]
-    return "\n".join(lines) + "\n"
-
-
-def _first_table(summary: str) -> str:
-    """The first markdown table of a page, under its section heading in bold."""
-    lines = summary.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    heading = next((line.lstrip("# ") for line in reversed(lines[:start]) if line.startswith("#")), "")
-    return (f"**{heading}**\n\n" if heading else "") + "\n".join(lines[start:end])
-
-
-def publish(results_root: str = RESULTS_ROOT, pages_root: str = PAGES_ROOT, readme: str = README) -> list[str]:
-    """Rebuilds ``pages_root/<study>/<preset>/`` from every ``results_root/<study>/<preset>/results.json`` and
-    rewrites the README's result blocks; returns the pages written.
-
-    Raises:
-        ValueError: a README block naming a run that has no committed results.
-    """
-    pages = {}
-    for study in sorted(os.listdir(results_root)) if os.path.isdir(results_root) else []:
-        for preset in sorted(os.listdir(os.path.join(results_root, study))):
-            run_dir = os.path.join(results_root, study, preset)
-            results = sweep.load_results(run_dir)
-            if results is None:
-                continue
-            out_dir = os.path.join(pages_root, study, preset)
-            os.makedirs(out_dir, exist_ok=True)
-            pages[f"{study}/{preset}"] = (os.path.join(out_dir, "summary.md"),
-                                          experiment_for(results["experiment"]).report(results, out_dir))
-    with open(readme, encoding="utf-8") as f:
-        text = f.read()
-
-    def block(match: re.Match) -> str:
-        if match.group(2) not in pages:
-            raise ValueError(f"{readme} shows results of {match.group(2)!r}, but {results_root}/{match.group(2)}/ "
-                             f"has no {sweep.RESULTS_FILE}")
-        link = f"{PAGES_ROOT}/{match.group(2)}/summary.md"  # the README sits at the repository root
-        summary = pages[match.group(2)][1]
-        table = _first_table(summary)
-        return f"{match.group(1)}{table}\n\nFrom `{match.group(2)}`: [the whole page]({link}).\n{match.group(3)}"
-
-    write_text(readme, _README_BLOCK.sub(block, text))
-    return [page for page, _ in pages.values()]
+# The page machinery (attnjax.sweep.pages) with this repository's studies.
+rebuild = functools.partial(pages.rebuild, experiment_for)
+publish = functools.partial(pages.publish, experiment_for)
+combined_summary = pages.combined_summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,8 @@ through :func:`with_harness_keys`, the harness's. The pieces, one job each:
 * :mod:`~attnjax.sweep.store`: results.json, fingerprints, merging parts of a grid;
 * :mod:`~attnjax.sweep.runner`: plan once, then run (workers, checkpoints, progress with an ETA);
 * :mod:`~attnjax.sweep.cli`: the absl command line;
-* :mod:`~attnjax.sweep.report`: how numbers, intervals and verdicts are written.
+* :mod:`~attnjax.sweep.report`: how numbers, intervals and verdicts are written;
+* :mod:`~attnjax.sweep.pages`: result pages and README tables rebuilt from committed results.json files.
 """
 
 from attnjax.sweep.cli import cli, config_cli

@@ -1,0 +1,107 @@
+"""Results pages: every study report rebuilt from committed ``results.json`` files alone.
+
+A run's report is its experiment's ``report`` hook (tables, verdicts, figures). :func:`publish` rebuilds the
+page of every committed ``<results_root>/<study>/<preset>/results.json`` into
+``<pages_root>/<study>/<preset>/`` and rewrites each README block between ``<!-- results: <study>/<preset> -->``
+and ``<!-- /results -->`` as that page's first table and a link to it, so no number in a README is typed by
+hand. :func:`combined_summary` joins several runs' reports into one document.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Callable, Sequence
+
+from attnjax.results import write_text
+from attnjax.sweep.runner import Experiment
+from attnjax.sweep.store import RESULTS_FILE, load_results
+
+COMBINED_TITLE = "# attnjax studies: combined report"
+RESULTS_ROOT, PAGES_ROOT, README = "results", os.path.join("docs", "results"), "README.md"
+_README_BLOCK = re.compile(r"(<!-- results: ([\w-]+/[\w-]+) -->\n).*?(<!-- /results -->)", re.S)
+
+
+def rebuild(experiment_for: Callable[[str], Experiment], workdir: str) -> tuple[str, str]:
+    """Rewrites ``workdir``'s summary.md and plots from its results.json alone; returns ``(experiment, summary)``.
+
+    ``experiment_for`` maps the experiment name recorded in results.json to its :class:`Experiment`.
+
+    Raises:
+        ValueError: no results.json, no finished cell, or an unknown experiment.
+    """
+    results = load_results(workdir)
+    if results is None:
+        raise ValueError(f"no {RESULTS_FILE} in {workdir!r}")
+    experiment = experiment_for(results.get("experiment"))
+    if not results.get("num_ok"):
+        raise ValueError(f"{workdir!r}: results.json of {experiment.name!r} has no finished cell to report")
+    return experiment.name, experiment.report(results, workdir)
+
+
+def relink(summary: str, run_dir: str, out_dir: str) -> str:
+    """Markdown image/link targets of a per-study summary, made relative to the combined file's folder;
+    headings pushed one level down so each study sits under its own ``##``."""
+    prefix = os.path.relpath(os.path.abspath(run_dir), out_dir)
+
+    def relink(match: re.Match) -> str:
+        target = match.group(2)
+        if re.match(r"[a-z]+://|/|#", target):
+            return match.group(0)
+        return f"{match.group(1)}({os.path.normpath(os.path.join(prefix, target))})"
+
+    text = re.sub(r"(!?\[[^\]]*\])\(([^)\s]+)\)", relink, summary)
+    return re.sub(r"^(#+) ", r"#\1 ", text, flags=re.MULTILINE)
+
+
+def combined_summary(parts: Sequence[tuple[str, str, str]], out_dir: str) -> str:
+    """One markdown document from ``(experiment, run_dir, summary)`` parts."""
+    lines = [COMBINED_TITLE, "", "Rebuilt from results.json alone.", "",
+             *[f"- [{name}](#{name.replace('_', '-')}) — `{run_dir}`" for name, run_dir, _ in parts]]
+    for name, run_dir, summary in parts:
+        lines += ["", f"## {name}", "", relink(summary.strip(), run_dir, out_dir)]
+    return "\n".join(lines) + "\n"
+
+
+def first_table(summary: str) -> str:
+    """The first markdown table of a page, under its section heading in bold."""
+    lines = summary.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    heading = next((line.lstrip("# ") for line in reversed(lines[:start]) if line.startswith("#")), "")
+    return (f"**{heading}**\n\n" if heading else "") + "\n".join(lines[start:end])
+
+
+def publish(experiment_for: Callable[[str], Experiment], results_root: str = RESULTS_ROOT, pages_root: str = PAGES_ROOT,
+            readme: str = README) -> list[str]:
+    """Rebuilds ``pages_root/<study>/<preset>/`` from every ``results_root/<study>/<preset>/results.json`` and
+    rewrites the README's result blocks; returns the pages written.
+
+    Raises:
+        ValueError: a README block naming a run that has no committed results.
+    """
+    pages = {}
+    for study in sorted(os.listdir(results_root)) if os.path.isdir(results_root) else []:
+        for preset in sorted(os.listdir(os.path.join(results_root, study))):
+            run_dir = os.path.join(results_root, study, preset)
+            results = load_results(run_dir)
+            if results is None:
+                continue
+            out_dir = os.path.join(pages_root, study, preset)
+            os.makedirs(out_dir, exist_ok=True)
+            pages[f"{study}/{preset}"] = (os.path.join(out_dir, "summary.md"),
+                                          experiment_for(results["experiment"]).report(results, out_dir))
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+
+    def block(match: re.Match) -> str:
+        if match.group(2) not in pages:
+            raise ValueError(f"{readme} shows results of {match.group(2)!r}, but {results_root}/{match.group(2)}/ "
+                             f"has no {RESULTS_FILE}")
+        link = f"{PAGES_ROOT}/{match.group(2)}/summary.md"  # the README sits at the repository root
+        summary = pages[match.group(2)][1]
+        table = first_table(summary)
+        return f"{match.group(1)}{table}\n\nFrom `{match.group(2)}`: [the whole page]({link}).\n{match.group(3)}"
+
+    write_text(readme, _README_BLOCK.sub(block, text))
+    return [page for page, _ in pages.values()]
