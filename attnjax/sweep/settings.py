@@ -26,19 +26,26 @@ HARNESS_DEFAULTS: dict[str, Any] = {
 HARNESS_KEYS = tuple(HARNESS_DEFAULTS)
 
 
-def with_harness_keys(config: ml_collections.ConfigDict, **defaults: Any) -> ml_collections.ConfigDict:
-    """Adds the harness keys to a study's ``config`` with :data:`HARNESS_DEFAULTS` (``defaults`` override
-    them for this study, e.g. ``workers="auto"``), and returns it.
+def add_keys(config: ml_collections.ConfigDict, kind: str, declared: dict[str, Any], **overrides: Any
+             ) -> ml_collections.ConfigDict:
+    """Adds the ``declared`` keys of one ``kind`` to ``config`` with their defaults, ``overrides`` winning;
+    returns ``config``.
 
     Raises:
-        ValueError: ``defaults`` names a key the harness does not have.
+        ValueError: ``overrides`` names a key that is not declared (the message lists the declared ones).
     """
-    unknown = sorted(set(defaults) - set(HARNESS_DEFAULTS))
+    unknown = sorted(set(overrides) - set(declared))
     if unknown:
-        raise ValueError(f"unknown harness key(s) {unknown}; valid: {', '.join(HARNESS_KEYS)}")
-    for key, value in {**HARNESS_DEFAULTS, **defaults}.items():
+        raise ValueError(f"unknown {kind} key(s) {unknown}; valid: {', '.join(declared)}")
+    for key, value in {**declared, **overrides}.items():
         config[key] = value
     return config
+
+
+def with_harness_keys(config: ml_collections.ConfigDict, **defaults: Any) -> ml_collections.ConfigDict:
+    """Adds the harness keys to a study's ``config`` with :data:`HARNESS_DEFAULTS` (``defaults`` override
+    them for this study, e.g. ``workers="auto"``), and returns it."""
+    return add_keys(config, "harness", HARNESS_DEFAULTS, **defaults)
 
 
 @dataclasses.dataclass(frozen=True)

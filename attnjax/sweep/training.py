@@ -11,6 +11,7 @@ import ml_collections
 
 import optax
 
+from attnjax.sweep.settings import add_keys
 from attnjax.train import Recipe, make_recipe_optimizer
 
 # The learning rate is a grid axis of each study (config.learning_rates.<model>), not a recipe key here.
@@ -26,12 +27,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
 
 def with_recipe_keys(config: ml_collections.ConfigDict, **defaults: Any) -> ml_collections.ConfigDict:
     """Adds the recipe keys to a study's ``config`` (``defaults`` override :data:`RECIPE_DEFAULTS`); returns it."""
-    unknown = sorted(set(defaults) - set(RECIPE_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown recipe key(s) {unknown}; valid: {', '.join(RECIPE_DEFAULTS)}")
-    for key, value in {**RECIPE_DEFAULTS, **defaults}.items():
-        config[key] = value
-    return config
+    return add_keys(config, "recipe", RECIPE_DEFAULTS, **defaults)
 
 
 def recipe(config: ml_collections.ConfigDict, learning_rate: str | float) -> Recipe:

@@ -180,3 +180,12 @@ def test_experiment_modules_import_together():
 
     for name in ("experiments.length_generalization.run", "experiments.bench.attention", "experiments.bench.models"):
         importlib.import_module(name)
+
+
+def test_recipe_keys_are_declared_once():
+    from attnjax.sweep.training import RECIPE_DEFAULTS
+
+    config = sweep.with_recipe_keys(ml_collections.ConfigDict(), schedule="warmup_cosine")
+    assert config.schedule == "warmup_cosine" and config.optimizer == RECIPE_DEFAULTS["optimizer"]
+    with pytest.raises(ValueError, match=r"unknown recipe key\(s\) \['lr'\]; valid: optimizer, schedule"):
+        sweep.with_recipe_keys(ml_collections.ConfigDict(), lr=1e-3)
