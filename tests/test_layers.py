@@ -1,4 +1,4 @@
-"""Dependencies run one way: ops -> parallel -> nn -> train -> experiments (function-level imports included)."""
+"""Dependencies run one way: ops -> parallel -> nn -> train -> sweep -> experiments (function-level imports too)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from tests.ops.test_structure import _imports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LAYERS = ("attnjax.ops", "attnjax.parallel", "attnjax.nn", "attnjax.train", "experiments")
+LAYERS = ("attnjax.ops", "attnjax.parallel", "attnjax.nn", "attnjax.train", "attnjax.sweep", "experiments")
 
 
 @pytest.mark.parametrize("layer", LAYERS[:-1])
