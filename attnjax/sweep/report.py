@@ -175,3 +175,13 @@ def compare_direction(claim: str, differences: Sequence[float], published: str, 
     verdict = "agrees" if c.verdict != "inconclusive" and c.low > 0 else (
         "differs" if c.verdict != "inconclusive" and c.high < 0 else "inconclusive")
     return DirectionComparison(claim, c.mean, c.low, c.high, math.nan, verdict, caveat, True, published)
+
+
+def load_published(study_file: str) -> dict[str, Any]:
+    """The published numbers a study compares against: ``published.json`` beside ``study_file`` (pass a module's
+    ``__file__``). Kept as data, each entry with its source, so the numbers are read, never re-typed in code."""
+    import json
+    import os
+
+    with open(os.path.join(os.path.dirname(study_file), "published.json"), encoding="utf-8") as f:
+        return json.load(f)

@@ -11,8 +11,8 @@ import numpy as np
 from attnjax.plots import plot_weight_maps
 from attnjax.results import save_and_close, write_text
 from attnjax.sweep import ok_runs
-from attnjax.sweep.report import (compare, compare_direction, comparison_table, curves_figure, markdown_table, pct,
-                                  seeds_ci_text, summary_tail)
+from attnjax.sweep.report import (compare, compare_direction, comparison_table, curves_figure, load_published,
+                                 markdown_table, pct, seeds_ci_text, summary_tail)
 from experiments.associative_recall import config as study_config
 
 PAIRS_FILE, NOISE_FILE, WIDTH_FILE = "accuracy_vs_pairs.png", "accuracy_vs_noise.png", "accuracy_vs_width.png"
@@ -20,9 +20,7 @@ EVAL_NOISE_FILE, MAPS_FILE, SUMMARY_FILE = "accuracy_vs_test_noise.png", "attent
 BASELINE = "dot_product"  # softmax attention: the reference of every Δ vs softmax
 SOLVED = 0.99 - 1e-9  # Zoology stops training at 99% validation accuracy (less slack: a mean of 0.99s is 0.98999...)
 SUB_QUADRATIC = ("linear", "performer", "local", "rnn", "lstm", "gru")  # Zoology's attention-free counterparts
-PUBLISHED = ("Published: Zoology (Arora et al. 2023, Figure 2; vocabulary 8,192, (L, P) in {(64, 4), (128, 8), (256, "
-             "16)}, widths 64–512), read from its curves: attention solves MQAR at every width and length (solved: "
-             "≥ 99%); attention-free mixers fall below it, by more as the pairs grow.")
+PUBLISHED = load_published(__file__)["zoology"]["claim"]
 Groups = Mapping[tuple, Mapping[int, dict]]  # (label, seq_len, kv, width, noise) -> {seed: run}
 
 

@@ -15,23 +15,17 @@ import numpy as np
 from attnjax import stats
 from attnjax.data import TASKS
 from attnjax.data.tasks import TIERS
-from attnjax.sweep.report import ci_text, markdown_table, pct
+from attnjax.sweep.report import ci_text, load_published, markdown_table, pct
 
 Run = dict[str, Any]
 Key = tuple[str, str, str]  # (task, model, variant)
 
 # Delétang et al. (2022), Table 2: best run (10 seeds x 3 lrs; Transformer: best of five encodings), test
 # lengths 41..500, accuracy in %.
-DELETANG = {
-    "rnn": {"modular_arithmetic": 100.0, "parity_check": 100.0, "stack_manipulation": 56.0,
-            "reverse_string": 62.0, "duplicate_string": 50.3, "odds_first": 51.0},
-    "transformer": {"modular_arithmetic": 24.2, "parity_check": 52.0, "stack_manipulation": 57.5,
-                    "reverse_string": 62.3, "duplicate_string": 52.8, "odds_first": 52.8, "cycle_navigation": 61.9},
-    "lstm": {"modular_arithmetic": 100.0, "parity_check": 100.0, "stack_manipulation": 59.1,
-             "reverse_string": 60.9, "duplicate_string": 57.6, "odds_first": 55.6},
-}
-DELETANG_NAMES = {"rnn": "RNN", "transformer": "Transformer", "lstm": "LSTM"}
-RUOSS_GAIN = 12.0  # Ruoss et al. (2023): randomized - standard, points of test accuracy, mean over 15 tasks
+PUBLISHED = load_published(__file__)
+DELETANG = PUBLISHED["deletang2022"]["accuracy"]  # model -> task -> %
+DELETANG_NAMES = PUBLISHED["deletang2022"]["names"]
+RUOSS_GAIN = PUBLISHED["ruoss2023"]["randomized_gain_points"]
 SOLVED = 0.9  # a run "solves" a task when its accuracy is >= 90% at every test length
 RECURRENT_ORDER = ("rnn", "lstm", "gru")
 
