@@ -204,6 +204,9 @@ def run(the_plan: Plan, workdir: str, out: IO[str] | None = None) -> dict[str, A
           file=out, flush=True)
     for cell in todo:
         context.prune_checkpoints(cell)
+    # On disk before any cell runs: a run stopped early (a dead worker, a kill) leaves this config's kept
+    # cells in results.json, however soon it stops.
+    results = save_results(workdir, results)
     if num_workers > 1:  # bars of several processes would garble each other unless asked for
         outcomes = run_in_workers(experiment.run_cell, todo, config,
                                   dataclasses.replace(context, progress=context.progress is True), num_workers)
