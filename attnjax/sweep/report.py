@@ -163,7 +163,8 @@ class DirectionComparison(Comparison):
     published_text: str = ""
 
     def row(self) -> list[str]:
-        return [*super().row()[:2], self.published_text, super().row()[3]]
+        claim, ours, _, verdict = super().row()
+        return [claim, ours, self.published_text, verdict]
 
 
 def compare_direction(claim: str, differences: Sequence[float], published: str, *,
