@@ -29,6 +29,10 @@ Properties (each only where the options say it applies):
   unchanged;
 * ``masked keys`` (``mask_kind``): masked keys/values have no influence on the output (they are
   replaced by large random values) and zero gradient;
+* ``mask ranks`` (``mask_kind``, ``mask_ranks``): a mask of rank 1, 2 or 3 (``[S]``, ``[T, S]``,
+  ``[N, T, S]``; for ``mask_kind="keys"``: ``[S]``, ``[1, S]``, ``[1, 1, S]``) is accepted and gives
+  the output of the same mask reshaped to rank 4 with leading 1s, as ``jax.nn`` broadcasts it; an
+  exception raised by ``fn`` for such a mask is a violation;
 * ``causality`` (``supports_causal``): with ``is_causal=True`` output ``t`` has zero gradient with
   respect to query/key/value positions ``> t`` and does not change when they change;
 * ``extreme logits``: outputs and gradients are finite when ``|q.k| / sqrt(H)`` reaches ``1e4``;
@@ -38,7 +42,11 @@ Properties (each only where the options say it applies):
   (``jax.nn.dot_product_attention``'s convention: every logit of the row is the same large negative
   number, so the softmax is uniform); anything else (NaN, inf, another value) fails;
 * ``low precision``: for each of ``dtypes``, output in that dtype, finite outputs and gradients,
-  within ``8 * eps(dtype) * max|v|`` of the float32 output;
+  within ``8 * eps(dtype) * max|v|`` of the float32 output. A dtype the *backend* cannot compute
+  (XLA's ``UNIMPLEMENTED``, or an error saying it is not supported on the running platform, such
+  as float16 dot products with float32 accumulation on CPU) is skipped with a
+  :class:`SkippedCheckWarning` naming the dtype and the backend's error; the verdict covers every
+  other check. Any other exception propagates;
 * ``exact softmax`` (``exact_softmax``): equal to :func:`attnjax.dot_product_attention`, values
   and gradients;
 * ``approximation`` (``approx_tol``): root-mean-square error to exact softmax attention (over
@@ -63,10 +71,10 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the dev extra
     raise ImportError("attnjax.testing needs hypothesis: pip install 'attnjax[dev]' (or hypothesis)") from e
 
-from attnjax._conformance import (APPROX_QK_STD, EXTREME_LOGIT, Case, Options, _DTYPES, _MASK_KINDS,
-                                  _MASKED_ROWS, _Runner,
+from attnjax._conformance import (APPROX_QK_STD, EXTREME_LOGIT, Case, Options, SkippedCheckWarning, _DTYPES,
+                                  _MASK_KINDS, _MASK_RANKS, _MASKED_ROWS, _Runner,
                                   _approx_case, _check_jit, _example, _extreme_case, _fixed_case,
-                                  _low_precision_case, _masked_rows_case, approximation_inputs)
+                                  _low_precision_case, _mask_ranks_case, _masked_rows_case, approximation_inputs)
 
 Array = jax.Array
 
@@ -89,8 +97,8 @@ def _cases(opts: Options, max_B=2, max_len=4):
 def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, mask_kind: str | None = "full",
                     supports_causal: bool = True, position_free: bool = True, approx_tol: float | None = None,
                     masked_rows: str = "zeros_or_mean", gqa: bool = True,
-                    dtypes: Sequence[Any] = ("bfloat16", "float16"), max_examples: int = 3,
-                    atol: float = 1e-5, rtol: float = 1e-5) -> None:
+                    dtypes: Sequence[Any] = ("bfloat16", "float16"), mask_ranks: Sequence[int] = _MASK_RANKS,
+                    max_examples: int = 3, atol: float = 1e-5, rtol: float = 1e-5) -> None:
     """Runs every applicable property check on ``fn``; raises AssertionError on the first violation.
 
     Args:
@@ -107,7 +115,10 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
             (attnjax's convention) or the mean of the values over all keys (jax.nn's), per row;
             ``"zeros"``: zeros only. Either way finite, with finite gradients.
         gqa: ``fn`` supports ``K < N`` key/value heads (otherwise ``K == N`` is always used).
-        dtypes: low-precision dtypes to check (names or dtypes); empty to skip.
+        dtypes: low-precision dtypes to check (names or dtypes); empty to skip. One the backend cannot
+            compute is skipped with a :class:`SkippedCheckWarning` (module doc).
+        mask_ranks: mask ranks below 4 (among 1, 2, 3) that ``fn`` must accept (with ``mask_kind``);
+            empty to opt out.
         max_examples: hypothesis examples for the shape-driven properties (each compiles ``fn``).
         atol, rtol: float32 tolerances for checks that should hold to rounding error.
 
@@ -128,9 +139,13 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
     for dtype in dtypes:
         if isinstance(dtype, str) and dtype not in _DTYPES:
             raise ValueError(f"dtypes entries must be one of {sorted(_DTYPES)} or dtypes, got {dtype!r}")
+    if not isinstance(mask_ranks, (tuple, list, set, frozenset)) or not all(
+            isinstance(r, int) and not isinstance(r, bool) and r in _MASK_RANKS for r in mask_ranks):
+        raise ValueError(f"mask_ranks must be a sequence of ranks among {_MASK_RANKS} (empty to opt out), "
+                         f"got {mask_ranks!r}")
     opts = Options(exact_softmax=exact_softmax, mask_kind=mask_kind, supports_causal=supports_causal,
                    position_free=position_free, approx_tol=approx_tol, masked_rows=masked_rows, gqa=gqa,
-                   dtypes=tuple(dtypes), atol=atol, rtol=rtol)
+                   dtypes=tuple(dtypes), mask_ranks=tuple(sorted(set(mask_ranks))), atol=atol, rtol=rtol)
     run = _Runner(fn, supports_causal)
 
     # Fixed cases first: they share one shape (so few compilations) and always include a
@@ -140,6 +155,8 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
     _extreme_case(run, opts)
     if opts.mask_kind is not None:
         _masked_rows_case(run, opts)
+        if opts.mask_ranks:
+            _mask_ranks_case(run, opts)
     if opts.dtypes:
         _low_precision_case(run, opts)
     if opts.approx_tol is not None:
@@ -186,4 +203,5 @@ def check_registered(name: str, *, max_examples: int = 2, **overrides: Any) -> N
     check_attention(fn, **options)
 
 
-__all__ = ["APPROX_QK_STD", "EXTREME_LOGIT", "approximation_inputs", "check_attention", "check_registered"]
+__all__ = ["APPROX_QK_STD", "EXTREME_LOGIT", "SkippedCheckWarning", "approximation_inputs", "check_attention",
+           "check_registered"]

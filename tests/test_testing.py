@@ -1,6 +1,8 @@
 """The conformance kit must pass a correct attention function and *fail* broken ones, naming the
 violated property and showing a counterexample."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 
 from attnjax import dot_product_attention
 from attnjax.ops.positional import alibi_bias, alibi_slopes
-from attnjax.testing import check_attention
+from attnjax.testing import SkippedCheckWarning, check_attention, check_registered
 
 FAST = dict(max_examples=2, dtypes=())
 
@@ -196,3 +198,81 @@ def test_bad_options_are_rejected(kwargs, exc, word):
         check_attention(plain_attention, **kwargs)
     with pytest.raises(TypeError, match="callable"):
         check_attention("attention")
+
+
+# --------------------------------------------------------------------------- issue 24: verdicts on every backend
+
+def _backend_refuses_float16(q, k, v, mask=None, is_causal=False):
+    """``plain_attention``, but float16 inputs fail the way an XLA backend refuses a dtype."""
+    if q.dtype == jnp.float16:
+        raise ValueError(f"The precision 'F16_F16_F32' is not supported by dot_general on "
+                         f"{jax.default_backend().upper()}")
+    return plain_attention(q, k, v, mask, is_causal)
+
+
+def test_a_dtype_the_backend_cannot_compute_is_skipped_with_a_note():
+    with pytest.warns(SkippedCheckWarning, match=r"\[low precision\] skipped for dtype float16.*F16_F16_F32"):
+        check_attention(_backend_refuses_float16, max_examples=1, dtypes=("bfloat16", "float16"))
+
+
+def test_other_errors_in_low_precision_still_propagate():
+    def buggy(q, k, v, mask=None, is_causal=False):
+        if q.dtype == jnp.float16:
+            raise ValueError("my float16 branch has a bug")
+        return plain_attention(q, k, v, mask, is_causal)
+
+    with pytest.raises(ValueError, match="my float16 branch has a bug"):
+        check_attention(buggy, max_examples=1, dtypes=("float16",))
+
+
+@pytest.mark.slow  # a full passing kit run: several compilations
+def test_jax_nn_dot_product_attention_itself_passes_with_the_kit_defaults():
+    # Issue 24: with every default (float16 included), on whatever backend runs the tests.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_attention(jax.nn.dot_product_attention)
+    notes = [str(w.message) for w in caught if issubclass(w.category, SkippedCheckWarning)]
+    if jax.default_backend() == "cpu":  # F16 x F16 -> F32 dot products are refused on CPU
+        assert len(notes) == 1 and "float16" in notes[0] and "cpu" in notes[0], notes
+
+
+# --------------------------------------------------------------------------- issue 24: masks of rank < 4
+
+def _index_rank4_mask(q, k, v, mask=None, is_causal=False):
+    """The linear-attention bug of issue 24: reads the mask's query axis, so a [S] mask raises IndexError."""
+    if mask is not None and mask.shape[2] != 1:
+        mask = mask & True
+    return plain_attention(q, k, v, mask, is_causal)
+
+
+def test_a_function_that_crashes_on_low_rank_masks_is_caught():
+    message = _fails(_index_rank4_mask, "mask ranks", **FAST)
+    assert "IndexError" in message and "rank 1" in message and "(4,)" in message, message
+
+
+def test_a_key_mask_function_that_crashes_on_low_rank_masks_is_caught():
+    message = _fails(_index_rank4_mask, "mask ranks", mask_kind="keys", mask_ranks=(1,), **FAST)
+    assert "IndexError" in message
+
+
+def test_a_low_rank_mask_read_along_the_wrong_axis_is_caught():
+    def keys_as_queries(q, k, v, mask=None, is_causal=False):
+        if mask is not None and mask.ndim == 1:
+            mask = mask[:, None]  # bug: a [S] key mask read as a [T, 1] query mask
+        return plain_attention(q, k, v, mask, is_causal)
+
+    message = _fails(keys_as_queries, "mask ranks", **FAST)
+    assert "rank-1 mask gives another output" in message, message
+
+
+def test_mask_ranks_can_be_opted_out_explicitly():
+    check_attention(_index_rank4_mask, mask_ranks=(), **FAST)
+    with pytest.raises(ValueError, match=r"mask_ranks must be .*got \(4,\)"):
+        check_attention(plain_attention, mask_ranks=(4,))
+    with pytest.raises(ValueError, match="mask_ranks"):
+        check_attention(plain_attention, mask_ranks=1)
+
+
+@pytest.mark.parametrize("name", ["linear", "performer"])
+def test_key_mask_variants_pass_the_mask_ranks_check(name):
+    check_registered(name, max_examples=1, dtypes=())

@@ -39,7 +39,7 @@ class MultiHeadAttention(nn.Module):
         dropout_rate: dropout on the attention weights, passed to the op as ``dropout_rate`` with
             ``dropout_rng = make_rng("dropout")`` when called with ``deterministic=False``.
         implementation: passed to the op as ``implementation=`` when not None (``"dense"``,
-            ``"blockwise"``, ...; only variants taking that keyword, i.e. ``dot_product``).
+            ``"blockwise"``, ...; the values a variant takes are its spec's ``implementations``).
         block_sizes: ``attnjax.ops.BlockSizes`` passed as ``block_sizes=`` when not None.
         sow_weights: sow the ``[B, N, T, S]`` float32 attention weights (from the variant's registered
             ``weights_fn``) into the ``"intermediates"`` collection as ``attention_weights``. Off: the

@@ -249,6 +249,9 @@ class TransformerConfig:
                 raise ValueError(f"implementation={self.implementation!r} needs an attention function taking "
                                  f"implementation=; attention={self.attention!r} does not (use None)")
             _choice("implementation", self.implementation, (None, *sorted(IMPLEMENTATIONS)))
+            if self.implementation not in spec.implementations:
+                raise ValueError(f"implementation={self.implementation!r} needs an attention function that has "
+                                 f"it; attention={self.attention!r} takes {spec.implementations} (or None)")
         if self.block_q is not None or self.block_kv is not None:
             if "block_sizes" not in takes or self.implementation not in (None, *sorted(TAKES_BLOCK_SIZES)):
                 raise ValueError(f"block_q/block_kv are used by implementation in {sorted(TAKES_BLOCK_SIZES)} "

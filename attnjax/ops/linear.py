@@ -9,7 +9,8 @@ Both replace ``exp(q.k)`` by a feature-map product ``phi(q).phi(k)``, so attenti
   is ``O(T)`` (``O(T C + (T / C) F H)``), never ``O(T^2)``.
 
 Masks: there are no ``[T, S]`` logits, so only *key* masks are possible — ``mask`` must be
-broadcastable to ``[B, N, 1, S]`` — plus ``key_value_seq_lengths``, ``query_seq_lengths`` and
+broadcastable to ``[B, N, 1, S]`` (a lower rank counts as leading 1s, as in ``jax.nn``: ``[S]`` is a
+key mask) — plus ``key_value_seq_lengths``, ``query_seq_lengths`` and
 ``is_causal`` (query ``i`` sees keys ``j <= i``, top-left aligned like ``jax.nn``). No ``bias``.
 A query with no visible key returns zeros, with zero gradient.
 
@@ -195,6 +196,7 @@ def _key_mask(mask, key_value_seq_lengths, B: int, N: int, S: int) -> Array | No
 
 
 def _check(name: str, query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, chunk_size):
+    """Checks every argument; returns ``(B, T, S, N, K, H, mask)`` with ``mask`` padded to rank 4."""
     B, T, S, N, K, H = checks.check_inputs(query, key, value, query_seq_lengths=query_seq_lengths,
                                            key_value_seq_lengths=key_value_seq_lengths)
     if bias is not None:
@@ -203,12 +205,15 @@ def _check(name: str, query, key, value, bias, mask, query_seq_lengths, key_valu
             f"{tuple(np.shape(bias))}")
     if mask is not None:
         checks.check_mask_and_bias(mask, None, (B, N, T, S))
-        if np.shape(mask)[2] != 1:
+        # Ranks below 4 count as leading 1s, as in jax.nn: a [S] or [1, S] mask is a key mask.
+        given = tuple(np.shape(mask))
+        mask = checks.pad_to_rank4(mask)
+        if mask.shape[2] != 1:
             raise ValueError(
                 f"mask for {name} must be a key mask broadcastable to [B, N, 1, S] = ({B}, {N}, 1, {S}) "
-                f"(no [T, S] logits exist), got shape {tuple(np.shape(mask))}")
+                f"(no [T, S] logits exist), got shape {given}")
     checks.check_positive_int("chunk_size", chunk_size)
-    return B, T, S, N, K, H
+    return B, T, S, N, K, H, mask
 
 
 def _finish(out: Array, query_seq_lengths, dtype) -> Array:
@@ -237,7 +242,7 @@ def _dense_weights(phi_q: Array, phi_k: Array, is_causal: bool, query_seq_length
 def _linear_features(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, chunk_size,
                      feature_map):
     query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
-    B, T, S, N, K, H = _check("linear_attention", query, key, value, bias, mask, query_seq_lengths,
+    B, T, S, N, K, H, mask = _check("linear_attention", query, key, value, bias, mask, query_seq_lengths,
                               key_value_seq_lengths, chunk_size)
     fm = elu_feature_map if feature_map is None else feature_map
     if not callable(fm):
@@ -261,7 +266,8 @@ def linear_attention(query, key, value, bias=None, mask=None, *, is_causal: bool
     Args:
         query: ``[B, T, N, H]``; key, value: ``[B, S, K, H]`` (same dtype).
         bias: must be None (unsupported, see module docstring).
-        mask: boolean key mask broadcastable to ``[B, N, 1, S]``, ``True`` = attend.
+        mask: boolean key mask broadcastable to ``[B, N, 1, S]``, ``True`` = attend; lower ranks count
+            as leading 1s (``[S]``, ``[1, S]``, ``[N|1, 1, S]``), as in ``jax.nn``.
         is_causal: query ``i`` sees keys ``j <= i``, via chunked prefix sums.
         query_seq_lengths: ``[B]``; queries past the length output zeros.
         key_value_seq_lengths: ``[B]``; keys past the length are ignored.
@@ -293,11 +299,13 @@ def linear_weights(query, key, bias=None, mask=None, *, is_causal: bool = False,
 def _performer_features(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, chunk_size,
                         projection, rng, num_features):
     query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
-    B, T, S, N, K, H = _check("performer_attention", query, key, value, bias, mask, query_seq_lengths,
+    B, T, S, N, K, H, mask = _check("performer_attention", query, key, value, bias, mask, query_seq_lengths,
                               key_value_seq_lengths, chunk_size)
     if projection is None:
         if rng is None:
-            raise ValueError("performer_attention needs projection [F, H] or an rng key to draw one, got neither")
+            raise ValueError("performer_attention needs projection [F, H] or an rng key to draw one, got neither "
+                             "(attnjax.ops.registry.init_attention_params('performer', rng, head_dim=H, "
+                             "num_heads=N) builds a projection)")
         projection = orthogonal_random_features(rng, int(num_features), H)
     else:
         if np.ndim(projection) != 2 or np.shape(projection)[1] != H:
@@ -324,7 +332,7 @@ def performer_attention(query, key, value, bias=None, mask=None, *, projection: 
     Args:
         query: ``[B, T, N, H]``; key, value: ``[B, S, K, H]`` (same dtype).
         bias: must be None (unsupported).
-        mask: boolean key mask broadcastable to ``[B, N, 1, S]``.
+        mask: boolean key mask broadcastable to ``[B, N, 1, S]`` (lower ranks: leading 1s, as in ``jax.nn``).
         projection: ``[F, H]`` random features; if None they are drawn from ``rng``.
         rng: PRNG key used when ``projection`` is None.
         num_features: ``F`` when drawing from ``rng``.

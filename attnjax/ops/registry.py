@@ -6,14 +6,27 @@ Every registered function has the call signature of :func:`attnjax.dot_product_a
        is_causal=False, query_seq_lengths=None, key_value_seq_lengths=None, **params) -> [B, T, N, H]
 
 ``params`` are the variant's own keywords (a temperature, projection matrices, random features).
-A Flax module builds them once with ``spec.init_params(rng, head_dim=H, num_heads=N)`` (a dict to
-store as parameters when ``spec.trainable_params``, or as constants otherwise) and passes them
-back as ``fn(q, k, v, ..., **params)``.
+``mask`` and ``bias`` of rank < 4 count as leading 1s, as in ``jax.nn`` (a ``[S]`` key mask works
+everywhere).
+
+Which variants need params: exactly those with ``spec.init_params`` (``spec.needs_params``):
+``additive`` (``w_query``, ``w_key``, ``v_score``), ``multiplicative`` (``weight``) and
+``performer`` (``projection``, or an ``rng`` to draw one). A pure function does not invent learned
+weights, so these have no defaults and ``fn(q, k, v)`` raises ValueError naming what is missing;
+build the params with :func:`init_attention_params` (a dict to store as parameters when
+``spec.trainable_params``, or as constants otherwise; a Flax module does this once) and pass them
+back as ``fn(q, k, v, ..., **params)``. Every other variant runs as ``fn(q, k, v)``.
+
+``implementation=`` is taken where ``spec.implementations`` is not empty: every name of
+:data:`attnjax.ops.dot_product.IMPLEMENTATIONS` (and ``"xla"``) for ``dot_product``, ``"dense"``/
+``"xla"`` for the score-function variants (their only path), and a ValueError for any other value.
 
 Example::
 
     spec = get_spec("cosine")
     out = spec.fn(q, k, v, is_causal=True)
+    params = init_attention_params("additive", jax.random.key(0), head_dim=q.shape[-1], num_heads=q.shape[2])
+    out = get_attention("additive")(q, k, v, **params)
 """
 
 from __future__ import annotations
@@ -26,14 +39,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnjax.ops.blockwise import BlockSizes
-from attnjax.ops.dot_product import attention_weights, dot_product_attention
+from attnjax.ops.dot_product import IMPLEMENTATION_ALIASES, IMPLEMENTATIONS, attention_weights, dot_product_attention
 from attnjax.ops.linear import linear_attention, linear_weights, orthogonal_random_features, performer_attention, \
     performer_weights
 from attnjax.ops.local import local_attention, local_weights
 from attnjax.ops.normalizers import (sigmoid_attention, sigmoid_weights, softmax_temperature_attention,
                                      softmax_temperature_weights)
-from attnjax.ops.similarity import (additive_attention, additive_weights, cosine_attention, cosine_weights,
-                                    l2_attention, l2_weights, multiplicative_attention, multiplicative_weights)
+from attnjax.ops.similarity import (VARIANT_IMPLEMENTATIONS, additive_attention, additive_weights, cosine_attention,
+                                    cosine_weights, l2_attention, l2_weights, multiplicative_attention,
+                                    multiplicative_weights)
 
 ParamsInit = Callable[..., dict[str, jax.Array]]
 
@@ -55,11 +69,14 @@ class AttentionSpec:
             ``[B, N, 1, S]`` only, no bias: linear-time variants form no logits).
         position_free: permuting keys and values together leaves the output unchanged.
         init_params: ``(rng, *, head_dim, num_heads) -> dict`` of keyword params, or None if the
-            variant needs none.
+            variant needs none (then ``fn(q, k, v)`` runs; otherwise it raises ValueError naming the
+            missing params, see :attr:`needs_params`).
         trainable_params: whether those params are meant to be learned (vs fixed random features).
         description: one line for tables and error messages.
         kit_options: ``(keyword, value)`` pairs the conformance kit passes at its tiny shapes, where a
             default (a window of 64 keys) would cover every key and hide what the variant does.
+        implementations: the ``implementation=`` values ``fn`` accepts besides None; empty if it takes
+            no ``implementation`` keyword.
     """
 
     name: str
@@ -73,10 +90,16 @@ class AttentionSpec:
     trainable_params: bool = True
     description: str = ""
     kit_options: tuple[tuple[str, Any], ...] = ()
+    implementations: tuple[str, ...] = ()
 
     @property
     def supports_bias(self) -> bool:
         return self.mask_kind == "full"
+
+    @property
+    def needs_params(self) -> bool:
+        """``fn`` needs the keywords of :attr:`init_params` (``fn(q, k, v)`` alone raises ValueError)."""
+        return self.init_params is not None
 
 
 def _init_additive(rng, *, head_dim: int, num_heads: int) -> dict[str, jax.Array]:
@@ -92,6 +115,8 @@ def _init_multiplicative(rng, *, head_dim: int, num_heads: int) -> dict[str, jax
     return {"weight": jnp.eye(head_dim) + 0.1 / np.sqrt(head_dim) * jax.random.normal(rng, (head_dim, head_dim))}
 
 
+_DOT_PRODUCT_IMPLEMENTATIONS = tuple(sorted({*IMPLEMENTATIONS, *IMPLEMENTATION_ALIASES}))
+
 PERFORMER_FEATURES = 256
 # RMS error on the kit's approximation inputs with 256 features, over 40 draws (20 seeds, causal and
 # not): mean 0.038, max 0.089 (the exact outputs have RMS 0.28 / 0.50); it halves per 4x features.
@@ -104,19 +129,23 @@ def _init_performer(rng, *, head_dim: int, num_heads: int) -> dict[str, jax.Arra
 
 ATTENTION: dict[str, AttentionSpec] = {spec.name: spec for spec in (
     AttentionSpec("dot_product", dot_product_attention, attention_weights, exact_softmax=True,
-                  description="softmax(Q K^T / sqrt(H)) V"),
+                  description="softmax(Q K^T / sqrt(H)) V", implementations=_DOT_PRODUCT_IMPLEMENTATIONS),
     AttentionSpec("softmax_temperature", softmax_temperature_attention, softmax_temperature_weights,
-                  exact_softmax=True, description="softmax(Q K^T / (sqrt(H) tau)) V, tau=1 by default"),
+                  exact_softmax=True, description="softmax(Q K^T / (sqrt(H) tau)) V, tau=1 by default",
+                  implementations=VARIANT_IMPLEMENTATIONS),
     AttentionSpec("cosine", cosine_attention, cosine_weights,
-                  description="softmax(cos(q, k) / tau) V (QK-normalized)"),
+                  description="softmax(cos(q, k) / tau) V (QK-normalized)", implementations=VARIANT_IMPLEMENTATIONS),
     AttentionSpec("l2", l2_attention, l2_weights,
-                  description="softmax(-||q - k||^2 / sqrt(H)) V (Kim et al. 2021)"),
+                  description="softmax(-||q - k||^2 / sqrt(H)) V (Kim et al. 2021)",
+                  implementations=VARIANT_IMPLEMENTATIONS),
     AttentionSpec("additive", additive_attention, additive_weights, init_params=_init_additive,
-                  description="softmax(v^T tanh(W_q q + W_k k)) V (Bahdanau)"),
+                  description="softmax(v^T tanh(W_q q + W_k k)) V (Bahdanau)", implementations=VARIANT_IMPLEMENTATIONS),
     AttentionSpec("multiplicative", multiplicative_attention, multiplicative_weights,
-                  init_params=_init_multiplicative, description="softmax(q W k^T / sqrt(H)) V (Luong general)"),
+                  init_params=_init_multiplicative, description="softmax(q W k^T / sqrt(H)) V (Luong general)",
+                  implementations=VARIANT_IMPLEMENTATIONS),
     AttentionSpec("sigmoid", sigmoid_attention, sigmoid_weights,
-                  description="sigmoid(Q K^T / sqrt(H) - log S) V (Ramapuram et al. 2024)"),
+                  description="sigmoid(Q K^T / sqrt(H) - log S) V (Ramapuram et al. 2024)",
+                  implementations=VARIANT_IMPLEMENTATIONS),
     AttentionSpec("linear", linear_attention, linear_weights, mask_kind="keys",
                   description="elu+1 linear attention, O(T) memory (Katharopoulos et al. 2020)"),
     AttentionSpec("performer", performer_attention, performer_weights, mask_kind="keys", approx_tol=PERFORMER_TOL,
@@ -143,7 +172,12 @@ def get_spec(name: str) -> AttentionSpec:
 
 
 def get_attention(name: str) -> Callable[..., jax.Array]:
-    """The attention function registered under ``name`` (see :func:`get_spec` for errors)."""
+    """The attention function registered under ``name`` (see :func:`get_spec` for errors).
+
+    ``get_attention(name)(q, k, v)`` runs for every name whose spec has no ``init_params``; ``additive``,
+    ``multiplicative`` and ``performer`` also need the params of :func:`init_attention_params` (module
+    docstring).
+    """
     return get_spec(name).fn
 
 

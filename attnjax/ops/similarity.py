@@ -17,6 +17,14 @@ Args common to every variant ("see the module docstring" below):
     mask: boolean, ``True`` = attend, broadcastable to ``[B, N, T, S]``.
     is_causal, query_seq_lengths, key_value_seq_lengths, local_window_size: as in
         :func:`attnjax.dot_product_attention`.
+    implementation: ``None``, ``"dense"`` or ``"xla"`` (jax.nn's name for it): the scores are
+        materialized as ``[B, N, T, S]``, so the dense path is the only one; it is accepted so that a
+        call written for ``attnjax.dot_product_attention``/``jax.nn`` runs, and any other value
+        raises ValueError (never a silent fallback).
+
+Learned parameters (additive's ``w_query``/``w_key``/``v_score``, multiplicative's ``weight``) have
+no defaults: a pure function does not invent weights. Leaving one out raises ValueError naming it;
+``attnjax.ops.registry.init_attention_params(name, rng, head_dim=H, num_heads=N)`` builds them.
 """
 
 from __future__ import annotations
@@ -183,6 +191,28 @@ def _check_matrix(name: str, x: Any, shape: tuple[int | None, ...], letters: str
 
 # --------------------------------------------------------------------------- the variant factory
 
+# The ``implementation=`` values a score-function variant accepts besides None: it always
+# materializes ``[B, N, T, S]`` scores, i.e. the dense path ("xla" is jax.nn's name for it).
+VARIANT_IMPLEMENTATIONS = ("dense", "xla")
+
+
+class Required:
+    """Marks a variant parameter that has no default (a learned weight), with its shape for messages."""
+
+    def __init__(self, shape: str):
+        self.shape = shape
+
+    def __repr__(self) -> str:
+        return f"Required({self.shape!r})"
+
+
+def _check_implementation(fn_name: str, implementation: Any) -> None:
+    if implementation is not None and implementation not in VARIANT_IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation must be None or one of {VARIANT_IMPLEMENTATIONS} for {fn_name}, got "
+            f"{implementation!r}: it materializes [B, N, T, S] scores, so the dense path is its only one")
+
+
 def make_variant(name: str, scores: Callable[..., Array], params: dict[str, Any], *, doc: str,
                  weights_doc: str | None = None, check: Callable[..., None] | None = None,
                  normalize: Callable[[Array, Array | None], Array] = masked_softmax,
@@ -192,8 +222,9 @@ def make_variant(name: str, scores: Callable[..., Array], params: dict[str, Any]
     The functions have the registry's call signature, with the variant's ``params`` as keywords::
 
         {name}_attention(query, key, value, bias=None, mask=None, *, **params, is_causal=False,
-                         query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None)
-        {name}_weights(query, key, bias=None, mask=None, *, ...the same keywords)
+                         query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None,
+                         implementation=None)
+        {name}_weights(query, key, bias=None, mask=None, *, ...the same keywords but implementation)
 
     and run :func:`run_attention` (``[B, T, N, H]`` output, or ``[B, N, T, S]`` float32 weights).
     ``inspect.signature`` lists every keyword (callers read it to see what a variant takes); an
@@ -204,7 +235,9 @@ def make_variant(name: str, scores: Callable[..., Array], params: dict[str, Any]
         scores: ``(query, key, dims, **params) -> [B, N, T, S]`` float32 scores, where ``dims`` is
             ``(B, T, S, N, K, H)`` of the checked inputs; it checks the parameters whose valid shape
             depends on them (a per-head temperature). The functions' ``__module__`` is its module.
-        params: the variant's keywords with their defaults, in signature order.
+        params: the variant's keywords with their defaults, in signature order; a :class:`Required`
+            default marks a parameter the caller must pass (it shows without a default in the
+            signature, and leaving it out raises ValueError naming it and how to build it).
         doc: the attention function's docstring.
         weights_doc: the weights function's docstring; default: "probabilities of the attention function".
         check: ``(query, **params) -> None``, run first, before the inputs are checked.
@@ -216,6 +249,14 @@ def make_variant(name: str, scores: Callable[..., Array], params: dict[str, Any]
         unknown = [k for k in given if k not in params]
         if unknown:
             raise TypeError(f"{fn_name}() got an unexpected keyword argument {unknown[0]!r}")
+        missing = [k for k, v in params.items() if isinstance(v, Required) and k not in given]
+        if missing:
+            shapes = ", ".join(f"{k} {params[k].shape}" for k in missing)
+            raise ValueError(
+                f"{fn_name}() is missing its learned parameter{'s' if len(missing) > 1 else ''} {shapes} "
+                f"(no defaults); build {'them' if len(missing) > 1 else 'it'} with "
+                f"attnjax.ops.registry.init_attention_params({name!r}, rng, head_dim=H, num_heads=N) and pass "
+                f"{'them' if len(missing) > 1 else 'it'} as keyword{'s' if len(missing) > 1 else ''}")
         return {**params, **given}
 
     def run(query, key, value, bias, mask, own, masking, weights_only):
@@ -225,7 +266,8 @@ def make_variant(name: str, scores: Callable[..., Array], params: dict[str, Any]
                              weights_only=weights_only, normalize=normalize, **masking)
 
     def attention(query, key, value, bias=None, mask=None, *, is_causal=False, query_seq_lengths=None,
-                  key_value_seq_lengths=None, local_window_size=None, **variant_params):
+                  key_value_seq_lengths=None, local_window_size=None, implementation=None, **variant_params):
+        _check_implementation(attention_name, implementation)
         return run(query, key, value, bias, mask, own_params(attention_name, variant_params),
                    dict(is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size),
@@ -238,7 +280,9 @@ def make_variant(name: str, scores: Callable[..., Array], params: dict[str, Any]
                         key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size),
                    weights_only=True)
 
-    own = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in params.items()]
+    own = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY,
+                             default=inspect.Parameter.empty if isinstance(v, Required) else v)
+           for k, v in params.items()]
     docs = (doc, weights_doc or f"``[B, N, T, S]`` float32 probabilities of :func:`{attention_name}` "
                                 f"(same arguments, no value).")
     for fn, fn_name, fn_doc in ((attention, attention_name, docs[0]), (weights, weights_name, docs[1])):
@@ -306,11 +350,16 @@ def _check_additive(query, *, w_query, w_key, v_score):
 
 additive_attention, additive_weights = make_variant(
     "additive", lambda query, key, dims, **p: additive_logits(query, key, **p),
-    {"w_query": None, "w_key": None, "v_score": None}, check=_check_additive,
+    {"w_query": Required("[H, A]"), "w_key": Required("[H, A]"), "v_score": Required("[A]")},
+    check=_check_additive,
     doc="""Additive (Bahdanau) attention: ``softmax(v^T tanh(W_q q_i + W_k k_j) + bias) V``.
 
-    Args: see the module docstring, plus the parameters (required keywords, shared by all heads):
+    Args: see the module docstring, plus the parameters (required keywords, shared by all heads;
+        ``init_attention_params("additive", rng, head_dim=H, num_heads=N)`` builds them):
         w_query: ``[H, A]``; w_key: ``[H, A]``; v_score: ``[A]``.
+
+    Raises:
+        ValueError: a parameter left out (named in the message), or of the wrong shape.
 
     Returns:
         ``[B, T, N, H]`` in the query dtype; rows with no visible key are zeros.
@@ -325,12 +374,16 @@ def _check_multiplicative(query, *, weight, scale):
 
 multiplicative_attention, multiplicative_weights = make_variant(
     "multiplicative", lambda query, key, dims, **p: multiplicative_logits(query, key, **p),
-    {"weight": None, "scale": None}, check=_check_multiplicative,
+    {"weight": Required("[H, H]"), "scale": None}, check=_check_multiplicative,
     doc="""Multiplicative ("general", Luong et al. 2015) attention: ``softmax(scale * q_i W k_j^T + bias) V``.
 
     Args: see the module docstring, plus
-        weight: ``[H, H]`` (required keyword), shared by all heads.
+        weight: ``[H, H]`` (required keyword), shared by all heads;
+            ``init_attention_params("multiplicative", rng, head_dim=H, num_heads=N)`` builds one.
         scale: > 0, default ``1 / sqrt(H)``; ``1.0`` is Luong's original form.
+
+    Raises:
+        ValueError: ``weight`` left out (named in the message), or of the wrong shape.
 
     Returns:
         ``[B, T, N, H]`` in the query dtype; rows with no visible key are zeros.

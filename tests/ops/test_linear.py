@@ -197,3 +197,18 @@ def test_malformed_input_is_rejected_with_the_argument_named(call, exc, word):
     q, k, v = _inputs(4, 4)
     with pytest.raises(exc, match=word):
         call(q, k, v)
+
+
+@pytest.mark.parametrize("name", ["linear", "performer"])
+def test_key_masks_of_rank_below_4_broadcast_like_jax_nn(name):
+    # Issue 24: a [S] mask raised IndexError; ranks < 4 are left-padded with 1s, as in jax.nn.
+    q, k, v = _inputs(5, 6)
+    fn = (linear.linear_attention if name == "linear"
+          else lambda *a, **kw: linear.performer_attention(*a, rng=jax.random.key(3), **kw))
+    keep = np.array([True, True, False, True, True, False])
+    want = fn(q, k, v, mask=jnp.asarray(keep)[None, None, None, :])
+    for mask in (keep, keep[None], keep[None, None], np.broadcast_to(keep, (N, 1, 6))):
+        np.testing.assert_allclose(fn(q, k, v, mask=jnp.asarray(mask)), want, atol=1e-6, rtol=1e-6)
+    # A [T, S] mask is a query-by-key mask, which kernelized attention cannot apply: named, with the caller's shape.
+    with pytest.raises(ValueError, match=r"mask for \w+_attention must be a key mask.*got shape \(5, 6\)"):
+        fn(q, k, v, mask=jnp.ones((5, 6), bool))

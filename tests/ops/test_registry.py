@@ -100,3 +100,58 @@ def test_key_mask_variants_reject_bias_and_full_masks():
 @pytest.mark.parametrize("name", NAMES)
 def test_every_registered_variant_passes_the_conformance_kit(name):
     check_registered(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_calling_with_query_key_value_only_runs_or_names_the_missing_params(name):
+    # Issue 24: the registry's convention says which variants need params (spec.needs_params) and
+    # those raise a ValueError naming what is missing; every other one runs as fn(q, k, v).
+    spec = registry.get_spec(name)
+    q, k, v = _inputs()
+    assert spec.needs_params == (spec.init_params is not None)
+    if not spec.needs_params:
+        assert spec.fn(q, k, v).shape == (B, T, N, H)
+        return
+    missing = {"additive": ["w_query", "w_key", "v_score"], "multiplicative": ["weight"],
+               "performer": ["projection"]}[name]
+    with pytest.raises(ValueError) as info:
+        spec.fn(q, k, v)
+    for param in missing:
+        assert param in str(info.value)
+    assert "init_attention_params" in str(info.value)
+    assert spec.fn(q, k, v, **_params(spec)).shape == (B, T, N, H)
+
+
+def test_learned_params_have_no_default_in_the_signature():
+    for name, params in (("additive", ("w_query", "w_key", "v_score")), ("multiplicative", ("weight",))):
+        sig = inspect.signature(registry.get_attention(name)).parameters
+        for param in params:
+            assert sig[param].default is inspect.Parameter.empty, (name, param)
+    with pytest.raises(ValueError, match=r"missing its learned parameter weight \[H, H\]"):
+        registry.get_attention("multiplicative")(*_inputs(), scale=1.0)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if registry.ATTENTION[n].implementations])
+def test_implementation_keyword_is_accepted_or_rejected_by_name(name):
+    # Issue 24: cosine(..., implementation=...) raised TypeError.
+    spec = registry.get_spec(name)
+    q, k, v = _inputs()
+    assert "implementation" in inspect.signature(spec.fn).parameters
+    assert {"dense", "xla"} <= set(spec.implementations)
+    params = _params(spec)
+    want = spec.fn(q, k, v, is_causal=True, **params)
+    for implementation in ("dense", "xla", None):
+        np.testing.assert_allclose(spec.fn(q, k, v, is_causal=True, implementation=implementation, **params),
+                                   want, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"implementation must be .*got 'flash'"):
+        spec.fn(q, k, v, implementation="flash", **params)
+    if name != "dot_product":  # the score-function variants materialize [B, N, T, S]: dense only
+        with pytest.raises(ValueError, match=r"implementation must be None or one of \('dense', 'xla'\).*"
+                                             r"got 'blockwise'"):
+            spec.fn(q, k, v, implementation="blockwise", **params)
+
+
+def test_variants_without_implementation_keyword_say_so_in_their_spec():
+    for name, spec in registry.ATTENTION.items():
+        takes = "implementation" in inspect.signature(spec.fn).parameters
+        assert takes == bool(spec.implementations), name
