@@ -23,6 +23,7 @@ import contextlib
 import os
 import pickle
 import queue
+import threading
 import time
 import traceback
 from typing import Any, Callable, Iterator, Sequence
@@ -98,8 +99,17 @@ def _single_threaded_xla() -> Iterator[None]:
             os.environ["XLA_FLAGS"] = old
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Ends this worker once its parent is gone (killed: no ``finally`` ran to stop the workers), instead of
+    training cells whose outcome nobody will record, on cores the next run needs."""
+    while os.getppid() == parent_pid:
+        time.sleep(_POLL_SECONDS)
+    os._exit(1)
+
+
 def _worker(run_cell, config_dict: dict, context, tasks, done, core: int | None) -> None:
     """A worker process: runs cells from ``tasks`` (``None`` ends it) and puts ``(cell id, outcome)`` on ``done``."""
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     if core is not None:
         os.sched_setaffinity(0, {core})
     config = ml_collections.ConfigDict(config_dict)

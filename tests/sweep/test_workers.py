@@ -2,6 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import ml_collections
 import pytest
@@ -12,7 +16,7 @@ from attnjax.sweep import workers
 
 def _config(**overrides):
     return ml_collections.ConfigDict(dict(dict(tasks="a,b,c", num_seeds=2, only="", progress="off", workers=1,
-                                               fail="", die=""), **overrides))
+                                               fail="", die="", nap=0), **overrides))
 
 
 def _cells(config):
@@ -25,6 +29,10 @@ def run_cell(cell, config, context):
         os._exit(3)  # as if the kernel killed the worker
     if cell.id == config.fail:
         raise RuntimeError(f"boom in {cell.id}")
+    if config.nap:  # a long cell: its worker writes its pid, then sleeps
+        with open(os.path.join(context.workdir, f"pid-{os.getpid()}"), "w") as f:
+            f.write(cell.id)
+        time.sleep(config.nap)
     with open(context.log_path(cell), "w") as f:
         f.write("{}\n")
     return {"value": float(cell.rng("data", ("task", "seed")).random()), "pid": os.getpid(),
@@ -32,7 +40,7 @@ def run_cell(cell, config, context):
 
 
 # fail and die are test switches, not results: changing them must not invalidate finished cells.
-EXPERIMENT = sweep.Experiment("toy_workers", _cells, run_cell, sweep_keys=("tasks", "num_seeds", "fail", "die"))
+EXPERIMENT = sweep.Experiment("toy_workers", _cells, run_cell, sweep_keys=("tasks", "num_seeds", "fail", "die", "nap"))
 
 
 def _values(results):
@@ -69,6 +77,35 @@ def test_a_dead_worker_is_a_clear_error_and_finished_cells_stay(tmp_path):
     assert all(e["status"] == "ok" for e in saved["cells"].values())
     resumed = sweep.run(sweep.plan(EXPERIMENT, _config(tasks="a", num_seeds=4)), str(tmp_path))
     assert resumed["complete"]
+
+
+@pytest.mark.slow
+def test_workers_exit_when_the_parent_is_killed(tmp_path):
+    # A killed parent runs no cleanup; its workers must not go on training cells nobody records.
+    script = ("import sys; from attnjax import sweep; from tests.sweep.test_workers import EXPERIMENT, _config; "
+              "sweep.run(sweep.plan(EXPERIMENT, _config(workers=2, nap=120)), sys.argv[1])")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=root,
+                              env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(pids := [int(f.split("-")[1]) for f in os.listdir(tmp_path) if f.startswith("pid-")]) < 2:
+        assert time.monotonic() < deadline and parent.poll() is None, "the workers never started their cells"
+        time.sleep(0.5)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while alive := [pid for pid in pids if _alive(pid)]:
+        assert time.monotonic() < deadline, f"workers {alive} outlived their killed parent"
+        time.sleep(0.5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # an exited child of a dead parent may linger as a zombie
+        return f.read().split()[2] != "Z"
 
 
 def test_a_nested_run_cell_is_refused_before_any_process_starts(tmp_path):
