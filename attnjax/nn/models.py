@@ -19,6 +19,7 @@ import jax
 
 from attnjax.nn.baselines import CNN, MLP, CNNConfig, Logistic, LogisticConfig, MLPConfig
 from attnjax.nn.contract import MODEL_KINDS
+from attnjax.nn.mixer_lm import BaseConvConfig, BaseConvLM, BasedConfig, BasedLM, HyenaConfig, HyenaLM
 from attnjax.nn.recurrent import Recurrent, RecurrentConfig
 from attnjax.nn.rnn_seq2seq import RNNSeq2Seq, RNNSeq2SeqConfig
 from attnjax.nn.transformer import TransformerConfig, TransformerEncoder
@@ -48,6 +49,7 @@ class ModelSpec:
         scaled_with: fields kept proportional to the width (a Transformer's ``mlp_dim``).
         attention: the model mixes tokens with attention (its config picks the attention and positional
             encoding), so a study gives it one cell per attention variant.
+        description: one line for tables and listings (optional).
     """
 
     name: str
@@ -59,6 +61,7 @@ class ModelSpec:
     width_multiple: Callable[[Any], int] = lambda config: 1
     scaled_with: tuple[str, ...] = ()
     attention: bool = False
+    description: str = ""
 
 
 def _heads_multiple(config: Any) -> int:
@@ -82,6 +85,13 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     _attention_spec("transformer_lm", TransformerLM, TransformerLMConfig, "sequence"),
     _attention_spec("transformer_seq2seq", TransformerSeq2Seq, TransformerSeq2SeqConfig, "seq2seq"),
     _attention_spec("vit1d", ViT1D, ViT1DConfig, "classifier"),
+    ModelSpec("base_conv", BaseConvLM, BaseConvConfig, "sequence", width="d_model",
+              description="BaseConv LM: gated short and long (FFT) convolutions (Zoology)"),
+    ModelSpec("hyena", HyenaLM, HyenaConfig, "sequence", width="d_model",
+              description="Hyena LM: order-2 gated implicit long convolutions (Zoology)"),
+    ModelSpec("based", BasedLM, BasedConfig, "sequence", width="d_model",
+              width_multiple=lambda config: config.num_heads,
+              description="Based LM: gated convolutions, Taylor linear and sliding-window attention"),
 )}
 
 

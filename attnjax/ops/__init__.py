@@ -3,7 +3,8 @@
 Axis letters are defined in :mod:`attnjax.ops.axes`. The attention variants are reached by name through
 :data:`ATTENTION` (:func:`get_attention`) or from their own modules (:mod:`attnjax.ops.similarity`,
 :mod:`attnjax.ops.normalizers`, :mod:`attnjax.ops.linear`, :mod:`attnjax.ops.local`); masks are in
-:mod:`attnjax.ops.masks`, diagnostics in :mod:`attnjax.ops.diagnostics`.
+:mod:`attnjax.ops.masks`, diagnostics in :mod:`attnjax.ops.diagnostics`. The causal depthwise convolutions of
+the attention-free mixers (direct and FFT) are in :mod:`attnjax.ops.convolution`.
 """
 
 from attnjax.ops import diagnostics  # noqa: F401 - loaded so attnjax.ops.diagnostics is there, as the README says

@@ -40,6 +40,27 @@ def elu_feature_map(x: Array) -> Array:
     return jax.nn.elu(x) + 1.0
 
 
+def taylor_exp_feature_map(x: Array) -> Array:
+    """Second-order Taylor features of ``exp(q.k / sqrt(F))`` (Based, Arora et al. 2024), ``[..., 1 + F + F^2]``.
+
+    ``phi(x) = [1, x / F^(1/4), vec(x x^T) / sqrt(2 F)]``, so that
+    ``phi(q).phi(k) = 1 + z + z^2 / 2`` with ``z = q.k / sqrt(F)``. The entries are not all positive, but
+    ``1 + z + z^2 / 2 >= 1/2`` for every ``z``: every score, hence every normalizer, stays positive, as
+    :func:`linear_attention` needs of its ``feature_map``.
+
+    Args:
+        x: ``[..., F]`` (queries or keys, ``F`` small: the feature count grows as ``F^2``).
+
+    Returns:
+        ``[..., 1 + F + F^2]`` float32.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    F = x.shape[-1]
+    outer = (x[..., :, None] * x[..., None, :]).reshape(*x.shape[:-1], F * F)
+    return jnp.concatenate([jnp.ones_like(x[..., :1]), x / np.float32(F ** 0.25),
+                            outer / np.float32(np.sqrt(2.0 * F))], axis=-1)
+
+
 def orthogonal_random_features(rng: jax.Array, num_features: int, head_dim: int) -> Array:
     """Gaussian random features with orthogonal blocks (Choromanski et al. 2021), ``[F, H]`` float32.
 

@@ -23,6 +23,9 @@ TINY = {
     "transformer_lm": dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=16),
     "transformer_seq2seq": dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=16),
     "vit1d": dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=16, patch_size=4),
+    "base_conv": dict(d_model=8, max_len=8),
+    "hyena": dict(d_model=8, max_len=8, filter_order=4),
+    "based": dict(d_model=8, max_len=8, feature_dim=2, window_size=2),
 }
 
 
@@ -47,7 +50,7 @@ def _built(name):
 def test_every_name_has_a_tiny_config():
     assert set(TINY) == set(ann.MODELS)
     assert {"logistic", "mlp", "cnn", "rnn", "lstm", "gru", "transformer", "transformer_lm", "transformer_seq2seq",
-            "vit1d", "rnn_seq2seq"} <= set(ann.MODELS)
+            "vit1d", "rnn_seq2seq", "base_conv", "hyena", "based"} <= set(ann.MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
