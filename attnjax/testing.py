@@ -10,12 +10,20 @@ Run it on your own function inside your own pytest suite (no fixtures, no plugin
     def test_my_attention_conforms():
         attnjax.testing.check_attention(my_attention, mask_kind="full", supports_causal=True)
 
+By default the function is taken to be softmax attention, ``softmax(q k^T / sqrt(H)) v``, and is
+compared with :func:`attnjax.dot_product_attention` on values and gradients: a missing ``1/sqrt(H)``
+or a mask applied after the softmax fails. Pass the ``scale`` you expect if it is not
+``1/sqrt(H)``, ``approx_tol`` if the function approximates softmax attention, and ``reference=None``
+if it is not softmax attention at all (sigmoid or linear attention, cosine similarity, positional
+biases, a local window): then only the properties that hold for every attention function are checked.
+
 The function is called as ``fn(query, key, value)`` with ``mask=`` (a boolean array broadcastable to
 ``[B, N, T, S]``, ``True`` = attend) only if ``mask_kind`` is set and ``is_causal=True`` only if
 ``supports_causal``; bind any other argument (parameters, an rng) with ``functools.partial``.
 Shapes are drawn by hypothesis (small, a bounded number of examples, deterministic) and fixed
-extreme cases are added. A violated property raises ``AssertionError`` whose message starts with
-``[property name]`` and shows the counterexample (shapes, arguments, where and by how much).
+extreme cases are added. Every property is checked in one run, and one ``AssertionError`` lists each
+violated property, starting ``[property name] violated``, with its first counterexample (shapes,
+arguments, where and by how much; a mask by its shape and the offending row, never the whole array).
 
 Properties (each only where the options say it applies):
 
@@ -47,19 +55,22 @@ Properties (each only where the options say it applies):
   as float16 dot products with float32 accumulation on CPU) is skipped with a
   :class:`SkippedCheckWarning` naming the dtype and the backend's error; the verdict covers every
   other check. Any other exception propagates;
-* ``exact softmax`` (``exact_softmax``): equal to :func:`attnjax.dot_product_attention`, values
-  and gradients;
-* ``approximation`` (``approx_tol``): root-mean-square error to exact softmax attention (over
+* ``exact softmax`` (``reference="softmax"``, the default, and no ``approx_tol``): equal to
+  :func:`attnjax.dot_product_attention` with ``scale`` (default ``1/sqrt(H)``), values and
+  jacobians, with masks and causality where supported, to ``atol``/``rtol``. When the output instead
+  equals softmax attention with scale 1, the message says the ``1/sqrt(H)`` factor looks missing;
+* ``approximation`` (``approx_tol``): root-mean-square error to that softmax attention (over
   all output entries) ``<= approx_tol`` on queries/keys ``~ N(0, 0.5^2)``, values ``~ N(0, 1)``,
   ``B = 2``, ``T = S = 16``, ``N = K = 2``, ``H = 8``, causal and not (the exact outputs there have
-  RMS 0.28 and 0.50). RMS rather than max error because a random-feature estimate's worst entry
-  is dominated by its tail.
+  RMS 0.28 and 0.50 at the default scale). RMS rather than max error because a random-feature
+  estimate's worst entry is dominated by its tail.
 
 Requires ``hypothesis`` (in attnjax's ``dev`` extra).
 """
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Any, Callable, Sequence
 
 import jax
@@ -71,10 +82,12 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the dev extra
     raise ImportError("attnjax.testing needs hypothesis: pip install 'attnjax[dev]' (or hypothesis)") from e
 
-from attnjax._conformance import (APPROX_QK_STD, EXTREME_LOGIT, Case, Options, SkippedCheckWarning, _DTYPES,
-                                  _MASK_KINDS, _MASK_RANKS, _MASKED_ROWS, _Runner,
-                                  _approx_case, _check_jit, _example, _extreme_case, _fixed_case,
-                                  _low_precision_case, _mask_ranks_case, _masked_rows_case, approximation_inputs)
+from attnjax._conformance.common import (APPROX_QK_STD, DTYPES, EXTREME_LOGIT, MASK_KINDS, MASK_RANKS, MASKED_ROWS,
+                                         REFERENCES, Case, Options, Report, SkippedCheckWarning, Violation, fixed_case)
+from attnjax._conformance.drawn import example
+from attnjax._conformance.fixed import (approx_case, approximation_inputs, check_jit, extreme_case,
+                                        low_precision_case, mask_ranks_case, masked_rows_case)
+from attnjax._conformance.runner import Runner
 
 Array = jax.Array
 
@@ -94,23 +107,58 @@ def _cases(opts: Options, max_B=2, max_len=4):
     return draw()
 
 
-def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, mask_kind: str | None = "full",
-                    supports_causal: bool = True, position_free: bool = True, approx_tol: float | None = None,
-                    masked_rows: str = "zeros_or_mean", gqa: bool = True,
-                    dtypes: Sequence[Any] = ("bfloat16", "float16"), mask_ranks: Sequence[int] = _MASK_RANKS,
-                    max_examples: int = 3, atol: float = 1e-5, rtol: float = 1e-5) -> None:
-    """Runs every applicable property check on ``fn``; raises AssertionError on the first violation.
+def _resolve_reference(reference, scale, approx_tol, exact_softmax) -> str | None:
+    """The reference after the older ``exact_softmax`` spelling, with every contradiction refused."""
+    if not isinstance(reference, (str, type(None))) or reference not in REFERENCES:
+        raise ValueError(f"reference must be 'softmax' (fn is softmax attention, compared with it) or None (fn is "
+                         f"not softmax attention: no comparison), got {reference!r}")
+    if exact_softmax is not None:
+        if not isinstance(exact_softmax, bool):
+            raise ValueError(f"exact_softmax must be True, False or None, got {exact_softmax!r}")
+        if exact_softmax and reference is None:
+            raise ValueError("exact_softmax=True contradicts reference=None; pass only reference='softmax'")
+        if exact_softmax and approx_tol is not None:
+            raise ValueError(f"exact_softmax=True contradicts approx_tol={approx_tol!r} (fn approximates softmax "
+                             f"attention); pass one of them")
+        if not exact_softmax and approx_tol is None:
+            reference = None  # the older spelling of "fn is not softmax attention"
+    if approx_tol is not None:
+        if reference is None:
+            raise ValueError(f"approx_tol={approx_tol!r} measures the error to softmax attention, so it needs "
+                             f"reference='softmax', got reference=None")
+        if not (isinstance(approx_tol, numbers.Real) and np.isfinite(approx_tol) and approx_tol > 0):
+            raise ValueError(f"approx_tol must be a finite number > 0 or None, got {approx_tol!r}")
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a finite number > 0 or None (1/sqrt(H)), got {scale!r}")
+        if reference is None:
+            raise ValueError(f"scale={scale!r} is the scale fn's softmax attention is expected to use; with "
+                             f"reference=None nothing is compared, so pass no scale")
+    return reference
+
+
+def check_attention(fn: Callable[..., Array], *, reference: str | None = "softmax", scale: float | None = None,
+                    approx_tol: float | None = None, mask_kind: str | None = "full", supports_causal: bool = True,
+                    position_free: bool = True, masked_rows: str = "zeros_or_mean", gqa: bool = True,
+                    dtypes: Sequence[Any] = ("bfloat16", "float16"), mask_ranks: Sequence[int] = MASK_RANKS,
+                    max_examples: int = 3, atol: float = 1e-5, rtol: float = 1e-5,
+                    exact_softmax: bool | None = None) -> None:
+    """Runs every applicable property check on ``fn``; raises one AssertionError listing every violation.
 
     Args:
         fn: ``fn(query [B, T, N, H], key [B, S, K, H], value [B, S, K, H], mask=..., is_causal=...)
             -> [B, T, N, H]``, traceable by ``jax.jit``.
-        exact_softmax: ``fn`` claims to equal :func:`attnjax.dot_product_attention` (checked on values
-            and jacobians, with masks and causality where supported).
+        reference: ``"softmax"`` (default): ``fn`` is softmax attention, ``softmax(scale * q k^T) v``,
+            and is compared with :func:`attnjax.dot_product_attention` (values and jacobians, or the
+            RMS error with ``approx_tol``). None: ``fn`` is not softmax attention; nothing is compared.
+        scale: the logit scale ``fn`` is expected to use, default ``1 / sqrt(H)``; needs
+            ``reference="softmax"``.
+        approx_tol: ``fn`` approximates softmax attention within this RMS error (see module doc)
+            instead of equalling it.
         mask_kind: ``"full"`` (``fn`` accepts any mask broadcastable to ``[B, N, T, S]``), ``"keys"``
             (only key masks ``[B, 1, 1, S]``), or None (no ``mask`` argument).
         supports_causal: ``fn`` accepts ``is_causal=True``.
         position_free: the output does not depend on key order (no positional information).
-        approx_tol: ``fn`` approximates softmax attention within this RMS error (see module doc).
         masked_rows: what a query with no visible key may output: ``"zeros_or_mean"`` (default) zeros
             (attnjax's convention) or the mean of the values over all keys (jax.nn's), per row;
             ``"zeros"``: zeros only. Either way finite, with finite gradients.
@@ -121,60 +169,76 @@ def check_attention(fn: Callable[..., Array], *, exact_softmax: bool = False, ma
             empty to opt out.
         max_examples: hypothesis examples for the shape-driven properties (each compiles ``fn``).
         atol, rtol: float32 tolerances for checks that should hold to rounding error.
+        exact_softmax: the older spelling, kept working: True is ``reference="softmax"``; False is
+            ``reference=None`` (or, with ``approx_tol``, an approximation of softmax attention).
 
     Raises:
-        AssertionError: ``[property] violated: ...`` with the counterexample.
+        AssertionError: ``check_attention: n properties violated: ...``, then for each violated
+            property ``[property] violated: ...`` with its first counterexample.
         ValueError/TypeError: inconsistent options or a non-callable ``fn``.
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    if mask_kind not in _MASK_KINDS:
-        raise ValueError(f"mask_kind must be one of {_MASK_KINDS}, got {mask_kind!r}")
-    if masked_rows not in _MASKED_ROWS:
-        raise ValueError(f"masked_rows must be one of {_MASKED_ROWS}, got {masked_rows!r}")
-    if approx_tol is not None and not (np.isfinite(approx_tol) and approx_tol > 0):
-        raise ValueError(f"approx_tol must be a finite number > 0 or None, got {approx_tol!r}")
+    reference = _resolve_reference(reference, scale, approx_tol, exact_softmax)
+    if mask_kind not in MASK_KINDS:
+        raise ValueError(f"mask_kind must be one of {MASK_KINDS}, got {mask_kind!r}")
+    if masked_rows not in MASKED_ROWS:
+        raise ValueError(f"masked_rows must be one of {MASKED_ROWS}, got {masked_rows!r}")
     if not isinstance(max_examples, int) or isinstance(max_examples, bool) or max_examples < 1:
         raise ValueError(f"max_examples must be a positive int, got {max_examples!r}")
     for dtype in dtypes:
-        if isinstance(dtype, str) and dtype not in _DTYPES:
-            raise ValueError(f"dtypes entries must be one of {sorted(_DTYPES)} or dtypes, got {dtype!r}")
+        if isinstance(dtype, str) and dtype not in DTYPES:
+            raise ValueError(f"dtypes entries must be one of {sorted(DTYPES)} or dtypes, got {dtype!r}")
     if not isinstance(mask_ranks, (tuple, list, set, frozenset)) or not all(
-            isinstance(r, int) and not isinstance(r, bool) and r in _MASK_RANKS for r in mask_ranks):
-        raise ValueError(f"mask_ranks must be a sequence of ranks among {_MASK_RANKS} (empty to opt out), "
+            isinstance(r, int) and not isinstance(r, bool) and r in MASK_RANKS for r in mask_ranks):
+        raise ValueError(f"mask_ranks must be a sequence of ranks among {MASK_RANKS} (empty to opt out), "
                          f"got {mask_ranks!r}")
-    opts = Options(exact_softmax=exact_softmax, mask_kind=mask_kind, supports_causal=supports_causal,
-                   position_free=position_free, approx_tol=approx_tol, masked_rows=masked_rows, gqa=gqa,
-                   dtypes=tuple(dtypes), mask_ranks=tuple(sorted(set(mask_ranks))), atol=atol, rtol=rtol)
-    run = _Runner(fn, supports_causal)
-
-    # Fixed cases first: they share one shape (so few compilations) and always include a
-    # non-trivial problem (hypothesis may start from the smallest shapes, e.g. T = 1).
-    _example(run, opts, _fixed_case(opts, 29))
-    _check_jit(run, opts)
-    _extreme_case(run, opts)
-    if opts.mask_kind is not None:
-        _masked_rows_case(run, opts)
-        if opts.mask_ranks:
-            _mask_ranks_case(run, opts)
-    if opts.dtypes:
-        _low_precision_case(run, opts)
-    if opts.approx_tol is not None:
-        _approx_case(run, opts)
+    opts = Options(reference=reference, scale=None if scale is None else float(scale), approx_tol=approx_tol,
+                   mask_kind=mask_kind, supports_causal=supports_causal, position_free=position_free,
+                   masked_rows=masked_rows, gqa=gqa, dtypes=tuple(dtypes),
+                   mask_ranks=tuple(sorted(set(mask_ranks))), atol=atol, rtol=rtol)
+    run = Runner(fn, supports_causal)
+    report = Report()
 
     @hypothesis.settings(max_examples=max_examples, deadline=None, database=None, derandomize=True,
                          suppress_health_check=list(hypothesis.HealthCheck), print_blob=False)
     @hypothesis.given(_cases(opts))
     def shape_properties(case: Case):
-        _example(run, opts, case)
+        # Violations are collected, not raised: hypothesis would shrink them, compiling fn each time.
+        example(run, opts, case, report)
 
-    shape_properties()
+    try:
+        # Fixed cases first: they share one shape (so few compilations) and always include a
+        # non-trivial problem (hypothesis may start from the smallest shapes, e.g. T = 1).
+        example(run, opts, fixed_case(opts, 29), report)
+        check_jit(run, opts, report)
+        extreme_case(run, opts, report)
+        if opts.mask_kind is not None:
+            masked_rows_case(run, opts, report)
+            if opts.mask_ranks:
+                mask_ranks_case(run, opts, report)
+        if opts.dtypes:
+            low_precision_case(run, opts, report)
+        if opts.approx_tol is not None:
+            approx_case(run, opts, report)
+        shape_properties()
+    except Violation as violation:  # pragma: no cover - every check records its own; a safety net
+        report.record(violation)
+    except Exception as err:
+        if report.violated:
+            err.add_note("attnjax.testing.check_attention had already found these violations:\n" + report.summary())
+        raise
+    report.raise_if_any()
 
 
 def check_registered(name: str, *, max_examples: int = 2, **overrides: Any) -> None:
     """Runs :func:`check_attention` on the registered variant ``name`` with the options its
     :class:`~attnjax.ops.registry.AttentionSpec` states, and params from ``spec.init_params`` sized
     to each drawn head dimension.
+
+    A variant is compared with softmax attention when its spec says it equals it
+    (``spec.exact_softmax``) or approximates it (``spec.approx_tol``); every other variant opts out
+    explicitly (``reference=None``).
 
     Args:
         name: a key of :data:`attnjax.ops.registry.ATTENTION`.
@@ -197,8 +261,11 @@ def check_registered(name: str, *, max_examples: int = 2, **overrides: Any) -> N
     def fn(q, k, v, **kwargs):
         return spec.fn(q, k, v, **params_for(q.shape[-1], q.shape[2]), **extra, **kwargs)
 
-    options = dict(exact_softmax=spec.exact_softmax, mask_kind=spec.mask_kind, position_free=spec.position_free,
-                   approx_tol=spec.approx_tol, max_examples=max_examples)
+    softmax = spec.exact_softmax or spec.approx_tol is not None
+    options = dict(reference="softmax" if softmax else None, mask_kind=spec.mask_kind,
+                   position_free=spec.position_free, approx_tol=spec.approx_tol, max_examples=max_examples)
+    if "exact_softmax" in overrides and "reference" not in overrides:
+        del options["reference"]  # the caller's older spelling decides
     options.update(overrides)
     check_attention(fn, **options)
 

@@ -144,7 +144,8 @@ def test_positional_bias_claimed_position_free_is_caught():
         return dot_product_attention(q, k, v, bias, mask, is_causal=is_causal)
 
     _fails(fn, "key permutation", **FAST)
-    check_attention(fn, position_free=False, **FAST)
+    # Not softmax attention either (a positional bias): it says so with reference=None.
+    check_attention(fn, position_free=False, reference=None, **FAST)
 
 
 def test_overflow_at_extreme_logits_is_caught():
@@ -276,3 +277,94 @@ def test_mask_ranks_can_be_opted_out_explicitly():
 @pytest.mark.parametrize("name", ["linear", "performer"])
 def test_key_mask_variants_pass_the_mask_ranks_check(name):
     check_registered(name, max_examples=1, dtypes=())
+
+
+# --------------------------------------------------------------------------- issue 24: softmax by default
+
+ONE = dict(max_examples=1, dtypes=())  # the fixed cases and one drawn shape
+
+def _unscaled(q, k, v, mask=None, is_causal=False):
+    """The most common bug: softmax attention without the 1/sqrt(H) factor."""
+    return plain_attention(q, k, v, mask, is_causal, scale=1.0)
+
+
+def _sigmoid_attention(q, k, v, mask=None, is_causal=False):
+    """A correct attention function that is not softmax attention: sigmoid(q.k / sqrt(H) - log S)."""
+    B, T, N, H = q.shape
+    S, K = k.shape[1], k.shape[2]
+    logits = jnp.einsum("btnh,bsnh->bnts", q, jnp.repeat(k, N // K, axis=2)) / np.sqrt(H) - np.log(S)
+    keep = jnp.ones((B, N, T, S), bool) if mask is None else jnp.broadcast_to(mask, (B, N, T, S))
+    if is_causal:
+        keep = keep & (jnp.arange(S)[None, :] <= jnp.arange(T)[:, None])
+    weights = jnp.where(keep, jax.nn.sigmoid(logits), 0.0)
+    return jnp.einsum("bnts,bsnh->btnh", weights, jnp.repeat(v, N // K, axis=2))
+
+
+def test_the_documented_call_catches_a_missing_sqrt_scaling():
+    # Issue 24: this exact call used to pass; only exact_softmax=True caught it.
+    with pytest.raises(AssertionError) as info:
+        check_attention(_unscaled, mask_kind="full", supports_causal=True, position_free=True, max_examples=1)
+    message = str(info.value)
+    assert "[exact softmax] violated" in message and "scale 1/sqrt(H) = 0.5" in message, message
+    assert "is the 1/sqrt(H) factor missing?" in message, message
+
+
+def test_the_expected_scale_is_an_argument():
+    check_attention(_unscaled, scale=1.0, **ONE)
+    message = _fails(plain_attention, "exact softmax", scale=2.0, **ONE)
+    assert "scale 2" in message and "factor missing" not in message, message
+
+
+def test_a_function_that_is_not_softmax_attention_opts_out_explicitly():
+    message = _fails(_sigmoid_attention, "exact softmax", **ONE)
+    assert "[masked keys]" not in message and "[causality]" not in message, message
+    check_attention(_sigmoid_attention, reference=None, **ONE)
+    check_attention(_sigmoid_attention, exact_softmax=False, **ONE)  # the older spelling still works
+
+
+def test_every_violated_property_is_reported_in_one_run():
+    def three_bugs(q, k, v, mask=None, is_causal=False):  # leaks masked keys, ignores causality, wrong scale
+        return plain_attention(q, k, v, mask, is_causal, mask_value=-5.0, ignore_causal=True, scale=1.0)
+
+    with pytest.raises(AssertionError) as info:
+        check_attention(three_bugs, **ONE)
+    message = str(info.value)
+    assert message.startswith("attnjax.testing.check_attention: 3 properties violated: "), message
+    for prop in ("masked keys", "causality", "exact softmax"):
+        assert f"[{prop}] violated" in message, (prop, message)
+    assert message.count("counterexample:") == 3, message
+
+
+def test_masks_are_printed_as_shapes_and_the_offending_row():
+    fn = lambda q, k, v, mask=None, is_causal=False: plain_attention(q, k, v, mask, is_causal, mask_value=-5.0)
+    message = _fails(fn, "masked keys", reference=None, **ONE)
+    assert "mask: bool[2, 2, 4, 4] (True = attend" in message, message
+    assert "row [b=" in message and "sees keys [" in message and "is masked)" in message, message
+    assert "[[" not in message, message  # no array of rank >= 2 is printed
+
+
+def test_an_error_after_violations_carries_them_in_a_note():
+    def buggy(q, k, v, mask=None, is_causal=False):
+        if q.dtype == jnp.float16:
+            raise ValueError("my float16 branch has a bug")
+        return _unscaled(q, k, v, mask, is_causal)
+
+    with pytest.raises(ValueError, match="my float16 branch has a bug") as info:
+        check_attention(buggy, max_examples=1, dtypes=("float16",))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "[exact softmax] violated" in notes, notes
+
+
+@pytest.mark.parametrize("kwargs,word", [
+    (dict(reference="dense"), r"reference must be 'softmax' .* or None .*got 'dense'"),
+    (dict(scale=0.0), r"scale must be a finite number > 0 or None .*got 0.0"),
+    (dict(scale=True), r"scale must be .*got True"),
+    (dict(reference=None, scale=0.5), r"scale=0.5 is the scale .*reference=None"),
+    (dict(reference=None, approx_tol=0.1), r"approx_tol=0.1 .*needs reference='softmax', got reference=None"),
+    (dict(exact_softmax=True, reference=None), "exact_softmax=True contradicts reference=None"),
+    (dict(exact_softmax=True, approx_tol=0.1), r"exact_softmax=True contradicts approx_tol=0.1"),
+    (dict(exact_softmax="yes"), r"exact_softmax must be True, False or None, got 'yes'"),
+])
+def test_bad_reference_options_are_rejected(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        check_attention(plain_attention, **kwargs)

@@ -2,10 +2,12 @@
 
 Neither pass ever holds a ``[T, S]`` matrix. The forward loops over query blocks and, inside, over
 key blocks with an online softmax (float32 running max ``m`` and sum ``l``); it saves only the
-output and the float32 log-sum-exp per query row. The backward (:mod:`attnjax.ops.blockwise_kernels`,
-a ``jax.custom_vjp``) recomputes each block's probabilities from that log-sum-exp instead of storing
-them. Key blocks that causality, a local window or ``key_value_seq_lengths`` mask entirely are never
-visited (dynamic loop bounds), so causal attention does about half the work.
+output and the float32 log-sum-exp per query row. Derivatives (:mod:`attnjax.ops.blockwise_kernels`,
+a ``jax.custom_jvp``) come from a blockwise tangent pass that recomputes each block's probabilities
+from that log-sum-exp instead of storing them; reverse mode is its transpose, the flash-attention
+backward. Key blocks that causality, a local window or ``key_value_seq_lengths`` mask entirely are
+skipped (the forward never visits them; the derivative passes branch past them), so causal attention
+does about half the work.
 
 Layout inside the kernels: query heads are grouped under their key/value head and the group is
 folded into the row axis of each matmul, ``q [nq, B, K, G*bq, H]`` against ``k [nk, B, K, bk, H]``,
@@ -17,11 +19,11 @@ Numerics match :func:`attnjax.ops.dense.dense_attention` (see :mod:`attnjax.ops.
 statistics (float64 for float64 inputs), masked logits at the finite ``MASK_VALUE``, a query row with
 no visible key returns zeros with zero gradients and a ``-inf`` log-sum-exp.
 
-Limits: reverse-mode only (a ``custom_vjp``: ``jax.jvp``/``jacfwd`` and second derivatives are not
-supported; use ``implementation="dense"`` for those). Attention dropout draws its keep mask per
-block, so for one ``dropout_rng`` it differs from the dense path's mask (and changes with the block
-sizes); it is redrawn, not stored, in the backward. Works under ``jit``, ``vmap`` and
-``jax.shard_map`` (with the VMA check on).
+Forward and reverse mode both work at every length, and so do their compositions: ``jax.grad``,
+``jax.jvp``, ``jax.jacfwd``, ``jax.jacrev``, ``jax.hessian`` and Hessian-vector products
+``jax.jvp(jax.grad(f))``. Attention dropout draws its keep mask per block, so for one ``dropout_rng``
+it differs from the dense path's mask (and changes with the block sizes); it is redrawn, not stored,
+by the derivative passes. Works under ``jit``, ``vmap`` and ``jax.shard_map`` (with the VMA check on).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Forward and backward loops of blockwise attention, wired together with ``jax.custom_vjp``.
+"""Forward and tangent loops of blockwise attention, wired together with ``jax.custom_jvp``.
 
 Everything here works on the blocked layout built by :mod:`attnjax.ops.blockwise`:
 
@@ -10,17 +10,33 @@ Everything here works on the blocked layout built by :mod:`attnjax.ops.blockwise
 * ``rng``: a PRNG key when ``cfg.dropout_rate > 0``, else None;
 * ``segments``: ``(q_seg [nq, B, bq], k_seg [nk, B, bk])`` int32 segment ids, or None.
 
-The backward is flash-attention-2: one sweep over key blocks (``scan``, producing ``dK``/``dV`` per
-block) with an inner loop over the query blocks that see it, accumulating ``dQ`` (and the bias
-gradient) in place. Per block it recomputes ``P = exp(S - lse)`` and uses
-``dS = P * (dP - rowsum(dO * O))``. No loop is differentiated by JAX, which is what allows
-dynamic (data-dependent) loop bounds.
+The forward is flash-attention-2's online softmax: per query block, a loop over the key blocks it
+can see (dynamic bounds) with a float32 running max and sum; it keeps the output and the log-sum-exp.
+
+Derivatives come from one rule, a second blockwise pass (:func:`_tangent`) that starts from that
+log-sum-exp. Per block it recomputes ``P = exp(S - lse)`` and, for input tangents ``dQ, dK, dV,
+dBias``, accumulates ``dS = scale * (dQ K^T + Q dK^T)`` (times ``1 - tanh^2`` under a softcap)
+``+ dBias``, ``mu = rowsum(P * dS)`` and ``A = (P * dS) V + P dV``; then ``d out = A - mu * out`` and
+``d lse = mu``.
+
+* Forward mode (``jax.jvp``, ``jax.jacfwd``) runs that pass.
+* Reverse mode (``jax.grad``, ``jax.vjp``, ``jax.jacrev``) is JAX's transpose of it, a reverse sweep
+  over the same blocks: ``dS = P * (dP - rowsum(dO * O) + d lse)``, the flash-attention backward.
+  Each block body is a ``jax.checkpoint``, so the sweep recomputes ``P`` from the log-sum-exp and
+  never stores a ``[T, S]`` matrix.
+* Compositions follow: Hessians (``jacfwd(jacrev(f))``), Hessian-vector products
+  (``jvp(grad(f))``), ``jacrev(jacfwd(f))``, ``vmap`` of any of them.
+
+A ``custom_vjp`` would give reverse mode only: JAX cannot push tangents through one. The tangent pass
+therefore uses only what JAX can transpose: ``scan`` over every key block (a static trip count) with
+``switch`` skipping the blocks that causality, a window or the lengths hide, where the forward uses
+dynamic loop bounds.
 
 Dropout multiplies block ``(i, j)`` of ``P`` by ``Z = keep / (1 - rate)`` after the softmax
 statistics (which stay those of the undropped ``P``), so ``O = (P * Z) V``. The keep mask is drawn
-from ``fold_in(fold_in(rng, i), j)``, so the backward redraws exactly the forward's mask without
-storing it; there ``dV = (P * Z)^T dO``, ``dP = Z * (dO V^T)`` and ``rowsum(dO * O)`` is still
-``rowsum(P * dP)``, so ``dS`` keeps its form.
+from ``fold_in(fold_in(rng, i), j)``, so the tangent pass and its transpose redraw exactly the
+forward's mask without storing it; ``d out = (P * Z * dS) V + (P * Z) dV - mu * out`` with ``mu``
+still ``rowsum(P * dS)``.
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from attnjax.ops.primitives import MASK_VALUE, lse_for_recompute, prescaled, stat_dtype
 from attnjax.ops.visibility import Visibility
@@ -39,7 +56,7 @@ from attnjax.ops.vma import cast_varying, varying_axes_of
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Static description of one blockwise call (hashable; a ``custom_vjp`` non-differentiable arg).
+    """Static description of one blockwise call (hashable; a ``custom_jvp`` non-differentiable arg).
 
     Attributes:
         T, S: true (unpadded) query and key lengths.
@@ -82,17 +99,6 @@ def _varying_axes(*xs) -> tuple[str, ...]:
         if x is not None:
             axes |= varying_axes_of(x)
     return tuple(sorted(axes, key=str))
-
-
-def _match_vma(grad, primal):
-    """A cotangent with its primal's shard_map type: summed over the mesh axes along which the primal
-    is replicated but its per-device gradient is not (a shared input's gradient is the sum)."""
-    if grad is None:
-        return None
-    extra = tuple(sorted(varying_axes_of(grad) - varying_axes_of(primal)))
-    if extra:
-        grad = lax.psum(grad, extra)
-    return cast_varying(grad, tuple(sorted(varying_axes_of(primal))))
 
 
 def _to_blocks(lo, hi, size):
@@ -254,99 +260,117 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
     return lax.map(one_query_block, (q_in, jnp.arange(cfg.nq, dtype=jnp.int32)))
 
 
-def _backward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dout, dlse):
-    """Gradients wrt ``q, k, v`` (input dtypes) and ``bias`` (``stat_dtype`` in bias's blocked shape, or None).
+def _blocked(x, cfg: Config):
+    """A bias-shaped ``[B|1, K|1, G|1, Tp|1, Sp|1]`` array as ``[nq|1, nk|1, B|1, K|1, G|1, bq|1, bk|1]``:
+    block ``(i, j)`` is ``[i, j]`` (``[0, ..]`` along a broadcast axis), so the loops take blocks as scan
+    inputs and the transpose writes each block's cotangent once, instead of adding a full-size array."""
+    b, k, g, t, s = x.shape
+    nq, bq = (cfg.nq, cfg.bq) if t > 1 else (1, 1)
+    nk, bk = (cfg.nk, cfg.bk) if s > 1 else (1, 1)
+    return x.reshape(b, k, g, nq, bq, nk, bk).transpose(3, 5, 0, 1, 2, 4, 6)
 
-    ``dlse`` is the cotangent of the returned log-sum-exp: ``d lse / d s = P``, so it enters as
-    ``dS = P * (dP - (rowsum(dO * O) - dlse))``.
+
+def _tangent(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dq, dk, dv, dbias):
+    """Tangents ``(d out [nq, B, K, G*bq, Hv], d lse [nq, B, K, G*bq])`` for input tangents ``dq, dk, dv``
+    (blocked like ``q, k, v``) and ``dbias`` (bias's shape); each may be None (a zero tangent).
+
+    Linear in the tangents, and built only from operations JAX can transpose (``scan`` with a static
+    trip count, ``switch``), so reverse mode is its transpose; every block body is a ``jax.checkpoint``,
+    so that transpose recomputes ``P`` per block rather than storing it.
     """
     acc = stat_dtype(q.dtype)
-    delta = jnp.sum(dout.astype(acc) * out.astype(acc), axis=-1) - dlse.astype(acc)
+    pre = prescaled(q)
+    scale = jnp.asarray(cfg.scale, acc)
+    q_in = q * scale if pre else q
+    dq_in = dq * scale if pre and dq is not None else dq
     lse = lse_for_recompute(lse)
-    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, *(segments or ()), out, lse, dout)
+    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, *(segments or ()), out, dq, dk, dv, dbias)
+    db = None if dbias is None else _blocked(dbias, cfg)
+    db_per_q = db is not None and db.shape[0] > 1
+    db_per_k = db is not None and db.shape[1] > 1
     B, K = q.shape[1:3]
-    # dK and dV contract over query rows. CPU matmul kernels are ~3x slower when the left operand
-    # contracts its row axis, so keep Q^T and dO^T ([.., H, G*bq]) and accumulate dK^T, dV^T instead.
-    # The logit scale is applied once to the summed dQ and dK, not per block.
-    q_dtype = q.dtype
-    dk_scale = jnp.asarray(1.0 if prescaled(q) else cfg.scale, acc)
-    q = q * jnp.asarray(cfg.scale, acc) if prescaled(q) else q
-    q_t, dout_t = jnp.swapaxes(q, -1, -2), jnp.swapaxes(dout, -1, -2)
+    tile = (B, K, cfg.G, cfg.bq, cfg.bk)
 
-    def one_key_block(carry, j):
-        dq, dbias = carry
-        k_j, v_j = k[j], v[j]
+    def one_query_block(args):
+        q_i, dq_i, lse_i, out_i, db_i, i = args
+        if db is not None and not db_per_q:
+            db_i = db[0]
+        lo, hi = key_block_range(cfg, i, kvlen)
 
-        def block_grads(masked, i):
-            """Contributions of block (i, j): dQ_i, dK_j^T, dV_j^T and the bias-gradient block."""
-            q_i, do_i = q[i], dout[i]
+        def block(masked, xs, carry):
+            k_j, v_j, dk_j, dv_j, db_ij, j = xs
+            mu, a = carry
             s, t = _block_logits(cfg, q_i, k_j, i, j, bias, mask, qlen, kvlen, segments, masked)
-            p = jnp.exp(s - lse[i][..., None])
+            p = jnp.exp(s - lse_i[..., None])
+            # ds: tangent of the (capped, biased, masked) logits; masked entries have p == 0.
+            parts = []
+            if dq_i is not None:
+                parts.append(jnp.einsum("bkqh,bksh->bkqs", dq_i, k_j, preferred_element_type=acc))
+            if dk_j is not None:
+                parts.append(jnp.einsum("bkqh,bksh->bkqs", q_i, dk_j, preferred_element_type=acc))
+            ds = functools.reduce(jnp.add, parts) if parts else None
+            if ds is not None and not pre:
+                ds = ds * scale
+            if ds is not None and t is not None:
+                ds = ds * (1.0 - t * t)
+            if db_ij is not None:
+                ds5 = db_ij.astype(acc) if ds is None else ds.reshape(tile) + db_ij.astype(acc)
+                ds = jnp.broadcast_to(ds5, tile).reshape(s.shape)
             z = dropout_multiplier(cfg.dropout_rate, rng, i, j, p.shape, acc)
             p_kept = p if z is None else p * z
-            dv_c = jnp.einsum("bkhq,bkqs->bkhs", dout_t[i], p_kept.astype(do_i.dtype), preferred_element_type=acc)
-            dp = jnp.einsum("bkqh,bksh->bkqs", do_i, v_j, preferred_element_type=acc)
-            if z is not None:
-                dp = dp * z
-            ds = p * (dp - delta[i][..., None])  # gradient wrt the (capped, biased) logits
-            db = None
-            if bias is not None:
-                ds5 = ds.reshape(B, K, cfg.G, cfg.bq, cfg.bk)
-                sum_axes = tuple(a for a in range(5) if bias.shape[a] == 1 and ds5.shape[a] > 1)
-                db = jnp.sum(ds5, axis=sum_axes, keepdims=True)
-            if t is not None:
-                ds = ds * (1.0 - t * t)
-            dq_c = jnp.einsum("bkqs,bksh->bkqh", ds.astype(k_j.dtype), k_j, preferred_element_type=acc)
-            dk_c = jnp.einsum("bkhq,bkqs->bkhs", q_t[i], ds.astype(q_i.dtype), preferred_element_type=acc)
-            return dq_c, dk_c, dv_c, db
+            if ds is not None:
+                mu = mu + jnp.sum(p * ds, axis=-1)
+                a = a + jnp.einsum("bkqs,bksh->bkqh", (p_kept * ds).astype(v_j.dtype), v_j, preferred_element_type=acc)
+            if dv_j is not None:
+                a = a + jnp.einsum("bkqs,bksh->bkqh", p_kept.astype(v_j.dtype), dv_j, preferred_element_type=acc)
+            return mu, a
 
-        def body(i, inner):
-            dq, dbias, dk_j, dv_j = inner
-            dq_c, dk_c, dv_c, db = _with_or_without_mask(
-                _block_fully_visible(cfg, i, j, mask, qlen, kvlen, segments), block_grads, i)
-            dq = lax.dynamic_update_index_in_dim(dq, dq[i] + dq_c, i, 0)
-            if db is not None:
-                starts = _block_starts(dbias, i, j, cfg)
-                dbias = lax.dynamic_update_slice(dbias, lax.dynamic_slice(dbias, starts, db.shape) + db, starts)
-            return dq, dbias, dk_j + dk_c, dv_j + dv_c
+        def body(carry, xs):
+            j = xs[-1]
+            if db_i is not None and not db_per_k:
+                xs = xs[:4] + (db_i[0],) + xs[5:]
+            # The forward's dynamic loop bounds cannot be transposed: visit every key block and skip
+            # the hidden ones by branch.
+            inside = (j >= lo) & (j < hi)
+            fully_visible = _block_fully_visible(cfg, i, j, mask, qlen, kvlen, segments)
+            skip = lambda xs, carry: carry
+            if fully_visible is None or fully_visible is False:
+                branches, index = (skip, functools.partial(block, True)), inside.astype(jnp.int32)
+            else:
+                branches = (skip, functools.partial(block, True), functools.partial(block, False))
+                index = jnp.where(inside, jnp.where(fully_visible, 2, 1), 0)
+            return lax.switch(index, branches, xs, carry), None
 
-        t_shape = lambda x: x.shape[:2] + (x.shape[3], x.shape[2])
-        init = (dq, dbias, cast_varying(jnp.zeros(t_shape(k_j), acc), axes),
-                cast_varying(jnp.zeros(t_shape(v_j), acc), axes))
-        lo, hi = query_block_range(cfg, j, qlen, kvlen)
-        dq, dbias, dk_t_j, dv_t_j = lax.fori_loop(lo, hi, body, init)
-        return (dq, dbias), (jnp.swapaxes(dk_t_j * dk_scale, -1, -2).astype(k.dtype),
-                             jnp.swapaxes(dv_t_j, -1, -2).astype(v.dtype))
+        rows = q_i.shape[:3]
+        init = tuple(cast_varying(x, axes) for x in (jnp.zeros(rows, acc), jnp.zeros(rows + (v.shape[-1],), acc)))
+        xs = (k, v, dk, dv, db_i if db_per_k else None, jnp.arange(cfg.nk, dtype=jnp.int32))
+        (mu, a), _ = lax.scan(jax.checkpoint(body, prevent_cse=False), init, xs)
+        dout = a - mu[..., None] * out_i.astype(acc)
+        return dout.astype(out_i.dtype), mu
 
-    dbias0 = None if bias is None else cast_varying(jnp.zeros(bias.shape, acc), axes)
-    dq0 = cast_varying(jnp.zeros(q.shape, acc), axes)
-    (dq, dbias), (dk, dv) = lax.scan(one_key_block, (dq0, dbias0),
-                                     jnp.arange(cfg.nk, dtype=jnp.int32))
-    return (dq * jnp.asarray(cfg.scale, acc)).astype(q_dtype), dk, dv, dbias
+    return lax.map(one_query_block, (q_in, dq_in, lse, out, db if db_per_q else None,
+                                     jnp.arange(cfg.nq, dtype=jnp.int32)))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def flash_attention(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
     """Blockwise attention on the blocked layout: ``(out [nq, B, K, G*bq, Hv], lse [nq, B, K, G*bq])``.
 
-    Both outputs are differentiable (the log-sum-exp is ``jax.nn``'s residual)."""
+    Both outputs are differentiable (the log-sum-exp is ``jax.nn``'s residual), in forward and reverse
+    mode (module docstring)."""
     return _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments)
 
 
-def _flash_fwd(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments):
-    out, lse = _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments)
-    return (out, lse), (q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse)
+def _flash_jvp(cfg, primals, tangents):
+    q, k, v, bias, mask, qlen, kvlen, rng, segments = primals
+    # The primal through this function again, so that a transformation outside this one (jacfwd of
+    # a jvp, the Hessian's jacfwd of jacrev) differentiates it by this rule too.
+    out, lse = flash_attention(cfg, *primals)
+    # Masks, lengths, the key and segment ids are not floating; zero tangents arrive symbolic.
+    dq, dk, dv, dbias = (None if isinstance(t, SymbolicZero) else t for t in tangents[:4])
+    dout, dlse = _tangent(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dq, dk, dv,
+                          None if bias is None else dbias)
+    return (out, lse), (dout, dlse)
 
 
-def _flash_bwd(cfg, residuals, cotangents):
-    q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse = residuals
-    dout, dlse = cotangents
-    dq, dk, dv, dbias = _backward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dout, dlse)
-    if dbias is not None:
-        dbias = dbias.astype(bias.dtype)
-    dq, dk, dv, dbias = (_match_vma(g, x) for g, x in ((dq, q), (dk, k), (dv, v), (dbias, bias)))
-    # Masks, lengths, the key and segment ids are not floating: None is their (symbolic zero) cotangent.
-    return dq, dk, dv, dbias, None, None, None, None, None
-
-
-flash_attention.defvjp(_flash_fwd, _flash_bwd)
+flash_attention.defjvp(_flash_jvp, symbolic_zeros=True)

@@ -137,9 +137,10 @@ def dot_product_attention(
         dropout_rng: PRNG key for dropout.
         implementation: ``None`` (best for the platform and shapes, see
             ``attnjax.ops.backends.select_implementation``), one of ``IMPLEMENTATIONS``, or ``"xla"``
-            (``jax.nn``'s name for ``"dense"``). The blocked paths it may choose for long sequences are
-            reverse-mode only (``jax.grad``, not ``jax.jvp``/``jax.hessian``); pass ``"dense"`` for
-            forward-mode or higher derivatives.
+            (``jax.nn``'s name for ``"dense"``). ``"dense"`` and ``"blockwise"``, the paths it picks off
+            GPU/TPU, take forward and reverse mode and their compositions (``jax.jvp``, ``jax.jacfwd``,
+            ``jax.grad``, ``jax.hessian``) at every length; the ``"cudnn"`` and ``"pallas"`` kernels
+            are reverse-mode only (``jax.grad``, not ``jax.jvp``).
         block_sizes: ``attnjax.ops.BlockSizes`` for the blocked paths (``"blockwise"``, ``"pallas"``);
             with ``implementation=None`` it is used only if a blocked path is chosen.
         return_residual: also return the per-row log-sum-exp of the (scaled, capped, biased, masked)

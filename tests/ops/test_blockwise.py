@@ -330,12 +330,127 @@ def test_blockwise_passes_the_conformance_kit():
                     exact_softmax=True, mask_kind="full")
 
 
-def test_forward_mode_is_a_clear_error():
-    """The custom_vjp path is reverse-mode only, as documented; JAX says so rather than computing garbage."""
-    q, k, v, _ = _inputs(3, 1, 8, 8, 2, 2, 4)
-    blockwise = lambda q: dot_product_attention(q, k, v, implementation="blockwise", block_sizes=SMALL)
-    with pytest.raises(TypeError, match="forward-mode"):
-        jax.jvp(blockwise, (q,), (q,))
+# --------------------------------------------------------------------------- forward mode (issue 24)
+
+def _jvp_both(q, k, v, bias, tangents, block_sizes=SMALL, **kwargs):
+    """``(output, residual)`` and their tangents, blockwise and dense, in one jitted program."""
+    def attend(implementation, **extra):
+        return lambda q, k, v, bias: dot_product_attention(q, k, v, bias, implementation=implementation,
+                                                          return_residual=True, **extra, **kwargs)
+
+    @jax.jit
+    def both(q, k, v, bias, tangents):
+        return (jax.jvp(attend("blockwise", block_sizes=block_sizes), (q, k, v, bias), tangents),
+                jax.jvp(attend("dense"), (q, k, v, bias), tangents))
+
+    return both(q, k, v, bias, tangents)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"is_causal": True, "logit_softcap": 1.5, "scale": 0.3, "local_window_size": (9, 2),
+     "key_value_seq_lengths": np.array([21, 7])},
+], ids=["plain_gqa", "causal_softcap_window_lengths"])
+def test_jvp_matches_dense_in_values_and_tangents(kwargs):
+    """jax.jvp through the blockwise kernel (several query and key blocks, padded ones and skipped ones
+    included) with tangents on query, key, value and bias at once: outputs, log-sum-exp and both of
+    their tangents equal the dense path's."""
+    q, k, v, cot = _inputs(20, 2, 19, 21, 4, 2, 8)
+    bias = jax.random.normal(jax.random.PRNGKey(21), (1, 4, 19, 21))
+    keys = jax.random.split(jax.random.PRNGKey(22), 3)
+    tangents = (cot, jax.random.normal(keys[0], k.shape), jax.random.normal(keys[1], v.shape),
+                jax.random.normal(keys[2], bias.shape))
+    ((out_b, lse_b), (dout_b, dlse_b)), ((out_d, lse_d), (dout_d, dlse_d)) = _jvp_both(q, k, v, bias, tangents,
+                                                                                      **kwargs)
+    np.testing.assert_allclose(out_b, out_d, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(np.isfinite(lse_b), np.isfinite(lse_d))
+    np.testing.assert_allclose(np.where(np.isfinite(lse_d), lse_b, 0), np.where(np.isfinite(lse_d), lse_d, 0),
+                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(dout_b, dout_d, atol=1e-4, rtol=0, err_msg="output tangent")
+    np.testing.assert_allclose(dlse_b, dlse_d, atol=1e-4, rtol=0, err_msg="log-sum-exp tangent")
+    assert np.all(np.isfinite(np.asarray(dout_b))) and np.all(np.isfinite(np.asarray(dlse_b)))
+
+
+def test_jvp_matches_jax_nn():
+    """The drop-in promise in forward mode: blockwise jvp equals jax.nn's (every row sees a key)."""
+    q, k, v, cot = _inputs(23, 1, 13, 17, 4, 2, 8)
+    tangents = (cot, 0.5 * k, -v)
+    blockwise = lambda q, k, v: dot_product_attention(q, k, v, is_causal=True, implementation="blockwise",
+                                                      block_sizes=BlockSizes(4, 8))
+    reference = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+    out, dout = jax.jvp(blockwise, (q, k, v), tangents)
+    want, dwant = jax.jvp(reference, (q, k, v), tangents)
+    np.testing.assert_allclose(out, want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(dout, dwant, atol=1e-4, rtol=0)
+
+
+def _second_order_problem():
+    """A tiny causal problem over 3x3 blocks of 4x4: ``(q, blockwise, dense, loss)``."""
+    q, k, v, cot = _inputs(24, 1, 9, 9, 2, 1, 4)
+
+    def attend(implementation, **extra):
+        return lambda q: dot_product_attention(q, k, v, is_causal=True, implementation=implementation, **extra)
+
+    def loss(f):
+        def value(q):
+            out = f(q)
+            return jnp.sum(out * cot) + 0.5 * jnp.sum(out ** 2)
+        return value
+
+    return q, cot, attend("blockwise", block_sizes=BlockSizes(4, 4)), attend("dense"), loss
+
+
+def test_jacfwd_hessian_and_hessian_vector_products_match_dense():
+    """jacfwd, jax.hessian (jacfwd of jacrev) and a Hessian-vector product (jvp of grad) through blockwise
+    equal the dense path's."""
+    q, cot, blockwise, dense, loss = _second_order_problem()
+    derivatives = jax.jit(lambda q: [(jax.jacfwd(f)(q), jax.hessian(loss(f))(q),
+                                      jax.jvp(jax.grad(loss(f)), (q,), (cot,))[1]) for f in (blockwise, dense)])
+    got, want = derivatives(q)
+    for name, g, w in zip(("jacfwd", "hessian", "hessian-vector product"), got, want):
+        assert g.shape == w.shape, name
+        np.testing.assert_allclose(g, w, atol=2e-4, rtol=0, err_msg=name)
+
+
+@pytest.mark.slow
+def test_jacrev_of_jacfwd_matches_jax_nn():
+    """Reverse over forward: JAX transposes the derivative of the tangent pass. Against jax.nn, whose
+    second derivatives compile several times faster than the dense path's here."""
+    q, _, blockwise, _, _ = _second_order_problem()
+    k, v = _inputs(24, 1, 9, 9, 2, 1, 4)[1:3]
+    reference = lambda q: jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+    got, want = jax.jit(lambda q: [jax.jacrev(jax.jacfwd(f))(q) for f in (blockwise, reference)])(q)
+    np.testing.assert_allclose(got, want, atol=2e-4, rtol=0)
+
+
+def test_default_path_jvp_does_not_depend_on_the_length():
+    """Issue 24: with implementation=None, jax.jvp worked at T=256 (dense) and failed at T=512, where
+    the default switches to blockwise. Both lengths must work and agree with the dense path."""
+    from attnjax.ops import select_implementation
+
+    for T in (256, 512):
+        q = jax.random.normal(jax.random.PRNGKey(T), (1, T, 1, 4))
+        chosen = select_implementation(jax.default_backend(), q.shape, q.shape, q.shape, q.dtype)
+        if jax.default_backend() == "cpu":
+            assert chosen == ("dense" if T == 256 else "blockwise")
+        out, tangent = jax.jvp(lambda q: dot_product_attention(q, q, q), (q,), (q,))
+        want, dwant = jax.jvp(lambda q: dot_product_attention(q, q, q, implementation="dense"), (q,), (q,))
+        np.testing.assert_allclose(out, want, atol=1e-5, rtol=0, err_msg=f"T={T}")
+        np.testing.assert_allclose(tangent, dwant, atol=1e-4, rtol=0, err_msg=f"T={T}")
+
+
+def test_jvp_compiled_temporary_memory_is_far_below_dense():
+    """Forward mode keeps the O(T) memory: the tangent pass never holds [T, S] either (compile only)."""
+    shape = jax.ShapeDtypeStruct((1, 2048, 4, 32), jnp.float32)
+
+    def jvp_fn(implementation):
+        attend = lambda q, k, v: dot_product_attention(q, k, v, implementation=implementation, is_causal=True)
+        return jax.jit(lambda q, k, v, t: jax.jvp(attend, (q, k, v), (t, t, t)))
+
+    dense = _temp_bytes(jvp_fn("dense"), shape, shape, shape, shape)
+    blockwise = _temp_bytes(jvp_fn("blockwise"), shape, shape, shape, shape)
+    assert dense >= 64 * 2**20
+    assert blockwise * 16 <= dense, (blockwise, dense)
 
 
 # Packed rows: segments of 3, 4 and 3 queries / 5, 4 and 4 keys (row 0), one and two segments (row 1);

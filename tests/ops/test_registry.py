@@ -103,6 +103,27 @@ def test_every_registered_variant_passes_the_conformance_kit(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_the_kit_compares_with_softmax_only_the_softmax_variants(name, monkeypatch):
+    # Issue 24: the kit compares with softmax attention unless told otherwise, so check_registered
+    # passes reference=None, explicitly, for every variant that is not softmax attention.
+    import attnjax.testing
+
+    seen = {}
+    monkeypatch.setattr(attnjax.testing, "check_attention", lambda fn, **options: seen.update(options))
+    check_registered(name)
+    spec = registry.get_spec(name)
+    softmax = spec.exact_softmax or spec.approx_tol is not None
+    assert "reference" in seen and seen["reference"] == ("softmax" if softmax else None), seen
+    if name in {"cosine", "l2", "additive", "multiplicative", "sigmoid", "linear", "local"}:
+        assert seen["reference"] is None and seen["approx_tol"] is None
+
+
+def test_a_variant_that_is_not_softmax_attention_fails_the_default_comparison():
+    with pytest.raises(AssertionError, match=r"\[exact softmax\] violated"):
+        check_registered("cosine", reference="softmax", max_examples=1, dtypes=())
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_calling_with_query_key_value_only_runs_or_names_the_missing_params(name):
     # Issue 24: the registry's convention says which variants need params (spec.needs_params) and
     # those raise a ValueError naming what is missing; every other one runs as fn(q, k, v).
