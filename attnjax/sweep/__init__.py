@@ -6,7 +6,9 @@ through :func:`with_harness_keys`, the harness's. The pieces, one job each:
 * :mod:`~attnjax.sweep.grid`: cells from typed axes, per-cell random streams, ``--config.only`` selection;
 * :mod:`~attnjax.sweep.settings`: the harness keys and their defaults, checked once;
 * :mod:`~attnjax.sweep.models`: a study's model blocks (every model field overridable) and model checks;
-* :mod:`~attnjax.sweep.training`: the training-recipe keys (optimizer, schedule, clipping), parsed once;
+* :mod:`~attnjax.sweep.training`: the training-recipe and stop-rule keys (optimizer, schedule, clipping; train
+  to fit), parsed once;
+* :mod:`~attnjax.sweep.fitting`: train to fit as a protocol: what a cell records, how a report writes it;
 * :mod:`~attnjax.sweep.store`: results.json, fingerprints, merging parts of a grid;
 * :mod:`~attnjax.sweep.runner`: plan once, then run (workers, checkpoints, progress with an ETA);
 * :mod:`~attnjax.sweep.cli`: the absl command line;

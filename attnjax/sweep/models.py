@@ -57,9 +57,11 @@ def model_block(name: str, *, set_per_cell: Iterable[str] = (), **fields: Any) -
     return ml_collections.ConfigDict(block)
 
 
-def check_models(models: Iterable[str], blocks: Mapping[str, Any], learning_rates: Mapping[str, Any]) -> list[str]:
+def check_models(models: Iterable[str], blocks: Mapping[str, Any], learning_rates: Mapping[str, Any],
+                 recipes: Mapping[str, Any] | None = None) -> list[str]:
     """Checks a study's models: each a model of :data:`attnjax.nn.MODELS` with a config block in ``blocks``
-    that builds, and learning rates in ``learning_rates``. Returns the names.
+    that builds, learning rates in ``learning_rates``, and (if given) recipe names in ``recipes``. Returns
+    the names.
 
     Raises:
         ValueError, TypeError: no model, an unknown name, a missing block or learning rate, a bad field.
@@ -71,5 +73,7 @@ def check_models(models: Iterable[str], blocks: Mapping[str, Any], learning_rate
         get_model_spec(model)
         if model not in blocks or model not in learning_rates:
             raise ValueError(f"model {model!r} needs a config block config.{model} and config.learning_rates.{model}")
+        if recipes is not None and model not in recipes:
+            raise ValueError(f"model {model!r} needs its recipe names in config.recipes.{model}")
         model_config(model, dict(blocks[model]))
     return models

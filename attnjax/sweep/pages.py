@@ -4,7 +4,8 @@ A run's report is its experiment's ``report`` hook (tables, verdicts, figures). 
 page of every committed ``<results_root>/<study>/<preset>/results.json`` into
 ``<pages_root>/<study>/<preset>/`` and rewrites each README block between ``<!-- results: <study>/<preset> -->``
 and ``<!-- /results -->`` as that page's first table and a link to it, so no number in a README is typed by
-hand. :func:`combined_summary` joins several runs' reports into one document.
+hand. ``<!-- results: <study>/<preset> | <heading> | ... -->`` adds the whole sections whose headings start
+with those words. :func:`combined_summary` joins several runs' reports into one document.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from attnjax.sweep.store import RESULTS_FILE, load_results
 
 COMBINED_TITLE = "# attnjax studies: combined report"
 RESULTS_ROOT, PAGES_ROOT, README = "results", os.path.join("docs", "results"), "README.md"
-_README_BLOCK = re.compile(r"(<!-- results: ([\w-]+/[\w-]+) -->\n).*?(<!-- /results -->)", re.S)
+_README_BLOCK = re.compile(r"(<!-- results: ([\w-]+/[\w-]+)((?: \| [^|>]+?)*) -->\n).*?(<!-- /results -->)", re.S)
 
 
 def rebuild(experiment_for: Callable[[str], Experiment], workdir: str) -> tuple[str, str]:
@@ -72,6 +73,20 @@ def first_table(summary: str) -> str:
     return (f"**{heading}**\n\n" if heading else "") + "\n".join(lines[start:end])
 
 
+def section(summary: str, heading: str) -> str:
+    """The section of a page whose ``##`` heading starts with ``heading``: the heading in bold, then its lines.
+
+    Raises:
+        ValueError: no such section.
+    """
+    lines = summary.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("## ") and line[3:].startswith(heading)), None)
+    if start is None:
+        raise ValueError(f"no section headed {heading!r} in the page")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
+    return "\n".join([f"**{lines[start][3:]}**", *lines[start + 1:end]]).strip()
+
+
 def publish(experiment_for: Callable[[str], Experiment], results_root: str = RESULTS_ROOT, pages_root: str = PAGES_ROOT,
             readme: str = README) -> list[str]:
     """Rebuilds ``pages_root/<study>/<preset>/`` from every ``results_root/<study>/<preset>/results.json`` and
@@ -100,8 +115,9 @@ def publish(experiment_for: Callable[[str], Experiment], results_root: str = RES
                              f"has no {RESULTS_FILE}")
         link = f"{PAGES_ROOT}/{match.group(2)}/summary.md"  # the README sits at the repository root
         summary = pages[match.group(2)][1]
-        table = first_table(summary)
-        return f"{match.group(1)}{table}\n\nFrom `{match.group(2)}`: [the whole page]({link}).\n{match.group(3)}"
+        parts = [first_table(summary), *(section(summary, h.strip()) for h in match.group(3).split("|")[1:])]
+        return (f"{match.group(1)}" + "\n\n".join(parts) +
+                f"\n\nFrom `{match.group(2)}`: [the whole page]({link}).\n{match.group(4)}")
 
     write_text(readme, _README_BLOCK.sub(block, text))
     return [page for page, _ in pages.values()]

@@ -49,6 +49,12 @@ def summary_tail(results: Mapping[str, Any], figures: Sequence[str] = ()) -> lis
     return out
 
 
+def per_seed_means(cells: Mapping[Any, Mapping[Any, Sequence[float]]]) -> tuple[list[Any], np.ndarray]:
+    """``{unit: {seed: values}}`` -> (seeds every unit has, ``[n_seeds, len(values)]`` means over units)."""
+    seeds = sorted(set.intersection(*(set(by_seed) for by_seed in cells.values()))) if cells else []
+    return seeds, np.asarray([np.mean([cells[u][s] for u in cells], axis=0) for s in seeds], dtype=np.float64)
+
+
 def describe_fit(metrics: Mapping[str, Any]) -> str:
     """The progress line of a classifier-style cell: ``train 93.1%, test 90.2%`` (``val`` on a validation split)."""
     held = "test" if "test_accuracy" in metrics else "val"

@@ -175,8 +175,9 @@ def run(the_plan: Plan, workdir: str, out: IO[str] | None = None) -> dict[str, A
     (None: the current ``sys.stdout``).
 
     Returns:
-        The results dict (as written to ``workdir/results.json``), with ``num_failed`` and ``complete``
-        (every cell of the grid, not only the selected ones, finished ok).
+        The results dict (as written to ``workdir/results.json``), with ``num_failed``, ``complete``
+        (every cell of the grid, not only the selected ones, finished ok) and ``wall_seconds`` (the wall
+        time of the runs that wrote the file, summed over resumptions).
 
     Raises:
         ValueError: a workdir holding another experiment's results (nothing written).
@@ -194,6 +195,9 @@ def run(the_plan: Plan, workdir: str, out: IO[str] | None = None) -> dict[str, A
                                "environment": environment_info(), "num_cells": len(the_plan.grid), "cells": {}}
     in_grid_order = lambda cells: {c.id: cells[c.id] for c in the_plan.grid if c.id in cells}  # noqa: E731
     results["cells"] = in_grid_order(kept)
+    wall_before = (previous or {}).get("wall_seconds") if kept else None
+    if wall_before is not None:
+        results["wall_seconds"] = wall_before
     os.makedirs(os.path.join(workdir, LOGS_DIR), exist_ok=True)
     context = Context(workdir, s.progress, s.checkpoint_every, s.checkpoint_keep, fingerprints, s.tensorboard)
     todo = [c for c in the_plan.selected if results["cells"].get(c.id, {}).get("status") != "ok"]
@@ -216,6 +220,7 @@ def run(the_plan: Plan, workdir: str, out: IO[str] | None = None) -> dict[str, A
     for i, (cell, outcome) in enumerate(outcomes, 1):
         entry: dict[str, Any] = {"cell": cell.as_dict(), "fingerprint": fingerprints[cell.id], **outcome}
         results["cells"] = in_grid_order({**results["cells"], cell.id: entry})
+        results["wall_seconds"] = round((wall_before or 0.0) + time.perf_counter() - t_start, 1)
         results = save_results(workdir, results)
         if entry["status"] == "ok":  # after its result is on disk; a failed cell keeps them to resume from
             context.remove_checkpoints(cell)

@@ -1,4 +1,5 @@
-"""Training: TrainState, optax setup, the recipe, pure train/eval steps, the fit loop, checkpoints, evaluation.
+"""Training: TrainState, optax setup, the recipe, pure train/eval steps, the fit loop, stopping at fit, checkpoints,
+evaluation.
 
 Every train step is built by :func:`make_train_step` (pure, jit, shard_map, pmap, micro-batches, sequence
 parallel). Lower-level pieces stay in their modules: :mod:`attnjax.train.steps` (the loss and the optimizer
@@ -15,6 +16,7 @@ from attnjax.train.recipe import Recipe, make_recipe_optimizer
 from attnjax.train.seq2seq_steps import evaluate_seq2seq_lengths, seq2seq_train_step
 from attnjax.train.state import TrainState, create_train_state, make_optimizer
 from attnjax.train.step_factory import make_train_step
+from attnjax.train.stopping import TrainToFit
 from attnjax.train.steps import eval_step, train_step
 
 __all__ = [
@@ -26,4 +28,6 @@ __all__ = [
     "CorruptCheckpointWarning",
     # The training recipe (attnjax.train.recipe).
     "Recipe", "make_recipe_optimizer",
+    # Train to fit: the stop rule fit(validate=..., stop=...) reads (attnjax.train.stopping).
+    "TrainToFit",
 ]

@@ -121,7 +121,9 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
         data_axis: str = DATA_AXIS, log_every: int = 100, log_file: IO[str] | None = None,
         progress: bool | None = None, description: str = "train", step_fn: Callable = train_step,
         checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None, keep: int = 2,
-        data_rng: DataRng = None, tensorboard_dir: str | os.PathLike | None = None
+        data_rng: DataRng = None, tensorboard_dir: str | os.PathLike | None = None,
+        validate: Callable[[TrainState], Mapping[str, float]] | None = None,
+        stop: Callable[[list[dict]], str | None] | None = None
         ) -> tuple[TrainState, list[dict[str, float]]]:
     """Trains for ``num_steps`` steps, optionally saving checkpoints and resuming from the newest one.
 
@@ -171,20 +173,29 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
             with every checkpoint and restored on resume.
         tensorboard_dir: also write every log record as TensorBoard scalars there
             (:class:`~attnjax.train.tensorboard.TensorBoardWriter`; needs tensorboardX). None: JSON lines only.
+        validate: ``state -> {name: value}``, called at every log record; its values join the record as
+            ``val_<name>`` (e.g. held-out accuracy for a stop rule). It must not touch the training data's
+            generators. None: no validation.
+        stop: a stop rule (e.g. :class:`~attnjax.train.TrainToFit`), called with the history after every log
+            record: a returned reason (``"fit"``, ``"flat"``) ends the run there; the last record then holds
+            ``"stop": reason``, or ``"stop": "budget"`` when the steps ran out first. A checkpoint is saved at
+            the stopping step, and a resumed run that finds a stopped history returns at once.
 
     Returns:
         ``(state, history)`` where ``history`` holds the logged records (a resumed run's included).
 
     Raises:
-        ValueError: ``num_steps < 0``, ``log_every < 1``, ``checkpoint_every < 1``, an iterator ``batches``
-            with ``checkpoint_dir`` but no ``data_rng`` (an iterator cannot be rewound), or a checkpoint of
-            another run (another state, rng key or number of data generators, or past the last step), or a
-            mesh and model that disagree on sequence parallelism.
+        ValueError: ``num_steps < 0``, ``log_every < 1``, a ``stop`` rule without ``validate``,
+            ``checkpoint_every < 1``, an iterator ``batches`` with ``checkpoint_dir`` but no ``data_rng`` (an
+            iterator cannot be rewound), or a checkpoint of another run (another state, rng key or number of
+            data generators, or past the last step), or a mesh and model that disagree on sequence parallelism.
     """
     if num_steps < 0 or log_every < 1:
         raise ValueError(f"need num_steps >= 0 and log_every >= 1, got num_steps={num_steps}, log_every={log_every}")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be an int >= 1 or None, got {checkpoint_every!r}")
+    if stop is not None and validate is None:
+        raise ValueError("a stop rule reads validation metrics: pass validate= with stop=")
     gens = _generators(data_rng)
     if checkpoint_dir is not None and not callable(batches) and not gens:
         raise ValueError("checkpoint_dir with an iterator of batches needs data_rng (the generator(s) the iterator "
@@ -208,6 +219,8 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
             for record in history if board is not None else ():
                 board.write(record)
         first = int(jax.device_get(state.step))
+        if history and "stop" in history[-1]:  # a resumed run that had stopped
+            first = end_step
         counts: list[tuple[int, int]] = []  # (examples, tokens) of the window's steps run by this call
         t0 = time.perf_counter()
         with tqdm(total=num_steps, initial=first - start_step, disable=not progress, desc=description,
@@ -226,7 +239,12 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
                     record["steps_per_sec"] = len(counts) / seconds
                     record["examples_per_sec"] = sum(e for e, _ in counts) / seconds
                     record["tokens_per_sec"] = sum(t for _, t in counts) / seconds
+                    if validate is not None:
+                        record.update({f"val_{k}": float(v) for k, v in validate(state).items()})
                     history.append(record)
+                    reason = None if stop is None else stop(history)
+                    if stop is not None and (reason is not None or step + 1 == end_step):
+                        record["stop"] = reason or "budget"
                     if log_file is not None:
                         log_file.write(json.dumps(record) + "\n")
                         log_file.flush()
@@ -234,10 +252,13 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
                         board.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
                     bar.update(len(counts))
-                    window, counts, t0 = [], [], t1
-                if checkpointer is not None and (step + 1 == end_step or (
+                    window, counts, t0 = [], [], time.perf_counter()  # validation time is not step time
+                stopped = bool(history) and "stop" in history[-1] and history[-1]["step"] == step + 1
+                if checkpointer is not None and (step + 1 == end_step or stopped or (
                         checkpoint_every is not None and (step + 1) % checkpoint_every == 0)):
                     checkpointer.save(step + 1, _checkpoint_arrays(state, rng), _checkpoint_meta(history, window, gens))
+                if stopped:
+                    break
     finally:
         if checkpointer is not None:
             checkpointer.close()  # waits for the last save

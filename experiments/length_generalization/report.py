@@ -16,18 +16,19 @@ from attnjax.data import TASKS
 from attnjax.data.ceilings import position_blind_ceiling
 from attnjax.results import save_and_close, write_text
 from attnjax.sweep import format_seconds, ok_runs
+from attnjax.sweep.fitting import unfit_curves_figure as unfit_curves_figure_of
 from attnjax.sweep.report import compare, curves_figure, markdown_table, pct, summary_tail
 from experiments.length_generalization import tables
 from experiments.length_generalization.tables import DELETANG, RUOSS_GAIN, SOLVED, Entry, Key
 
-SUMMARY_FILE, CURVES_FILE, HEATMAP_FILE, MAPS_FILE = ("summary.md", "accuracy_vs_length.png",
-                                                      "encoding_heatmap.png", "attention_maps.png")
+SUMMARY_FILE, CURVES_FILE, HEATMAP_FILE, MAPS_FILE, UNFIT_FILE = (
+    "summary.md", "accuracy_vs_length.png", "encoding_heatmap.png", "attention_maps.png", "unfit_curves.png")
 STATISTIC = (
     "Entries read `OOD mean [95% CI] (best) · in-dist`, in %: the OOD score's mean and 95% t-interval over seeds, "
-    "the best run in parentheses (the paper's statistic, over seeds and learning rates), then the mean accuracy "
-    "on the training lengths 1..{n}. With several learning rates each entry uses the one with the best mean "
-    "**in-distribution** accuracy (`@lr`); test lengths never choose it. `⚠k/n under-fit`: k of n runs stayed "
-    "below {floor} in distribution, so their OOD score says little.")
+    "the best run in parentheses (the paper's statistic, over seeds and settings), then the mean accuracy "
+    "on the training lengths 1..{n}. With several settings (recipe, learning rate) each entry uses the one with "
+    "the best mean **in-distribution validation** accuracy (`@setting`); test lengths never choose it. "
+    "`⚠k/n under-fit`: k of n runs stayed below {floor} in distribution, so their OOD score says little.")
 CEILING_NOTE = (
     "Position-blind ceiling (OOD · in-dist): the best accuracy of any predictor that emits one token at every "
     "output position, from the task's data alone (a Transformer without positions or causal mask is one); "
@@ -44,18 +45,28 @@ CLAIM_TASKS = {"parity_check": "a", "modular_arithmetic": "a", "reverse_string":
 def protocol_line(config: Mapping[str, Any], runs: Sequence[dict], results: Mapping[str, Any]) -> str:
     """The summary's first paragraph: preset, lengths, steps, lrs, seeds, failures, wall time, environment."""
     n, m = config["train_max_length"], config["test_max_length"]
-    lrs = {k: str(v) for k, v in config.get("learning_rates", {}).items() if k in {r["model"] for r in runs}}
-    lr_text = "; ".join(f"{k} {v}" for k, v in lrs.items()) if len(set(lrs.values())) > 1 else \
-        f"{next(iter(lrs.values()), '?')} for every model"
-    wall = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in runs)
+    settings = {}
+    for r in runs:
+        settings.setdefault(r["model"], set()).add(tables.setting(r))
+    setting_text = "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in settings.items())
+    stop = config.get("stopping")
+    steps = (f"train to fit (validation accuracy ≥ {pct(stop['threshold'])}% at {stop['consecutive']} checks in a "
+             f"row, every {config['validate_every']:,} steps; or flat: < {pct(stop['min_gain'])} points of gain over "
+             f"{stop['flat_steps']:,} steps), at most {config['num_steps']:,} steps" if stop and stop["stop_at_fit"]
+             else f"{config['num_steps']:,} steps")
+    compute = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in runs)
+    wall = (f"wall time {format_seconds(results['wall_seconds'])}, " if "wall_seconds" in results else "") + \
+        f"{format_seconds(compute)} of train + eval over the cells"
     env = results.get("environment", {})
     failed = sum(e.get("status") == "failed" for e in results.get("cells", {}).values())
+    partial = (f" **Partial: {len(results.get('cells', {}))} of {results['num_cells']} cells so far.**"
+               if not results.get("complete", True) and "num_cells" in results else "")
     return (f"Preset `{config.get('preset', '?')}`: trained on lengths 1..{n}, tested on every length 1..{m} (OOD "
-            f"score = mean per-token accuracy over {n + 1}..{m}); {config['num_steps']:,} steps, batch "
-            f"{config['batch_size']}, lr {lr_text}; {len({r['seed'] for r in runs})} seeds. {len(runs)} runs ok, "
-            f"{failed} failed; wall time {format_seconds(wall)} (train + eval). jax {env.get('jax', '?')} on "
+            f"score = mean per-token accuracy over {n + 1}..{m}); {steps}, batch "
+            f"{config['batch_size']}; {setting_text}; {len({r['seed'] for r in runs})} seeds. {len(runs)} runs ok, "
+            f"{failed} failed; {wall}. jax {env.get('jax', '?')} on "
             f"{env.get('backend', '?')} ({', '.join(env.get('device_kinds', [])) or '?'}), commit "
-            f"{env.get('git_commit', '?')}.")
+            f"{env.get('git_commit', '?')}.{partial}")
 
 
 def protocol_differences(config: Mapping[str, Any], models: Sequence[str]) -> list[str]:
@@ -64,9 +75,12 @@ def protocol_differences(config: Mapping[str, Any], models: Sequence[str]) -> li
     lrs = min((len(str(v).split(",")) for k, v in c.get("learning_rates", {}).items() if k in models), default=3)
     settings = [
         ("training lengths", f"1..{n}", "1..40"), ("test lengths", f"{n + 1}..{c['test_max_length']}", "41..500"),
-        ("training steps", f"{c['num_steps']:,}", "1,000,000"), ("batch", c["batch_size"], 128),
+        ("training steps", f"≤ {c['num_steps']:,}, train to fit" if c.get("stopping", {}).get("stop_at_fit")
+         else f"{c['num_steps']:,}", "1,000,000"), ("batch", c["batch_size"], 128),
         ("seeds", c.get("num_seeds", 10), 10), ("test examples per length", c.get("eval_batch_size", 512), 512),
         ("learning rates per model", lrs, 3),
+        ("recipe", "per model, from the recipe pilot" if c.get("recipes") else "Adam, constant rate",
+         "Adam, constant rate"),
         ("training lengths drawn", "per example" if c.get("per_example_lengths") else "per batch", "per batch"),
         ("randomized positions drawn from", f"[0, {c.get('randomized_max_len', 2048)})", "[0, 2048)"),
         ("test-time positions", c.get("randomized_eval", "random"), "random"),
@@ -135,6 +149,12 @@ def accuracy_figure(es: Mapping[Key, Entry], config: Mapping[str, Any]):
     return fig
 
 
+def unfit_curves_figure(runs: Sequence[dict], config: Mapping[str, Any]):
+    """Validation curves of the runs that did not fit, a panel per task (:func:`attnjax.sweep.fitting.unfit_curves_figure`)."""
+    return unfit_curves_figure_of(runs, lambda r: r["task"], lambda r: tables.label(r["model"], r["variant"]),
+                                  config["stopping"]["threshold"], tables.task_order(r["task"] for r in runs))
+
+
 def encoding_heatmap(es: Mapping[Key, Entry]):
     """Encoding (× standard/randomized) × task heatmap of mean OOD accuracy, ⚠ on entries with under-fit runs;
     None without attention models."""
@@ -192,12 +212,30 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
     es = tables.entries(runs, floor)
     out = ["# Length generalization", "", protocol_line(config, runs, results), "",
            STATISTIC.format(n=n, floor=f"{pct(floor)}%")]
+    train_to_fit = all(r.get("val_curve") for r in runs)
+    if train_to_fit and len({(r["model"], tables.setting(r)) for r in runs}) > len({r["model"] for r in runs}):
+        table, chosen = tables.pilot_table(runs)  # a pilot's page leads with its choice
+        out += ["", "## Recipe pilot: in-distribution validation accuracy", "", table, "",
+                "Validation accuracy at the step each run stopped (held-out examples at the training lengths; test "
+                "lengths play no part). Chosen per model (bold): the best mean over the tasks, ties to fewer steps: "
+                + "; ".join(f"{m} {s}" for m, s in chosen.items()) + "."]
     if es:
         ceilings = {t: position_blind_ceiling(TASKS[t], n, config["test_max_length"]) for t in {t for t, _, _ in es}
                     if not TASKS[t].is_classification}
         out += ["", "## Table 1: OOD accuracy by task and model", "", tables.table1(es, ceilings), "",
                 "Delétang columns: their best run over 10 seeds × 3 learning rates (Transformer: best of five "
                 "encodings), test lengths 41..500.", *(["", CEILING_NOTE] if ceilings else [])]
+    if runs and train_to_fit:
+        out += ["", "## Fit: steps to fit and why runs stopped", "", *tables.fit_counts(es, floor), "",
+                tables.fit_table(es), "",
+                "Entries: runs that reached the fit threshold on held-out examples of the training lengths, the "
+                "median step at which they did, then the others: *under-trained* (stopped by the step budget while "
+                "still rising) or *does not fit at this size* (stopped flat below the threshold)."
+                + (f" Their validation curves: `{UNFIT_FILE}`." if UNFIT_FILE in figures else "")]
+    if check := tables.fit_check_table(runs):
+        out += ["", "## Stopping at fit vs training to the budget", "", check, "",
+                "Runs that fit, scored when they first fit and again after training on to the step budget (the same "
+                "run, so the two are paired by seed); Δ > 0: training past the fit raised the OOD score."]
     effects = tables.randomization_effects(es)
     if effects:
         out += ["", "## Table 2: randomized vs standard positions (Transformer)", "", tables.table2(effects), "",
@@ -228,7 +266,8 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
     config, runs = results["config"], ok_runs(results)
     es = tables.entries(runs, config["min_train_accuracy"])
     figures = {CURVES_FILE: accuracy_figure(es, config) if es else None, HEATMAP_FILE: encoding_heatmap(es),
-               MAPS_FILE: attention_map_figure(runs, config)}
+               MAPS_FILE: attention_map_figure(runs, config),
+               UNFIT_FILE: unfit_curves_figure(runs, config) if "stopping" in config else None}
     written = [name for name, fig in figures.items() if fig is not None]
     for name in written:
         save_and_close(os.path.join(workdir, name), figures[name], dpi=110, bbox_inches="tight")  # keep the legend

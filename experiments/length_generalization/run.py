@@ -1,8 +1,10 @@
 """Length generalization (Delétang et al. 2022; Ruoss et al. 2023): train on short inputs, test on longer ones.
 
-A cell (task, model, variant, lr, seed) trains on input lengths 1..N, then scores per-token accuracy on every
-length 1..M: ``train_accuracy`` is the mean over 1..N (in-distribution, the score that picks learning rates),
-``ood_score`` the mean over N+1..M. ``variant``: ``attention+positional[+randomized]``, ``-`` without attention.
+A cell (task, model, variant, recipe, lr, seed) trains on input lengths 1..N until it fits its held-out
+validation examples (lengths 1..N), stops rising, or runs out of steps; then it scores per-token accuracy on
+every length 1..M: ``train_accuracy`` is the mean over 1..N (in-distribution), ``ood_score`` the mean over
+N+1..M. ``variant``: ``attention+positional[+randomized]``, ``-`` without attention. Recipes and learning
+rates are chosen on the validation accuracy only (``recipe_pilot``), never on the test lengths.
 
     python -m experiments.length_generalization [--workdir DIR] [--config=...config.py:cpu_grid] [--config.x=y]
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax.numpy as jnp
 import ml_collections
@@ -24,15 +26,16 @@ from attnjax.ops.positional import POSITIONAL, RANDOMIZED_EVAL, get_positional
 from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
 from attnjax.results import rounded
-from attnjax.sweep.training import optimizer_for, recipe_fingerprint
-from attnjax.train import create_train_state, evaluate_lengths, fit, make_train_step
+from attnjax.sweep.fitting import fit_metrics, train_to_fit
+from attnjax.sweep.training import optimizer_for, recipe, stop_rule
+from attnjax.train import TrainState, create_train_state, evaluate_lengths, fit, make_train_step
 from experiments.length_generalization import report
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "config.py")
 # Config keys that fix how every cell trains and is scored (part of each cell's fingerprint).
 PROTOCOL_KEYS = ("train_max_length", "test_max_length", "per_example_lengths", "batch_size", "num_steps",
-                 "max_grad_norm", "eval_batch_size", "eval_bucket", "randomized_max_len", "randomized_eval",
-                 "attention_map_task")
+                 "eval_batch_size", "eval_bucket", "randomized_max_len", "randomized_eval", "attention_map_task",
+                 "validate_every", "val_batch_size")
 COMPUTE_DTYPES = ("float32", "bfloat16")  # config.compute_dtype: parameters and optimizer state stay float32
 
 
@@ -60,9 +63,10 @@ def model_fields(config: ml_collections.ConfigDict, model: str, variant: str) ->
 
 
 def cells(config: ml_collections.ConfigDict) -> list[sweep.Cell]:
-    """The grid: task x model x variant x the model's lrs x seed."""
+    """The grid: task x model x variant x the model's recipes x the model's lrs x seed."""
     return sweep.grid(task=sweep.names(config.tasks), model=sweep.names(config.models),
                       variant=lambda f: variants(config, f["model"]),
+                      recipe=lambda f: sweep.names(config.recipes[f["model"]]),
                       lr=lambda f: sweep.names(config.learning_rates[f["model"]]),
                       seed=range(config.first_seed, config.first_seed + config.num_seeds))
 
@@ -83,13 +87,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
             ("randomized value", sweep.names(config.randomized), ["false", "true"]),
             ("randomized_eval", [config.randomized_eval], RANDOMIZED_EVAL), ("compute_dtype", [dtype], COMPUTE_DTYPES)]:
         sweep.check_names(kind, given, valid)
-    models = sweep.check_models(sweep.names(config.models), config, config.learning_rates)
+    models = sweep.check_models(sweep.names(config.models), config, config.learning_rates, config.recipes)
     no_dtype = [m for m in models if "dtype" not in {f.name for f in dataclasses.fields(get_model_spec(m).config)}]
     if dtype != "float32" and no_dtype:
         raise ValueError(f"compute_dtype={dtype!r} needs models with a computation dtype (the attention models); "
                          f"{no_dtype} have none: drop them from config.models or use compute_dtype='float32'")
-    for lr in {lr for model in models for lr in sweep.names(config.learning_rates[model])}:
-        optimizer_for(config, lr)
+    for model in models:
+        for name in sweep.names(config.recipes[model]):
+            for lr in sweep.names(config.learning_rates[model]):
+                optimizer_for(config, lr, name)
+    stop_rule(config)
+    if config.validate_every < 1 or config.val_batch_size < 1:
+        raise ValueError(f"validate_every and val_batch_size must be >= 1, got {config.validate_every} and "
+                         f"{config.val_batch_size}")
     for model in models:
         for variant in variants(config, model):
             if model_kind(model, model_fields(config, model, variant)) != "sequence":
@@ -101,46 +111,81 @@ def cell_config(config: ml_collections.ConfigDict, cell: sweep.Cell) -> dict[str
     protocol = {k: config[k] for k in PROTOCOL_KEYS}
     if config.micro_batches != 1:  # only when set: cells without it keep their fingerprints
         protocol["micro_batches"] = config.micro_batches
-    protocol.update(recipe_fingerprint(config))  # likewise, only the recipe keys that differ from the defaults
+    protocol["recipe"] = recipe(config, cell["lr"], cell["recipe"]).to_dict()
+    protocol["stopping"] = config.stopping.to_dict()
     return {"protocol": protocol, "model": model_fields(config, cell["model"], cell["variant"])}
 
 
 def run_cell(cell: sweep.Cell, config: ml_collections.ConfigDict, context: sweep.Context) -> dict[str, Any]:
-    """Trains and evaluates one cell; returns its metrics."""
+    """Trains one cell to fit (or to a flat curve, or the budget) and scores it on every length; returns its
+    metrics. With ``stopping.stop_at_fit=False`` a cell that fits is scored there (``at_fit``), then trains on
+    to the budget: the paired check of what stopping at fit changes (:func:`attnjax.sweep.fitting.train_to_fit`)."""
     task = data.get_task(cell["task"])
-    n, m, bucket = config.train_max_length, config.test_max_length, config.eval_bucket
     model = build_model(cell["model"], task.output_size, model_fields(config, cell["model"], cell["variant"]))
     # Parameter shapes do not depend on the length: a length-1 example shares one compiled initializer.
     example = jnp.zeros((1, 1, data.vocab_size(task)), jnp.float32)
     state = create_train_state(model, cell.key("init"), example,
-                               optimizer_for(config, cell["lr"]))
+                               optimizer_for(config, cell["lr"], cell["recipe"]))
     # Data streams depend on (task, seed) only: every model of a seed sees the same examples.
     train_rng, mesh, t0 = cell.rng("train_data", ("task", "seed")), data_mesh(config.mesh_data), time.perf_counter()
+    rule, options = stop_rule(config), context.fit_options(cell)
+
+    def train(state: TrainState, num_steps: int, stop: Any, options: dict[str, Any]) -> tuple[TrainState, list]:
+        return fit(state, lambda _: data.training_batch(task, train_rng, config.batch_size, config.train_max_length,
+                                                        per_example_lengths=config.per_example_lengths),
+                   num_steps, rng=cell.key("steps"), mesh=mesh, log_every=config.validate_every, log_file=log_file,
+                   step_fn=make_train_step(micro_batches=config.micro_batches),
+                   validate=validation(cell, config, task, mesh), stop=stop,
+                   # Checkpoints save train_rng's position: a resumed cell draws the same batches.
+                   data_rng=train_rng, **options)
+
     with open(context.log_path(cell), "w", encoding="utf-8") as log_file:
-        state, history = fit(
-            state, lambda _: data.training_batch(task, train_rng, config.batch_size, n,
-                                                 per_example_lengths=config.per_example_lengths),
-            config.num_steps, rng=cell.key("steps"), mesh=mesh, log_every=config.log_every, log_file=log_file,
-            step_fn=make_train_step(micro_batches=config.micro_batches),
-            # Checkpoints save train_rng's position: a resumed cell draws the same batches.
-            data_rng=train_rng, **context.fit_options(cell))
+        state, history, at_fit = train_to_fit(train, state, config.num_steps, rule, options,
+                                              lambda state: scores(cell, config, task, state, mesh, in_full=False))
+    extra: dict[str, Any] = {"at_fit": at_fit} if at_fit else {}
     train_seconds = time.perf_counter() - t0
-    eval_rng = cell.rng("eval_data", ("task", "seed"))
+    if (cell["task"] == config.attention_map_task and get_model_spec(cell["model"]).attention
+            and cell["seed"] == config.first_seed):
+        extra["attention_maps"] = attention_maps(cell, config, state.params, task)
+    return {**extra, **scores(cell, config, task, state, mesh),
+            "final_train_loss": history[-1]["loss"] if history else None, "num_params": count_params(state.params),
+            **fit_metrics(history, rule),
+            "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0 - train_seconds}
+
+
+def scores(cell: sweep.Cell, config: ml_collections.ConfigDict, task: data.Task, state: TrainState, mesh,
+           in_full: bool = True) -> dict[str, Any]:
+    """Per-token accuracy at every length 1..M on the cell's test examples (the same ones at every call):
+    ``train_accuracy`` (mean over 1..N), ``ood_score`` (mean over N+1..M) and, ``in_full``,
+    ``accuracy_per_length``."""
+    n, m, bucket, rng = config.train_max_length, config.test_max_length, config.eval_bucket, cell.rng(
+        "eval_data", ("task", "seed"))
 
     def batches(k: int) -> list[dict]:  # test lengths pad up to multiples of eval_bucket: few compiled programs
         pad = data.padded_length(task, m if bucket <= 0 else min(-(-k // bucket) * bucket, m))
-        return [data.length_batch(task, eval_rng, config.eval_batch_size, k, pad)]
+        return [data.length_batch(task, rng, config.eval_batch_size, k, pad)]
 
     per_length = evaluate_lengths(state, batches, range(1, m + 1), mesh=mesh, rng=cell.key("eval_positions"))
     acc = {k: v["accuracy"] for k, v in per_length.items()}
-    maps = (cell["task"] == config.attention_map_task and get_model_spec(cell["model"]).attention
-            and cell["seed"] == config.first_seed)
-    extra = {"attention_maps": attention_maps(cell, config, state.params, task)} if maps else {}
-    return {**extra, "train_accuracy": float(np.mean([acc[k] for k in range(1, n + 1)])),
+    return {"train_accuracy": float(np.mean([acc[k] for k in range(1, n + 1)])),
             "ood_score": float(np.mean([acc[k] for k in range(n + 1, m + 1)])),
-            "accuracy_per_length": {str(k): a for k, a in acc.items()},
-            "final_train_loss": history[-1]["loss"] if history else None, "num_params": count_params(state.params),
-            "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0 - train_seconds}
+            **({"accuracy_per_length": {str(k): a for k, a in acc.items()}} if in_full else {})}
+
+
+def validation(cell: sweep.Cell, config: ml_collections.ConfigDict, task: data.Task, mesh
+               ) -> Callable[[TrainState], dict[str, float]]:
+    """The in-distribution validation of train-to-fit: ``val_batch_size`` fresh examples at each training length
+    1..N (drawn once, from their own stream), all padded to N (one compiled program); ``accuracy`` is the mean
+    over lengths, as ``train_accuracy`` is. Never the test lengths."""
+    n, rng = config.train_max_length, cell.rng("val_data", ("task", "seed"))
+    batches = {k: [data.length_batch(task, rng, config.val_batch_size, k, data.padded_length(task, n))]
+               for k in range(1, n + 1)}
+    key = cell.key("val_positions")
+
+    def validate(state: TrainState) -> dict[str, float]:
+        per_length = evaluate_lengths(state, batches.__getitem__, batches, mesh=mesh, rng=key)
+        return {"accuracy": float(np.mean([v["accuracy"] for v in per_length.values()]))}
+    return validate
 
 
 def attention_maps(cell: sweep.Cell, config: ml_collections.ConfigDict, params: Any, task: data.Task
@@ -162,4 +207,5 @@ def attention_maps(cell: sweep.Cell, config: ml_collections.ConfigDict, params: 
 EXPERIMENT = sweep.Experiment(
     name="length_generalization", cells=cells, run_cell=run_cell, validate=validate, cell_config=cell_config,
     report=report.write_report,
-    describe=lambda r: f"in-dist {100 * r['train_accuracy']:.1f}%, OOD {100 * r['ood_score']:.1f}%")
+    describe=lambda r: (f"in-dist {100 * r['train_accuracy']:.1f}%, OOD {100 * r['ood_score']:.1f}%, "
+                        f"{r['stop_reason']} at step {r['steps_trained']:,}"))

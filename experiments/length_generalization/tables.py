@@ -1,7 +1,7 @@
 """The numbers and tables of the length-generalization report: pure functions of the ok runs and the config.
 
-Runs are grouped by ``(task, model, variant)`` into an :class:`Entry` at the learning rate with the best mean
-**in-distribution** accuracy (ties: the smaller; test lengths never choose it). Aggregates over tasks average
+Runs are grouped by ``(task, model, variant)`` into an :class:`Entry` at the setting (recipe and learning rate)
+with the best mean **in-distribution validation** accuracy (ties: the smaller lr; test lengths never choose it). Aggregates over tasks average
 each seed's scores over the tasks every seed has, then take the 95% t-interval over seeds.
 """
 
@@ -15,7 +15,9 @@ import numpy as np
 from attnjax import stats
 from attnjax.data import TASKS
 from attnjax.data.tasks import TIERS
-from attnjax.sweep.report import ci_text, load_published, markdown_table, pct
+from attnjax.sweep import fitting
+from attnjax.sweep.fitting import fit_count_line, fit_text, val_accuracy
+from attnjax.sweep.report import ci_text, load_published, markdown_table, pct, per_seed_means
 
 Run = dict[str, Any]
 Key = tuple[str, str, str]  # (task, model, variant)
@@ -48,6 +50,11 @@ def task_order(tasks) -> list[str]:
     return sorted(set(tasks), key=lambda t: (TIERS.index(TASKS[t].tier), list(TASKS).index(t)))
 
 
+def model_rank(model: str) -> tuple[int, str]:
+    """Recurrent models first (rnn, lstm, gru), then the others by name."""
+    return (RECURRENT_ORDER.index(model), "") if model in RECURRENT_ORDER else (len(RECURRENT_ORDER), model)
+
+
 def key_order(keys) -> list[tuple[str, str]]:
     """(model, variant) pairs: recurrent models first (rnn, lstm, gru), then others in first-seen order."""
     seen = list(dict.fromkeys((m, v) for _, m, v in keys))
@@ -55,13 +62,19 @@ def key_order(keys) -> list[tuple[str, str]]:
                                         else len(RECURRENT_ORDER), seen.index(mv)))
 
 
+def setting(run: Run) -> str:
+    """What a study chooses per model: ``"recipe@lr"`` (``"lr"`` for runs without a recipe axis)."""
+    return f"{run['recipe']}@{run['lr']}" if run.get("recipe") else str(run["lr"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One (task, model, variant): its runs at the chosen ``lr`` (by seed); ``best``: the paper's statistic (best
-    OOD score over every seed and lr); ``underfit``: chosen-lr runs below ``min_train_accuracy`` in distribution."""
+    """One (task, model, variant): its runs at the chosen ``setting`` (by seed); ``best``: the paper's statistic
+    (best OOD score over every seed and setting); ``underfit``: chosen runs below ``min_train_accuracy`` in
+    distribution."""
 
-    lr: str
-    num_lrs: int
+    setting: str
+    num_settings: int
     runs: tuple[Run, ...]
     best: float
     underfit: int
@@ -72,12 +85,13 @@ class Entry:
     ci = property(lambda self: stats.mean_ci(self.ood))
 
 
-def choose_lr(runs: Sequence[Run]) -> str:
-    """The lr (as written in the cell) with the best mean in-distribution accuracy; ties: the smaller lr."""
-    by_lr: dict[str, list[float]] = {}
+def choose_setting(runs: Sequence[Run]) -> str:
+    """The :func:`setting` with the best mean validation accuracy (:func:`val_accuracy`); ties: the smaller lr."""
+    by_setting: dict[str, list[float]] = {}
     for r in runs:
-        by_lr.setdefault(str(r["lr"]), []).append(r["train_accuracy"])
-    return max(sorted(by_lr, key=float), key=lambda lr: float(np.mean(by_lr[lr])))
+        by_setting.setdefault(setting(r), []).append(val_accuracy(r))
+    order = sorted(by_setting, key=lambda s: (float(s.rpartition("@")[2]), s))
+    return max(order, key=lambda s: float(np.mean(by_setting[s])))
 
 
 def entries(runs: Sequence[Run], min_train_accuracy: float) -> dict[Key, Entry]:
@@ -87,9 +101,9 @@ def entries(runs: Sequence[Run], min_train_accuracy: float) -> dict[Key, Entry]:
         groups.setdefault((r["task"], r["model"], r["variant"]), []).append(r)
     out = {}
     for key, group in groups.items():
-        lr = choose_lr(group)
-        chosen = tuple(sorted((r for r in group if str(r["lr"]) == lr), key=lambda r: r["seed"]))
-        out[key] = Entry(lr, len({str(r["lr"]) for r in group}), chosen, max(r["ood_score"] for r in group),
+        chosen_setting = choose_setting(group)
+        chosen = tuple(sorted((r for r in group if setting(r) == chosen_setting), key=lambda r: r["seed"]))
+        out[key] = Entry(chosen_setting, len({setting(r) for r in group}), chosen, max(r["ood_score"] for r in group),
                          sum(r["train_accuracy"] < min_train_accuracy for r in chosen))
     return out
 
@@ -99,20 +113,14 @@ def worst_length(run: Run, train_max_length: int) -> float:
     return min(a for k, a in run["accuracy_per_length"].items() if int(k) > train_max_length)
 
 
-def per_seed_means(cells: Mapping[Any, Mapping[Any, Sequence[float]]]) -> tuple[list[Any], np.ndarray]:
-    """``{unit: {seed: values}}`` -> (seeds every unit has, ``[n_seeds, len(values)]`` means over units)."""
-    seeds = sorted(set.intersection(*(set(by_seed) for by_seed in cells.values()))) if cells else []
-    return seeds, np.asarray([np.mean([cells[u][s] for u in cells], axis=0) for s in seeds], dtype=np.float64)
-
-
 def underfit_flag(k: int, n: int) -> str:
     """`` ⚠k/n under-fit`` when ``k`` of ``n`` runs under-fit, else empty."""
     return f" ⚠{k}/{n} under-fit" if k else ""
 
 
 def entry_text(e: Entry) -> str:
-    """``OOD mean [lo, hi] (best) · in-dist mean``, the chosen lr when several were swept, the under-fit flag."""
-    lr, flag = f" @{e.lr}" if e.num_lrs > 1 else "", underfit_flag(e.underfit, len(e.runs))
+    """``OOD mean [lo, hi] (best) · in-dist mean``, the chosen setting when several were swept, the under-fit flag."""
+    lr, flag = f" @{e.setting}" if e.num_settings > 1 else "", underfit_flag(e.underfit, len(e.runs))
     return f"{ci_text(*e.ci)} ({pct(e.best)}) · {pct(float(np.mean(e.in_dist)))}{lr}{flag}"
 
 
@@ -225,3 +233,27 @@ def table3(es: Mapping[Key, Entry], min_train_accuracy: float) -> str | None:
     tasks = sorted({u.split("/", 1)[1] for u in common})
     return (markdown_table(["attention", *encodings], [[a, *(text(a, p) for p in encodings)] for a in attentions])
             + f"\n\nTasks in every cell ({len(tasks)}): {', '.join(tasks) or 'none'}.")
+
+
+def fit_table(es: Mapping[Key, Entry]) -> str:
+    """Task × model: runs that reached the fit threshold, the median steps to fit, and why the others stopped."""
+    columns = key_order(es)
+    rows = [[task, *(fit_text(es[(task, m, v)].runs) if (task, m, v) in es else "–" for m, v in columns)]
+            for task in task_order(t for t, _, _ in es)]
+    return markdown_table(["task", *(label(m, v) for m, v in columns)], rows)
+
+
+def fit_counts(es: Mapping[Key, Entry], min_train_accuracy: float) -> list[str]:
+    """Per model family: runs below ``min_train_accuracy`` in distribution, and the runs of each fit label."""
+    return [fit_count_line(model, [r for (_, m, _), e in es.items() if m == model for r in e.runs], min_train_accuracy)
+            for model in sorted({m for _, m, _ in es}, key=model_rank)]
+
+
+def pilot_table(runs: Sequence[Run]) -> tuple[str, dict[str, str]]:
+    """The recipe pilot per (model, setting) over the tasks (:func:`attnjax.sweep.fitting.pilot_table`)."""
+    return fitting.pilot_table(runs, setting, lambda r: r["task"], task_order(r["task"] for r in runs), model_rank)
+
+
+def fit_check_table(runs: Sequence[Run]) -> str | None:
+    """Stopping at fit vs the budget per (task, model) (:func:`attnjax.sweep.fitting.fit_check_table`)."""
+    return fitting.fit_check_table(runs, lambda r: (r["task"], label(r["model"], r["variant"])), ("task", "model"))

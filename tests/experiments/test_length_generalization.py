@@ -14,7 +14,8 @@ from experiments.length_generalization import config as lg_config
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--config.tasks=parity_check,stack_manipulation", "--config.num_seeds=2", "--config.num_steps=3",
         "--config.train_max_length=2", "--config.test_max_length=4", "--config.batch_size=4",
-        "--config.eval_batch_size=4", "--config.eval_bucket=2", "--config.log_every=2",
+        "--config.eval_batch_size=4", "--config.eval_bucket=2", "--config.validate_every=2",
+        "--config.val_batch_size=2", "--config.warmup_steps=1",
         "--config.lstm.hidden_size=4", "--config.transformer.d_model=8", "--config.transformer.mlp_dim=8",
         "--config.transformer.num_layers=1", "--config.transformer.num_heads=2",
         "--config.attentions=cosine", "--config.positionals=alibi", "--config.progress=off",
@@ -43,8 +44,12 @@ def test_cli_tiny_grid_writes_results_and_resumes(tmp_path):
         acc = run["accuracy_per_length"]
         assert run["ood_score"] == pytest.approx((acc["3"] + acc["4"]) / 2)
         assert 0.0 <= run["train_accuracy"] <= 1.0
+        # Train to fit: validated at steps 2 and 3 (the budget), and why it stopped.
+        assert [step for step, _ in run["val_curve"]] == [2, 3][:len(run["val_curve"])]
+        assert run["stop_reason"] in ("fit", "budget") and run["steps_trained"] == run["val_curve"][-1][0]
     summary = (workdir / "summary.md").read_text()
     assert "## Table 1" in summary and "| (a) parity_check: lstm |" in summary  # ours vs published
+    assert "## Fit: steps to fit" in summary
     for name in ("accuracy_vs_length.png", "encoding_heatmap.png", "attention_maps.png"):
         assert (workdir / name).read_bytes()[:4] == b"\x89PNG"
     maps = [r for r in runs if "attention_maps" in r]
@@ -55,7 +60,8 @@ def test_cli_tiny_grid_writes_results_and_resumes(tmp_path):
             assert len(weights) == size and all(abs(sum(row) - 1) < 1e-3 for row in weights)
     logs = sorted(os.listdir(workdir / "logs"))
     assert len(logs) == 12
-    assert [json.loads(line)["step"] for line in (workdir / "logs" / logs[0]).read_text().splitlines()] == [2, 3]
+    steps = [json.loads(line)["step"] for line in (workdir / "logs" / logs[0]).read_text().splitlines()]
+    assert steps in ([2], [2, 3])  # [2]: fit at once (a threshold twice in a row needs two checks, unless 3 fit)
     assert not [f for f in os.listdir(workdir) if f.endswith(".tmp")]
     # Same command again: every cell is done, nothing trains, the results are unchanged.
     again = _cli(tmp_path, f"--workdir={workdir}", *TINY)
@@ -146,18 +152,36 @@ def test_a_field_the_model_block_lacks_fails_before_any_file(tmp_path, override)
     assert not workdir.exists()
 
 
-def test_recipe_keys_build_the_optimizer_and_enter_the_fingerprint_only_when_changed():
-    config = lg_config.get_config()
-    cell = lg.cells(config)[3]
-    before = lg.EXPERIMENT.fingerprint(config, cell)
+def test_recipe_names_build_each_models_optimizer_and_enter_its_fingerprint():
     from attnjax.sweep.training import recipe
-    from attnjax.train import make_optimizer, make_recipe_optimizer
+    from attnjax.train import Recipe, make_optimizer, make_recipe_optimizer
 
-    # Today's default is Adam + clipping + a constant rate: the very optimizer the study built before recipes.
-    assert make_recipe_optimizer(recipe(config, cell["lr"]), config.num_steps) is make_optimizer(3e-4, 1.0)
-    config.schedule, config.warmup_steps, config.optimizer, config.weight_decay = "warmup_cosine", 150, "adamw", 1e-4
-    lg.validate(config)
-    assert lg.EXPERIMENT.fingerprint(config, cell) != before
+    config = lg_config.get_config()
+    config.recipes.lstm = "adam+constant"
+    lstm_cell, transformer_cell = lg.cells(config)[0], lg.cells(config)[3]
+    assert (lstm_cell["recipe"], transformer_cell["recipe"]) == ("adam+constant", "adamw+warmup_cosine")
+    # Adam at a constant rate is the very optimizer the study built before recipes; warmup and decay do not
+    # apply to it.
+    assert make_recipe_optimizer(recipe(config, lstm_cell["lr"], lstm_cell["recipe"]),
+                                 config.num_steps) is make_optimizer(3e-3, 1.0)
+    assert recipe(config, "1e-3", "adamw+warmup_cosine") == Recipe(
+        optimizer="adamw", learning_rate=1e-3, schedule="warmup_cosine", warmup_steps=150, final_fraction=0.01,
+        weight_decay=0.01)  # the cpu preset's warmup: 5% of its 3,000-step budget
+    # Warmup is part of the warmup_cosine cell's recipe only: the constant-rate cell keeps its fingerprint.
+    before = [lg.EXPERIMENT.fingerprint(config, c) for c in (lstm_cell, transformer_cell)]
+    config.warmup_steps = 300
+    assert lg.EXPERIMENT.fingerprint(config, lstm_cell) == before[0]
+    assert lg.EXPERIMENT.fingerprint(config, transformer_cell) != before[1]
     config.warmup_steps = config.num_steps
     with pytest.raises(ValueError, match="warmup_steps"):
+        lg.validate(config)
+    config.warmup_steps, config.recipes.lstm = 150, "adam+cosine"
+    with pytest.raises(ValueError, match="'adam\\+cosine'"):
+        lg.validate(config)
+
+
+def test_stopping_keys_are_checked_before_training():
+    config = lg_config.get_config()
+    config.stopping.threshold = 1.5
+    with pytest.raises(ValueError, match="threshold"):
         lg.validate(config)

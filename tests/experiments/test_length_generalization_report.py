@@ -117,10 +117,10 @@ def test_lr_chosen_on_in_distribution_accuracy_not_test_lengths():
     assert cell.startswith("52.0 [") and "(84.0)" in cell and "@1e-3" in cell  # best = paper stat over lrs
     assert "under-fit" not in cell  # the under-fit lr is not the averaged one
     es = tables.entries(report.ok_runs(results), 0.9)
-    assert es[("parity_check", "transformer", STD)].lr == "1e-3"
+    assert es[("parity_check", "transformer", STD)].setting == "1e-3"
     # Ties go to the smaller lr, whatever the order in the file.
     tie = [{"lr": "1e-3", "train_accuracy": 0.9}, {"lr": "3e-4", "train_accuracy": 0.9}]
-    assert tables.choose_lr(tie) == "3e-4" and tables.choose_lr(tie[::-1]) == "3e-4"
+    assert tables.choose_setting(tie) == "3e-4" and tables.choose_setting(tie[::-1]) == "3e-4"
 
 
 def _randomized_specs(diffs_by_task, std_by_seed=(0.3, 0.6, 0.9), encoding="sinusoidal"):
@@ -299,7 +299,11 @@ def test_write_report_files_failed_cells_and_no_temp_files(tmp_path):
         assert f"![{name}]({name})" in text
     assert "## Failed cells (1)" in text
     assert "- `task=bucket_sort/model=lstm/variant=-/lr=1e-3/seed=0`: FloatingPointError: loss is nan" in text
-    assert "1 failed" in text and "wall time 3m36s" in text  # 18 ok runs x 12 s
+    # 18 ok runs x 12 s of cell time; no wall time recorded (the runner records it as wall_seconds)
+    assert "1 failed" in text and "3m36s of train + eval over the cells" in text and "wall time" not in text
+    results = dict(_results(specs), wall_seconds=61.0, complete=False, num_cells=40)
+    assert "wall time 1m01s, 3m36s of train" in report.summary_markdown(results)
+    assert "**Partial: 19 of 40 cells so far.**" in report.summary_markdown(results)
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp") or f.startswith(".")]
     # Recurrent models only: no heatmap, and the summary does not link one.
     other = tmp_path / "recurrent"
@@ -336,3 +340,79 @@ def test_accuracy_figure_panels_bands_chance_and_underfit_dashes():
         assert "lstm" in legend and any("under-fit" in t for t in legend)
     finally:
         plt.close(fig)
+
+
+def _fit_run(task, model, recipe, lr, val_curve, stop, steps_to_fit, seed=100, ood=0.5):
+    cell = {"task": task, "model": model, "variant": "-" if model != "transformer" else STD, "recipe": recipe,
+            "lr": lr, "seed": seed}
+    acc = {str(k): val_curve[-1][1] for k in range(1, N + 1)} | {str(k): ood for k in range(N + 1, M + 1)}
+    metrics = {"train_accuracy": val_curve[-1][1], "ood_score": ood, "accuracy_per_length": acc, "num_params": 10,
+               "train_seconds": 1.0, "eval_seconds": 1.0, "final_train_loss": 0.1, "val_curve": val_curve,
+               "stop_reason": stop, "steps_to_fit": steps_to_fit, "steps_trained": val_curve[-1][0]}
+    return "/".join(f"{k}={v}" for k, v in cell.items()), {"cell": cell, "status": "ok", "metrics": metrics}
+
+
+def _fit_results(cells, **config):
+    results = _results([], **config)
+    results["config"].update(stopping=dict(threshold=0.99, consecutive=2, flat_steps=3000, min_gain=0.01,
+                                           stop_at_fit=True), validate_every=250,
+                             recipes={"lstm": "adam+constant", "transformer": "adam+constant"})
+    results["cells"] = dict(cells)
+    return results
+
+
+def test_fit_labels_and_the_fit_table():
+    fitted = [[250, 0.5], [500, 0.995], [750, 1.0]]
+    cells = [_fit_run("parity_check", "lstm", "adam+constant", "1e-3", fitted, "fit", 500, seed=s) for s in (0, 1)]
+    cells.append(_fit_run("parity_check", "lstm", "adam+constant", "1e-3", [[250, 0.5], [10_000, 0.8]], "budget",
+                          None, seed=2))
+    cells.append(_fit_run("parity_check", "transformer", "adam+constant", "1e-3", [[250, 0.5], [3500, 0.5]], "flat",
+                          None, seed=0))
+    text = report.summary_markdown(_fit_results(cells))
+    row = _table(text, "## Fit")[0]
+    assert row["lstm"] == "2/3 fit @500 · 1 under-trained"
+    assert row[f"transformer {STD}"] == "0/1 fit · 1 does not fit at this size"
+    assert "- lstm: 1 of 3 runs (33.3%) below 90.0% in distribution; 2 fit, 1 under-trained" in text
+    assert "train to fit (validation accuracy ≥ 99.0% at 2 checks in a row" in text
+    assert "Recipe pilot" not in text  # one setting per model: no pilot table
+
+
+def test_pilot_chooses_on_validation_accuracy_and_ties_go_to_fewer_steps():
+    cells = []
+    for task in ("parity_check", "reverse_string"):
+        cells.append(_fit_run(task, "transformer", "adam+constant", "3e-4", [[3000, 0.80]], "flat", None, ood=0.9))
+        cells.append(_fit_run(task, "transformer", "adamw+warmup_cosine", "1e-3", [[2000, 0.995]], "fit", 1750))
+        cells.append(_fit_run(task, "transformer", "adam+warmup_cosine", "1e-3", [[4000, 0.995]], "fit", 3750))
+    text = report.summary_markdown(_fit_results(cells))
+    rows = {r["recipe@lr"].strip("*"): r for r in _table(text, "## Recipe pilot")}
+    assert rows["adam+constant@3e-4"]["mean"] == "80.0"  # the best OOD score does not choose it
+    assert rows["adamw+warmup_cosine@1e-3"]["mean"] == "**99.5**"  # equal accuracy, fewer steps: chosen
+    assert rows["adam+warmup_cosine@1e-3"]["mean"] == "99.5" and rows["adam+warmup_cosine@1e-3"]["mean steps"] == "4,000"
+    assert "transformer adamw+warmup_cosine@1e-3." in text
+
+
+def test_unfit_curves_figure_has_a_panel_per_task_with_unfit_runs(tmp_path):
+    cells = [_fit_run("parity_check", "lstm", "adam+constant", "1e-3", [[250, 0.5], [500, 0.6]], "budget", None),
+             _fit_run("reverse_string", "lstm", "adam+constant", "1e-3", [[250, 1.0], [500, 1.0]], "fit", 250)]
+    runs = report.ok_runs(_fit_results(cells))
+    fig = report.unfit_curves_figure(runs, _fit_results(cells)["config"])
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["parity_check"] and len(shown[0].lines) == 2  # curve + threshold
+    assert report.unfit_curves_figure(runs[1:], _fit_results(cells)["config"]) is None
+
+
+def test_fit_check_pairs_each_run_at_fit_with_itself_at_the_budget():
+    cells = []
+    for seed, (at_fit, at_budget) in enumerate([(0.50, 0.60), (0.40, 0.44), (0.70, 0.78)]):
+        task, cell = _fit_run("reverse_string", "lstm", "adam+constant", "1e-3", [[500, 1.0], [10_000, 1.0]],
+                              "budget", 250, seed=seed, ood=at_budget)
+        cell["metrics"]["at_fit"] = {"step": 500, "train_accuracy": 1.0, "ood_score": at_fit}
+        cells.append((task, cell))
+    cells.append(_fit_run("parity_check", "lstm", "adam+constant", "1e-3", [[500, 0.6]], "flat", None))  # no pair
+    rows = _table(report.summary_markdown(_fit_results(cells)), "## Stopping at fit")
+    mean, low, high = stats.mean_ci([0.10, 0.04, 0.08])
+    assert rows[0] == {"task": "reverse_string", "model": "lstm", "OOD at fit": "53.3", "OOD at budget": "60.7",
+                       "Δ budget − fit [95% CI]": f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]",
+                       "seeds": "3"}
+    assert rows[-1]["task"] == "**all**" and rows[-1]["model"] == "1 units"
+    assert "## Stopping at fit" not in report.summary_markdown(_fit_results(cells[-1:]))

@@ -28,7 +28,8 @@ def _tiny(**overrides):
     c = lg_config.get_config("cpu")
     c.tasks, c.models, c.randomized, c.num_seeds = "parity_check", "transformer", "true", 2
     c.train_max_length, c.test_max_length, c.eval_bucket = 3, 5, 0
-    c.batch_size, c.eval_batch_size, c.num_steps, c.log_every = 8, 8, STEPS, 3
+    c.batch_size, c.eval_batch_size, c.val_batch_size, c.num_steps, c.validate_every = 8, 8, 8, STEPS, 3
+    c.warmup_steps = 1
     c.transformer.update(dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=8, dropout_rate=0.1))
     c.attention_map_task, c.progress = "", "off"
     c.workers = "1"  # in this process: the tests patch it and count its devices (a str field, as on the CLI)

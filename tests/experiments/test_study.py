@@ -12,7 +12,8 @@ from experiments.mnist1d import config as mnist1d_config
 TINY = {
     "length_generalization": lambda: _override(lg_config.get_config(), tasks="parity_check", models="lstm",
                                                num_seeds=1, num_steps=3, train_max_length=2, test_max_length=3,
-                                               batch_size=8, eval_batch_size=8, eval_bucket=0, log_every=3, progress="off"),
+                                               batch_size=8, eval_batch_size=8, eval_bucket=0, validate_every=3,
+                                               val_batch_size=8, warmup_steps=1, progress="off"),
     "mnist1d": lambda: _override(mnist1d_config.get_config(), models="logistic", datasets="normal",
                                  train_sizes="100", num_seeds=1, num_steps=3, log_every=3, progress="off"),
 }

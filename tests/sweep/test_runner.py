@@ -59,9 +59,10 @@ def test_interrupted_sweep_resumes_and_matches_uninterrupted(tmp_path):
     assert calls == ["task=b/seed=0", "task=b/seed=1", "task=c/seed=0", "task=c/seed=1"]
     assert resumed["complete"] and _values(resumed) == _values(full)
     assert list(resumed["cells"]) == list(full["cells"])  # grid order in the file
+    assert resumed["wall_seconds"] >= partial["wall_seconds"] >= 0  # summed over the two runs
     calls = []
-    _run(_experiment(calls), _config(), str(tmp_path / "cut"))
-    assert calls == []  # nothing left to do
+    again = _run(_experiment(calls), _config(), str(tmp_path / "cut"))
+    assert calls == [] and again["wall_seconds"] == resumed["wall_seconds"]  # nothing left to do, nothing added
 
 
 def test_failed_cell_is_recorded_rest_completes_and_retried(tmp_path):
