@@ -152,6 +152,7 @@ def unfit_curves_figure(runs: Sequence[Run], panel: Callable[[Run], str], line: 
             ax.plot(steps, 100 * np.asarray(accuracy), color=colors[line(r)], linewidth=0.8,
                     linestyle="-" if fit_label(r) == "under-trained" else "--")
         ax.axhline(100 * threshold, color="0.4", linestyle=":", linewidth=1)
+        ax.set_ylim(top=max(ax.get_ylim()[1], 100 * threshold + 1))  # the threshold stays in view
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("step", fontsize=7)
         ax.set_ylabel("validation accuracy (%)", fontsize=7)

@@ -214,11 +214,15 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
            STATISTIC.format(n=n, floor=f"{pct(floor)}%")]
     train_to_fit = all(r.get("val_curve") for r in runs)
     if train_to_fit and len({(r["model"], tables.setting(r)) for r in runs}) > len({r["model"] for r in runs}):
-        table, chosen = tables.pilot_table(runs)  # a pilot's page leads with its choice
+        table, chosen = tables.pilot_table(runs)  # a pilot's page (and a fit check's) leads with its answer
         out += ["", "## Recipe pilot: in-distribution validation accuracy", "", table, "",
                 "Validation accuracy at the step each run stopped (held-out examples at the training lengths; test "
                 "lengths play no part). Chosen per model (bold): the best mean over the tasks, ties to fewer steps: "
                 + "; ".join(f"{m} {s}" for m, s in chosen.items()) + "."]
+    if check := tables.fit_check_table(runs):
+        out += ["", "## Stopping at fit vs training to the budget", "", check, "",
+                "Runs that fit, scored when they first fit and again after training on to the step budget (the same "
+                "run, so the two are paired by seed); Δ > 0: training past the fit raised the OOD score."]
     if es:
         ceilings = {t: position_blind_ceiling(TASKS[t], n, config["test_max_length"]) for t in {t for t, _, _ in es}
                     if not TASKS[t].is_classification}
@@ -232,10 +236,6 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
                 "median step at which they did, then the others: *under-trained* (stopped by the step budget while "
                 "still rising) or *does not fit at this size* (stopped flat below the threshold)."
                 + (f" Their validation curves: `{UNFIT_FILE}`." if UNFIT_FILE in figures else "")]
-    if check := tables.fit_check_table(runs):
-        out += ["", "## Stopping at fit vs training to the budget", "", check, "",
-                "Runs that fit, scored when they first fit and again after training on to the step budget (the same "
-                "run, so the two are paired by seed); Δ > 0: training past the fit raised the OOD score."]
     effects = tables.randomization_effects(es)
     if effects:
         out += ["", "## Table 2: randomized vs standard positions (Transformer)", "", tables.table2(effects), "",

@@ -130,7 +130,7 @@ def run_cell(cell: sweep.Cell, config: ml_collections.ConfigDict, context: sweep
     train_rng, mesh, t0 = cell.rng("train_data", ("task", "seed")), data_mesh(config.mesh_data), time.perf_counter()
     rule, options = stop_rule(config), context.fit_options(cell)
 
-    def train(state: TrainState, num_steps: int, stop: Any, options: dict[str, Any]) -> tuple[TrainState, list]:
+    def train(state: TrainState, num_steps: int, stop: Callable, options: dict[str, Any]) -> tuple[TrainState, list]:
         return fit(state, lambda _: data.training_batch(task, train_rng, config.batch_size, config.train_max_length,
                                                         per_example_lengths=config.per_example_lengths),
                    num_steps, rng=cell.key("steps"), mesh=mesh, log_every=config.validate_every, log_file=log_file,
