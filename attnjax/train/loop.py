@@ -221,6 +221,7 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
         first = int(jax.device_get(state.step))
         if history and "stop" in history[-1]:  # a resumed run that had stopped
             first = end_step
+        stopped = False  # set when the stop rule ends the run (or marks the budget) at a log record
         counts: list[tuple[int, int]] = []  # (examples, tokens) of the window's steps run by this call
         t0 = time.perf_counter()
         with tqdm(total=num_steps, initial=first - start_step, disable=not progress, desc=description,
@@ -245,6 +246,7 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
                     reason = None if stop is None else stop(history)
                     if stop is not None and (reason is not None or step + 1 == end_step):
                         record["stop"] = reason or "budget"
+                        stopped = True
                     if log_file is not None:
                         log_file.write(json.dumps(record) + "\n")
                         log_file.flush()
@@ -253,7 +255,6 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
                     bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
                     bar.update(len(counts))
                     window, counts, t0 = [], [], time.perf_counter()  # validation time is not step time
-                stopped = bool(history) and "stop" in history[-1] and history[-1]["step"] == step + 1
                 if checkpointer is not None and (step + 1 == end_step or stopped or (
                         checkpoint_every is not None and (step + 1) % checkpoint_every == 0)):
                     checkpointer.save(step + 1, _checkpoint_arrays(state, rng), _checkpoint_meta(history, window, gens))

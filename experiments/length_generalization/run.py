@@ -129,13 +129,14 @@ def run_cell(cell: sweep.Cell, config: ml_collections.ConfigDict, context: sweep
     # Data streams depend on (task, seed) only: every model of a seed sees the same examples.
     train_rng, mesh, t0 = cell.rng("train_data", ("task", "seed")), data_mesh(config.mesh_data), time.perf_counter()
     rule, options = stop_rule(config), context.fit_options(cell)
+    held_out = validation(cell, config, task, mesh)  # drawn once: both parts of a fit check see the same set
 
     def train(state: TrainState, num_steps: int, stop: Callable, options: dict[str, Any]) -> tuple[TrainState, list]:
         return fit(state, lambda _: data.training_batch(task, train_rng, config.batch_size, config.train_max_length,
                                                         per_example_lengths=config.per_example_lengths),
                    num_steps, rng=cell.key("steps"), mesh=mesh, log_every=config.validate_every, log_file=log_file,
                    step_fn=make_train_step(micro_batches=config.micro_batches),
-                   validate=validation(cell, config, task, mesh), stop=stop,
+                   validate=held_out, stop=stop,
                    # Checkpoints save train_rng's position: a resumed cell draws the same batches.
                    data_rng=train_rng, **options)
 
