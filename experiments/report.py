@@ -12,15 +12,11 @@ in place and joined into one combined summary. Nothing here trains or reads a lo
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib
-import os
 import sys
-from typing import Sequence
 
 from attnjax import sweep
-from attnjax.results import write_text
 from attnjax.sweep import pages
 
 STUDIES = ("length_generalization", "mnist1d", "seq2seq_attention", "associative_recall")
@@ -41,32 +37,8 @@ def experiment_for(name: str) -> sweep.Experiment:
 # The page machinery (attnjax.sweep.pages) with this repository's studies.
 rebuild = functools.partial(pages.rebuild, experiment_for)
 publish = functools.partial(pages.publish, experiment_for)
-combined_summary = pages.combined_summary
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="workdirs holding a results.json (none: "
-                        "rebuild docs/results/ and the README's tables from the committed results/)")
-    parser.add_argument("--out", default=os.path.join("results", "summary.md"), help="the combined summary")
-    args = parser.parse_args(argv)
-    if not args.run_dirs:
-        for page in publish():
-            print(f"rebuilt {page}")
-        return 0
-    parts = []
-    for run_dir in args.run_dirs:
-        try:
-            name, summary = rebuild(run_dir)
-        except ValueError as err:
-            parser.error(str(err))
-        print(f"{name}: rebuilt {os.path.join(run_dir, 'summary.md')}")
-        parts.append((name, run_dir, summary))
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
-    write_text(args.out, combined_summary(parts, out_dir))
-    print(f"combined summary: {args.out}")
-    return 0
+combine = functools.partial(pages.write_combined, experiment_for)
+main = functools.partial(pages.main, experiment_for)  # the command line above
 
 
 if __name__ == "__main__":

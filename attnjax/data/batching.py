@@ -171,3 +171,14 @@ def length_batch(task: Task, rng: np.random.Generator, batch_size: int, length: 
     length = _positive_int("length", length)
     pad_to = task.sequence_length(length) if pad_to is None else pad_to
     return make_batch(task, rng, np.full((_positive_int("batch_size", batch_size),), length), pad_to)
+
+
+def fixed_size_batches(batch: Batch, size: int, n: int | None = None) -> list[Batch]:
+    """The first ``n`` rows (default: all) of ``batch`` (arrays ``[N, ...]`` with ``loss_mask`` and
+    ``seq_lengths``) as batches of exactly ``size`` rows, so an evaluation compiles one program: the last batch
+    is padded with all-zero rows, unscored (``loss_mask`` 0) and as long as the first row (``seq_lengths``).
+    """
+    n = len(batch["seq_lengths"]) if n is None else n
+    padded = {k: np.concatenate([v[:n], np.zeros((-n % size, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+    padded["seq_lengths"][n:] = batch["seq_lengths"][0]
+    return [{k: v[i:i + size] for k, v in padded.items()} for i in range(0, n, size)]

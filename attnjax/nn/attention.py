@@ -8,8 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from attnjax.ops.attention_config import AttentionConfig
 from attnjax.ops.positional import rope
-from attnjax.ops.registry import get_spec
 
 # Keywords that change how an attention output is computed (or perturb it in training) but not the
 # attention weights themselves: they are not passed to a variant's ``weights_fn``.
@@ -29,18 +29,15 @@ class MultiHeadAttention(nn.Module):
             multi-query); ``None`` means ``N``.
         head_dim: ``H``.
         out_features: output size; ``None`` keeps the query input's ``D``.
-        attention: name of a variant in :data:`attnjax.ops.registry.ATTENTION`. Its own parameters
-            (a temperature, score projections, random features) become the ``attention_params`` entry of
-            this layer's params; fixed ones (Performer features) are read through ``stop_gradient``.
+        attention: the attention: an :class:`attnjax.ops.AttentionConfig` (variant, its fixed options,
+            implementation, block sizes) or a variant name of :data:`attnjax.ops.registry.ATTENTION`. The
+            variant's own parameters (a temperature, score projections, random features) become the
+            ``attention_params`` entry of this layer's params; fixed ones (Performer features) are read
+            through ``stop_gradient``. Call-time ``**attention_kwargs`` win over its options.
         attention_fn: a custom ``(query [B,T,N,H], key [B,S,K,H], value, bias, mask, **kwargs) ->
             [B,T,N,H]`` with the keywords of ``jax.nn.dot_product_attention``; overrides ``attention``.
-        attention_options: the variant's own fixed keywords (e.g. ``(("local_window_size", 4),)``) as
-            ``(name, value)`` pairs, passed on every call (call-time ``**attention_kwargs`` win).
         dropout_rate: dropout on the attention weights, passed to the op as ``dropout_rate`` with
             ``dropout_rng = make_rng("dropout")`` when called with ``deterministic=False``.
-        implementation: passed to the op as ``implementation=`` when not None (``"dense"``,
-            ``"blockwise"``, ...; the values a variant takes are its spec's ``implementations``).
-        block_sizes: ``attnjax.ops.BlockSizes`` passed as ``block_sizes=`` when not None.
         sow_weights: sow the ``[B, N, T, S]`` float32 attention weights (from the variant's registered
             ``weights_fn``) into the ``"intermediates"`` collection as ``attention_weights``. Off: the
             weights are never computed.
@@ -56,12 +53,9 @@ class MultiHeadAttention(nn.Module):
     head_dim: int
     num_kv_heads: int | None = None
     out_features: int | None = None
-    attention: str = "dot_product"
+    attention: AttentionConfig | str = AttentionConfig()
     attention_fn: Callable[..., jnp.ndarray] | None = None
-    attention_options: tuple[tuple[str, Any], ...] = ()
     dropout_rate: float = 0.0
-    implementation: str | None = None
-    block_sizes: Any = None
     sow_weights: bool = False
     rope_fraction: float = 1.0
     rope_base: float = 10_000.0
@@ -117,10 +111,11 @@ class MultiHeadAttention(nn.Module):
             query = rope(query, rotary_positions, base=self.rope_base, fraction=self.rope_fraction)
             key = rope(key, rotary_positions, base=self.rope_base, fraction=self.rope_fraction)
         attention_fn, spec = self.attention_fn, None
-        attention_kwargs = {**dict(self.attention_options), **attention_kwargs}
         if attention_fn is None:
-            spec = get_spec(self.attention)
+            attention = AttentionConfig.of(self.attention)
+            spec = attention.spec
             attention_fn = spec.fn
+            attention_kwargs = {**attention.keywords(), **attention_kwargs}
             if spec.init_params is not None:
                 params = self.param("attention_params", lambda rng: spec.init_params(
                     rng, head_dim=self.head_dim, num_heads=self.num_heads))
@@ -138,10 +133,6 @@ class MultiHeadAttention(nn.Module):
             self.sow("intermediates", "attention_weights", spec.weights_fn(query, key, bias, mask, **masks,
                                                                            **math_kwargs))
         run_kwargs = {}
-        if self.implementation is not None:
-            run_kwargs["implementation"] = self.implementation
-        if self.block_sizes is not None:
-            run_kwargs["block_sizes"] = self.block_sizes
         if self.dropout_rate > 0.0 and not deterministic:
             run_kwargs.update(dropout_rate=self.dropout_rate, dropout_rng=self.make_rng("dropout"))
         out = attention_fn(query, key, value, bias, mask, **masks, **{**run_kwargs, **attention_kwargs})

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax.nn.attention import MultiHeadAttention
+from attnjax.nn.execution import Execution, check_sequence_parallel
 from attnjax.nn.positional import PositionalEncoding, PositionalInputs
 from attnjax.nn.tokens import embed_tokens
 from attnjax.nn.transformer_config import ACTIVATIONS, KERNEL_INITS, TransformerConfig
@@ -22,28 +23,28 @@ from attnjax.ops import positional as P
 from attnjax.parallel.sequence import RingAttentionFn, axis_is_bound, local_positions
 
 
-def _layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=cfg.norm_epsilon, dtype=cfg.dtype, name=name)
+def _layer_norm(cfg: TransformerConfig, run: Execution, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=cfg.norm_epsilon, dtype=run.dtype, name=name)
 
 
-def _dense(cfg: TransformerConfig, features: int, name: str) -> nn.Dense:
-    return nn.Dense(features, dtype=cfg.dtype, kernel_init=KERNEL_INITS[cfg.kernel_init], name=name)
+def _dense(cfg: TransformerConfig, run: Execution, features: int, name: str) -> nn.Dense:
+    return nn.Dense(features, dtype=run.dtype, kernel_init=KERNEL_INITS[cfg.kernel_init], name=name)
 
 
-def _sequence_sharded(module: nn.Module, cfg: TransformerConfig) -> bool:
-    """True when ``module`` sees one shard of a sequence split over ``cfg.sequence_parallel_axis``.
+def _sequence_sharded(module: nn.Module, run: Execution) -> bool:
+    """True when ``module`` sees one shard of a sequence split over ``run.sequence_parallel_axis``.
 
     ``init`` may run outside ``shard_map`` (the parameters do not depend on the split): it then sees the
     whole sequence. ``apply`` must run inside; ring attention raises otherwise.
     """
-    if cfg.sequence_parallel_axis is None:
+    if run.sequence_parallel_axis is None:
         return False
-    return not (module.is_initializing() and not axis_is_bound(cfg.sequence_parallel_axis))
+    return not (module.is_initializing() and not axis_is_bound(run.sequence_parallel_axis))
 
 
-def readout(cfg: TransformerConfig, output_size: int, h: jnp.ndarray) -> jnp.ndarray:
+def readout(cfg: TransformerConfig, run: Execution, output_size: int, h: jnp.ndarray) -> jnp.ndarray:
     """``[..., D]`` -> ``[..., C]`` float32 logits (a biased linear layer named ``logits``)."""
-    return _dense(cfg, output_size, "logits")(h).astype(jnp.float32)
+    return _dense(cfg, run, output_size, "logits")(h).astype(jnp.float32)
 
 
 class Embedding(nn.Module):
@@ -57,14 +58,16 @@ class Embedding(nn.Module):
     Attributes:
         config: :class:`TransformerConfig`.
         vocab_size: ``V`` for integer ids; None: float inputs only, ``F`` read from their last axis.
+        execution: :class:`Execution` (its ``dtype``).
     """
 
     config: TransformerConfig
     vocab_size: int | None = None
+    execution: Execution = Execution()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        cfg = self.config
+        cfg, dtype = self.config, self.execution.dtype
         init = (KERNEL_INITS[cfg.kernel_init] if cfg.embed_init_std is None
                 else nn.initializers.truncated_normal(cfg.embed_init_std))
         ids = jnp.issubdtype(x.dtype, jnp.integer)
@@ -74,10 +77,10 @@ class Embedding(nn.Module):
         if not ids and self.vocab_size is not None and x.shape[-1] != self.vocab_size:
             raise ValueError(f"float inputs [..., F] must have F == vocab_size={self.vocab_size}, got shape {x.shape}")
         kernel = self.param("kernel", init, (self.vocab_size if ids else x.shape[-1], cfg.d_model))
-        y = embed_tokens(x, kernel, cfg.dtype)
+        y = embed_tokens(x, kernel, dtype)
         if cfg.embed_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (cfg.d_model,)).astype(cfg.dtype)
-        return y * jnp.asarray(math.sqrt(cfg.d_model), cfg.dtype) if cfg.embed_scale else y
+            y = y + self.param("bias", nn.initializers.zeros, (cfg.d_model,)).astype(dtype)
+        return y * jnp.asarray(math.sqrt(cfg.d_model), dtype) if cfg.embed_scale else y
 
     def attend(self, h: jnp.ndarray) -> jnp.ndarray:
         """``h [..., D] @ kernel^T -> [..., F]`` float32 (weight tying; no bias, no scale)."""
@@ -94,30 +97,30 @@ class TransformerBlock(nn.Module):
         config: :class:`TransformerConfig`.
         causal: causal self-attention.
         cross_attention: add a cross-attention branch (a decoder block).
+        execution: :class:`Execution`.
     """
 
     config: TransformerConfig
     causal: bool = False
     cross_attention: bool = False
+    execution: Execution = Execution()
 
     def _attention(self, name: str) -> MultiHeadAttention:
-        cfg = self.config
+        cfg, run = self.config, self.execution
         # Sequence parallelism: attention over the split sequence goes round the ring (same parameters).
-        ring = (RingAttentionFn(cfg.sequence_parallel_axis, cfg.sequence_parallel_layout)
-                if _sequence_sharded(self, cfg) else None)
+        ring = (RingAttentionFn(run.sequence_parallel_axis, run.sequence_parallel_layout)
+                if _sequence_sharded(self, run) else None)
         return MultiHeadAttention(
             num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, attention=cfg.attention,
-            attention_fn=ring,
-            attention_options=cfg.attention_options, dropout_rate=cfg.attention_dropout_rate,
-            implementation=cfg.implementation, block_sizes=cfg.block_sizes, sow_weights=cfg.sow_attention_weights,
-            rope_fraction=cfg.rope_fraction, use_bias=cfg.attention_bias, dtype=cfg.dtype,
+            attention_fn=ring, dropout_rate=cfg.attention_dropout_rate, sow_weights=run.sow_attention_weights,
+            rope_fraction=cfg.rope_fraction, use_bias=cfg.attention_bias, dtype=run.dtype,
             kernel_init=KERNEL_INITS[cfg.kernel_init], name=name)
 
     def _residual(self, x, branch, name: str, train: bool):
-        cfg = self.config
-        h = branch(_layer_norm(cfg, f"{name}_norm")(x) if cfg.norm == "pre" else x)
+        cfg, run = self.config, self.execution
+        h = branch(_layer_norm(cfg, run, f"{name}_norm")(x) if cfg.norm == "pre" else x)
         x = x + nn.Dropout(cfg.dropout_rate, deterministic=not train)(h)
-        return _layer_norm(cfg, f"{name}_norm")(x) if cfg.norm == "post" else x
+        return _layer_norm(cfg, run, f"{name}_norm")(x) if cfg.norm == "post" else x
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, seq_lengths: jnp.ndarray | None = None, train: bool = False,
@@ -137,8 +140,8 @@ class TransformerBlock(nn.Module):
                 h, memory, key_value_seq_lengths=memory_lengths, deterministic=not train), "cross_attention", train)
 
         def mlp(h):
-            h = ACTIVATIONS[cfg.activation](_dense(cfg, cfg.mlp_dim, "mlp_in")(h))
-            return _dense(cfg, cfg.d_model, "mlp_out")(h)
+            h = ACTIVATIONS[cfg.activation](_dense(cfg, self.execution, cfg.mlp_dim, "mlp_in")(h))
+            return _dense(cfg, self.execution, cfg.d_model, "mlp_out")(h)
 
         return self._residual(x, mlp, "mlp", train)
 
@@ -153,11 +156,13 @@ class TransformerStack(nn.Module):
         config: :class:`TransformerConfig`.
         causal: causal self-attention (also makes ALiBi/T5 biases causal).
         cross_attention: decoder blocks attending to ``memory``.
+        execution: :class:`Execution`.
     """
 
     config: TransformerConfig
     causal: bool = False
     cross_attention: bool = False
+    execution: Execution = Execution()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, seq_lengths: jnp.ndarray | None = None, train: bool = False,
@@ -165,9 +170,10 @@ class TransformerStack(nn.Module):
         """Args: ``x [B, L, D]``; ``seq_lengths [B]`` (positions past it are padding, never attended to);
         ``train`` (dropout, randomized positions); ``memory [B, S, D]`` and ``memory_lengths [B]`` for
         cross-attention. Returns ``[B, L', D]``."""
-        cfg = self.config
-        if cfg.sequence_parallel_axis is not None and self.cross_attention:
-            raise ValueError(f"sequence_parallel_axis={cfg.sequence_parallel_axis!r} shards self-attention only; "
+        cfg, run = self.config, self.execution
+        check_sequence_parallel(cfg, run)
+        if run.sequence_parallel_axis is not None and self.cross_attention:
+            raise ValueError(f"sequence_parallel_axis={run.sequence_parallel_axis!r} shards self-attention only; "
                              f"a decoder with cross-attention (the seq2seq model) is not sequence-parallel")
         if cfg.pooling == "cls":
             cls = self.param("cls", nn.initializers.zeros, (cfg.d_model,))
@@ -178,16 +184,16 @@ class TransformerStack(nn.Module):
             x = x + positions.embedding.astype(x.dtype)
         x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
         for i in range(cfg.num_layers):
-            x = TransformerBlock(cfg, self.causal, self.cross_attention, name=f"block_{i}")(
+            x = TransformerBlock(cfg, self.causal, self.cross_attention, run, name=f"block_{i}")(
                 x, seq_lengths=seq_lengths, train=train, positions=positions, memory=memory,
                 memory_lengths=memory_lengths)
-        return _layer_norm(cfg, "final_norm")(x) if cfg.norm == "pre" else x
+        return _layer_norm(cfg, run, "final_norm")(x) if cfg.norm == "pre" else x
 
     def _positions(self, batch: int, length: int, seq_lengths, train: bool) -> PositionalInputs:
-        cfg = self.config
+        cfg, run = self.config, self.execution
         index = None  # [length] global positions of the local tokens when sequence-parallel
-        if _sequence_sharded(self, cfg):
-            index, length = local_positions(cfg.sequence_parallel_axis, cfg.sequence_parallel_layout, length)
+        if _sequence_sharded(self, run):
+            index, length = local_positions(run.sequence_parallel_axis, run.sequence_parallel_layout, length)
         if cfg.positions_from_end:
             # Counted from each sequence's own end, so padding never moves a real token's position.
             ends = jnp.full((batch,), length, jnp.int32) if seq_lengths is None else jnp.asarray(seq_lengths, jnp.int32)

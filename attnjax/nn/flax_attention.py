@@ -161,8 +161,13 @@ def flax_attention_fn(
 
     Numerics differ from Flax's function in one intended way: **a query row whose keys are all
     masked gives zeros** (and zero weights), where Flax, masking with ``finfo.min``, gives the mean of
-    the values (uniform weights). Otherwise they agree to float32 rounding; for a low-precision
-    ``dtype`` attnjax's logits and softmax are float32, so it is the more accurate of the two.
+    the values (uniform weights). Otherwise they agree to float32 rounding in float32.
+
+    **In bfloat16 (or float16) they differ by up to about 1e-2 on rows with visible keys** (a few
+    bfloat16 steps of an output of size ~1): attnjax keeps the logits and the softmax in float32 and
+    rounds only the result, where Flax rounds the logits and the weights to ``dtype`` too. attnjax's
+    output is the closer of the two to float32 attention on the same (rounded) inputs; compare
+    low-precision results with a tolerance of that size, not float32's.
 
     Raises:
         ValueError: mismatched ``query``/``key``/``value`` shapes, a ``mask`` or ``bias`` not
@@ -176,6 +181,20 @@ def flax_attention_fn(
             raise ValueError(f"{name} must be None for attnjax.nn.flax_attention_fn (attnjax computes Q K^T "
                              f"inside its own op, so a custom einsum cannot be honoured), got {fn!r}; use "
                              f"flax.linen.dot_product_attention for custom or quantized einsums")
+    apply_dropout = check_dropout(dropout_rate, dropout_rng, deterministic)
+    query, key, value = promote_dtype(query, key, value, dtype=dtype)
+    dtype = query.dtype
+    _check_qkv(query, key, value)
+    # Flax keeps force-fp32 weights in float32, so they (and the output) are float32 for bf16 inputs.
+    weights_dtype = jnp.float32 if force_fp32_for_softmax and dtype != jnp.float32 else dtype
+    sow = None if module is None else (lambda w: module.sow("intermediates", "attention_weights", w))
+    return attend(query, key, value, bias=bias, mask=mask, is_causal=False, apply_dropout=apply_dropout,
+                  broadcast_dropout=broadcast_dropout, dropout_rng=dropout_rng, dropout_rate=dropout_rate,
+                  precision=precision, weights_dtype=weights_dtype, sow=sow)
+
+
+def check_dropout(dropout_rate: float, dropout_rng: Any, deterministic: bool) -> bool:
+    """Whether Flax's dropout keywords ask for dropout; raises ValueError on a bad rate or a missing key."""
     if dropout_rate < 0:
         raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
     apply_dropout = not deterministic and dropout_rate > 0.0
@@ -185,18 +204,28 @@ def flax_attention_fn(
         if dropout_rng is None:
             raise ValueError(f"dropout_rate={dropout_rate} with deterministic=False needs a dropout_rng key, got None "
                              f"(pass deterministic=True to evaluate without dropout)")
-    qk_precision = None if precision is None else _matmul_precision_name(precision)
+    return apply_dropout
 
-    query, key, value = promote_dtype(query, key, value, dtype=dtype)
+
+def attend(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray, *, bias: Any, mask: Any, is_causal: bool,
+           apply_dropout: bool, broadcast_dropout: bool, dropout_rng: jax.Array | None, dropout_rate: float,
+           precision: Any, weights_dtype: Any, sow: Callable[[jnp.ndarray], Any] | None) -> jnp.ndarray:
+    """The computation both Flax adapters share, on checked ``[batch..., L, heads, depth]`` arrays of one dtype.
+
+    ``key``/``value`` may have ``K`` heads dividing the query's ``N`` (grouped-query attention; query head
+    ``n`` reads key/value head ``n // (N // K)``, as ``jax.nn`` and ``flax.nnx`` group them). With nothing to
+    do but attend (no dropout applied, no ``sow``, ``precision=None``) it calls
+    :func:`attnjax.dot_product_attention`; otherwise it takes the float32 weights of
+    :func:`attnjax.attention_weights`, casts them to ``weights_dtype``, passes them to ``sow``, drops them out
+    as Flax does and contracts them with ``value``. Returns ``[batch..., q_len, N, v_depth]`` in the result
+    type of ``weights_dtype`` and the inputs' dtype.
+    """
     dtype = query.dtype
-    _check_qkv(query, key, value)
-    # Flax keeps force-fp32 weights in float32, so they (and the output) are float32 for bf16 inputs.
-    weights_dtype = jnp.float32 if force_fp32_for_softmax and dtype != jnp.float32 else dtype
+    qk_precision = None if precision is None else _matmul_precision_name(precision)
     out_dtype = jnp.result_type(weights_dtype, dtype)
-
     batch_shape = query.shape[:-3]
     T, N = query.shape[-3:-1]
-    S = key.shape[-3]
+    S, K = key.shape[-3:-1]
     B = math.prod(batch_shape)
     q4, k4, v4 = (x.reshape((B,) + x.shape[-3:]) for x in (query, key, value))
     if mask is not None:
@@ -208,20 +237,20 @@ def flax_attention_fn(
         if not jnp.issubdtype(bias.dtype, jnp.floating):
             bias = bias.astype(jnp.float32)
 
-    if not apply_dropout and module is None and precision is None:
-        out = dot_product_attention(q4, k4, v4, bias=bias, mask=mask)  # [B, T, N, Hv]
+    if not apply_dropout and sow is None and precision is None:
+        out = dot_product_attention(q4, k4, v4, bias=bias, mask=mask, is_causal=is_causal)  # [B, T, N, Hv]
         return out.reshape(tuple(batch_shape) + out.shape[1:]).astype(out_dtype)
 
     if qk_precision is None:
-        probs = attention_weights(q4, k4, bias=bias, mask=mask)  # [B, N, T, S] float32
+        probs = attention_weights(q4, k4, bias=bias, mask=mask, is_causal=is_causal)  # [B, N, T, S] float32
     else:
         with jax.default_matmul_precision(qk_precision):
-            probs = attention_weights(q4, k4, bias=bias, mask=mask)
+            probs = attention_weights(q4, k4, bias=bias, mask=mask, is_causal=is_causal)
     weights = probs.reshape(tuple(batch_shape) + (N, T, S)).astype(weights_dtype)
-    if module is not None:
-        module.sow("intermediates", "attention_weights", weights)
+    if sow is not None:
+        sow(weights)
     if apply_dropout:
-        # The same draw as flax.linen.dot_product_attention_weights, on the unfolded shape.
+        # The same draw as flax's dot_product_attention_weights (linen and nnx), on the unfolded shape.
         keep_prob = 1.0 - dropout_rate
         if broadcast_dropout:
             keep = jax.random.bernoulli(dropout_rng, keep_prob, (1,) * (key.ndim - 2) + weights.shape[-2:])
@@ -229,6 +258,8 @@ def flax_attention_fn(
             keep = jax.random.bernoulli(dropout_rng, keep_prob, weights.shape)
         weights = weights * (keep.astype(dtype) / jnp.asarray(keep_prob, dtype=dtype))
     accumulate = jnp.promote_types(jnp.result_type(weights, value), jnp.float32)
-    out = jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision,
+    G = N // K
+    grouped = weights.reshape(weights.shape[:-3] + (K, G, T, S))  # query head n = k * G + g
+    out = jnp.einsum("...kgqs,...skd->...qkgd", grouped, value, precision=precision,
                      preferred_element_type=accumulate)
-    return out.astype(out_dtype)
+    return out.reshape(out.shape[:-3] + (N, out.shape[-1])).astype(out_dtype)

@@ -19,6 +19,7 @@ import jax
 
 from attnjax.nn.baselines import CNN, MLP, CNNConfig, Logistic, LogisticConfig, MLPConfig
 from attnjax.nn.contract import MODEL_KINDS
+from attnjax.nn.execution import Execution
 from attnjax.nn.mixer_lm import BaseConvConfig, BaseConvLM, BasedConfig, BasedLM, HyenaConfig, HyenaLM
 from attnjax.nn.recurrent import Recurrent, RecurrentConfig
 from attnjax.nn.rnn_seq2seq import RNNSeq2Seq, RNNSeq2SeqConfig
@@ -125,15 +126,34 @@ def model_config(name: str, config: Mapping[str, Any] | None = None) -> Any:
     return spec.config(**{**fields, **spec.fixed})
 
 
-def build_model(name: str, output_size: int, config: Mapping[str, Any] | None = None) -> nn.Module:
+def takes_execution(name: str) -> bool:
+    """Whether model ``name`` has an ``execution`` (:class:`~attnjax.nn.execution.Execution`) to set."""
+    return "execution" in {f.name for f in dataclasses.fields(get_model_spec(name).module)}
+
+
+def build_model(name: str, output_size: int, config: Mapping[str, Any] | None = None,
+                execution: Execution | None = None) -> nn.Module:
     """Builds model ``name`` with ``output_size`` classes (``C``) from a mapping of its config fields.
 
+    Args:
+        name: a model of :data:`MODELS`.
+        output_size: ``C``.
+        config: its config fields (the dataclass defaults for the others).
+        execution: how it runs (compute dtype, sown attention weights, sequence parallelism); None: the
+            default. Only models that take one (:func:`takes_execution`).
+
     Raises:
-        ValueError, TypeError: see :func:`model_config`; ``output_size < 1``.
+        ValueError, TypeError: see :func:`model_config`; ``output_size < 1``; an execution for a model
+            without one.
     """
     if not isinstance(output_size, int) or output_size < 1:
         raise ValueError(f"output_size must be an int >= 1, got {output_size!r}")
-    return get_model_spec(name).module(config=model_config(name, config), output_size=output_size)
+    module = get_model_spec(name).module
+    if execution is None:
+        return module(config=model_config(name, config), output_size=output_size)
+    if not takes_execution(name):
+        raise ValueError(f"model {name!r} has no execution settings; got execution={execution}")
+    return module(config=model_config(name, config), output_size=output_size, execution=execution)
 
 
 def model_kind(name: str, config: Mapping[str, Any] | None = None) -> str:

@@ -23,6 +23,14 @@ import jax.numpy as jnp
 from attnjax.ops import positional as P
 
 
+class MissingPositionsRngError(ValueError):
+    """A randomized positional encoding was applied without a ``'positions'`` rng stream.
+
+    Raised while tracing ``apply``; :mod:`attnjax.train`'s evaluation functions catch it to name their own
+    ``rng=`` argument instead of ``apply``'s ``rngs=``.
+    """
+
+
 class PositionalInputs(NamedTuple):
     """What the encoder adds or passes on; unused fields are None.
 
@@ -140,7 +148,8 @@ class PositionalEncoding(nn.Module):
             raise ValueError(f"sequence length {length} exceeds max_len={self.max_len}: randomized positions are "
                              f"{length} distinct values drawn from [0, max_len) ({mode}); raise max_len")
         if not (self.has_rng("positions") or (self.is_initializing() and self.has_rng("params"))):
-            raise ValueError(f"randomized positional encoding {self.encoding!r} draws random positions in {mode} "
-                             'and needs a \'positions\' rng: pass rngs={"positions": key} to apply '
-                             '(or use randomized_eval="consecutive" for positions 0..L-1 at evaluation)')
+            raise MissingPositionsRngError(
+                f"randomized positional encoding {self.encoding!r} draws random positions in {mode} and needs a "
+                '\'positions\' rng: pass rngs={"positions": key} to apply (or use randomized_eval="consecutive" '
+                'for positions 0..L-1 at evaluation)')
         return self.make_rng("positions")

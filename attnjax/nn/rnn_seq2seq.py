@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from attnjax.nn.baselines import valid_positions
 from attnjax.nn.contract import begin_token
+from attnjax.nn.execution import Execution
 from attnjax.nn.recurrent import CELLS, cell_output, check_cell, check_int
 from attnjax.ops.registry import get_spec
 
@@ -58,9 +59,6 @@ class RNNSeq2SeqConfig:
         attention_dim: common head dim ``H`` that the decoder state (query) and the annotations (keys)
             are projected to.
         dropout_rate: dropout on the read-out vector ``r_t`` when ``train``.
-        sow_attention_weights: store the ``[B, T, S]`` attention weights of every decoder step in the
-            ``"intermediates"`` collection as ``attention_weights`` (computed only when True; needs an
-            attention kind).
     """
 
     cell: str = "gru"
@@ -71,7 +69,6 @@ class RNNSeq2SeqConfig:
     num_layers: int = 1
     attention_dim: int = 64
     dropout_rate: float = 0.0
-    sow_attention_weights: bool = False
 
     def __post_init__(self):
         check_cell(self.cell)
@@ -79,14 +76,10 @@ class RNNSeq2SeqConfig:
             check_int(name, getattr(self, name))
         if self.attention not in SEQ2SEQ_ATTENTION:
             raise ValueError(f"attention must be one of {SEQ2SEQ_ATTENTION}, got {self.attention!r}")
-        for name in ("bidirectional_encoder", "sow_attention_weights"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.bidirectional_encoder, bool):
+            raise ValueError(f"bidirectional_encoder must be a bool, got {self.bidirectional_encoder!r}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
-        if self.sow_attention_weights and self.attention == "none":
-            raise ValueError("sow_attention_weights=True needs attention 'additive' or 'multiplicative', "
-                             "got attention='none' (it has no attention weights)")
 
 
 class _DecoderCell(nn.Module):
@@ -95,10 +88,12 @@ class _DecoderCell(nn.Module):
     Attributes:
         config: :class:`RNNSeq2SeqConfig`.
         output_size: ``C``; the embedding has ``C + 1`` rows, the last being the begin token.
+        sow_weights: return each step's attention weights (else None).
     """
 
     config: RNNSeq2SeqConfig
     output_size: int
+    sow_weights: bool = False
 
     @nn.compact
     def __call__(self, carry: tuple[tuple[Any, ...], Array], token: Array, memory: dict[str, Array],
@@ -127,7 +122,7 @@ class _DecoderCell(nn.Module):
             kwargs = dict(key_value_seq_lengths=memory["lengths"], **params)
             context = spec.fn(query, memory["keys"], memory["values"], **kwargs)[:, 0, 0]  # [B, A]
             weights = None
-            if cfg.sow_attention_weights:
+            if self.sow_weights:
                 weights = spec.weights_fn(query, memory["keys"], **kwargs)[:, 0, 0]  # [B, N=1, T=1, S] -> [B, S]
             return context, weights
 
@@ -182,13 +177,23 @@ class RNNSeq2Seq(nn.Module):
     Attributes:
         config: :class:`RNNSeq2SeqConfig`.
         output_size: ``C`` output classes; decoder input ids are ``0..C-1`` and the begin token ``C``.
+        execution: :class:`~attnjax.nn.execution.Execution`; only ``sow_attention_weights`` applies: the
+            ``[B, T, S]`` attention weights of every decoder step go to the ``"intermediates"`` collection as
+            ``attention_weights`` (needs an attention kind).
     """
 
     config: RNNSeq2SeqConfig
     output_size: int
+    execution: Execution = Execution()
 
     def setup(self):
-        cfg = self.config
+        cfg, run = self.config, self.execution
+        if run != Execution(sow_attention_weights=run.sow_attention_weights):
+            raise ValueError(f"RNNSeq2Seq runs in float32 on one device: its execution may set only "
+                             f"sow_attention_weights, got {run}")
+        if run.sow_attention_weights and cfg.attention == "none":
+            raise ValueError("sow_attention_weights=True needs attention 'additive' or 'multiplicative', "
+                             "got attention='none' (it has no attention weights)")
         cell = CELLS[cfg.cell]
         self.source_embed = nn.Dense(cfg.embed_dim)
         self.forward_layers = [nn.RNN(cell(features=cfg.hidden_size)) for _ in range(cfg.num_layers)]
@@ -198,7 +203,7 @@ class RNNSeq2Seq(nn.Module):
         if cfg.attention != "none":
             self.key_projection = nn.Dense(cfg.attention_dim)
         self.initial_state = [nn.Dense(cfg.hidden_size) for _ in range(cfg.num_layers)]
-        self.decoder = _DecoderCell(cfg, self.output_size)
+        self.decoder = _DecoderCell(cfg, self.output_size, run.sow_attention_weights)
 
     def _encode(self, source: Array, source_lengths: Array | None):
         """Encoder pass and the decoder's initial carry.

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax.nn.blocks import Embedding, TransformerStack, classifier_inputs, pool, readout
+from attnjax.nn.execution import Execution
 from attnjax.nn.tokens import token_input_size
 from attnjax.nn.transformer_config import TRANSFORMER_PRESETS, TransformerConfig, transformer_config
 
@@ -25,10 +26,13 @@ class TransformerEncoder(nn.Module):
     Attributes:
         config: :class:`TransformerConfig`.
         output_size: ``C`` classes (per position, or per example when pooled).
+        execution: :class:`~attnjax.nn.execution.Execution`: compute dtype, sown weights, sequence
+            parallelism (parameters do not depend on it).
     """
 
     config: TransformerConfig
     output_size: int
+    execution: Execution = Execution()
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, seq_lengths: jnp.ndarray | None = None, train: bool = False) -> jnp.ndarray:
@@ -47,15 +51,15 @@ class TransformerEncoder(nn.Module):
         Raises:
             ValueError: inputs of the wrong rank.
         """
-        cfg = self.config
+        cfg, run = self.config, self.execution
         if cfg.pooling is None:
             token_input_size(inputs, cfg.vocab_size)
-        x = Embedding(cfg, vocab_size=cfg.vocab_size, name="embed")(
+        x = Embedding(cfg, vocab_size=cfg.vocab_size, execution=run, name="embed")(
             inputs if cfg.pooling is None else classifier_inputs(inputs))
-        h = TransformerStack(cfg, causal=cfg.causal, name="encoder")(x, seq_lengths, train)
+        h = TransformerStack(cfg, causal=cfg.causal, execution=run, name="encoder")(x, seq_lengths, train)
         if cfg.pooling is not None:
             h = pool(h, seq_lengths, cfg.pooling)
-        return readout(cfg, self.output_size, h)
+        return readout(cfg, run, self.output_size, h)
 
 
 __all__ = ["TRANSFORMER_PRESETS", "TransformerConfig", "TransformerEncoder", "transformer_config"]

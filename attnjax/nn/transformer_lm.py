@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax.nn.blocks import Embedding, TransformerStack, readout
+from attnjax.nn.execution import Execution
 from attnjax.nn.tokens import token_input_size
 from attnjax.nn.transformer_config import TransformerConfig
 
@@ -38,10 +39,13 @@ class TransformerLM(nn.Module):
     Attributes:
         config: :class:`TransformerLMConfig` (a plain :class:`TransformerConfig` works too: untied).
         output_size: ``C``.
+        execution: :class:`~attnjax.nn.execution.Execution`: compute dtype, sown weights, sequence
+            parallelism (parameters do not depend on it).
     """
 
     config: TransformerConfig
     output_size: int
+    execution: Execution = Execution()
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, seq_lengths: jnp.ndarray | None = None, train: bool = False) -> jnp.ndarray:
@@ -68,9 +72,10 @@ class TransformerLM(nn.Module):
         if tied and self.output_size != V:
             raise ValueError(f"tie_embeddings needs output_size == V (the read-out is the embedding transposed), "
                              f"got output_size={self.output_size}, V={V}")
-        embed = Embedding(cfg, vocab_size=cfg.vocab_size, name="embed")
-        h = TransformerStack(cfg, causal=True, name="decoder")(embed(inputs), seq_lengths, train)
-        return embed.attend(h) if tied else readout(cfg, self.output_size, h)
+        embed = Embedding(cfg, vocab_size=cfg.vocab_size, execution=self.execution, name="embed")
+        h = TransformerStack(cfg, causal=True, execution=self.execution, name="decoder")(embed(inputs), seq_lengths,
+                                                                                        train)
+        return embed.attend(h) if tied else readout(cfg, self.execution, self.output_size, h)
 
 
 __all__ = ["TransformerLM", "TransformerLMConfig"]

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from attnjax.nn.blocks import Embedding, TransformerStack
 from attnjax.nn.contract import begin_token
+from attnjax.nn.execution import Execution
 from attnjax.nn.transformer_config import KERNEL_INITS, TransformerConfig
 
 
@@ -36,20 +37,24 @@ class TransformerSeq2Seq(nn.Module):
     Attributes:
         config: :class:`TransformerSeq2SeqConfig` (or a :class:`TransformerConfig` with ``pooling=None``).
         output_size: ``C`` target classes.
+        execution: :class:`~attnjax.nn.execution.Execution`: compute dtype, sown weights, sequence
+            parallelism (parameters do not depend on it).
     """
 
     config: TransformerConfig
     output_size: int
+    execution: Execution = Execution()
 
     def setup(self):
         cfg = self.config
         if cfg.pooling is not None:
             raise ValueError(f"TransformerSeq2Seq decodes per position: pooling must be None, got {cfg.pooling!r}")
-        self.source_embed = Embedding(cfg)
-        self.encoder = TransformerStack(cfg, causal=cfg.causal)
-        self.target_embed = Embedding(cfg)
-        self.decoder = TransformerStack(cfg, causal=True, cross_attention=True)
-        self.logits = nn.Dense(self.output_size, dtype=cfg.dtype, kernel_init=KERNEL_INITS[cfg.kernel_init])
+        run = self.execution
+        self.source_embed = Embedding(cfg, execution=run)
+        self.encoder = TransformerStack(cfg, causal=cfg.causal, execution=run)
+        self.target_embed = Embedding(cfg, execution=run)
+        self.decoder = TransformerStack(cfg, causal=True, cross_attention=True, execution=run)
+        self.logits = nn.Dense(self.output_size, dtype=run.dtype, kernel_init=KERNEL_INITS[cfg.kernel_init])
 
     def encode(self, source: jnp.ndarray, source_lengths: jnp.ndarray | None = None,
                train: bool = False) -> jnp.ndarray:
@@ -66,7 +71,7 @@ class TransformerSeq2Seq(nn.Module):
                              f"{target_inputs.shape}")
         if target_inputs.shape[0] != memory.shape[0]:
             raise ValueError(f"target_inputs batch {target_inputs.shape[0]} != source batch {memory.shape[0]}")
-        tokens = jax.nn.one_hot(target_inputs, begin_token(self.output_size) + 1, dtype=self.config.dtype)
+        tokens = jax.nn.one_hot(target_inputs, begin_token(self.output_size) + 1, dtype=self.execution.dtype)
         h = self.decoder(self.target_embed(tokens), None, train, memory=memory, memory_lengths=source_lengths)
         return self.logits(h).astype(jnp.float32)
 

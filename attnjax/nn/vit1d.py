@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax.nn.blocks import Embedding, TransformerStack, classifier_inputs, pool, readout
+from attnjax.nn.execution import Execution
 from attnjax.nn.transformer_config import TransformerConfig
 
 
@@ -40,10 +41,13 @@ class ViT1D(nn.Module):
     Attributes:
         config: :class:`ViT1DConfig`.
         output_size: ``C`` classes.
+        execution: :class:`~attnjax.nn.execution.Execution`: compute dtype, sown weights, sequence
+            parallelism (parameters do not depend on it).
     """
 
     config: ViT1DConfig
     output_size: int
+    execution: Execution = Execution()
 
     @nn.compact
     def __call__(self, inputs: jnp.ndarray, seq_lengths: jnp.ndarray | None = None, train: bool = False) -> jnp.ndarray:
@@ -75,9 +79,10 @@ class ViT1D(nn.Module):
             x = jnp.where((jnp.arange(L)[None, :] < seq_lengths[:, None])[..., None], x, 0)
             patch_lengths = (seq_lengths + patch - 1) // patch
         patches = x.reshape(B, L // patch, patch * F)
-        h = TransformerStack(cfg, causal=cfg.causal, name="encoder")(Embedding(cfg, name="patch_embed")(patches),
-                                                                     patch_lengths, train)
-        return readout(cfg, self.output_size, pool(h, patch_lengths, cfg.pooling))
+        run = self.execution
+        h = TransformerStack(cfg, causal=cfg.causal, execution=run, name="encoder")(
+            Embedding(cfg, execution=run, name="patch_embed")(patches), patch_lengths, train)
+        return readout(cfg, run, self.output_size, pool(h, patch_lengths, cfg.pooling))
 
 
 __all__ = ["ViT1D", "ViT1DConfig"]

@@ -17,10 +17,11 @@ from attnjax.ops.positional import (POSITIONAL, alibi_bias, alibi_slopes, get_po
                                     learned_table_init, randomized_positions, rope, sinusoidal_encoding,
                                     t5_relative_bias, t5_table_init)
 from attnjax.ops.registry import ATTENTION, AttentionSpec, get_attention, get_spec
+from attnjax.ops.attention_config import AttentionConfig
 
 __all__ = [
-    "ATTENTION", "AttentionSpec", "BlockSizes", "IMPLEMENTATIONS", "POSITIONAL", "Visibility", "alibi_bias",
-    "alibi_slopes", "attention_weights", "combine_masks", "dot_product_attention", "get_attention", "get_positional",
+    "ATTENTION", "AttentionConfig", "AttentionSpec", "BlockSizes", "IMPLEMENTATIONS", "POSITIONAL", "Visibility",
+    "alibi_bias", "alibi_slopes", "attention_weights", "combine_masks", "dot_product_attention", "get_attention", "get_positional",
     "get_spec", "learned_encoding", "learned_table_init", "randomized_positions", "rope", "segment_mask",
     "select_implementation", "sinusoidal_encoding", "t5_relative_bias", "t5_table_init",
 ]

@@ -96,29 +96,31 @@ def pallas_unsupported_reason(platform: str, query_shape, key_shape, value_shape
 def select_implementation(platform: str, query_shape, key_shape, value_shape, dtype, *, has_bias: bool = False,
                           has_mask: bool = False, has_seq_lengths: bool = False, is_causal: bool = False,
                           window: tuple[int, int] | None = None, logit_softcap: float | None = None,
-                          dropout_rate: float = 0.0, return_residual: bool = False) -> str:
+                          dropout_rate: float = 0.0, return_residual: bool = False, has_score_mod: bool = False,
+                          has_mask_mod: bool = False) -> str:
     """The implementation ``implementation=None`` uses (pure function of platform, shapes and options).
 
     * CUDA GPU: ``"cudnn"`` when :func:`cudnn_unsupported_reason` finds nothing against it;
     * TPU: ``"pallas"`` (TPU flash attention) for plain or causal attention with ``T, S`` multiples
       of 128, at least 1024;
     * otherwise ``"blockwise"`` once ``T * S >= BLOCKWISE_MIN_LOGITS``, else ``"dense"``; dropout
-      always takes one of these two (the only paths with attention dropout), and so does
-      ``return_residual`` (the only paths that return the log-sum-exp).
+      always takes one of these two (the only paths with attention dropout), and so do
+      ``return_residual`` (the only paths that return the log-sum-exp) and ``score_mod``/``mask_mod``
+      (the only paths that evaluate them).
 
     Args:
         platform: back end name, e.g. ``jax.default_backend()``.
         query_shape, key_shape, value_shape: ``[B, T, N, H]``, ``[B, S, K, H]``, ``[B, S, K, Hv]``.
         dtype: input dtype.
         has_bias, has_mask, has_seq_lengths, is_causal, window, logit_softcap, dropout_rate,
-            return_residual: options.
+            return_residual, has_score_mod, has_mask_mod: options.
 
     Returns:
         A key of ``attnjax.ops.IMPLEMENTATIONS``.
     """
     T, S = query_shape[1], key_shape[1]
     portable = "blockwise" if T * S >= BLOCKWISE_MIN_LOGITS else "dense"
-    if return_residual:
+    if return_residual or has_score_mod or has_mask_mod:
         return portable
     if cudnn_unsupported_reason(platform, query_shape, value_shape, dtype, is_causal=is_causal, window=window,
                                 logit_softcap=logit_softcap, dropout_rate=dropout_rate) is None:

@@ -5,9 +5,14 @@ key blocks with an online softmax (float32 running max ``m`` and sum ``l``); it 
 output and the float32 log-sum-exp per query row. Derivatives (:mod:`attnjax.ops.blockwise_kernels`,
 a ``jax.custom_jvp``) come from a blockwise tangent pass that recomputes each block's probabilities
 from that log-sum-exp instead of storing them; reverse mode is its transpose, the flash-attention
-backward. Key blocks that causality, a local window or ``key_value_seq_lengths`` mask entirely are
-skipped (the forward never visits them; the derivative passes branch past them), so causal attention
-does about half the work.
+backward. Key blocks that causality, a local window, ``key_value_seq_lengths`` or a ``mask_mod`` mask
+entirely are skipped (the forward never visits them; the derivative passes branch past them), so causal
+attention does about half the work, and a document mask given as ``mask_mod`` does only the diagonal
+blocks (:func:`attnjax.ops.flex.block_states` says how the ``mask_mod`` tiles are classified).
+
+``score_mod`` and ``mask_mod`` (:mod:`attnjax.ops.flex`) are evaluated per tile on its positions, so a
+positional bias (ALiBi, T5 buckets, FIRE) or a document mask never becomes a ``[B, N, T, S]`` array;
+gradients reach the ``score_mod_params`` through the same blockwise derivative passes.
 
 Layout inside the kernels: query heads are grouped under their key/value head and the group is
 folded into the row axis of each matmul, ``q [nq, B, K, G*bq, H]`` against ``k [nk, B, K, bk, H]``,
@@ -36,7 +41,8 @@ import jax
 import jax.numpy as jnp
 
 from attnjax.ops import blockwise_kernels as kernels
-from attnjax.ops import checks
+from attnjax.ops import checks, flex
+from attnjax.ops.primitives import stat_dtype
 from attnjax.ops.visibility import Visibility
 
 
@@ -65,6 +71,24 @@ class BlockSizes:
             checks.check_positive_int(f"BlockSizes.{name}", getattr(self, name))
 
 
+def as_block_sizes(block_sizes: Any) -> BlockSizes | None:
+    """``block_sizes`` as a :class:`BlockSizes`: one as is, a ``(block_q, block_k)`` pair of ints >= 1 as
+    ``BlockSizes(block_q, block_k)``, None as None.
+
+    Raises:
+        ValueError: anything else, naming ``block_sizes`` and the value.
+    """
+    if block_sizes is None or isinstance(block_sizes, BlockSizes):
+        return block_sizes
+    if isinstance(block_sizes, (tuple, list)) and len(block_sizes) == 2:
+        try:
+            return BlockSizes(*block_sizes)
+        except ValueError:
+            pass
+    raise ValueError(f"block_sizes must be an attnjax.ops.BlockSizes or a (block_q, block_k) pair of ints >= 1, "
+                     f"got {block_sizes!r}")
+
+
 def _split_heads(x: jnp.ndarray | None, K: int, G: int, pad: tuple[int, int], fill: Any) -> jnp.ndarray | None:
     """``[B|1, N|1, T|1, S|1]`` -> ``[B|1, K|1, G|1, Tp|1, Sp|1]``, padding only the axes that are not 1."""
     if x is None:
@@ -79,9 +103,11 @@ def _split_heads(x: jnp.ndarray | None, K: int, G: int, pad: tuple[int, int], fi
     return x
 
 
-@functools.partial(jax.jit, static_argnames=("scale", "visibility", "logit_softcap", "dropout_rate", "block_sizes"))
+@functools.partial(jax.jit, static_argnames=("scale", "visibility", "logit_softcap", "dropout_rate", "block_sizes",
+                                             "mods"))
 def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, dropout_rng,
-               query_segment_ids, key_segment_ids, *, scale, visibility, logit_softcap, dropout_rate, block_sizes):
+               query_segment_ids, key_segment_ids, score_mod_params, *, scale, visibility, logit_softcap, dropout_rate,
+               block_sizes, mods):
     """``(out [B, T, N, Hv], lse [B, T, N])``."""
     B, T, N, H = query.shape
     S, K, Hv = key.shape[1], key.shape[2], value.shape[3]
@@ -100,6 +126,7 @@ def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_l
     # Clamped once here so the block loops can compare positions against it directly.
     kvlen = None if key_value_seq_lengths is None else jnp.minimum(jnp.asarray(key_value_seq_lengths, jnp.int32), S)
 
+    acc = stat_dtype(query.dtype)
     config = kernels.Config(T=T, S=S, G=G, bq=bq, bk=bk, scale=float(checks.default_scale(scale, H)),
                             visibility=visibility, logit_softcap=logit_softcap,
                             dropout_rate=dropout_rate)
@@ -111,8 +138,19 @@ def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_l
                                                           constant_values=fill).reshape(B, n, size).transpose(1, 0, 2)
         key_ids = query_segment_ids if key_segment_ids is None else key_segment_ids
         segments = (blocked(query_segment_ids, pad_t, nq, bq, -1), blocked(key_ids, pad_s, nk, bk, -2))
+    blocks, params, mask_consts = None, None, ()
+    if mods is not None:
+        # Values the hooks close over (segment ids, positions: tracers under jit) cross the custom_jvp
+        # boundary as arguments.
+        axes = kernels.varying_axes(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, rng,
+                                    query_segment_ids, key_segment_ids, *jax.tree.leaves(score_mod_params))
+        mods, params, mask_consts = flex.with_explicit_closures(mods, score_mod_params, score_dtype=acc, axes=axes)
+        config = dataclasses.replace(config, mods=mods)
+        if mods.mask_mod is not None:
+            blocks = flex.block_states(mods, B=B, N=N, T=T, S=S, bq=bq, bk=bk, consts=mask_consts)
     # out [nq, B, K, G*bq, Hv] and lse [nq, B, K, G*bq] back to [B, T, N, Hv] and [B, T, N].
-    out, lse = kernels.flash_attention(config, q, k, v, bias5, mask5, qlen, kvlen, rng, segments)
+    out, lse = kernels.flash_attention(config, q, k, v, bias5, mask5, qlen, kvlen, rng, segments, params, blocks,
+                                       mask_consts)
     out = out.reshape(nq, B, K, G, bq, Hv).transpose(1, 0, 4, 2, 3, 5).reshape(B, nq * bq, N, Hv)
     lse = lse.reshape(nq, B, K, G, bq).transpose(1, 0, 4, 2, 3).reshape(B, nq * bq, N)
     return out[:, :T], lse[:, :T]
@@ -121,7 +159,8 @@ def _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_l
 def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
                         query_seq_lengths=None, key_value_seq_lengths=None, window=None, logit_softcap=None,
                         dropout_rate=0.0, dropout_rng=None, block_sizes: BlockSizes | None = None,
-                        query_segment_ids=None, key_segment_ids=None, return_residual: bool = False):
+                        query_segment_ids=None, key_segment_ids=None, return_residual: bool = False,
+                        mods: flex.Mods | None = None, score_mod_params: Any = None):
     """Blockwise attention on already-checked arguments (the ``"blockwise"`` implementation).
 
     Args:
@@ -140,26 +179,28 @@ def blockwise_attention(query, key, value, bias=None, mask=None, *, scale=None, 
         logit_softcap: ``cap * tanh(logits / cap)`` before bias and masks.
         dropout_rate: probability of dropping each attention weight (inverted scaling).
         dropout_rng: PRNG key, needed when ``dropout_rate > 0``.
-        block_sizes: :class:`BlockSizes`, default ``BlockSizes()``.
+        block_sizes: :class:`BlockSizes` or a ``(block_q, block_k)`` pair, default ``BlockSizes()``.
         query_segment_ids: ``[B, T]`` int; a query sees only keys of its own segment (packed
             sequences), compared per block, so no ``[T, S]`` mask is built.
         key_segment_ids: ``[B, S]`` int; default ``query_segment_ids``.
-        return_residual: also return the ``[B, T, N]`` log-sum-exp (``-inf`` on rows with no visible key).
+        return_residual: also return the ``[B, T, N]`` log-sum-exp (``-inf`` on rows with no visible key),
+            float32 (float64 for float64 inputs).
+        mods: checked ``score_mod``/``mask_mod`` (:func:`attnjax.ops.flex.check_mods`), applied per tile;
+            tiles the ``mask_mod`` hides entirely are skipped.
+        score_mod_params: the pytree passed to ``score_mod`` as ``params``; differentiable.
 
     Returns:
         ``[B, T, N, Hv]`` in the query dtype, or ``(output, residual)``.
 
     Raises:
-        ValueError: ``block_sizes`` not a :class:`BlockSizes`.
+        ValueError: ``block_sizes`` neither a :class:`BlockSizes` nor a pair of ints >= 1.
     """
-    if block_sizes is None:
-        block_sizes = BlockSizes()
-    if not isinstance(block_sizes, BlockSizes):
-        raise ValueError(f"block_sizes must be an attnjax.ops.BlockSizes, got {block_sizes!r}")
+    block_sizes = BlockSizes() if block_sizes is None else as_block_sizes(block_sizes)
     out, lse = _blockwise(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths,
                           dropout_rng if dropout_rate else None, query_segment_ids, key_segment_ids,
+                          score_mod_params if mods is not None else None,
                           scale=None if scale is None else float(scale),
                           visibility=Visibility(bool(is_causal), None if window is None else tuple(window)),
                           logit_softcap=None if logit_softcap is None else float(logit_softcap),
-                          dropout_rate=float(dropout_rate), block_sizes=block_sizes)
+                          dropout_rate=float(dropout_rate), block_sizes=block_sizes, mods=mods)
     return (out, lse) if return_residual else out

@@ -8,7 +8,17 @@ Everything here works on the blocked layout built by :mod:`attnjax.ops.blockwise
 * ``bias``/``mask`` ``[B|1, K|1, G|1, Tp|1, Sp|1]`` (``Tp = nq*bq``, ``Sp = nk*bk``);
 * ``qlen``/``kvlen`` ``[B]`` int32 or None;
 * ``rng``: a PRNG key when ``cfg.dropout_rate > 0``, else None;
-* ``segments``: ``(q_seg [nq, B, bq], k_seg [nk, B, bk])`` int32 segment ids, or None.
+* ``segments``: ``(q_seg [nq, B, bq], k_seg [nk, B, bk])`` int32 segment ids, or None;
+* ``params``: the ``score_mod_params`` pytree (differentiable), or None;
+* ``blocks``: ``[nq, nk]`` int32 tile states of a ``mask_mod`` (:func:`attnjax.ops.flex.block_states`), or None;
+* ``mask_consts``: the values the ``mask_mod`` closes over, as arguments
+  (:func:`attnjax.ops.flex.with_explicit_closures`).
+
+``score_mod`` and ``mask_mod`` (``cfg.mods``, :mod:`attnjax.ops.flex`) are evaluated per tile on the
+tile's positions: ``score_mod`` rewrites the scaled, capped and biased logits before any mask, and its
+derivative (in the scores and in ``params``) enters the tangent pass below as ``jax.jvp`` of the tile's
+``score_mod``, so reverse mode gets ``params``' gradient by the same transpose. Tiles that ``blocks``
+marks empty are skipped exactly like tiles that causality hides.
 
 The forward is flash-attention-2's online softmax: per query block, a loop over the key blocks it
 can see (dynamic bounds) with a float32 running max and sum; it keeps the output and the log-sum-exp.
@@ -49,6 +59,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from attnjax.ops import flex
 from attnjax.ops.primitives import MASK_VALUE, lse_for_recompute, prescaled, stat_dtype
 from attnjax.ops.visibility import Visibility
 from attnjax.ops.vma import cast_varying, varying_axes_of
@@ -66,6 +77,7 @@ class Config:
         visibility: causality and local window (:class:`~attnjax.ops.visibility.Visibility`).
         logit_softcap: ``cap`` or None.
         dropout_rate: probability of dropping an attention weight (0: no dropout).
+        mods: ``score_mod``/``mask_mod`` (:class:`attnjax.ops.flex.Mods`) or None.
     """
 
     T: int
@@ -77,6 +89,15 @@ class Config:
     visibility: Visibility
     logit_softcap: float | None
     dropout_rate: float = 0.0
+    mods: flex.Mods | None = None
+
+    @property
+    def has_score_mod(self) -> bool:
+        return self.mods is not None and self.mods.score_mod is not None
+
+    @property
+    def has_mask_mod(self) -> bool:
+        return self.mods is not None and self.mods.mask_mod is not None
 
     @property
     def nq(self) -> int:
@@ -93,7 +114,8 @@ class Config:
         return kvlen
 
 
-def _varying_axes(*xs) -> tuple[str, ...]:
+def varying_axes(*xs) -> tuple[str, ...]:
+    """The mesh axes any of ``xs`` (arrays or None) varies over, sorted (empty outside ``shard_map``)."""
     axes = set()
     for x in xs:
         if x is not None:
@@ -111,6 +133,16 @@ def key_block_range(cfg: Config, i, kvlen):
     """``[lo, hi)`` of key blocks with at least one key visible to some row of query block ``i``."""
     lo, hi = cfg.visibility.key_range(i * cfg.bq, i * cfg.bq + cfg.bq - 1, cfg.S, key_value_seq_lengths=kvlen)
     return _to_blocks(lo, hi, cfg.bk)
+
+
+def _key_blocks(cfg: Config, i, kvlen, blocks):
+    """:func:`key_block_range` narrowed to the key blocks that a ``mask_mod`` does not hide entirely."""
+    lo, hi = key_block_range(cfg, i, kvlen)
+    if blocks is None:
+        return lo, hi
+    lo_m, hi_m = flex.block_range(blocks, i)
+    lo = jnp.maximum(lo, lo_m)
+    return lo, jnp.maximum(jnp.minimum(hi, hi_m), lo)
 
 
 def query_block_range(cfg: Config, j, qlen, kvlen):
@@ -135,7 +167,14 @@ def _slice_block(x, i, j, cfg: Config):
     return lax.dynamic_slice(x, _block_starts(x, i, j, cfg), sizes)
 
 
-def _block_mask(cfg: Config, i, j, mask, qlen, kvlen, segments):
+def _tile_indices(cfg: Config, i, j, B: int, K: int) -> tuple:
+    """``(batch [B], head [N], q_idx [bq], kv_idx [bk])`` int32 of block ``(i, j)`` for the hooks: query heads
+    in order ``n = k*G + g`` and positions clamped to the last real one in padded tiles."""
+    return (jnp.arange(B, dtype=jnp.int32), jnp.arange(K * cfg.G, dtype=jnp.int32),
+            flex.tile_indices(i * cfg.bq, cfg.bq, cfg.T), flex.tile_indices(j * cfg.bk, cfg.bk, cfg.S))
+
+
+def _block_mask(cfg: Config, i, j, mask, qlen, kvlen, segments, mask_consts, B: int, K: int):
     """Boolean visibility of block ``(i, j)``, broadcastable to ``[B, K, G, bq, bk]``, or None."""
     visible = cfg.visibility.mask(i * cfg.bq + jnp.arange(cfg.bq), j * cfg.bk + jnp.arange(cfg.bk),
                                   query_seq_lengths=qlen, key_value_seq_lengths=cfg.key_lengths(kvlen))
@@ -145,6 +184,10 @@ def _block_mask(cfg: Config, i, j, mask, qlen, kvlen, segments):
     if segments is not None:
         q_seg, k_seg = segments
         parts.append((q_seg[i][:, :, None] == k_seg[j][:, None, :])[:, None, None])
+    if cfg.has_mask_mod:
+        hooked = cfg.mods.mask(_tile_indices(cfg, i, j, B, K), mask_consts)  # [B|1, N|1, bq|1, bk|1]
+        b, n, t, s = hooked.shape
+        parts.append(hooked.reshape(b, K, cfg.G, t, s) if n > 1 else hooked.reshape(b, 1, 1, t, s))
     return functools.reduce(jnp.logical_and, parts) if parts else None
 
 
@@ -166,15 +209,30 @@ def _block_fully_visible(cfg: Config, i, j, mask, qlen, kvlen, segments):
     return functools.reduce(jnp.logical_and, conds) if conds else None
 
 
-def _with_or_without_mask(fully_visible, fn, *args):
-    """``fn(masked, *args)``, skipping the mask on fully visible blocks.
+# How a block is computed (the branches of the loops).
+SKIP, MASKED, UNMASKED = 0, 1, 2
 
-    Under causality or a window most blocks are interior; building and applying their mask costs
-    about as much as the softmax itself on CPU, so those blocks take the unmasked branch.
+
+def _block_kind(cfg: Config, i, j, mask, qlen, kvlen, segments, blocks):
+    """How block ``(i, j)`` is computed: :data:`SKIP`, :data:`MASKED` or :data:`UNMASKED`; a Python int when
+    it is known at trace time, else a traced int32.
+
+    A block is skipped when a ``mask_mod`` hides it entirely (``blocks``); it is computed without a mask
+    when both the visibility rule (:func:`_block_fully_visible`) and the ``mask_mod`` show all of it. Under
+    causality or a window most blocks are interior; building and applying their mask costs about as much as
+    the softmax itself on CPU, so those blocks take the unmasked branch.
     """
-    if fully_visible is None or fully_visible is False:
-        return fn(True, *args)
-    return lax.cond(fully_visible, functools.partial(fn, False), functools.partial(fn, True), *args)
+    fully_visible = _block_fully_visible(cfg, i, j, mask, qlen, kvlen, segments)
+    if blocks is None:
+        if fully_visible is None or fully_visible is False:
+            return MASKED
+        return jnp.where(fully_visible, UNMASKED, MASKED)
+    if fully_visible is False:
+        full = False
+    else:
+        full = blocks[i, j] == flex.FULL
+        full = full if fully_visible is None else full & fully_visible
+    return jnp.where(blocks[i, j] == flex.EMPTY, SKIP, jnp.where(full, UNMASKED, MASKED))
 
 
 def dropout_multiplier(rate: float, rng, i, j, shape, dtype=jnp.float32) -> jnp.ndarray | None:
@@ -188,13 +246,11 @@ def dropout_multiplier(rate: float, rng, i, j, shape, dtype=jnp.float32) -> jnp.
     return jnp.where(keep, jnp.asarray(1.0 / (1.0 - rate), dtype), jnp.asarray(0.0, dtype))
 
 
-def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, segments, masked: bool = True):
-    """Masked logits ``[B, K, G*bq, bk]`` (``stat_dtype``) of block ``(i, j)`` and the softcap's ``tanh``.
+def _block_scores(cfg: Config, q_i, k_j, i, j, bias):
+    """Scaled, capped and biased logits ``[B, K, G*bq, bk]`` (``stat_dtype``) of block ``(i, j)``, before
+    ``score_mod`` and masks, and the softcap's ``tanh`` (or None).
 
     ``q_i`` is already multiplied by the scale when :func:`~attnjax.ops.primitives.prescaled`.
-
-    Returns:
-        ``(logits, tanh_or_None)``; masked entries are exactly ``MASK_VALUE``.
     """
     acc = stat_dtype(q_i.dtype)
     s = jnp.einsum("bkqh,bksh->bkqs", q_i, k_j, preferred_element_type=acc)
@@ -204,19 +260,60 @@ def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, segments
     if cfg.logit_softcap is not None:
         t = jnp.tanh(s / cfg.logit_softcap)
         s = cfg.logit_softcap * t
-    visible = _block_mask(cfg, i, j, mask, qlen, kvlen, segments) if masked else None
-    if bias is None and visible is None:
-        return s, t
-    B, K = s.shape[:2]
-    s5 = s.reshape(B, K, cfg.G, cfg.bq, cfg.bk)
     if bias is not None:
-        s5 = s5 + _slice_block(bias, i, j, cfg).astype(acc)
-    if visible is not None:
-        s5 = jnp.where(visible, s5, MASK_VALUE)
-    return s5.reshape(s.shape), t
+        B, K = s.shape[:2]
+        s5 = s.reshape(B, K, cfg.G, cfg.bq, cfg.bk) + _slice_block(bias, i, j, cfg).astype(acc)
+        s = s5.reshape(s.shape)
+    return s, t
 
 
-def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
+def _score_mod(cfg: Config, s, params, i, j):
+    """``score_mod`` on every entry of block ``(i, j)``'s logits ``s [B, K, G*bq, bk]`` (rows ``g*bq + t``
+    are query head ``k*G + g``, so the tile is ``[B, N, bq, bk]`` as it is)."""
+    B, K = s.shape[:2]
+    tile = s.reshape(B, K * cfg.G, cfg.bq, cfg.bk)
+    return cfg.mods.scores(tile, params, _tile_indices(cfg, i, j, B, K)).reshape(s.shape)
+
+
+def _score_mod_jvp(cfg: Config, s, ds, params, dparams, i, j):
+    """``(score_mod(s), its tangent)`` for the tangents ``ds`` of the logits and ``dparams`` of the params
+    (either may be None, a zero tangent)."""
+    if ds is None and dparams is None:
+        return _score_mod(cfg, s, params, i, j), None
+    if dparams is None:
+        return jax.jvp(lambda s: _score_mod(cfg, s, params, i, j), (s,), (ds,))
+    if ds is None:
+        return jax.jvp(lambda p: _score_mod(cfg, s, p, i, j), (params,), (dparams,))
+    return jax.jvp(lambda s, p: _score_mod(cfg, s, p, i, j), (s, params), (ds, dparams))
+
+
+def _mask_logits(cfg: Config, s, i, j, mask, qlen, kvlen, segments, mask_consts):
+    """``(s with hidden entries at MASK_VALUE, visibility or None)`` for block ``(i, j)``."""
+    B, K = s.shape[:2]
+    visible = _block_mask(cfg, i, j, mask, qlen, kvlen, segments, mask_consts, B, K)
+    if visible is None:
+        return s, None
+    s5 = jnp.where(visible, s.reshape(B, K, cfg.G, cfg.bq, cfg.bk), MASK_VALUE)
+    return s5.reshape(s.shape), visible
+
+
+def _block_logits(cfg: Config, q_i, k_j, i, j, bias, mask, qlen, kvlen, segments, params, mask_consts,
+                  masked: bool = True):
+    """Masked logits ``[B, K, G*bq, bk]`` (``stat_dtype``) of block ``(i, j)`` and the softcap's ``tanh``:
+    :func:`_block_scores`, then ``score_mod``, then (``masked``) the masks.
+
+    Returns:
+        ``(logits, tanh_or_None)``; masked entries are exactly ``MASK_VALUE``.
+    """
+    s, t = _block_scores(cfg, q_i, k_j, i, j, bias)
+    if cfg.has_score_mod:
+        s = _score_mod(cfg, s, params, i, j)
+    if masked:
+        s, _ = _mask_logits(cfg, s, i, j, mask, qlen, kvlen, segments, mask_consts)
+    return s, t
+
+
+def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, params, blocks, mask_consts):
     """Returns ``out [nq, B, K, G*bq, Hv]`` (query dtype) and ``lse [nq, B, K, G*bq]`` (``stat_dtype``;
     ``-inf`` on rows with no visible key)."""
     acc_dtype = stat_dtype(q.dtype)
@@ -226,12 +323,19 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
         rows = q_i.shape[:3]
 
         def body(j, carry):
-            return _with_or_without_mask(_block_fully_visible(cfg, i, j, mask, qlen, kvlen, segments), step, j,
-                                         carry)
+            kind = _block_kind(cfg, i, j, mask, qlen, kvlen, segments, blocks)
+            if isinstance(kind, int):
+                return step(True, j, carry)
+            if blocks is None:  # never skipped here: the loop bounds already leave out the hidden blocks
+                return lax.cond(kind == UNMASKED, functools.partial(step, False), functools.partial(step, True), j,
+                                carry)
+            skip = lambda j, carry: carry
+            return lax.switch(kind, (skip, functools.partial(step, True), functools.partial(step, False)), j, carry)
 
         def step(masked, j, carry):
             m, l, acc = carry
-            s, _ = _block_logits(cfg, q_i, k[j], i, j, bias, mask, qlen, kvlen, segments, masked)
+            s, _ = _block_logits(cfg, q_i, k[j], i, j, bias, mask, qlen, kvlen, segments, params, mask_consts,
+                                 masked)
             m_new = jnp.maximum(m, jnp.max(s, axis=-1))
             # While a row has seen only masked keys, m == MASK_VALUE and those keys get weight 1;
             # the first visible key makes alpha = exp(MASK_VALUE - m) = 0, which erases them.
@@ -247,7 +351,7 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
         init = (jnp.full(rows, MASK_VALUE, acc_dtype), jnp.zeros(rows, acc_dtype),
                 jnp.zeros(rows + (v.shape[-1],), acc_dtype))
         init = tuple(cast_varying(x, axes) for x in init)
-        lo, hi = key_block_range(cfg, i, kvlen)
+        lo, hi = _key_blocks(cfg, i, kvlen, blocks)
         m, l, acc = lax.fori_loop(lo, hi, body, init)
         has_key = m > MASK_VALUE
         safe_l = jnp.where(has_key, l, 1.0)
@@ -255,7 +359,8 @@ def _forward(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
         lse = jnp.where(has_key, m + jnp.log(safe_l), -jnp.inf)  # log of an empty sum
         return out.astype(q.dtype), lse
 
-    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, *(segments or ()))
+    axes = varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, *(segments or ()), *jax.tree.leaves(params), blocks,
+                         *mask_consts)
     q_in = q * jnp.asarray(cfg.scale, acc_dtype) if prescaled(q) else q
     return lax.map(one_query_block, (q_in, jnp.arange(cfg.nq, dtype=jnp.int32)))
 
@@ -270,9 +375,11 @@ def _blocked(x, cfg: Config):
     return x.reshape(b, k, g, nq, bq, nk, bk).transpose(3, 5, 0, 1, 2, 4, 6)
 
 
-def _tangent(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dq, dk, dv, dbias):
+def _tangent(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, params, blocks, mask_consts, out, lse,
+             dq, dk, dv, dbias, dparams):
     """Tangents ``(d out [nq, B, K, G*bq, Hv], d lse [nq, B, K, G*bq])`` for input tangents ``dq, dk, dv``
-    (blocked like ``q, k, v``) and ``dbias`` (bias's shape); each may be None (a zero tangent).
+    (blocked like ``q, k, v``), ``dbias`` (bias's shape) and ``dparams`` (``params``' structure); each may be
+    None (a zero tangent).
 
     Linear in the tangents, and built only from operations JAX can transpose (``scan`` with a static
     trip count, ``switch``), so reverse mode is its transpose; every block body is a ``jax.checkpoint``,
@@ -284,7 +391,8 @@ def _tangent(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, 
     q_in = q * scale if pre else q
     dq_in = dq * scale if pre and dq is not None else dq
     lse = lse_for_recompute(lse)
-    axes = _varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, *(segments or ()), out, dq, dk, dv, dbias)
+    axes = varying_axes(q, k, v, bias, mask, qlen, kvlen, rng, *(segments or ()), *jax.tree.leaves(params), blocks,
+                         *mask_consts, out, dq, dk, dv, dbias, *jax.tree.leaves(dparams))
     db = None if dbias is None else _blocked(dbias, cfg)
     db_per_q = db is not None and db.shape[0] > 1
     db_per_k = db is not None and db.shape[1] > 1
@@ -295,14 +403,13 @@ def _tangent(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, 
         q_i, dq_i, lse_i, out_i, db_i, i = args
         if db is not None and not db_per_q:
             db_i = db[0]
-        lo, hi = key_block_range(cfg, i, kvlen)
+        lo, hi = _key_blocks(cfg, i, kvlen, blocks)
 
         def block(masked, xs, carry):
             k_j, v_j, dk_j, dv_j, db_ij, j = xs
             mu, a = carry
-            s, t = _block_logits(cfg, q_i, k_j, i, j, bias, mask, qlen, kvlen, segments, masked)
-            p = jnp.exp(s - lse_i[..., None])
-            # ds: tangent of the (capped, biased, masked) logits; masked entries have p == 0.
+            s, t = _block_scores(cfg, q_i, k_j, i, j, bias)
+            # ds: tangent of the (capped, biased, score-modded) logits; masked entries have p == 0.
             parts = []
             if dq_i is not None:
                 parts.append(jnp.einsum("bkqh,bksh->bkqs", dq_i, k_j, preferred_element_type=acc))
@@ -316,6 +423,14 @@ def _tangent(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, 
             if db_ij is not None:
                 ds5 = db_ij.astype(acc) if ds is None else ds.reshape(tile) + db_ij.astype(acc)
                 ds = jnp.broadcast_to(ds5, tile).reshape(s.shape)
+            if cfg.has_score_mod:
+                s, ds = _score_mod_jvp(cfg, s, ds, params, dparams, i, j)
+            if masked:
+                s, visible = _mask_logits(cfg, s, i, j, mask, qlen, kvlen, segments, mask_consts)
+                if visible is not None and ds is not None and cfg.has_score_mod:
+                    # p == 0 there, but a score_mod's tangent need not be finite where the forward hides it.
+                    ds = jnp.where(visible, ds.reshape(tile), 0.0).reshape(s.shape)
+            p = jnp.exp(s - lse_i[..., None])
             z = dropout_multiplier(cfg.dropout_rate, rng, i, j, p.shape, acc)
             p_kept = p if z is None else p * z
             if ds is not None:
@@ -332,13 +447,13 @@ def _tangent(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, 
             # The forward's dynamic loop bounds cannot be transposed: visit every key block and skip
             # the hidden ones by branch.
             inside = (j >= lo) & (j < hi)
-            fully_visible = _block_fully_visible(cfg, i, j, mask, qlen, kvlen, segments)
+            kind = _block_kind(cfg, i, j, mask, qlen, kvlen, segments, blocks)
             skip = lambda xs, carry: carry
-            if fully_visible is None or fully_visible is False:
+            if isinstance(kind, int):
                 branches, index = (skip, functools.partial(block, True)), inside.astype(jnp.int32)
             else:
                 branches = (skip, functools.partial(block, True), functools.partial(block, False))
-                index = jnp.where(inside, jnp.where(fully_visible, 2, 1), 0)
+                index = jnp.where(inside, kind, SKIP)
             return lax.switch(index, branches, xs, carry), None
 
         rows = q_i.shape[:3]
@@ -353,23 +468,25 @@ def _tangent(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, 
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def flash_attention(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments):
+def flash_attention(cfg: Config, q, k, v, bias, mask, qlen, kvlen, rng, segments, params=None, blocks=None,
+                    mask_consts=()):
     """Blockwise attention on the blocked layout: ``(out [nq, B, K, G*bq, Hv], lse [nq, B, K, G*bq])``.
 
     Both outputs are differentiable (the log-sum-exp is ``jax.nn``'s residual), in forward and reverse
-    mode (module docstring)."""
-    return _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments)
+    mode (module docstring), with respect to ``q``, ``k``, ``v``, ``bias`` and the ``score_mod`` ``params``."""
+    return _forward(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments, params, blocks, mask_consts)
 
 
 def _flash_jvp(cfg, primals, tangents):
-    q, k, v, bias, mask, qlen, kvlen, rng, segments = primals
+    q, k, v, bias, mask, qlen, kvlen, rng, segments, params, blocks, mask_consts = primals
     # The primal through this function again, so that a transformation outside this one (jacfwd of
     # a jvp, the Hessian's jacfwd of jacrev) differentiates it by this rule too.
     out, lse = flash_attention(cfg, *primals)
     # Masks, lengths, the key and segment ids are not floating; zero tangents arrive symbolic.
     dq, dk, dv, dbias = (None if isinstance(t, SymbolicZero) else t for t in tangents[:4])
-    dout, dlse = _tangent(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments, out, lse, dq, dk, dv,
-                          None if bias is None else dbias)
+    dparams = flex.params_tangent(params, tangents[9]) if cfg.has_score_mod else None
+    dout, dlse = _tangent(cfg, q, k, v, bias, mask, qlen, kvlen, rng, segments, params, blocks, mask_consts, out,
+                          lse, dq, dk, dv, None if bias is None else dbias, dparams)
     return (out, lse), (dout, dlse)
 
 

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from attnjax.ops import backends, checks
-from attnjax.ops.blockwise import blockwise_attention
+from attnjax.ops import backends, checks, flex
+from attnjax.ops.blockwise import as_block_sizes, blockwise_attention
 from attnjax.ops.dense import dense_attention, dense_logits
 from attnjax.ops.masks import combine_masks, segment_mask
-from attnjax.ops.primitives import masked_softmax
+from attnjax.ops.primitives import masked_softmax, stat_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,17 +33,19 @@ class Path:
         block_sizes: takes ``block_sizes``.
         segment_ids: takes ``query_segment_ids``/``key_segment_ids`` itself (otherwise they become a mask).
         residual: takes ``return_residual`` and can return the log-sum-exp.
+        flex: takes ``mods`` and ``score_mod_params`` (``score_mod``/``mask_mod``, :mod:`attnjax.ops.flex`).
     """
 
     fn: Callable[..., Any]
     block_sizes: bool = False
     segment_ids: bool = False
     residual: bool = False
+    flex: bool = False
 
 
 IMPLEMENTATIONS: dict[str, Path] = {
-    "dense": Path(dense_attention, residual=True),
-    "blockwise": Path(blockwise_attention, block_sizes=True, segment_ids=True, residual=True),
+    "dense": Path(dense_attention, residual=True, flex=True),
+    "blockwise": Path(blockwise_attention, block_sizes=True, segment_ids=True, residual=True, flex=True),
     "cudnn": Path(backends.cudnn_attention),
     "pallas": Path(backends.pallas_attention, block_sizes=True),
     "pallas_interpret": Path(backends.pallas_interpret_attention, block_sizes=True),
@@ -54,6 +56,8 @@ IMPLEMENTATION_ALIASES = {"xla": "dense"}
 
 # The paths that take ``block_sizes`` (for configs that validate it before any call).
 TAKES_BLOCK_SIZES = frozenset(name for name, path in IMPLEMENTATIONS.items() if path.block_sizes)
+# The paths that evaluate ``score_mod``/``mask_mod``.
+TAKES_MODS = frozenset(name for name, path in IMPLEMENTATIONS.items() if path.flex)
 
 
 def _check_arguments(query, key, value, bias, mask, *, scale, query_seq_lengths, key_value_seq_lengths,
@@ -90,6 +94,30 @@ def _add_batch(x):
     return None if x is None else jnp.asarray(x)[None]
 
 
+def _as_passed(error: Exception, arrays: dict[str, Any], unbatched: bool) -> Exception:
+    """``error`` of a check, restated in the shapes the caller passed, with how a rank-3 input was read.
+
+    Unbatched ``[T, N, H]`` inputs are checked with a batch of 1 added; the message then shows the
+    caller's shapes instead of those, and says that rank 3 was read as unbatched, since a ``[B, T, D]``
+    input (heads not split yet) is the usual cause.
+    """
+    message = str(error)
+    shapes = {name: tuple(np.shape(x)) for name, x in arrays.items()}
+    listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+    ranks = {len(shape) for shape in shapes.values()}
+    if unbatched:
+        for name, shape in shapes.items():
+            message = message.replace(f"{name} {(1,) + shape}", f"{name} {shape}")
+        message += (f" (as passed: {listed}; all of rank 3, so read as unbatched query [T, N, H] and key/value "
+                    f"[S, K, H], as jax.nn does; a batched input has rank 4 [B, T, N, H], its features split into "
+                    f"N heads of size H)")
+    elif 3 in ranks and len(ranks) > 1:
+        message += f" (as passed: {listed}; rank 3 means unbatched [T, N, H] only when all of them have rank 3)"
+    else:
+        return error
+    return type(error)(message)
+
+
 def dot_product_attention(
     query: jnp.ndarray,
     key: jnp.ndarray,
@@ -110,11 +138,15 @@ def dot_product_attention(
     implementation: str | None = None,
     block_sizes: Any = None,
     return_residual: bool = False,
+    score_mod: Callable[..., Any] | None = None,
+    mask_mod: Callable[..., Any] | None = None,
+    score_mod_params: Any = None,
 ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
     """Scaled dot-product attention, ``softmax(scale * Q K^T + bias) V``, per head.
 
     Same layout and keywords as ``jax.nn.dot_product_attention``; ``K < N`` key/value heads give
-    grouped-query attention (``K == 1``: multi-query).
+    grouped-query attention (``K == 1``: multi-query). ``score_mod`` and ``mask_mod`` are PyTorch
+    FlexAttention's hooks, computed inside the blockwise kernel (see below).
 
     Args:
         query: ``[B, T, N, H]`` (or ``[T, N, H]``), floating.
@@ -141,24 +173,63 @@ def dot_product_attention(
             GPU/TPU, take forward and reverse mode and their compositions (``jax.jvp``, ``jax.jacfwd``,
             ``jax.grad``, ``jax.hessian``) at every length; the ``"cudnn"`` and ``"pallas"`` kernels
             are reverse-mode only (``jax.grad``, not ``jax.jvp``).
-        block_sizes: ``attnjax.ops.BlockSizes`` for the blocked paths (``"blockwise"``, ``"pallas"``);
-            with ``implementation=None`` it is used only if a blocked path is chosen.
-        return_residual: also return the per-row log-sum-exp of the (scaled, capped, biased, masked)
-            logits, as ``jax.nn`` does: ``[B, T, N]`` (``[T, N]`` unbatched), float32 (float64 for
-            float64 inputs); ``-inf`` on a row with no visible key. Only the ``"dense"`` and
-            ``"blockwise"`` paths compute it.
+        block_sizes: the tiles of the blocked paths (``"blockwise"``, ``"pallas"``): an
+            ``attnjax.ops.BlockSizes`` or a ``(block_q, block_k)`` pair of ints. It is checked on every
+            path and used only by those; the others (``"dense"``/``"xla"``, ``"cudnn"``, and
+            ``implementation=None`` when it picks one of them) have no tiles and ignore it, so one
+            ``functools.partial(dot_product_attention, block_sizes=...)`` can be swept over every
+            implementation.
+        return_residual: also return the per-row log-sum-exp of the (scaled, capped, biased, score-modded,
+            masked) logits, as ``jax.nn`` does: ``[B, T, N]`` (``[T, N]`` unbatched) in the input dtype, like
+            ``jax.nn`` (computed in float32, or float64 for float64 inputs, and rounded once); ``-inf`` on a
+            row with no visible key. It is differentiable and takes cotangents of its own dtype. Only the
+            ``"dense"`` and ``"blockwise"`` paths compute it.
+        score_mod: ``score_mod(score, batch, head, q_idx, kv_idx, params) -> score``, written for one
+            scalar logit and vectorized with ``jax.vmap`` (any scalar JAX code works inside). The order is
+            ``scale * q.k``, ``logit_softcap``, ``+ bias``, ``score_mod``, then every mask, softmax and
+            dropout: ``score`` is scaled, as in FlexAttention (a softcap wanted after the hook goes inside
+            it), and in float32 (float64 for float64 inputs). The indices are int32 scalars: ``batch``
+            (0 for unbatched inputs), ``head`` the *query* head in ``[0, N)``
+            (its key/value head is ``head // (N // K)``), ``q_idx`` and ``kv_idx`` absolute positions, so
+            position arrays can be indexed with them. It is evaluated on every entry, masked ones included
+            (it must be finite there; hide keys with ``mask_mod``, not ``-inf``), before all masks.
+        mask_mod: ``mask_mod(batch, head, q_idx, kv_idx) -> bool``, ``True`` = attend, and-ed with
+            ``mask``, ``is_causal``, the window, the lengths and the segment ids. ``"blockwise"`` skips the
+            tiles it hides entirely (block sparsity, like splash attention: a document mask runs only its
+            diagonal tiles, ``q_idx >= kv_idx`` skips what ``is_causal=True`` skips); see
+            ``attnjax.ops.flex.block_states`` for how the tiles are classified.
+        score_mod_params: a pytree of arrays passed to ``score_mod`` as ``params`` (None otherwise), for
+            what it learns (a slope per head, a bucket table, an MLP): gradients reach it on both paths.
+            The hooks may also close over arrays, traced or not (segment ids, positions, even learned
+            values): ``"blockwise"`` hoists them into explicit kernel arguments, so they work under
+            ``jit`` and are differentiated like ``params``.
+
+    The hooks run on ``"dense"`` (the reference: it materializes the modified ``[B, N, T, S]`` logits)
+    and ``"blockwise"`` (per tile, never ``[N, T, S]``), forward and reverse mode; ``jax.jvp`` works on
+    both. ``implementation=None`` picks one of these two; the others reject the hooks. They are Python
+    callables, static to the kernel: pass the same function objects from call to call (not a new
+    ``lambda`` each time) or an eager call recompiles.
 
     Returns:
         ``[B, T, N, H]`` in the query dtype (a query row with no visible key is zeros), or
         ``(output, residual)`` with ``return_residual``.
 
+    A masked-out key's weight is an exact 0, but ``0 * NaN`` is NaN: **a NaN (or inf) in the value of a
+    masked-out key still makes the output NaN**, on every path, as in ``jax.nn.dot_product_attention``. (A
+    NaN in a masked-out *key* does not reach the output: its logit is replaced.) Zero padded values, e.g.
+    ``jnp.where(valid[..., None, None], value, 0)``, if they may hold NaN.
+
     Raises:
-        ValueError: malformed shapes, window, scale, softcap, dropout or implementation name, or
-            ``return_residual`` on a path that does not compute it.
+        ValueError: malformed shapes, window, scale, softcap, dropout, block sizes or implementation name,
+            ``return_residual``, ``score_mod`` or ``mask_mod`` on a path that does not compute it,
+            ``score_mod_params`` without ``score_mod``, or a hook that does not return a scalar. Shapes are
+            reported as passed; for rank-3 inputs the message says they were read as unbatched ``[T, N, H]``.
         TypeError: non-floating inputs, mismatched dtypes, non-boolean mask, non-integer lengths or
-            segment ids.
+            segment ids, a hook that is not callable or has the wrong arity or return dtype.
     """
     name = _path_name(implementation)
+    block_sizes = as_block_sizes(block_sizes)
+    passed = {"query": query, "key": key, "value": value}
     # Like jax.nn, [T, N, H] inputs (all three unbatched) are accepted and returned unbatched.
     unbatched = all(np.ndim(x) == 3 for x in (query, key, value))
     if unbatched:
@@ -166,11 +237,18 @@ def dot_product_attention(
         query_segment_ids, key_segment_ids = (ids if ids is None or np.ndim(ids) != 1 else _add_batch(ids)
                                               for ids in (query_segment_ids, key_segment_ids))
     query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
-    bias, mask, window = _check_arguments(
-        query, key, value, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-        logit_softcap=logit_softcap, query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
+    try:
+        bias, mask, window = _check_arguments(
+            query, key, value, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
+            key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+            logit_softcap=logit_softcap, query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
+    except (ValueError, TypeError) as error:
+        restated = _as_passed(error, passed, unbatched)
+        if restated is error:
+            raise
+        raise restated from None
     checks.check_dropout(dropout_rate, dropout_rng)
+    mods = flex.check_mods(score_mod, mask_mod, score_mod_params, score_dtype=stat_dtype(query.dtype))
     if name is None:
         # Segment ids count as a mask: every path but "blockwise" receives them as one.
         name = backends.select_implementation(
@@ -178,19 +256,21 @@ def dot_product_attention(
             has_mask=mask is not None or query_segment_ids is not None,
             has_seq_lengths=query_seq_lengths is not None or key_value_seq_lengths is not None,
             is_causal=is_causal, window=window, logit_softcap=logit_softcap, dropout_rate=float(dropout_rate),
-            return_residual=return_residual)
+            return_residual=return_residual, has_score_mod=score_mod is not None, has_mask_mod=mask_mod is not None)
     path = IMPLEMENTATIONS[name]
     extra = {}
+    if mods is not None:
+        if not path.flex:
+            given = " and ".join(n for n, f in (("score_mod", score_mod), ("mask_mod", mask_mod)) if f is not None)
+            raise ValueError(f"{given} needs implementation {' or '.join(map(repr, sorted(TAKES_MODS)))} (or None), "
+                             f"the paths that evaluate it, got implementation={implementation!r}")
+        extra.update(mods=mods, score_mod_params=score_mod_params)
     if path.segment_ids:
         extra.update(query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
     else:
         mask = _with_segment_mask(mask, query_segment_ids, key_segment_ids)
-    if block_sizes is not None:
-        if path.block_sizes:
-            extra["block_sizes"] = block_sizes
-        elif implementation is not None:
-            raise ValueError(f"block_sizes is used only by {sorted(TAKES_BLOCK_SIZES)}, "
-                             f"got implementation={implementation!r}")
+    if block_sizes is not None and path.block_sizes:
+        extra["block_sizes"] = block_sizes
     if return_residual:
         if not path.residual:
             raise ValueError(f"return_residual=True needs implementation 'dense' or 'blockwise' (the paths that "
@@ -200,6 +280,8 @@ def dot_product_attention(
                   query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
                   window=window, logit_softcap=logit_softcap, dropout_rate=float(dropout_rate),
                   dropout_rng=dropout_rng, **extra)
+    if return_residual:  # jax.nn returns it in the input dtype; the paths compute it in stat_dtype
+        out = (out[0], out[1].astype(query.dtype))
     if unbatched:
         out = tuple(x[0] for x in out) if return_residual else out[0]
     return out
@@ -219,22 +301,34 @@ def attention_weights(
     key_segment_ids: jnp.ndarray | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     logit_softcap: float | None = None,
+    score_mod: Callable[..., Any] | None = None,
+    mask_mod: Callable[..., Any] | None = None,
+    score_mod_params: Any = None,
 ) -> jnp.ndarray:
     """The ``[B, N, T, S]`` attention probabilities of :func:`dot_product_attention`.
 
-    Takes the same arguments (no value, dropout or implementation). Float32 (float64 for float64
-    inputs). Rows sum to 1, except rows with no visible key, which are all zeros. Unbatched
-    ``[T, N, H]``/``[S, K, H]`` inputs give ``[N, T, S]``.
+    Takes the same arguments (no value, dropout or implementation; ``score_mod``/``mask_mod`` included).
+    Float32 (float64 for float64 inputs). Rows sum to 1, except rows with no visible key, which are all
+    zeros. Unbatched ``[T, N, H]``/``[S, K, H]`` inputs give ``[N, T, S]``.
     """
+    passed = {"query": query, "key": key}
     unbatched = np.ndim(query) == 3 and np.ndim(key) == 3
     query, key = (_add_batch(x) if unbatched else jnp.asarray(x) for x in (query, key))
-    bias, mask, window = _check_arguments(
-        query, key, key, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
-        key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-        logit_softcap=logit_softcap, query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
+    try:
+        bias, mask, window = _check_arguments(
+            query, key, key, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
+            key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+            logit_softcap=logit_softcap, query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
+    except (ValueError, TypeError) as error:
+        restated = _as_passed(error, passed, unbatched)
+        if restated is error:
+            raise
+        raise restated from None
+    mods = flex.check_mods(score_mod, mask_mod, score_mod_params, score_dtype=stat_dtype(query.dtype))
     mask = _with_segment_mask(mask, query_segment_ids, key_segment_ids)
     logits, visible = dense_logits(query, key, bias, mask, scale=scale, is_causal=is_causal,
                                    query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
-                                   window=window, logit_softcap=logit_softcap)
+                                   window=window, logit_softcap=logit_softcap, mods=mods,
+                                   score_mod_params=score_mod_params)
     probs = masked_softmax(logits, visible)
     return probs[0] if unbatched else probs

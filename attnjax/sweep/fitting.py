@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from attnjax import stats
-from attnjax.sweep.report import ci_text, markdown_table, pct, per_seed_means
+from attnjax.sweep.report import ci_text, label_colors, markdown_table, pct, per_seed_means, setting
 from attnjax.train import TrainState, TrainToFit
 
 Run = Mapping[str, Any]
@@ -54,9 +54,30 @@ def fit_metrics(history: Sequence[Mapping[str, Any]], rule: TrainToFit) -> dict[
             "val_curve": [[r["step"], round(r[rule.metric], 4)] for r in history]}
 
 
+def stopping_text(config: Mapping[str, Any]) -> str:
+    """How a study's cells stop, for its summary: ``config.stopping`` (with ``validate_every``, the steps between
+    validations) when it stops at fit, else ``config.num_steps``."""
+    stop, budget = config.get("stopping"), f"{config['num_steps']:,} steps"
+    if not (stop and stop["stop_at_fit"]):
+        return budget
+    return (f"train to fit (validation accuracy ≥ {pct(stop['threshold'])}% at {stop['consecutive']} checks in a "
+            f"row, every {config['validate_every']:,} steps; or flat: < {pct(stop['min_gain'])} points of gain over "
+            f"{stop['flat_steps']:,} steps), at most {budget}")
+
+
 def val_accuracy(run: Run) -> float:
     """The in-distribution validation accuracy a run stopped at (runs without train-to-fit: ``train_accuracy``)."""
     return run["val_curve"][-1][1] if run.get("val_curve") else run["train_accuracy"]
+
+
+def choose_setting(runs: Sequence[Run]) -> str:
+    """The :func:`~attnjax.sweep.report.setting` of ``runs`` with the best mean :func:`val_accuracy`; ties: the
+    smaller lr."""
+    by_setting: dict[str, list[float]] = {}
+    for r in runs:
+        by_setting.setdefault(setting(r), []).append(val_accuracy(r))
+    order = sorted(by_setting, key=lambda s: (float(s.rpartition("@")[2]), s))
+    return max(order, key=lambda s: float(np.mean(by_setting[s])))
 
 
 def fit_label(run: Run) -> str:
@@ -143,9 +164,7 @@ def unfit_curves_figure(runs: Sequence[Run], panel: Callable[[Run], str], line: 
     cols = min(5, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    labels = sorted({line(r) for r in unfit})
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    colors = {k: cmap(i % cmap.N) for i, k in enumerate(labels)}
+    colors = label_colors(line(r) for r in unfit)
     for ax, name in zip(axes.flat, panels):
         for r in (r for r in unfit if panel(r) == name):
             steps, accuracy = zip(*r["val_curve"])
@@ -160,7 +179,7 @@ def unfit_curves_figure(runs: Sequence[Run], panel: Callable[[Run], str], line: 
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
-    fig.legend(handles=[*(Line2D([], [], color=colors[k], label=k) for k in labels),
+    fig.legend(handles=[*(Line2D([], [], color=c, label=k) for k, c in colors.items()),
                         Line2D([], [], color="0.2", label="solid: under-trained (budget)"),
                         Line2D([], [], color="0.2", linestyle="--", label="dashed: does not fit (flat)"),
                         Line2D([], [], color="0.4", linestyle=":", label="fit threshold")],

@@ -96,12 +96,40 @@ def numbers(value: str | int | float | Sequence[Any], kind: type, name: str) -> 
         raise ValueError(f"config.{name} must be comma-separated {kind.__name__}s, got {value!r}") from None
 
 
-def check_names(kind: str, given: Iterable[str], valid: Iterable[str]) -> None:
-    """Raises ValueError naming the unknown ``kind`` entries and listing the valid ones."""
+def int_pairs(value: str, name: str, form: str, separator: str = ":") -> list[tuple[int, int]]:
+    """``"64:4,128:8"`` -> ``[(64, 4), (128, 8)]``: comma-separated pairs of positive ints.
+
+    Raises:
+        ValueError: another entry, naming the config key ``name`` and the ``form`` expected (``"seq_len:kv"``).
+    """
+    pairs = [item.split(separator) for item in names(value)]
+    if any(len(p) != 2 or not all(s.strip().isdigit() and int(s) > 0 for s in p) for p in pairs):
+        raise ValueError(f"config.{name} must be comma-separated {form}, got {value!r}")
+    return [(int(a), int(b)) for a, b in pairs]
+
+
+def check_names(kind: str, given: Iterable[str], valid: Iterable[str], key: str | None = None) -> None:
+    """Raises ValueError naming the unknown ``kind`` entries and listing the valid ones; given ``key``, the config
+    key the names come from, also when there are none (``config.tasks lists no task``)."""
+    given = list(given)
+    if key is not None and not given:
+        raise ValueError(f"config.{key} lists no {kind}")
     valid = sorted(valid)
     unknown = [g for g in given if g not in valid]
     if unknown:
         raise ValueError(f"unknown {kind} {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+
+
+def check_ints(config: Mapping[str, Any], **lows: int) -> None:
+    """Checks that each key of ``lows`` holds an int (not a bool) of at least its value in ``config``.
+
+    Raises:
+        ValueError: naming the first key out of range and the value given.
+    """
+    for key, low in lows.items():
+        value = config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"config.{key} must be an int >= {low}, got {value!r}")
 
 
 def select(cells: Sequence[Cell], only: str) -> list[Cell]:

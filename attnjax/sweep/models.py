@@ -3,7 +3,8 @@ model list.
 
 A study's config holds one block per model (``config.transformer``, ``config.lstm``) built by
 :func:`model_block`, so every field of the model's config dataclass can be overridden from the command line
-(``--config.transformer.implementation=blockwise``) and a misspelt field is refused before training.
+(``--config.transformer.attention.implementation=blockwise``) and a misspelt field is refused before training.
+A field holding a dataclass (a Transformer's :class:`~attnjax.ops.AttentionConfig`) is a nested block.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from ml_collections import config_dict
 
 from attnjax.nn import get_model_spec, model_config
 
-# How a model runs rather than what it is: set where it applies (a study's compute_dtype, a diagnostic
-# pass), never in a study's model block.
-EXECUTION_FIELDS = ("dtype", "sow_attention_weights", "sequence_parallel_axis", "sequence_parallel_layout")
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+# The attention's fields under the flat names a Transformer config had before the attention became one value.
+_FLAT_ATTENTION_NAMES = {"name": "attention", "options": "attention_options", "implementation": "implementation",
+                         "block_q": "block_q", "block_kv": "block_kv"}
 
 
 def _placeholder(field: dataclasses.Field) -> Any:
@@ -28,33 +29,59 @@ def _placeholder(field: dataclasses.Field) -> Any:
     return config_dict.placeholder(kinds[0]) if kinds else None
 
 
+def _block(cls: type, values: Mapping[str, Any], left_out: set[str], prefix: str = "") -> dict[str, Any]:
+    """``cls``'s fields minus ``left_out`` (dotted names) as plain config data: ``values`` over the defaults,
+    a dataclass-valued field as a nested dict of its own fields."""
+    block = {}
+    for f in dataclasses.fields(cls):
+        if prefix + f.name in left_out:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        value = values.get(f.name, default)
+        if dataclasses.is_dataclass(default):
+            given = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
+            unknown = sorted(set(given) - {g.name for g in dataclasses.fields(default)})
+            if unknown:
+                raise ValueError(f"unknown field(s) {unknown} for {prefix}{f.name}; valid: "
+                                 f"{', '.join(g.name for g in dataclasses.fields(default))}")
+            block[f.name] = _block(type(default), given, left_out, f"{prefix}{f.name}.")
+        else:
+            block[f.name] = _placeholder(f) if value is None else value
+    return block
+
+
+def fingerprint_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's fields as a cell's fingerprint hashes them: a nested attention block under the flat field
+    names it had before the attention became one value, so results committed then keep their fingerprints."""
+    flat = dict(fields)
+    attention = flat.get("attention")
+    if hasattr(attention, "items"):
+        del flat["attention"]
+        flat.update({_FLAT_ATTENTION_NAMES[k]: v for k, v in attention.items()})
+    return flat
+
+
 def model_block(name: str, *, set_per_cell: Iterable[str] = (), **fields: Any) -> ml_collections.ConfigDict:
     """Every field of model ``name``'s config as a ConfigDict: the dataclass defaults, then ``fields``.
 
     Args:
         name: a model of :data:`attnjax.nn.MODELS`.
-        set_per_cell: fields the study sets in each cell (an attention model's variant); left out of the
-            block, so overriding them on the command line is an error instead of being ignored.
-        fields: this study's values.
+        set_per_cell: fields the study sets in each cell (an attention model's variant, as
+            ``"attention.name"``); left out of the block, so overriding them on the command line is an error
+            instead of being ignored.
+        fields: this study's values (a nested field as a mapping of its own fields).
 
     Raises:
         ValueError: unknown model, or ``fields`` naming a field the block does not hold (the message lists
             the valid ones).
     """
     spec = get_model_spec(name)
-    left_out = set(spec.fixed) | set(EXECUTION_FIELDS) | set(set_per_cell)
-    block_fields = [f for f in dataclasses.fields(spec.config) if f.name not in left_out]
-    valid = [f.name for f in block_fields]
+    left_out = set(spec.fixed) | set(set_per_cell)
+    valid = [f.name for f in dataclasses.fields(spec.config) if f.name not in left_out]
     unknown = sorted(set(fields) - set(valid))
     if unknown:
         raise ValueError(f"unknown field(s) {unknown} for the {name!r} block; valid: {', '.join(valid)}")
-    block = {}
-    for f in block_fields:
-        value = fields.get(f.name, f.default)
-        if value is dataclasses.MISSING:
-            value = f.default_factory()  # type: ignore[misc]
-        block[f.name] = _placeholder(f) if value is None else value
-    return ml_collections.ConfigDict(block)
+    return ml_collections.ConfigDict(_block(spec.config, fields, left_out))
 
 
 def check_models(models: Iterable[str], blocks: Mapping[str, Any], learning_rates: Mapping[str, Any],

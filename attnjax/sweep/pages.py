@@ -5,11 +5,14 @@ page of every committed ``<results_root>/<study>/<preset>/results.json`` into
 ``<pages_root>/<study>/<preset>/`` and rewrites each README block between ``<!-- results: <study>/<preset> -->``
 and ``<!-- /results -->`` as that page's first table and a link to it, so no number in a README is typed by
 hand. ``<!-- results: <study>/<preset> | <heading> | ... -->`` adds the whole sections whose headings start
-with those words. :func:`combined_summary` joins several runs' reports into one document.
+with those words. :func:`combined_summary` joins several runs' reports into one document
+(:func:`write_combined` rebuilds and joins run directories). :func:`main` is the command line; a repository
+binds it to its studies (``experiment_for``).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from typing import Callable, Sequence
@@ -62,6 +65,20 @@ def combined_summary(parts: Sequence[tuple[str, str, str]], out_dir: str) -> str
     for name, run_dir, summary in parts:
         lines += ["", f"## {name}", "", relink(summary.strip(), run_dir, out_dir)]
     return "\n".join(lines) + "\n"
+
+
+def write_combined(experiment_for: Callable[[str], Experiment], run_dirs: Sequence[str], out: str) -> list[str]:
+    """Rebuilds every run's report in place (:func:`rebuild`) and joins them into the markdown file ``out``;
+    returns the experiment names, one per run directory.
+
+    Raises:
+        ValueError: as :func:`rebuild`, before ``out`` is written.
+    """
+    parts = [rebuild(experiment_for, run_dir) for run_dir in run_dirs]  # (name, summary) each
+    out_dir = os.path.dirname(os.path.abspath(out))
+    os.makedirs(out_dir, exist_ok=True)
+    write_text(out, combined_summary([(name, d, summary) for (name, summary), d in zip(parts, run_dirs)], out_dir))
+    return [name for name, _ in parts]
 
 
 def first_table(summary: str) -> str:
@@ -121,3 +138,28 @@ def publish(experiment_for: Callable[[str], Experiment], results_root: str = RES
 
     write_text(readme, _README_BLOCK.sub(block, text))
     return [page for page, _ in pages.values()]
+
+
+def main(experiment_for: Callable[[str], Experiment], argv: Sequence[str] | None = None,
+         prog: str = "python -m experiments.report") -> int:
+    """The pages' command line: without RUN_DIR, :func:`publish` (every committed page and the README's tables);
+    with RUN_DIRs, those runs' reports rebuilt in place and joined into ``--out`` (:func:`write_combined`).
+    A RUN_DIR without a report to rebuild is a usage error (exit status 2)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Rebuild study reports from results.json alone: the "
+                                     "committed pages, or any run directories.")
+    parser.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="workdirs holding a results.json (none: "
+                        f"rebuild {PAGES_ROOT}/ and the README's tables from the committed {RESULTS_ROOT}/)")
+    parser.add_argument("--out", default=os.path.join(RESULTS_ROOT, "summary.md"), help="the combined summary")
+    args = parser.parse_args(argv)
+    if not args.run_dirs:
+        for page in publish(experiment_for):
+            print(f"rebuilt {page}")
+        return 0
+    try:
+        names = write_combined(experiment_for, args.run_dirs, args.out)
+    except ValueError as err:
+        parser.error(str(err))
+    for name, run_dir in zip(names, args.run_dirs):
+        print(f"{name}: rebuilt {os.path.join(run_dir, 'summary.md')}")
+    print(f"combined summary: {args.out}")
+    return 0

@@ -1,15 +1,24 @@
-"""What every study's report shares: how a number is written (percentages, 95% t-intervals over seeds),
-the ours-vs-published verdict, and the closing lines of a summary."""
+"""What every study's report shares: how a number is written (percentages, 95% t-intervals over seeds), runs
+grouped by seed and the setting chosen on validation, the ours-vs-published verdict, the opening and closing
+lines of a summary, and how a page and its plots are written."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-from typing import Any, Mapping, Sequence
+import os
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from attnjax import stats
+from attnjax.results import save_and_close, write_text
+from attnjax.sweep.runner import format_seconds
+
+Run = Mapping[str, Any]
+Seeds = Mapping[int, Run]  # one group's runs by seed
+SUMMARY_FILE = "summary.md"
 
 
 def pct(x: float | None, sign: bool = False) -> str:
@@ -28,12 +37,39 @@ def ci_text(mean: float, low: float, high: float, sign: bool = False) -> str:
     return f"{pct(mean, sign)} [{interval}]"
 
 
-def seeds_ci_text(values: Sequence[float], sign: bool = False) -> str:
-    """:func:`ci_text` of the mean over seeds and its 95% t-interval; the mean alone for one value."""
-    if not len(values):
+def seeds_ci_text(values: Sequence[float] | Mapping[Any, float], sign: bool = False) -> str:
+    """:func:`ci_text` of the mean over seeds and its 95% t-interval (``values``: a sequence, or a mapping
+    from seed to value); the mean alone for one value."""
+    values = list(values.values()) if isinstance(values, Mapping) else list(values)
+    if not values:
         return "–"
-    mean, low, high = stats.mean_ci(list(values))
+    mean, low, high = stats.mean_ci(values)
     return pct(mean, sign) if not math.isfinite(low) else ci_text(mean, low, high, sign)
+
+
+def run_header(results: Mapping[str, Any], runs: Sequence[Run]) -> str:
+    """The opening words of a summary: ``Preset `cpu`: 40/42 cells ok, 3 seed(s)``."""
+    return (f"Preset `{results['config'].get('preset')}`: {len(runs)}/{results.get('num_cells', len(runs))} cells "
+            f"ok, {len({r['seed'] for r in runs})} seed(s)")
+
+
+def minutes(results: Mapping[str, Any]) -> float:
+    """The minutes the cells of ``results`` took, summed over cells."""
+    return sum(e.get("seconds", 0.0) for e in results.get("cells", {}).values()) / 60
+
+
+def run_facts(results: Mapping[str, Any], runs: Sequence[Run]) -> str:
+    """How a run went: ``40 runs ok, 2 failed; wall time 6m15s, 11m40s of train + eval over the cells. jax 0.6.2
+    on cpu (cpu), commit abc1234.``, then a bold note while cells are missing."""
+    cells, env = results.get("cells", {}), results.get("environment", {})
+    failed = sum(e.get("status") == "failed" for e in cells.values())
+    wall = f"wall time {format_seconds(results['wall_seconds'])}, " if "wall_seconds" in results else ""
+    compute = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in runs)
+    partial = (f" **Partial: {len(cells)} of {results['num_cells']} cells so far.**"
+               if not results.get("complete", True) and "num_cells" in results else "")
+    return (f"{len(runs)} runs ok, {failed} failed; {wall}{format_seconds(compute)} of train + eval over the cells. "
+            f"jax {env.get('jax', '?')} on {env.get('backend', '?')} "
+            f"({', '.join(env.get('device_kinds', [])) or '?'}), commit {env.get('git_commit', '?')}.{partial}")
 
 
 def summary_tail(results: Mapping[str, Any], figures: Sequence[str] = ()) -> list[str]:
@@ -55,6 +91,69 @@ def per_seed_means(cells: Mapping[Any, Mapping[Any, Sequence[float]]]) -> tuple[
     return seeds, np.asarray([np.mean([cells[u][s] for u in cells], axis=0) for s in seeds], dtype=np.float64)
 
 
+def setting(run: Run) -> str:
+    """What a study chooses per model on validation data: ``"recipe@lr"`` (``"lr"`` for runs without a recipe axis)."""
+    return f"{run['recipe']}@{run['lr']}" if run.get("recipe") else str(run["lr"])
+
+
+def group_runs(runs: Sequence[Run], key: Callable[[Run], Any],
+               setting: Callable[[Run], str] = setting) -> dict[Any, dict[str, dict[int, Run]]]:
+    """Runs as ``{key(run): {setting(run): {seed: run}}}``, each level in the order first seen."""
+    out: dict[Any, dict[str, dict[int, Run]]] = {}
+    for r in runs:
+        out.setdefault(key(r), {}).setdefault(setting(r), {})[int(r["seed"])] = r
+    return out
+
+
+def best_setting(settings: Mapping[str, Seeds], metric: str) -> Seeds:
+    """The runs of the setting with the best mean ``metric`` over seeds (of equals, the first given). Choose on
+    validation data, never the test set."""
+    return max(settings.values(), key=lambda seeds: np.mean([r[metric] for r in seeds.values()]))
+
+
+def seed_values(seeds: Seeds, metric: str) -> dict[int, float]:
+    """``{seed: run[metric]}`` in seed order, leaving out runs without the metric."""
+    return {s: seeds[s][metric] for s in sorted(seeds) if seeds[s].get(metric) is not None}
+
+
+def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[int, float]:
+    """``a − b`` per seed, over the seeds both have (a paired comparison)."""
+    return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedEffect:
+    """Treatment − control over values paired by (unit, seed): each seed's values averaged over the units (those
+    seeds every unit has), then the 95% t-interval over seeds (:attr:`diff`). Units fall into groups (tasks, say)."""
+
+    name: str
+    by_group: dict[Any, tuple[float, float]]  # group -> (control, treatment) means over the group's common seeds
+    seeds: list[Any]
+    control: float  # means over seeds
+    treatment: float
+    deltas: list[float]  # per seed: treatment − control, averaged over the units
+    diff = property(lambda self: stats.mean_ci(self.deltas))
+
+
+def paired_effect(name: str, cells: Mapping[tuple[Any, Any], Mapping[Any, tuple[float, float]]]
+                  ) -> PairedEffect | None:
+    """The :class:`PairedEffect` of ``cells``: ``(group, unit) -> {seed: (control, treatment)}``; None when no seed
+    is common to every unit."""
+    seeds, means = per_seed_means(cells)  # [n_seeds, 2]
+    if not seeds:
+        return None
+    by_group = {g: tuple(per_seed_means({u: v for u, v in cells.items() if u[0] == g})[1].mean(axis=0))
+                for g in dict.fromkeys(g for g, _ in cells)}
+    return PairedEffect(name, by_group, seeds, float(means[:, 0].mean()), float(means[:, 1].mean()),
+                        list(means[:, 1] - means[:, 0]))
+
+
+def held_out_metric(runs: Sequence[Run]) -> str:
+    """The accuracy a report reads: ``"test_accuracy"`` once runs scored a test set, else ``"val_accuracy"`` (a
+    pilot choosing on validation data)."""
+    return "test_accuracy" if any("test_accuracy" in r for r in runs) else "val_accuracy"
+
+
 def describe_fit(metrics: Mapping[str, Any]) -> str:
     """The progress line of a classifier-style cell: ``train 93.1%, test 90.2%`` (``val`` on a validation split)."""
     held = "test" if "test_accuracy" in metrics else "val"
@@ -63,9 +162,11 @@ def describe_fit(metrics: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- tables
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A markdown table; cells are written with ``str``."""
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
+    """A markdown table; cells are written with ``str``. ``align``: ``l`` or ``r`` per column (right-aligned
+    numbers); columns past its end are left-aligned."""
+    lines = ["| " + " | ".join(map(str, header)) + " |",
+             "|" + "".join("---:|" if a == "r" else "---|" for a in align.ljust(len(header), "l"))]
     return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
@@ -115,6 +216,35 @@ def comparison_table(comparisons: Sequence[Comparison]) -> str:
 
 
 # --------------------------------------------------------------------------- plots
+
+def label_colors(labels: Iterable[str]) -> dict[str, Any]:
+    """A color per label, in sorted order: ``tab10``, or ``tab20`` for more than 10 labels."""
+    import matplotlib.pyplot as plt
+
+    labels = sorted(set(labels))
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {k: cmap(i % cmap.N) for i, k in enumerate(labels)}
+
+
+def heatmap_figure(values: np.ndarray, row_labels: Sequence[str], column_labels: Sequence[str], title: str,
+                   colorbar_label: str, marks: Sequence[Sequence[str]] | None = None):
+    """A ``[rows, columns]`` grid of fractions (NaN: empty) as a heatmap, each cell written in % followed by its
+    mark in ``marks`` (such as ``⚠``); returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.0 + 0.75 * len(column_labels), 1.2 + 0.38 * len(row_labels)))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        if math.isfinite(v):
+            ax.text(j, i, f"{100 * v:.0f}{marks[i][j] if marks else ''}", ha="center", va="center", fontsize=7,
+                    color="w" if v < 0.6 else "k")
+    ax.set_yticks(range(len(row_labels)), labels=row_labels, fontsize=7)
+    ax.set_xticks(range(len(column_labels)), labels=column_labels, fontsize=7, rotation=45, ha="right")
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
 
 def curves_figure(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[Sequence[float]]]]],
                   xlabel: str, ylabel: str, cols: int = 4, logx: bool = False):
@@ -187,8 +317,22 @@ def compare_direction(claim: str, differences: Sequence[float], published: str, 
 def load_published(study_file: str) -> dict[str, Any]:
     """The published numbers a study compares against: ``published.json`` beside ``study_file`` (pass a module's
     ``__file__``). Kept as data, each entry with its source, so the numbers are read, never re-typed in code."""
-    import json
-    import os
-
     with open(os.path.join(os.path.dirname(study_file), "published.json"), encoding="utf-8") as f:
         return json.load(f)
+
+
+# --------------------------------------------------------------------------- writing a page
+
+def save_figures(workdir: str, figures: Mapping[str, Any]) -> list[str]:
+    """Saves every figure that is not None as ``workdir/<name>`` (110 dpi; a tight box keeps legends placed
+    below the axes); returns the names saved, in order."""
+    written = [name for name, fig in figures.items() if fig is not None]
+    for name in written:
+        save_and_close(os.path.join(workdir, name), figures[name], dpi=110, bbox_inches="tight")
+    return written
+
+
+def write_summary(workdir: str, text: str) -> str:
+    """Writes ``text`` as ``workdir/summary.md`` (atomically) and returns it."""
+    write_text(os.path.join(workdir, SUMMARY_FILE), text)
+    return text

@@ -11,12 +11,13 @@ the other keys then apply to the recipes that use them. The stop rule (``config.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import ml_collections
 
 import optax
 
+from attnjax.sweep.grid import names
 from attnjax.sweep.settings import add_keys
 from attnjax.train import Recipe, TrainToFit, make_recipe_optimizer
 from attnjax.train.recipe import OPTIMIZERS, SCHEDULES
@@ -85,6 +86,20 @@ def optimizer_for(config: ml_collections.ConfigDict, learning_rate: str | float,
         ValueError, TypeError: a bad recipe value, naming the key and the value given.
     """
     return make_recipe_optimizer(recipe(config, learning_rate, name), config.num_steps)
+
+
+def check_recipes(config: ml_collections.ConfigDict, models: Iterable[str],
+                  recipes: Mapping[str, str] | None = None) -> None:
+    """Builds the optimizer of every learning rate in ``config.learning_rates.<model>`` of ``models`` (under
+    every recipe name in ``recipes[model]``, where given), so a bad recipe value fails before any training.
+
+    Raises:
+        ValueError, TypeError: as :func:`optimizer_for`.
+    """
+    for model in models:
+        for name in names(recipes[model]) if recipes is not None else [None]:
+            for lr in names(config.learning_rates[model]):
+                optimizer_for(config, lr, name)
 
 
 def with_stopping_keys(config: ml_collections.ConfigDict, **defaults: Any) -> ml_collections.ConfigDict:

@@ -10,7 +10,7 @@ decoding), :mod:`attnjax.train.checkpoint` (``Checkpointer``).
 
 from attnjax.train.checkpoint import CorruptCheckpointWarning
 from attnjax.train.evaluate import evaluate, evaluate_lengths
-from attnjax.train.loop import fit
+from attnjax.train.loop import BatchShapeWarning, fit
 from attnjax.train.placement import put_replicated, shard_batch
 from attnjax.train.recipe import Recipe, make_recipe_optimizer
 from attnjax.train.seq2seq_steps import evaluate_seq2seq_lengths, seq2seq_train_step
@@ -24,8 +24,8 @@ __all__ = [
     "fit", "make_optimizer", "seq2seq_train_step", "shard_batch", "train_step", "put_replicated",
     # The one train-step factory (attnjax.train.step_factory).
     "make_train_step",
-    # Checkpoints (attnjax.train.checkpoint).
-    "CorruptCheckpointWarning",
+    # Checkpoints (attnjax.train.checkpoint), and fit's warning that a batch shape compiles the step again.
+    "BatchShapeWarning", "CorruptCheckpointWarning",
     # The training recipe (attnjax.train.recipe).
     "Recipe", "make_recipe_optimizer",
     # Train to fit: the stop rule fit(validate=..., stop=...) reads (attnjax.train.stopping).

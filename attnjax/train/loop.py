@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 import jax
@@ -28,7 +29,7 @@ DataRng = np.random.Generator | Sequence[np.random.Generator] | None
 
 def _compiled_step(state: TrainState, mesh: Mesh, data_axis: str, step_fn: Callable) -> Callable:
     """The compiled step :func:`fit` runs (:func:`~attnjax.train.make_train_step`): ``parallel="jit"``, or for a
-    sequence-parallel model (its config sets ``sequence_parallel_axis``) ``parallel="shard_map"`` with ring
+    sequence-parallel model (its execution sets ``sequence_parallel_axis``) ``parallel="shard_map"`` with ring
     attention over the mesh's ``seq`` axis.
 
     Raises:
@@ -42,6 +43,26 @@ def _compiled_step(state: TrainState, mesh: Mesh, data_axis: str, step_fn: Calla
                          f"step splits its batch over the sequence), "
                          f"got step_fn={getattr(step_fn, '__name__', step_fn)!r}")
     return make_train_step(parallel="shard_map", mesh=mesh, data_axis=data_axis, seq_axis=SEQ_AXIS)
+
+
+class BatchShapeWarning(UserWarning):
+    """:func:`fit` got a batch whose shapes or dtypes differ from its first batch's, so the step compiles again."""
+
+
+def batch_signature(batch: Mapping[str, Any]) -> dict[str, str]:
+    """``{key: "shape dtype"}`` of a host batch: what the compiled step is specialized to (no device transfer)."""
+    return {k: f"{tuple(np.shape(v))} {v.dtype if hasattr(v, 'dtype') else np.result_type(v)}"
+            for k, v in batch.items()}
+
+
+def _shape_change(first: Mapping[str, str], new: Mapping[str, str], step: int) -> str:
+    changed = sorted(k for k in {*first, *new} if first.get(k) != new.get(k))
+    was = ", ".join(f"{k} {first.get(k, 'absent')}" for k in changed)
+    now = ", ".join(f"{k} {new.get(k, 'absent')}" for k in changed)
+    return (f"fit compiles its step for the first batch's shapes, but the batch of step {step} has {now} where the "
+            f"first had {was}: every new shape compiles the step again, which costs far more than a step. Pad every "
+            f"batch to one length and mask the padding (attnjax.data.training_batch does), or to a few bucket "
+            f"lengths. Warned once per fit call")
 
 
 def _next_batch(source: BatchSource, step: int):
@@ -127,12 +148,13 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
         ) -> tuple[TrainState, list[dict[str, float]]]:
     """Trains for ``num_steps`` steps, optionally saving checkpoints and resuming from the newest one.
 
-    The step is compiled once: every batch must have the same shapes (pad to a fixed length with a
-    loss mask). It runs on ``mesh``, built by :func:`~attnjax.train.make_train_step`: the batch split over
-    ``data_axis`` (``parallel="jit"``), and for a sequence-parallel model also over ``seq`` with ring attention
-    (``parallel="shard_map"``). In a multi-process job (after
-    :func:`~attnjax.parallel.initialize_from_config`, with a mesh over every process's devices) every process
-    calls ``fit`` with the same arguments: the same initial state, rng and global batches (the same seeded
+    The step is compiled once: every batch must have the same shapes and dtypes (pad to a fixed length with a
+    loss mask). A batch that differs from the first compiles the step again and, the first time in a call, warns
+    with a :class:`BatchShapeWarning` naming the old and new shapes. It runs on ``mesh``, built by
+    :func:`~attnjax.train.make_train_step`: the batch split over ``data_axis`` (``parallel="jit"``), and for a
+    sequence-parallel model also over ``seq`` with ring attention (``parallel="shard_map"``). In a multi-process
+    job (after :func:`~attnjax.parallel.initialize_from_config`, with a mesh over every process's devices) every
+    process calls ``fit`` with the same arguments: the same initial state, rng and global batches (the same seeded
     generator), and each feeds only its own rows (:mod:`attnjax.train.placement`), so the run equals a
     single-process one. Batches are generated on the host while the previous step runs (JAX dispatch is
     asynchronous); metrics are fetched only every ``log_every`` steps. Inside the loop the only transfers
@@ -223,12 +245,19 @@ def fit(state: TrainState, batches: BatchSource, num_steps: int, *, rng: jax.Arr
             first = end_step
         stopped = False  # set when the stop rule ends the run (or marks the budget) at a log record
         counts: list[tuple[int, int]] = []  # (examples, tokens) of the window's steps run by this call
+        first_signature, warned = None, False
         t0 = time.perf_counter()
         with tqdm(total=num_steps, initial=first - start_step, disable=not progress, desc=description,
                   leave=False) as bar:
             for step in range(first, end_step):
                 host_batch = _next_batch(batches, step)
                 counts.append(batch_counts(host_batch))
+                if not warned:
+                    signature = batch_signature(host_batch)
+                    first_signature = first_signature or signature
+                    if signature != first_signature:
+                        warnings.warn(_shape_change(first_signature, signature, step), BatchShapeWarning, stacklevel=2)
+                        warned = True
                 state, metrics = jitted_step(state, shard_batch(host_batch, mesh, data_axis), rng)
                 window.append(metrics)
                 if len(window) == log_every or step + 1 == end_step:

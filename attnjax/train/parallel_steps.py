@@ -4,7 +4,7 @@
 
 * :func:`shard_map_train_step` — ``jax.shard_map``: each device runs the step on its shard and the
   reduction is written out (:func:`~attnjax.train.steps.optimizer_step` with ``axis_name``). This is
-  also the sequence-parallel step: when the model's config sets ``sequence_parallel_axis``, the
+  also the sequence-parallel step: when the model's execution sets ``sequence_parallel_axis``, the
   token dimension is split over the mesh's ``seq`` axis too and attention runs as ring attention.
 * :func:`pmap_train_step` — ``jax.pmap``, the older per-device API, same per-device function.
 
@@ -67,7 +67,7 @@ def _check_batch(batch: Mapping[str, Any], name: str, size: int) -> int:
 
 
 def sequence_layout(state: TrainState, mesh: Mesh, seq_axis: str = SEQ_AXIS) -> str | None:
-    """The ring layout of a sequence-parallel model (its ``config.sequence_parallel_layout``), else None.
+    """The ring layout of a sequence-parallel model (its ``execution.sequence_parallel_layout``), else None.
 
     The model is found as ``state.apply_fn.model`` (:class:`~attnjax.train.state.ModelApply`).
 
@@ -75,20 +75,20 @@ def sequence_layout(state: TrainState, mesh: Mesh, seq_axis: str = SEQ_AXIS) -> 
         ValueError: the mesh splits ``seq_axis`` (size > 1) but the model is not sequence-parallel, or the
             model's ``sequence_parallel_axis`` is not ``seq_axis`` or not an axis of the mesh.
     """
-    config = getattr(getattr(state.apply_fn, "model", None), "config", None)
-    axis = getattr(config, "sequence_parallel_axis", None)
+    execution = getattr(getattr(state.apply_fn, "model", None), "execution", None)
+    axis = getattr(execution, "sequence_parallel_axis", None)
     seq_size = dict(mesh.shape).get(seq_axis, 1)
     if axis is None:
         if seq_size > 1:
             raise ValueError(f"the mesh splits mesh axis {seq_axis!r} {seq_size} ways, but the model is not "
-                             f"sequence-parallel (its config.sequence_parallel_axis is None); set it to "
+                             f"sequence-parallel (its execution.sequence_parallel_axis is None); set it to "
                              f"{seq_axis!r} or use a mesh with {seq_axis}=1")
         return None
     if axis != seq_axis or axis not in mesh.shape:
-        raise ValueError(f"the model's config.sequence_parallel_axis is {axis!r}, but the step shards the sequence "
+        raise ValueError(f"the model's execution.sequence_parallel_axis is {axis!r}, but the step shards the sequence "
                          f"over seq_axis={seq_axis!r} of a mesh with axes {dict(mesh.shape)}; build the step with "
                          f"make_train_step(parallel='shard_map', seq_axis={axis!r}) on a mesh with that axis")
-    return config.sequence_parallel_layout
+    return execution.sequence_parallel_layout
 
 
 def _batch_specs(batch: Mapping[str, Any], data_axis: str, seq_axis: str | None) -> dict[str, PartitionSpec]:
@@ -130,7 +130,7 @@ def shard_map_train_step(mesh: Mesh, data_axis: str = DATA_AXIS, seq_axis: str |
     are ``psum``-ed over ``data_axis`` (and ``seq_axis``), so the loss is the per-token mean of the whole
     batch and the result equals the one-device :func:`~attnjax.train.train_step`.
 
-    Sequence parallelism: if the model's config sets ``sequence_parallel_axis=seq_axis`` the step permutes
+    Sequence parallelism: if the model's execution sets ``sequence_parallel_axis=seq_axis`` the step permutes
     every ``[B, L, ...]`` batch array into the model's ring layout and splits ``L`` over ``seq_axis``;
     the model's self-attention layers run ring attention over it, position-wise layers stay local, and
     the loss is reduced over both axes. Other mesh axes (``model``) see replicated inputs.

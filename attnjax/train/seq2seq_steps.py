@@ -132,7 +132,7 @@ def evaluate_seq2seq(state: TrainState, batches: Iterable[Mapping[str, Any]], *,
     Args:
         rng: key for models that draw randomized positions at evaluation; batch ``i`` uses ``fold_in(rng, i)``.
     """
-    dispatched = dispatch(state, batches, mesh, data_axis, rng, seq2seq_eval_step_jit)
+    dispatched = dispatch(state, batches, mesh, data_axis, rng, seq2seq_eval_step_jit, caller="evaluate_seq2seq")
     return reduce_seq2seq_metrics(jax.device_get(dispatched))
 
 
@@ -146,7 +146,8 @@ def evaluate_seq2seq_lengths(state: TrainState, make_batches: Callable[[int], It
     length first.
     """
     dispatched = {int(n): dispatch(state, make_batches(int(n)), mesh, data_axis,
-                                   None if rng is None else jax.random.fold_in(rng, int(n)), seq2seq_eval_step_jit)
+                                   None if rng is None else jax.random.fold_in(rng, int(n)), seq2seq_eval_step_jit,
+                                   caller="evaluate_seq2seq_lengths")
                   for n in lengths}
     return {n: reduce_seq2seq_metrics(m) for n, m in jax.device_get(dispatched).items()}
 

@@ -58,7 +58,7 @@ def make_train_step(*, parallel: str | None = None, mesh: Mesh | None = None, da
     * ``"shard_map"``: ``jax.shard_map`` over ``mesh``, the reduction written out (``psum`` of loss sums, token
       counts and gradients over ``data_axis``). With ``seq_axis`` it is the **sequence-parallel** step: every
       ``[B, L, ...]`` batch array is permuted into the model's ring layout and ``L`` is split over
-      ``seq_axis``; the model's config must set ``sequence_parallel_axis=seq_axis``. Inputs placed as for
+      ``seq_axis``; the model's execution must set ``sequence_parallel_axis=seq_axis``. Inputs placed as for
       ``"jit"``, the batch in natural token order.
     * ``"pmap"``: ``jax.pmap`` over the local devices, axis ``data_axis``. The state replicated with a leading
       device axis (:func:`attnjax.train.parallel_steps.replicate`), the batch ``[D, B/D, ...]``

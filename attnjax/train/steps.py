@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from attnjax.nn.positional import MissingPositionsRngError
 from attnjax.train.state import TrainState
 
 Batch = dict[str, jnp.ndarray]
@@ -64,6 +65,15 @@ def step_rngs(rng: jax.Array | None, train: bool, shard: jnp.ndarray | int | Non
     if train:
         rngs["dropout"] = rng if shard is None else jax.random.fold_in(rng, shard)
     return rngs
+
+
+def missing_positions_rng(caller: str) -> MissingPositionsRngError:
+    """The error for ``caller`` (an evaluation function of this package) called with ``rng=None`` on a model
+    that draws randomized positions at evaluation: it names ``caller``'s own ``rng`` argument, the fix."""
+    return MissingPositionsRngError(
+        f"{caller} got rng=None, but the model draws randomized positions at evaluation (Ruoss et al. 2023) and "
+        f"needs a key for them: pass rng=key to {caller}, e.g. {caller}(..., rng=jax.random.key(0)); or build the "
+        f'model with randomized_eval="consecutive" to evaluate at positions 0..L-1')
 
 
 def _forward(state: TrainState, params: Any, batch: Batch, train: bool, rng: jax.Array | None,
@@ -159,7 +169,15 @@ def eval_step(state: TrainState, batch: Batch, rng: jax.Array | None = None) -> 
     Returns:
         ``loss`` and ``accuracy`` (means over their tokens) plus the sums ``loss_sum``, ``loss_count``,
         ``correct`` and ``count`` so callers can aggregate over batches exactly.
+
+    Raises:
+        ValueError: ``rng=None`` for a model that draws randomized positions at evaluation.
     """
-    loss_sum, loss_count, correct, count = _forward(state, state.params, batch, False, rng)
+    try:
+        loss_sum, loss_count, correct, count = _forward(state, state.params, batch, False, rng)
+    except MissingPositionsRngError as error:
+        if rng is not None:
+            raise
+        raise missing_positions_rng("eval_step") from error
     return {"loss": loss_sum / jnp.maximum(loss_count, 1.0), "accuracy": correct / jnp.maximum(count, 1.0),
             "loss_sum": loss_sum, "loss_count": loss_count, "correct": correct, "count": count}

@@ -10,15 +10,25 @@ Presets (``--config=experiments/associative_recall/config.py:PRESET``):
 * ``paper``: Zoology's Figure 2 grid: vocabulary 8,192, (length, pairs) in {(64, 4), (128, 8), (256, 16)}, 100,000
   training and 3,000 test examples, widths 64-512, 4 learning rates picked on validation, training noise {0, 1} at
   (128, 8). Sized for an accelerator.
+* ``zoology``: Zoology's shape at a 2-core size: (length, pairs) in {(64, 4), (128, 8)} (16 tokens per pair),
+  vocabulary 256, widths 32, 64 and 128, softmax attention against BaseConv, Hyena, Based and the LSTM and GRU, all
+  with Zoology's AdamW (weight decay 0.1) and a warmup then cosine decay, 2 learning rates per model picked on
+  validation, 3 seeds. WALL_TIME_NOTE
 
 Differences from Zoology (all presets unless marked):
 
-* models: attnjax's attention variants, LSTM and GRU; no gated convolutions, RWKV, Mamba or Based (linear attention
-  and the Performer are the nearest attention-free mixers, the local window a short-range one);
+* models: attnjax's attention variants, LSTM and GRU, and in ``zoology`` BaseConv, Hyena and Based; no H3, RWKV or
+  Mamba (elsewhere linear attention and the Performer are the nearest attention-free mixers, the local window a
+  short-range one);
 * blocks: a feed-forward branch (``mlp_dim = width``), 2 heads with RoPE, no dropout (Zoology: none, 1 head, learned
-  positions, dropout 0.1);
+  positions, dropout 0.1); ``zoology``'s mixers get the same feed-forward branch and no dropout, so only the
+  sequence mixer differs between models; its Based is Zoology's MQAR Based (a short gated convolution, then Taylor
+  linear attention with feature dimension 8 and 1 head; no sliding window, which at these lengths would reach every
+  key, as in Zoology's MQAR configs);
 * training: Adam, clipping at 1.0, constant rate, a fixed number of steps (Zoology: AdamW, cosine decay, 64 epochs,
   early stopping on its test set); ``paper``: batch 256 at every length (Zoology: 512 at lengths 64 and 128);
+  ``zoology``: Zoology's AdamW (weight decay 0.1) and cosine decay to 0, after a linear warmup over 5% of the steps
+  (Zoology: none), clipping at 1.0, batch 64 and a fixed number of steps (NUM_STEPS_NOTE);
 * learning rates are picked on a validation split (Zoology: on the test set); the test-noise sweep is ours;
 * ``cpu`` only: vocabulary 32, one length for both pair counts, 19,200 examples seen, 3 seeds, and no softmax with
   temperature (at temperature 1 it is dot-product attention).
@@ -26,21 +36,26 @@ Differences from Zoology (all presets unless marked):
 
 import ml_collections
 
-from attnjax.sweep import model_block, with_harness_keys, with_recipe_keys
+from attnjax.sweep import check_names, model_block, with_harness_keys, with_recipe_keys
+from attnjax.sweep.training import with_stopping_keys
 
-PRESETS = ("cpu", "lr_pilot", "paper")
+PRESETS = ("cpu", "lr_pilot", "paper", "zoology")
 FAMILIES = ("transformer_lm", "lstm", "gru")
+MIXERS = ("base_conv", "hyena", "based")  # Zoology's attention-free LMs (attnjax.nn.mixer_lm), in ``zoology``
 CPU_ATTENTIONS = "dot_product,cosine,l2,additive,multiplicative,sigmoid,linear,performer,local"
 ALL_ATTENTIONS = "dot_product,softmax_temperature,cosine,l2,additive,multiplicative,sigmoid,linear,performer,local"
 # Model fields a cell sets (from its width, variant and length, config.vocab_size, mlp_ratio, attention_options).
-LM_SET_PER_CELL = ("d_model", "mlp_dim", "attention", "attention_options", "max_len", "vocab_size")
+LM_SET_PER_CELL = ("d_model", "mlp_dim", "attention.name", "attention.options", "max_len", "vocab_size")
+MIXER_SET_PER_CELL = ("d_model", "mlp_dim", "max_len", "vocab_size")  # from the width, mlp_ratio and the length
+ZOOLOGY_ATTENTIONS = "dot_product"  # the Transformer's attentions in ``zoology``
+ZOOLOGY_STEPS = 3000  # ``zoology``'s steps of batch 64
+ZOOLOGY_LRS = "1e-3,3e-3"  # ``zoology``'s learning rates, every model
 Config = ml_collections.ConfigDict
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     """Returns the config for ``preset`` (one of :data:`PRESETS`)."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    check_names("preset", [preset], PRESETS)
     c = Config(dict(
         preset=preset, models=",".join(FAMILIES), attentions=CPU_ATTENTIONS,  # the LM runs once per attention
         vocab_size=32, settings="16:2,16:4", widths="64",  # "seq_len:num_kv_pairs" settings, each at every width
@@ -60,7 +75,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         dot_product="3e-3", cosine="1e-3", l2="1e-3", additive="1e-3", multiplicative="1e-3", sigmoid="1e-3",
         linear="3e-3", performer="1e-3", local="1e-3"))
     c.mlp_ratio = 1  # Transformer mlp_dim = mlp_ratio x width
-    # Model blocks hold every other field of the model's config (--config.transformer_lm.implementation=blockwise).
+    # Model blocks hold every other field of the model's config
+    # (--config.transformer_lm.attention.implementation=blockwise).
     c.transformer_lm = model_block("transformer_lm", set_per_cell=LM_SET_PER_CELL, num_layers=2, num_heads=2,
                                    positional="rope", tie_embeddings=True, dropout_rate=0.0, norm="pre")
     # The window must be shorter than the context-to-query distance, else local = softmax.
@@ -80,4 +96,24 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         c.attention_options.local.local_window_size = 16
         c.attention_learning_rates = Config()
         c.learning_rates.update({family: "1e-4,4.64e-4,2.15e-3,1e-2" for family in FAMILIES})  # logspace(-4, -2, 4)
+    elif preset == "zoology":
+        c.update(dict(models=",".join((FAMILIES[0], *MIXERS, *FAMILIES[1:])), attentions=ZOOLOGY_ATTENTIONS,
+                      vocab_size=256, settings="64:4,128:8", widths="32,64,128", num_train=100_000, num_val=1_000,
+                      num_test=3_000, num_train_eval=1_000, batch_size=64, num_steps=ZOOLOGY_STEPS, log_every=100,
+                      attention_map_setting="64:4"))
+        # Zoology's recipe (zoology/train.py): AdamW, weight decay 0.1, cosine decay to 0; the warmup is ours.
+        c.update(dict(optimizer="adamw", schedule="warmup_cosine", weight_decay=0.1, final_fraction=0.0,
+                      warmup_steps=ZOOLOGY_STEPS // 20))
+        # Zoology's stop rule: a cell ends once its validation accuracy (every log record) reaches 99%; never
+        # for a flat curve (MQAR learning curves sit on a plateau, then drop: docs/results/associative_recall).
+        with_stopping_keys(c, threshold=0.99, consecutive=1, flat_steps=ZOOLOGY_STEPS)
+        c.attention_options.local.local_window_size = 16
+        c.attention_learning_rates = Config()
+        c.learning_rates = Config({model: ZOOLOGY_LRS for model in (*FAMILIES, *MIXERS)})
+        for mixer in MIXERS:  # Zoology's backbone, with the feed-forward branch and dropout of the other models
+            c[mixer] = model_block(mixer, set_per_cell=MIXER_SET_PER_CELL, tie_embeddings=True, embed_dropout=0.0)
+        # Zoology's MQAR Based (its iclr24_zoology_figure2 config): BaseConv with 3 taps, then Taylor linear
+        # attention (feature_dim 8, 1 head), layer by layer; no sliding window (a window as long as the
+        # key-to-query distance would be softmax attention over every key here).
+        c.based.update(dict(num_layers=2, layer_mixers=("base_conv", "linear"), feature_dim=8, num_heads=1))
     return c

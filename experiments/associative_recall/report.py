@@ -3,37 +3,37 @@ learning rates, the best mean *validation* accuracy picks one (never the test se
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from attnjax.plots import plot_weight_maps
-from attnjax.results import save_and_close, write_text
 from attnjax.sweep import ok_runs
-from attnjax.sweep.report import (compare, compare_direction, comparison_table, curves_figure, load_published,
-                                 markdown_table, pct, seeds_ci_text, summary_tail)
+from attnjax.sweep.report import (best_setting, compare, compare_direction, comparison_table, curves_figure,
+                                 group_runs, held_out_metric, load_published, markdown_table, minutes, paired, pct,
+                                 run_header, save_figures, seeds_ci_text, summary_tail, write_summary)
 from experiments.associative_recall import config as study_config
 
 PAIRS_FILE, NOISE_FILE, WIDTH_FILE = "accuracy_vs_pairs.png", "accuracy_vs_noise.png", "accuracy_vs_width.png"
-EVAL_NOISE_FILE, MAPS_FILE, SUMMARY_FILE = "accuracy_vs_test_noise.png", "attention_maps.png", "summary.md"
+EVAL_NOISE_FILE, MAPS_FILE = "accuracy_vs_test_noise.png", "attention_maps.png"
 BASELINE = "dot_product"  # softmax attention: the reference of every Δ vs softmax
+PLATEAU = (0.8, 1.2)  # a last training loss within these multiples of ln P: the run ended on the chance plateau
 SOLVED = 0.99 - 1e-9  # Zoology stops training at 99% validation accuracy (less slack: a mean of 0.99s is 0.98999...)
-SUB_QUADRATIC = ("linear", "performer", "local", "rnn", "lstm", "gru")  # Zoology's attention-free counterparts
+# Zoology's attention-free counterparts: approximate attentions, its gated-convolution mixers, recurrent models
+SUB_QUADRATIC = ("linear", "performer", "local", "base_conv", "hyena", "based", "rnn", "lstm", "gru")
 PUBLISHED = load_published(__file__)["zoology"]["claim"]
 Groups = Mapping[tuple, Mapping[int, dict]]  # (label, seq_len, kv, width, noise) -> {seed: run}
 
 
 def group(runs: Sequence[dict]) -> dict[tuple, dict[int, dict]]:
     """Runs by (variant or model, seq_len, kv, width, noise) and seed, at the best validation learning rate."""
-    by_lr: dict[tuple, dict[str, dict[int, dict]]] = {}
-    for r in runs:
-        r = {**r, **{f"test_noise={float(k)}": v for k, v in (r.get("test_accuracy_by_noise") or {}).items()}}
-        key = (r["model"] if r["variant"] == "-" else r["variant"], int(r["seq_len"]), int(r["kv"]), int(r["width"]),
-               float(r["noise"]))
-        by_lr.setdefault(key, {}).setdefault(str(r["lr"]), {})[int(r["seed"])] = r
-    return {key: max(lrs.values(), key=lambda s: np.mean([r["val_accuracy"] for r in s.values()]))
-            for key, lrs in by_lr.items()}
+    runs = [{**r, **{f"test_noise={float(k)}": v for k, v in (r.get("test_accuracy_by_noise") or {}).items()}}
+            for r in runs]
+    by_lr = group_runs(runs, lambda r: (r["model"] if r["variant"] == "-" else r["variant"], int(r["seq_len"]),
+                                        int(r["kv"]), int(r["width"]), float(r["noise"])))
+    return {key: best_setting(lrs, "val_accuracy") for key, lrs in by_lr.items()}
 
 
 def order(labels) -> list[str]:
@@ -43,14 +43,6 @@ def order(labels) -> list[str]:
 
 def seed_values(g: Groups, key: tuple, metric: str) -> dict[int, float]:
     return {s: r[metric] for s, r in sorted((g.get(key) or {}).items()) if r.get(metric) is not None}
-
-
-def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[int, float]:
-    return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}  # a − b per seed, over the seeds both have
-
-
-def ci(values: Mapping[int, float], sign: bool = False) -> str:
-    return seeds_ci_text(list(values.values()), sign)
 
 
 def delta(g: Groups, key: tuple, metric: str) -> dict[int, float]:  # key's model − softmax attention, per seed
@@ -102,10 +94,11 @@ def table(g: Groups, t: Layout, train: bool = True, params: bool = False, change
                          if g.get((n, *c[2])))] * params]
         for _, _, tail, metric in t.columns:
             fit = list(seed_values(g, (n, *tail), "train_accuracy").values())
-            row += [ci(seed_values(g, (n, *tail), metric)), *[pct(float(np.mean(fit))) if fit else "–"] * train,
-                    "–" if n == BASELINE else ci(delta(g, (n, *tail), metric), sign=True)]
+            row += [seeds_ci_text(seed_values(g, (n, *tail), metric)),
+                    *[pct(float(np.mean(fit))) if fit else "–"] * train,
+                    "–" if n == BASELINE else seeds_ci_text(delta(g, (n, *tail), metric), sign=True)]
         moved = paired(seed_values(g, (n, *last[2]), last[3]), seed_values(g, (n, *first[2]), first[3]))
-        rows.append(row + [ci(moved, sign=True)] * change)
+        rows.append(row + [seeds_ci_text(moved, sign=True)] * change)
     return markdown_table(head, rows)
 
 
@@ -133,6 +126,23 @@ def verdicts(g: Groups, noise: float, metric: str) -> str:
     return comparison_table(rows)
 
 
+def plateau_table(g: Groups, noise: float) -> str:
+    """Per model and setting (first width): the mean last logged training loss and how many seeds ended within
+    :data:`PLATEAU` x ln P, the loss of a uniform guess among the P values of the context (accuracy 1/P)."""
+    w = min(k[3] for k in g if k[4] == noise)
+    settings = [s for s in settings_at(g, w, noise) if s[1] > 1]  # ln 1 = 0: no plateau to tell apart
+    head = ["model", *[f"L={L} P={P} (1/P = {pct(1 / P)}%, ln P = {math.log(P):.2f})" for L, P in settings]]
+    rows = []
+    for n in order(k[0] for k in g if k[3:] == (w, noise)):
+        row = [n]
+        for L, P in settings:
+            losses = list(seed_values(g, (n, L, P, w, noise), "final_train_loss").values())
+            on = sum(PLATEAU[0] <= x / math.log(P) <= PLATEAU[1] for x in losses)
+            row.append(f"{np.mean(losses):.2f} ({on}/{len(losses)} on it)" if losses else "–")
+        rows.append(row)
+    return markdown_table(head, rows)
+
+
 def panel(g: Groups, t: Layout) -> dict:
     """:func:`curves_figure`'s ``{label: (xs, per-seed ys)}`` of a layout, over the seeds every point of a line has."""
     lines = {n: [(x, seed_values(g, (n, *tail), m)) for _, x, tail, m in t.columns if (n, *tail) in g]
@@ -157,11 +167,9 @@ def summary_markdown(results: Mapping[str, Any], figure_files: Sequence[str] = (
     if not runs:
         return "\n".join(out + ["No finished cells."] + summary_tail(results, figure_files)) + "\n"
     g, noise = group(runs), float(config["noise"])
-    metric = "test_accuracy" if any("test_accuracy" in r for r in runs) else "val_accuracy"
-    out += [f"Preset `{config.get('preset')}`: {len(runs)}/{results.get('num_cells', len(runs))} cells ok, "
-            f"{len({r['seed'] for r in runs})} seed(s), vocabulary {config['vocab_size']}, {config['num_steps']} steps "
-            f"of batch {config['batch_size']} from {config['num_train']} examples per seed, "
-            f"{sum(e.get('seconds', 0.0) for e in results.get('cells', {}).values()) / 60:.1f} min.", "",
+    metric = held_out_metric(runs)
+    out += [f"{run_header(results, runs)}, vocabulary {config['vocab_size']}, {config['num_steps']} steps of batch "
+            f"{config['batch_size']} from {config['num_train']} examples per seed, {minutes(results):.1f} min.", "",
             f"- Entries: mean {metric.split('_')[0]} accuracy (%) at the query positions [95% t-interval over seeds];"
             " train: the fit on training examples; Δ: paired (same seed) differences in points.",
             "- Learning rates (best mean validation accuracy): "
@@ -170,6 +178,13 @@ def summary_markdown(results: Mapping[str, Any], figure_files: Sequence[str] = (
             "% (Zoology warns above 0.1%)."]
     for t in layouts(g, noise, metric):
         out += ["", f"## {t.title}", "", table(g, t, **t.options)]
+    if any(r.get("final_train_loss") is not None and r["kv"] > 1 for r in runs):
+        w = min(k[3] for k in g if k[4] == noise)
+        out += ["", f"## Where training ended: the chance plateau (width {w}, noise {noise})", "",
+                "A model that knows which tokens are values but not which one a key asks for puts equal mass on the "
+                "P values of the context: accuracy 1/P, loss ln P. Entries: the mean last logged training loss; "
+                f"on it: seeds whose last loss is within {PLATEAU[0]}-{PLATEAU[1]} x ln P.", "",
+                plateau_table(g, noise)]
     out += ["", "## Ours vs published", "", verdicts(g, noise, metric), "", PUBLISHED]
     out += ["", "## Protocol", "", "Differences" + study_config.__doc__.split("Differences", 1)[1].rstrip()]
     return "\n".join(out + summary_tail(results, figure_files)) + "\n"
@@ -179,18 +194,14 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
     """Writes ``summary.md`` and the plots into ``workdir`` and returns the summary."""
     runs, written = ok_runs(results), []
     if runs:
-        g, figures = group(runs), {}
-        metric = "test_accuracy" if any("test_accuracy" in r for r in runs) else "val_accuracy"
+        g, panels = group(runs), {}
+        metric = held_out_metric(runs)
         for t in layouts(g, float(results["config"]["noise"]), metric):
             if len(t.columns) > 1:
-                figures.setdefault((t.file, t.xlabel), {})[t.title] = panel(g, t)
-        for (name, xlabel), panels in figures.items():
-            fig = curves_figure(panels, xlabel, f"{metric.split('_')[0]} accuracy at queries (%), 95% CI", cols=3,
-                                logx=name == WIDTH_FILE)  # widths double: 64, 128, ...
-            save_and_close(os.path.join(workdir, name), fig, dpi=110, bbox_inches="tight")
-            written.append(name)
+                panels.setdefault((t.file, t.xlabel), {})[t.title] = panel(g, t)
+        written = save_figures(workdir, {name: curves_figure(
+            by_title, xlabel, f"{metric.split('_')[0]} accuracy at queries (%), 95% CI", cols=3,
+            logx=name == WIDTH_FILE) for (name, xlabel), by_title in panels.items()})  # widths double: 64, 128, ...
         for maps in [r["attention_maps"] for r in runs if r.get("attention_maps")][:1]:  # softmax, one example
             written.append(maps_figure(maps, results["config"]["vocab_size"], os.path.join(workdir, MAPS_FILE)))
-    text = summary_markdown(results, written)
-    write_text(os.path.join(workdir, SUMMARY_FILE), text)
-    return text
+    return write_summary(workdir, summary_markdown(results, written))

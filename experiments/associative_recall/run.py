@@ -17,9 +17,11 @@ import numpy as np
 from ml_collections import ConfigDict as Config
 
 from attnjax import sweep
-from attnjax.sweep.training import optimizer_for, recipe_fingerprint
+from attnjax.sweep.fitting import fit_metrics
+from attnjax.sweep.training import optimizer_for, recipe_fingerprint, stop_rule
+from attnjax.data.batching import fixed_size_batches
 from attnjax.data.mqar import check_mqar, mqar_batch
-from attnjax.nn import build_model, count_params, get_model_spec, model_config, model_kind, sown_attention_weights
+from attnjax.nn import apply_with_attention_weights, build_model, count_params, get_model_spec, model_config, model_kind
 from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
 from attnjax.results import rounded
@@ -28,18 +30,17 @@ from attnjax.train import create_train_state, evaluate, fit
 from experiments.associative_recall import report
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "config.py")
-CAUSAL_MODELS = ("transformer_lm", "rnn", "lstm", "gru")  # a bidirectional model would read later tokens
+# A bidirectional model would read later tokens; the mixers' causality is tested in tests/nn/test_mixer_lm.py.
+CAUSAL_MODELS = ("transformer_lm", "rnn", "lstm", "gru", "base_conv", "hyena", "based")
 PROTOCOL_KEYS = ("vocab_size", "power_a", "num_train", "num_val", "num_test", "num_train_eval", "score_test",
                  "eval_noises", "batch_size", "num_steps", "max_grad_norm", "eval_batch_size")
 POINT_FIELDS = ("seq_len", "kv", "width", "noise")  # one point of the union of the two sweeps
+RECURRENT = ("rnn", "lstm", "gru")  # the width is their hidden size and nothing else depends on the cell
 
 
-def parse_settings(text: str, name: str = "settings") -> list[tuple[int, int]]:
-    """``"64:4,128:8"`` -> ``[(64, 4), (128, 8)]`` (``seq_len:num_kv_pairs``)."""
-    pairs = [item.split(":") for item in sweep.names(text)]
-    if any(len(p) != 2 or not all(s.strip().isdigit() for s in p) for p in pairs):
-        raise ValueError(f"{name} must be comma-separated seq_len:num_kv_pairs (e.g. '64:4,128:8'), got {text!r}")
-    return [(int(L), int(P)) for L, P in pairs]
+def parse_settings(config: Config, key: str = "settings") -> list[tuple[int, int]]:
+    """``config[key]`` (``"64:4,128:8"``) as ``[(seq_len, num_kv_pairs), ...]``."""
+    return sweep.int_pairs(config[key], key, "seq_len:num_kv_pairs (e.g. '64:4,128:8')")
 
 
 def widths(config: Config) -> list[int]:
@@ -50,8 +51,8 @@ def widths(config: Config) -> list[int]:
 def points(config: Config) -> list[tuple[int, int, int, float]]:
     """``(seq_len, kv, width, noise)`` of both sweeps, each once, pairs sweep first."""
     ws, levels = widths(config), sweep.numbers(config.noise_sweep, float, "noise_sweep")
-    out = [(L, P, w, float(config.noise)) for L, P in parse_settings(config.settings) for w in ws]
-    out += [(*parse_settings(config.noise_setting, "noise_setting")[0], ws[0], n) for n in levels]
+    out = [(L, P, w, float(config.noise)) for L, P in parse_settings(config) for w in ws]
+    out += [(*parse_settings(config, "noise_setting")[0], ws[0], n) for n in levels]
     return list(dict.fromkeys(out))
 
 
@@ -69,35 +70,38 @@ def cells(config: Config) -> list[sweep.Cell]:
 
 
 def model_fields(config: Config, cell: sweep.Cell) -> dict[str, Any]:
-    """The model's config block plus what ``cell`` (its model, variant, width, seq_len) sets."""
+    """The model's config block plus what ``cell`` (its model, variant, width, seq_len) sets: the width field of
+    the model (:attr:`~attnjax.nn.ModelSpec.width`: ``hidden_size``, ``d_model``), and for the Transformer and
+    the mixers the feed-forward width and the length (their positions and long filters span ``max_len``)."""
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in config[cell["model"]].to_dict().items()}
     fields["vocab_size"], width = config.vocab_size, cell["width"]
-    if cell["variant"] == "-":
-        return {**fields, "hidden_size": width}
+    fields[get_model_spec(cell["model"]).width] = width
+    if cell["model"] in RECURRENT:
+        return fields
+    fields.update(mlp_dim=config.mlp_ratio * width, max_len=cell["seq_len"])
+    if cell["variant"] == "-":  # a mixer
+        return fields
     options = config.attention_options.to_dict().get(cell["variant"], {})
-    return {**fields, "d_model": width, "mlp_dim": config.mlp_ratio * width, "attention": cell["variant"],
-            "max_len": cell["seq_len"], "attention_options": tuple(sorted(options.items()))}
+    attention = {**fields["attention"], "name": cell["variant"], "options": tuple(sorted(options.items()))}
+    return {**fields, "attention": attention}
 
 
 def records_maps(config: Config, cell: sweep.Cell) -> bool:
     """The softmax Transformer at the map setting, first seed and width, main noise records attention maps."""
     if not config.attention_map_setting or not config.score_test:
         return False
-    setting = parse_settings(config.attention_map_setting, "attention_map_setting")[0]
+    setting = parse_settings(config, "attention_map_setting")[0]
     return (cell["variant"] == "dot_product" and (cell["seq_len"], cell["kv"]) == setting
             and (cell["seed"], cell["width"], cell["noise"]) == (config.first_seed, widths(config)[0], config.noise))
 
 
 def validate(config: Config) -> None:
     """Resolves every name, checks every MQAR setting and builds every model config, before any training."""
-    for key in ("num_seeds", "num_train", "num_val", "num_test", "num_train_eval", "batch_size", "eval_batch_size",
-                "log_every", "mlp_ratio", "num_steps"):
-        low = 0 if key == "num_steps" else 1
-        if not isinstance(config[key], int) or config[key] < low:
-            raise ValueError(f"{key} must be an int >= {low}, got {config[key]!r}")
+    sweep.check_ints(config, num_seeds=1, num_train=1, num_val=1, num_test=1, num_train_eval=1, batch_size=1,
+                     eval_batch_size=1, log_every=1, mlp_ratio=1, num_steps=0)
     if config.num_train_eval > config.num_train:
         raise ValueError(f"num_train_eval must be <= num_train={config.num_train}, got {config.num_train_eval}")
-    settings, ws = parse_settings(config.settings), widths(config)
+    settings, ws = parse_settings(config), widths(config)
     if not settings:
         raise ValueError("config.settings lists no seq_len:num_kv_pairs setting")
     if not ws or any(w < 1 for w in ws):
@@ -105,7 +109,7 @@ def validate(config: Config) -> None:
     for L, P, _, noise in points(config):
         for level in [noise, *sweep.numbers(config.eval_noises, float, "eval_noises")]:
             check_mqar(config.vocab_size, L, P, level, config.power_a)
-    mapped = parse_settings(config.attention_map_setting, "attention_map_setting")
+    mapped = parse_settings(config, "attention_map_setting")
     if config.attention_map_setting and (len(mapped) != 1 or mapped[0] not in settings):
         raise ValueError(f"attention_map_setting must be one of the settings {config.settings!r} (or ''), "
                          f"got {config.attention_map_setting!r}")
@@ -116,7 +120,10 @@ def validate(config: Config) -> None:
                         ("attention_learning_rates entry", config.attention_learning_rates.to_dict())):
         sweep.check_names(kind, list(given), ATTENTION)
     grid = cells(config)
-    for lr in {*(lr for model in models for lr in sweep.names(config.learning_rates[model])), *(c["lr"] for c in grid)}:
+    sweep.check_recipes(config, models)
+    if "stopping" in config:
+        stop_rule(config)
+    for lr in {c["lr"] for c in grid}:  # where an attention's own learning rates replace its model's
         optimizer_for(config, lr)
     for cell in {(c["model"], c["variant"], c["width"], c["seq_len"]): c for c in grid}.values():  # every model config
         fields = model_fields(config, cell)
@@ -127,8 +134,11 @@ def validate(config: Config) -> None:
 
 def cell_config(config: Config, cell: sweep.Cell) -> dict[str, Any]:
     """What determines ``cell``'s result (its fingerprint): the protocol keys, whether it records maps, its model."""
-    return {"protocol": {k: config[k] for k in PROTOCOL_KEYS} | recipe_fingerprint(config),
-            "records_maps": records_maps(config, cell), "model": model_fields(config, cell)}
+    protocol = {k: config[k] for k in PROTOCOL_KEYS} | recipe_fingerprint(config)
+    if "stopping" in config:  # only where a preset stops at fit: the other presets keep their fingerprints
+        protocol["stopping"] = config.stopping.to_dict()
+    return {"protocol": protocol,
+            "records_maps": records_maps(config, cell), "model": sweep.fingerprint_fields(model_fields(config, cell))}
 
 
 def dataset(config: Config, cell: sweep.Cell, split: str, noise: float | None = None) -> dict[str, np.ndarray]:
@@ -139,13 +149,6 @@ def dataset(config: Config, cell: sweep.Cell, split: str, noise: float | None = 
     return mqar_batch(cell.rng(stream, keyed), config[f"num_{split}"], vocab_size=config.vocab_size,
                       seq_len=cell["seq_len"], num_kv_pairs=cell["kv"],
                       noise=float(cell["noise"] if noise is None else noise), power_a=config.power_a)
-
-
-def chunks(batch: dict[str, np.ndarray], size: int, n: int) -> list[dict[str, np.ndarray]]:
-    """Fixed-shape batches over the first ``n`` rows; the last is padded with unscored rows."""
-    padded = {k: np.concatenate([v[:n], np.zeros((-n % size, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
-    padded["seq_lengths"][n:] = batch["seq_lengths"][0]
-    return [{k: v[i:i + size] for k, v in padded.items()} for i in range(0, n, size)]
 
 
 def run_cell(cell: sweep.Cell, config: Config, context: sweep.Context) -> dict[str, Any]:
@@ -163,17 +166,21 @@ def run_cell(cell: sweep.Cell, config: Config, context: sweep.Context) -> dict[s
         return {k: v[idx] for k, v in train.items()}
 
     t0 = time.perf_counter()
+    val_data, options, rule = dataset(config, cell, "val"), context.fit_options(cell), None
+    if "stopping" in config:  # Zoology's rule: stop once the validation accuracy (every log record) reaches 99%
+        rule = stop_rule(config)
+        options.update(validate=lambda s: evaluate(s, fixed_size_batches(val_data, size), mesh=mesh), stop=rule)
     with open(context.log_path(cell), "w", encoding="utf-8") as log_file:  # data_rng: resumes draw the same batches
         state, history = fit(state, batch, config.num_steps, rng=cell.key("steps"), mesh=mesh,
-                             log_every=config.log_every, log_file=log_file, data_rng=batch_rng,
-                             **context.fit_options(cell))
+                             log_every=config.log_every, log_file=log_file, data_rng=batch_rng, **options)
     train_seconds = time.perf_counter() - t0
-    score = lambda data, n=None: evaluate(state, chunks(data, size, n or len(data["targets"])), mesh=mesh)  # noqa: E731
-    fit_scores, val = score(train, config.num_train_eval), score(dataset(config, cell, "val"))
+    score = lambda data, n=None: evaluate(state, fixed_size_batches(data, size, n), mesh=mesh)  # noqa: E731
+    fit_scores, val = score(train, config.num_train_eval), score(val_data)
     metrics: dict[str, Any] = {
         "train_accuracy": fit_scores["accuracy"], "train_loss": fit_scores["loss"], "val_accuracy": val["accuracy"],
         "val_loss": val["loss"], "final_train_loss": history[-1]["loss"] if history else None,
-        "num_params": count_params(state.params), "train_seconds": train_seconds}
+        "num_params": count_params(state.params), "train_seconds": train_seconds,
+        **(fit_metrics(history, rule) if rule is not None else {})}
     if config.score_test:
         test = dataset(config, cell, "test")
         scored = score(test)
@@ -185,18 +192,17 @@ def run_cell(cell: sweep.Cell, config: Config, context: sweep.Context) -> dict[s
                                              score(dataset(config, cell, "test", n))["accuracy"]
                                              for n in sweep.numbers(config.eval_noises, float, "eval_noises")}
         if records_maps(config, cell):
-            metrics["attention_maps"] = attention_maps(config, cell, state.params, test)
+            metrics["attention_maps"] = attention_maps(model, state.params, test)
     metrics["eval_seconds"] = time.perf_counter() - t0 - train_seconds
     return metrics
 
 
-def attention_maps(config: Config, cell: sweep.Cell, params: Any, test: dict[str, np.ndarray]) -> dict[str, Any]:
+def attention_maps(model: Any, params: Any, test: dict[str, np.ndarray]) -> dict[str, Any]:
     """Each layer's attention weights ``[N, L, L]`` on the first of 64 test examples with every query recalled
     (else the most); ``query``: its first recalled query position."""
-    model = build_model(cell["model"], config.vocab_size, {**model_fields(config, cell), "sow_attention_weights": True})
     batch = {k: v[:64] for k, v in test.items()}
-    logits, sown = model.apply({"params": params}, batch["inputs"], seq_lengths=batch["seq_lengths"], train=False,
-                               mutable=["intermediates"])
+    logits, layers = apply_with_attention_weights(model, params, batch["inputs"], seq_lengths=batch["seq_lengths"],
+                                                  train=False)
     mask = batch["loss_mask"] > 0
     right = (np.asarray(logits).argmax(-1) == batch["targets"]) & mask
     i = int(np.argmax(right.sum(1) - 1000 * (right.sum(1) < mask.sum(1))))  # all right first, then the most right
@@ -204,7 +210,7 @@ def attention_maps(config: Config, cell: sweep.Cell, params: Any, test: dict[str
     recalled = [int(q) for q in queries if right[i, q]]
     return {"tokens": batch["inputs"][i].tolist(), "targets": batch["targets"][i].tolist(),
             "queries": queries.tolist(), "recalled": recalled, "query": recalled[0] if recalled else int(queries[0]),
-            "layers": [rounded(w[i]) for w in sown_attention_weights(sown["intermediates"])]}
+            "layers": [rounded(w[i]) for w in layers]}
 
 
 EXPERIMENT = sweep.Experiment(

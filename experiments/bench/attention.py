@@ -6,8 +6,8 @@ causal and not. Each row: the median time, useful GFLOP/s (forward ``4*B*N*T*S*H
 that, causal rows half), the ratio to ``jax.nn`` and the compiled temporary memory; the device's matmul
 GFLOP/s is the roof. Every function is compiled first: one over ``config.budget_gib`` of temporaries is
 reported, never run. The implementations of a row are timed round-robin on the same inputs
-(:func:`round_robin`), so background load hits them alike. Writes ``summary.md`` and ``results.json`` to
-``config.out``.
+(:func:`attnjax.sweep.bench.round_robin`), so background load hits them alike. Writes ``summary.md`` and
+``results.json`` to ``config.out``.
 
     python -m experiments.bench.attention --config.lengths=1024,4096 --config.dtypes=float32 --config.passes=fwd+bwd
 """
@@ -18,7 +18,6 @@ import dataclasses
 import os
 import statistics
 import sys
-import time
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -28,7 +27,9 @@ import ml_collections
 
 from attnjax import sweep
 from attnjax.ops import BlockSizes, dot_product_attention
-from attnjax.results import environment_info, write_json, write_text
+from attnjax.results import environment_info
+from attnjax.sweep import bench
+from attnjax.sweep.report import markdown_table
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "attention_config.py")
 IMPLEMENTATIONS = ("attnjax_dense", "attnjax_blockwise", "jax_nn_xla", "flax_linen")
@@ -78,33 +79,6 @@ def flops(setting: Setting, batch: int, heads: int, head_dim: int) -> float:
     return total * (0.5 if setting.causal else 1.0)
 
 
-def round_robin(calls: list[tuple[Callable, tuple]], repeats: int) -> list[list[float]]:
-    """Wall times (s) of every ``fn(*args)`` in ``calls``, ``repeats`` rounds of one timed call each, so
-    that load from other processes hits all of them alike.
-
-    In every round each function is called once untimed right before its timed call (the first of
-    these also compiles): a call that follows a different function pays for that function's
-    aftermath (the XLA paths free gigabytes of temporaries, whose unmapping and page faults slow
-    the next call down), so each timed call follows a call of the same function, as in a training loop.
-    """
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeats):
-        for fn_times, (fn, args) in zip(times, calls):
-            jax.block_until_ready(fn(*args))
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            fn_times.append(time.perf_counter() - start)
-    return times
-
-
-def matmul_roof(dtype: Any, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of one ``[n, n] @ [n, n]`` matmul on the default device, float32 accumulation."""
-    a = jnp.ones((n, n), dtype)
-    f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-    [times] = round_robin([(f, (a, a))], repeats)
-    return 2.0 * n ** 3 / statistics.median(times) / 1e9
-
-
 def setting_inputs(setting: Setting, config: ml_collections.ConfigDict) -> tuple[jnp.ndarray, ...]:
     """``q, k, v`` (and ``dout`` for fwd+bwd), ``[B, T, N, H]`` standard normal, shared by every row."""
     shape = (config.batch, setting.length, config.heads, config.head_dim)
@@ -125,9 +99,7 @@ def prepare_row(name: str, setting: Setting, config: ml_collections.ConfigDict,
     except Exception as err:  # report, keep benchmarking the other rows
         row.update(status=f"compile error: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
         return row, None
-    memory = compiled.memory_analysis()
-    temp = None if memory is None else int(memory.temp_size_in_bytes)
-    row["temp_bytes"] = temp
+    row["temp_bytes"] = temp = bench.temp_bytes(compiled)
     if temp is not None and temp > config.budget_gib * 2**30:
         row["status"] = "skipped (memory)"
         return row, None
@@ -145,41 +117,33 @@ def time_group(setting: Setting, prepared: list[tuple[dict[str, Any], Callable |
     if not runnable:
         return
     inputs = setting_inputs(setting, config)
-    all_times = round_robin([(fn, inputs) for _, fn in runnable], config.repeats)
+    all_times = bench.round_robin([(fn, inputs) for _, fn in runnable], config.repeats)
     for (row, _), times in zip(runnable, all_times):
         median = statistics.median(times)
         row.update(status="ok", seconds=median, all_seconds=times,
                    gflops=flops(setting, config.batch, config.heads, config.head_dim) / median / 1e9)
-    reference = next((row for row, _ in runnable if row["implementation"] == REFERENCE), None)
-    for row, _ in runnable:
-        if reference is not None:
+    if reference := next((row for row, _ in runnable if row["implementation"] == REFERENCE), None):
+        for row, _ in runnable:
             row["ratio_to_jax_nn"] = reference["seconds"] / row["seconds"]
 
 
-def _fmt_bytes(n: int | None) -> str:
-    return "-" if n is None else f"{n / 2**20:,.1f}"
-
-
 def markdown(rows: list[dict[str, Any]], roofs: dict[str, float], roof_size: int = 2048) -> str:
-    lines = ["| dtype | causal | pass | T=S | implementation | time (ms) | GFLOP/s | vs jax.nn | temp MiB | status |",
-             "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
-    for r in rows:
-        ms = f"{r['seconds'] * 1e3:,.1f}" if "seconds" in r else "-"
-        gf = f"{r['gflops']:.1f}" if "gflops" in r else "-"
-        ratio = f"{r['ratio_to_jax_nn']:.2f}x" if r.get("ratio_to_jax_nn") else "-"
-        lines.append(f"| {r['dtype']} | {r['causal']} | {r['passes']} | {r['length']} | {r['implementation']} | {ms} "
-                     f"| {gf} | {ratio} | {_fmt_bytes(r.get('temp_bytes'))} | {r['status']} |")
+    table = markdown_table(
+        ["dtype", "causal", "pass", "T=S", "implementation", "time (ms)", "GFLOP/s", "vs jax.nn", "temp MiB", "status"],
+        [[r["dtype"], r["causal"], r["passes"], r["length"], r["implementation"],
+          f"{r['seconds'] * 1e3:,.1f}" if "seconds" in r else "-", f"{r['gflops']:.1f}" if "gflops" in r else "-",
+          f"{r['ratio_to_jax_nn']:.2f}x" if r.get("ratio_to_jax_nn") else "-",
+          "-" if r.get("temp_bytes") is None else f"{r['temp_bytes'] / 2**20:,.1f}", r["status"]] for r in rows],
+        align="lllrlrrrrl")
     roof = ", ".join(f"{k}: {v:.1f} GFLOP/s" for k, v in roofs.items())
-    return "\n".join(lines) + f"\n\nMatmul roof (n x n x n, n={roof_size}) on {jax.devices()[0].device_kind}: {roof}\n"
+    return table + f"\n\nMatmul roof (n x n x n, n={roof_size}) on {jax.devices()[0].device_kind}: {roof}\n"
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first bad field (before anything is compiled)."""
     sweep.check_names("implementation", sweep.names(config.implementations), IMPLEMENTATIONS)
     sweep.check_names("pass", sweep.names(config.passes), ("fwd", "fwd+bwd"))
-    for dtype in sweep.names(config.dtypes):
-        if dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"config.dtypes: unknown {dtype!r}; valid: bfloat16, float16, float32")
+    sweep.check_names("dtype", sweep.names(config.dtypes), ("float32", "bfloat16", "float16"))
     for c in sweep.numbers(config.causal, int, "causal"):
         if c not in (0, 1):
             raise ValueError(f"config.causal entries must be 0 or 1, got {config.causal!r}")
@@ -194,7 +158,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     defaults = BlockSizes()
     block_sizes = BlockSizes(config.block_q or defaults.block_q, config.block_k or defaults.block_k)
     dtypes, implementations = sweep.names(config.dtypes), sweep.names(config.implementations)
-    roofs = {dtype: matmul_roof(jnp.dtype(dtype), config.roof_size) for dtype in dtypes}
+    roofs = {dtype: bench.matmul_roof(jnp.dtype(dtype), config.roof_size) for dtype in dtypes}
     rows = []
     for cell in sweep.grid(dtype=dtypes, causal=sweep.numbers(config.causal, int, "causal"),
                            passes=sweep.names(config.passes), length=sweep.numbers(config.lengths, int, "lengths")):
@@ -210,9 +174,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
                                     *sys.argv[1:]]),
                "config": config.to_dict(), "block_sizes": dataclasses.asdict(block_sizes),
                "matmul_roof_gflops": roofs, "rows": rows, "environment": environment_info()}
-    write_json(os.path.join(config.out, "results.json"), results)
-    write_text(os.path.join(config.out, "summary.md"), "# Attention benchmark\n\n" + table)
-    print("\n" + table)
+    bench.write_benchmark(config.out, "Attention benchmark", results, table)
     return results
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -25,7 +24,8 @@ import optax
 
 from attnjax import sweep
 from attnjax.nn import build_model, count_params, sinusoidal_table
-from attnjax.results import environment_info, write_json, write_text
+from attnjax.results import environment_info
+from attnjax.sweep import bench
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "models_config.py")
 
@@ -100,50 +100,32 @@ def _compile(model: nn.Module, batch: int, length: int, vocab: int, lr: float) -
     opt_state = tx.init(params)
     step = make_step(model.apply, tx)
     compiled = step.lower(params, opt_state, inputs, targets).compile()
-    memory = compiled.memory_analysis()
     return {"step": compiled, "state": [params, opt_state], "batch": (inputs, targets),
-            "params": count_params(params), "temp_bytes": None if memory is None else int(memory.temp_size_in_bytes)}
+            "params": count_params(params), "temp_bytes": bench.temp_bytes(compiled)}
 
 
 def _time(runs: list[dict[str, Any]], repeats: int, steps: int) -> list[float]:
     """Median seconds per step of each run, timed round-robin (see the module docstring)."""
-    times: list[list[float]] = [[] for _ in runs]
-    for _ in range(repeats):
-        for run, run_times in zip(runs, times):
-            params, opt_state, loss = run["step"](*run["state"], *run["batch"])
-            jax.block_until_ready(loss)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                params, opt_state, loss = run["step"](params, opt_state, *run["batch"])
-            jax.block_until_ready(loss)
-            run_times.append((time.perf_counter() - t0) / steps)
-            run["state"] = [params, opt_state]
+    def step(run: dict[str, Any]) -> Callable[[], Any]:  # one train step that carries the run's state on
+        def one() -> Any:
+            *run["state"], loss = run["step"](*run["state"], *run["batch"])
+            return loss
+        return one
+
+    times = bench.round_robin([(step(run), ()) for run in runs], repeats, steps)
     return [statistics.median(t) for t in times]
-
-
-def _settings(value: str) -> list[tuple[int, int]]:
-    out = []
-    for item in sweep.names(value):
-        b, sep, length = item.partition("x")
-        if not (sep and b.isdigit() and length.isdigit() and int(b) > 0 and int(length) > 0):
-            raise ValueError(f"config.study_settings entries must look like BATCHxLENGTH, got {item!r}")
-        out.append((int(b), int(length)))
-    return out
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first bad field (before anything is compiled)."""
-    _settings(config.study_settings)
-    for name in ("vocab", "hidden_size", "repeats", "steps_per_round"):
-        if config[name] < 1:
-            raise ValueError(f"config.{name} must be >= 1, got {config[name]}")
+    sweep.int_pairs(config.study_settings, "study_settings", "BATCHxLENGTH", "x")
+    sweep.check_ints(config, vocab=1, hidden_size=1, repeats=1, steps_per_round=1)
 
 
 def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Times every pair at every setting; writes results.json and summary.md to ``config.out``."""
-    settings, vocab = _settings(config.study_settings), config.vocab
-    rows = []
-    for batch, length in settings:
+    rows, vocab = [], config.vocab
+    for batch, length in sweep.int_pairs(config.study_settings, "study_settings", "BATCHxLENGTH", "x"):
         for name, (ours, plain) in _pairs(config, vocab).items():
             runs = [_compile(m, batch, length, vocab, config.learning_rate) for m in (ours, plain)]
             if runs[0]["params"] != runs[1]["params"]:
@@ -161,7 +143,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
         for implementation in ("blockwise", "dense"):
             model = build_model("transformer", vocab, dict(
                 num_layers=t.num_layers, d_model=t.d_model, num_heads=t.num_heads, mlp_dim=t.mlp_dim,
-                implementation=implementation))
+                attention=dict(implementation=implementation)))
             runs[implementation] = _compile(model, 1, config.long_length, vocab, config.learning_rate)
         seconds = dict(zip(runs, _time(list(runs.values()), config.repeats, 1)))
         for implementation, r in runs.items():
@@ -171,9 +153,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
                               "memory_vs_dense": r["temp_bytes"] / runs["dense"]["temp_bytes"]})
     table = markdown(rows, long_rows, config)
     results = {"config": config.to_dict(), "study": rows, "long": long_rows, "environment": environment_info()}
-    write_json(os.path.join(config.out, "results.json"), results)
-    write_text(os.path.join(config.out, "summary.md"), "# Model benchmark\n\n" + table)
-    print("\n" + table)
+    bench.write_benchmark(config.out, "Model benchmark", results, table)
     return results
 
 

@@ -27,21 +27,19 @@ import ml_collections
 
 from attnjax.data import TASKS
 from attnjax.nn import transformer_config
-from attnjax.sweep import model_block, with_harness_keys, with_recipe_keys
+from attnjax.sweep import check_names, model_block, with_harness_keys, with_recipe_keys
 from attnjax.sweep.training import with_stopping_keys
-from attnjax.sweep.models import EXECUTION_FIELDS
 
 PRESETS = ("cpu", "cpu_grid", "cpu_similarity", "recipe_pilot", "fit_check", "paper")
 ALL_ENCODINGS = "nope,sinusoidal,learned,rope,alibi,t5"
 # An attention model's cell sets these from its variant and the protocol keys, not from its model block.
-SET_PER_CELL = ("attention", "positional", "randomized_positions", "randomized_eval", "max_len")
+SET_PER_CELL = ("attention.name", "positional", "randomized_positions", "randomized_eval", "max_len")
 FAMILIES = ("rnn", "lstm", "gru", "transformer")
 
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     """Returns the config for ``preset`` (one of :data:`PRESETS`); every value can be overridden."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    check_names("preset", [preset], PRESETS)
     c = ml_collections.ConfigDict()
     c.preset = preset
     c.tasks = "parity_check,reverse_string"  # names in attnjax.data.TASKS
@@ -118,5 +116,5 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
             c[family].hidden_size = 256
         fields = dataclasses.asdict(transformer_config("deletang2022"))
         c.transformer = model_block("transformer", set_per_cell=SET_PER_CELL, **{
-            k: v for k, v in fields.items() if k not in SET_PER_CELL + EXECUTION_FIELDS})
+            k: v for k, v in fields.items() if k not in SET_PER_CELL})
     return c

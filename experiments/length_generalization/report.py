@@ -7,22 +7,22 @@ the published claims (:func:`attnjax.sweep.report.compare`) and the figures here
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from attnjax.data import TASKS
 from attnjax.data.ceilings import position_blind_ceiling
-from attnjax.results import save_and_close, write_text
-from attnjax.sweep import format_seconds, ok_runs
+from attnjax.sweep import ok_runs
+from attnjax.sweep.fitting import stopping_text
 from attnjax.sweep.fitting import unfit_curves_figure as unfit_curves_figure_of
-from attnjax.sweep.report import compare, curves_figure, markdown_table, pct, summary_tail
+from attnjax.sweep.report import (PairedEffect, compare, curves_figure, heatmap_figure, label_colors, markdown_table,
+                                 pct, run_facts, save_figures, setting, summary_tail, write_summary)
 from experiments.length_generalization import tables
 from experiments.length_generalization.tables import DELETANG, RUOSS_GAIN, SOLVED, Entry, Key
 
-SUMMARY_FILE, CURVES_FILE, HEATMAP_FILE, MAPS_FILE, UNFIT_FILE = (
-    "summary.md", "accuracy_vs_length.png", "encoding_heatmap.png", "attention_maps.png", "unfit_curves.png")
+CURVES_FILE, HEATMAP_FILE, MAPS_FILE, UNFIT_FILE = (
+    "accuracy_vs_length.png", "encoding_heatmap.png", "attention_maps.png", "unfit_curves.png")
 STATISTIC = (
     "Entries read `OOD mean [95% CI] (best) · in-dist`, in %: the OOD score's mean and 95% t-interval over seeds, "
     "the best run in parentheses (the paper's statistic, over seeds and settings), then the mean accuracy "
@@ -47,26 +47,12 @@ def protocol_line(config: Mapping[str, Any], runs: Sequence[dict], results: Mapp
     n, m = config["train_max_length"], config["test_max_length"]
     settings = {}
     for r in runs:
-        settings.setdefault(r["model"], set()).add(tables.setting(r))
+        settings.setdefault(r["model"], set()).add(setting(r))
     setting_text = "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in settings.items())
-    stop = config.get("stopping")
-    steps = (f"train to fit (validation accuracy ≥ {pct(stop['threshold'])}% at {stop['consecutive']} checks in a "
-             f"row, every {config['validate_every']:,} steps; or flat: < {pct(stop['min_gain'])} points of gain over "
-             f"{stop['flat_steps']:,} steps), at most {config['num_steps']:,} steps" if stop and stop["stop_at_fit"]
-             else f"{config['num_steps']:,} steps")
-    compute = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in runs)
-    wall = (f"wall time {format_seconds(results['wall_seconds'])}, " if "wall_seconds" in results else "") + \
-        f"{format_seconds(compute)} of train + eval over the cells"
-    env = results.get("environment", {})
-    failed = sum(e.get("status") == "failed" for e in results.get("cells", {}).values())
-    partial = (f" **Partial: {len(results.get('cells', {}))} of {results['num_cells']} cells so far.**"
-               if not results.get("complete", True) and "num_cells" in results else "")
     return (f"Preset `{config.get('preset', '?')}`: trained on lengths 1..{n}, tested on every length 1..{m} (OOD "
-            f"score = mean per-token accuracy over {n + 1}..{m}); {steps}, batch "
-            f"{config['batch_size']}; {setting_text}; {len({r['seed'] for r in runs})} seeds. {len(runs)} runs ok, "
-            f"{failed} failed; {wall}. jax {env.get('jax', '?')} on "
-            f"{env.get('backend', '?')} ({', '.join(env.get('device_kinds', [])) or '?'}), commit "
-            f"{env.get('git_commit', '?')}.{partial}")
+            f"score = mean per-token accuracy over {n + 1}..{m}); {stopping_text(config)}, batch "
+            f"{config['batch_size']}; {setting_text}; {len({r['seed'] for r in runs})} seeds. "
+            + run_facts(results, runs))
 
 
 def protocol_differences(config: Mapping[str, Any], models: Sequence[str]) -> list[str]:
@@ -90,7 +76,7 @@ def protocol_differences(config: Mapping[str, Any], models: Sequence[str]) -> li
     return [f"{name}: {ours} (paper {paper})" for name, ours, paper in settings if str(ours) != str(paper)]
 
 
-def comparison_rows(es: Mapping[Key, Entry], effects: Sequence[tables.Effect], n: int) -> list[list[str]]:
+def comparison_rows(es: Mapping[Key, Entry], effects: Sequence[PairedEffect], n: int) -> list[list[str]]:
     """One row per published number our runs meet: claim, ours, published, verdict (:func:`compare`), seeds."""
     rows = []
     for task, tag in CLAIM_TASKS.items():
@@ -105,7 +91,7 @@ def comparison_rows(es: Mapping[Key, Entry], effects: Sequence[tables.Effect], n
     if effects:
         e = effects[-1]
         zero = e.diff[1] <= 0 and RUOSS_GAIN / 100 <= e.diff[2]  # as consistent with no gain as with +12.0
-        c = compare(f"(c) randomized − standard: {e.name}, {len(e.by_task)} task(s)", e.deltas, RUOSS_GAIN / 100,
+        c = compare(f"(c) randomized − standard: {e.name}, {len(e.by_group)} task(s)", e.deltas, RUOSS_GAIN / 100,
                     caveat="interval includes 0" if zero else "", difference=True)
         sign = ("one seed" if not math.isfinite(c.low) else "significant gain" if c.low > 0 else
                 "significant loss" if c.high < 0 else "no significant change")
@@ -116,7 +102,6 @@ def comparison_rows(es: Mapping[Key, Entry], effects: Sequence[tables.Effect], n
 def accuracy_figure(es: Mapping[Key, Entry], config: Mapping[str, Any]):
     """One panel per task: accuracy vs length per model (mean, 95% CI band over seeds, chosen lr); under-fit
     entries dashed, the training lengths shaded, chance dotted."""
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -126,20 +111,18 @@ def accuracy_figure(es: Mapping[Key, Entry], config: Mapping[str, Any]):
     panels = {f"{t} ({TASKS[t].tier})": {k: (xs, [[r["accuracy_per_length"][str(x)] for x in xs] for r in e.runs])
                                          for k, e in lines.items()} for t, lines in shown.items()}
     fig = curves_figure(panels, "input length", "per-token accuracy (%)", cols=5)
-    labels = sorted({k for lines in shown.values() for k in lines})  # curves_figure's colors repeat after 10
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    colors = {k: cmap(i % cmap.N) for i, k in enumerate(labels)}
+    colors = label_colors(k for lines in shown.values() for k in lines)  # curves_figure's colors repeat after 10
     for ax, (task, lines) in zip(fig.axes, shown.items()):
         bands = iter(ax.collections)  # one per line with several seeds, in the lines' order
         for line, (k, e) in zip(list(ax.lines), lines.items()):
             line.set(color=colors[k], linestyle="--" if e.underfit else "-")
             if len(e.runs) > 1:
-                next(bands).set(color=colors[k], alpha=0.2 if len(labels) <= 6 else 0.06)
+                next(bands).set(color=colors[k], alpha=0.2 if len(colors) <= 6 else 0.06)
         ax.axvspan(0.5, n + 0.5, color="0.85", zorder=0)
         ax.axhline(100 / TASKS[task].output_size, color="0.4", linestyle=":", linewidth=1)
     fig.legends[0].remove()
     fig.tight_layout()
-    fig.legend(handles=[*(Line2D([], [], color=colors[k], label=k) for k in labels),
+    fig.legend(handles=[*(Line2D([], [], color=c, label=k) for k, c in colors.items()),
                         Patch(color="0.85", label=f"training lengths 1..{n}"),
                         Line2D([], [], color="0.4", linestyle=":", label="chance (1 / output classes)"),
                         Line2D([], [], color="0.2", linestyle="--",
@@ -158,8 +141,6 @@ def unfit_curves_figure(runs: Sequence[dict], config: Mapping[str, Any]):
 def encoding_heatmap(es: Mapping[Key, Entry]):
     """Encoding (× standard/randomized) × task heatmap of mean OOD accuracy, ⚠ on entries with under-fit runs;
     None without attention models."""
-    import matplotlib.pyplot as plt
-
     rows, tasks = [mv for mv in tables.key_order(es) if mv[1] != "-"], tables.task_order(t for t, _, _ in es)
     if not rows:
         return None
@@ -168,20 +149,10 @@ def encoding_heatmap(es: Mapping[Key, Entry]):
     values = np.array([[e.ci[0] if e else np.nan for e in row] for row in grid])
     with np.errstate(invalid="ignore"):
         values = np.column_stack([values, np.nanmean(values, axis=1)])
-    fig, ax = plt.subplots(figsize=(3.0 + 0.75 * (len(tasks) + 1), 1.2 + 0.38 * len(rows)))
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    for (i, j), v in np.ndenumerate(values):
-        if math.isfinite(v):
-            mark = "⚠" if j < len(tasks) and grid[i][j].underfit else ""
-            ax.text(j, i, f"{100 * v:.0f}{mark}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
-    ax.set_yticks(range(len(rows)), labels=[tables.label(*mv) if several else mv[1].split("+", 1)[1] for mv in rows],
-                  fontsize=7)
-    ax.set_xticks(range(len(tasks) + 1), labels=[*tasks, "mean"], fontsize=7, rotation=45, ha="right")
-    fig.colorbar(image, ax=ax, label="mean OOD accuracy")
-    ax.set_title("Mean OOD accuracy by encoding (standard / randomized) and task\n⚠: some seeds under-fit",
-                 fontsize=9)
-    fig.tight_layout()
-    return fig
+    return heatmap_figure(
+        values, [tables.label(*mv) if several else mv[1].split("+", 1)[1] for mv in rows], [*tasks, "mean"],
+        "Mean OOD accuracy by encoding (standard / randomized) and task\n⚠: some seeds under-fit",
+        "mean OOD accuracy", marks=[["⚠" if e and e.underfit else "" for e in row] + [""] for row in grid])
 
 
 def attention_map_figure(runs: Sequence[dict], config: Mapping[str, Any]):
@@ -213,7 +184,7 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
     out = ["# Length generalization", "", protocol_line(config, runs, results), "",
            STATISTIC.format(n=n, floor=f"{pct(floor)}%")]
     train_to_fit = all(r.get("val_curve") for r in runs)
-    if train_to_fit and len({(r["model"], tables.setting(r)) for r in runs}) > len({r["model"] for r in runs}):
+    if train_to_fit and len({(r["model"], setting(r)) for r in runs}) > len({r["model"] for r in runs}):
         table, chosen = tables.pilot_table(runs)  # a pilot's page (and a fit check's) leads with its answer
         out += ["", "## Recipe pilot: in-distribution validation accuracy", "", table, "",
                 "Validation accuracy at the step each run stopped (held-out examples at the training lengths; test "
@@ -265,12 +236,8 @@ def write_report(results: dict[str, Any], workdir: str) -> str:
     matplotlib.use("Agg")
     config, runs = results["config"], ok_runs(results)
     es = tables.entries(runs, config["min_train_accuracy"])
-    figures = {CURVES_FILE: accuracy_figure(es, config) if es else None, HEATMAP_FILE: encoding_heatmap(es),
-               MAPS_FILE: attention_map_figure(runs, config),
-               UNFIT_FILE: unfit_curves_figure(runs, config) if "stopping" in config else None}
-    written = [name for name, fig in figures.items() if fig is not None]
-    for name in written:
-        save_and_close(os.path.join(workdir, name), figures[name], dpi=110, bbox_inches="tight")  # keep the legend
-    text = summary_markdown(results, written)
-    write_text(os.path.join(workdir, SUMMARY_FILE), text)
-    return text
+    written = save_figures(workdir, {
+        CURVES_FILE: accuracy_figure(es, config) if es else None, HEATMAP_FILE: encoding_heatmap(es),
+        MAPS_FILE: attention_map_figure(runs, config),
+        UNFIT_FILE: unfit_curves_figure(runs, config) if "stopping" in config else None})
+    return write_summary(workdir, summary_markdown(results, written))

@@ -11,7 +11,6 @@ rates are chosen on the validation accuracy only (``recipe_pilot``), never on th
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any, Callable
@@ -21,7 +20,8 @@ import ml_collections
 import numpy as np
 
 from attnjax import data, sweep
-from attnjax.nn import build_model, count_params, get_model_spec, model_kind, sown_attention_weights
+from attnjax.nn import Execution, apply_with_attention_weights, build_model, count_params, get_model_spec, model_kind
+from attnjax.nn.models import takes_execution
 from attnjax.ops.positional import POSITIONAL, RANDOMIZED_EVAL, get_positional
 from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
@@ -49,14 +49,13 @@ def variants(config: ml_collections.ConfigDict, model: str) -> list[str]:
 
 
 def model_fields(config: ml_collections.ConfigDict, model: str, variant: str) -> dict[str, Any]:
-    """The model's config fields for one cell: its config block, what the variant sets and the compute dtype."""
+    """The model's config fields for one cell: its config block and what the variant sets."""
     fields = config[model].to_dict()
-    if config.compute_dtype != "float32":  # only when set: float32 cells keep their fingerprints
-        fields["dtype"] = config.compute_dtype
     if variant != "-":
         attention, positional, *rest = variant.split("+")
-        fields.update(attention=attention, positional=positional, randomized_positions=bool(rest),
-                      randomized_eval=config.randomized_eval, max_len=config.randomized_max_len)
+        fields.update(attention={**fields["attention"], "name": attention}, positional=positional,
+                      randomized_positions=bool(rest), randomized_eval=config.randomized_eval,
+                      max_len=config.randomized_max_len)
         if positional != "sinusoidal" or rest:  # Delétang's from-the-end numbering: standard sinusoidal only
             fields["positions_from_end"] = False
     return fields
@@ -76,8 +75,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     n, m, dtype, micro = config.train_max_length, config.test_max_length, config.compute_dtype, config.micro_batches
     if not 1 <= n < m:
         raise ValueError(f"need 1 <= train_max_length < test_max_length, got {n} and {m}")
-    if config.num_seeds < 1:
-        raise ValueError(f"num_seeds must be >= 1, got {config.num_seeds}")
+    sweep.check_ints(config, num_seeds=1, validate_every=1, val_batch_size=1)
     if not isinstance(micro, int) or micro < 1 or config.batch_size % micro:
         raise ValueError(f"micro_batches must be an int >= 1 dividing batch_size={config.batch_size}, got {micro!r}")
     for kind, given, valid in [
@@ -88,18 +86,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
             ("randomized_eval", [config.randomized_eval], RANDOMIZED_EVAL), ("compute_dtype", [dtype], COMPUTE_DTYPES)]:
         sweep.check_names(kind, given, valid)
     models = sweep.check_models(sweep.names(config.models), config, config.learning_rates, config.recipes)
-    no_dtype = [m for m in models if "dtype" not in {f.name for f in dataclasses.fields(get_model_spec(m).config)}]
+    no_dtype = [m for m in models if not takes_execution(m)]
     if dtype != "float32" and no_dtype:
         raise ValueError(f"compute_dtype={dtype!r} needs models with a computation dtype (the attention models); "
                          f"{no_dtype} have none: drop them from config.models or use compute_dtype='float32'")
-    for model in models:
-        for name in sweep.names(config.recipes[model]):
-            for lr in sweep.names(config.learning_rates[model]):
-                optimizer_for(config, lr, name)
+    sweep.check_recipes(config, models, config.recipes)
     stop_rule(config)
-    if config.validate_every < 1 or config.val_batch_size < 1:
-        raise ValueError(f"validate_every and val_batch_size must be >= 1, got {config.validate_every} and "
-                         f"{config.val_batch_size}")
     for model in models:
         for variant in variants(config, model):
             if model_kind(model, model_fields(config, model, variant)) != "sequence":
@@ -113,7 +105,17 @@ def cell_config(config: ml_collections.ConfigDict, cell: sweep.Cell) -> dict[str
         protocol["micro_batches"] = config.micro_batches
     protocol["recipe"] = recipe(config, cell["lr"], cell["recipe"]).to_dict()
     protocol["stopping"] = config.stopping.to_dict()
-    return {"protocol": protocol, "model": model_fields(config, cell["model"], cell["variant"])}
+    model = sweep.fingerprint_fields(model_fields(config, cell["model"], cell["variant"]))
+    if config.compute_dtype != "float32":  # only when set: float32 cells keep their fingerprints
+        model["dtype"] = config.compute_dtype
+    return {"protocol": protocol, "model": model}
+
+
+def build(config: ml_collections.ConfigDict, cell: sweep.Cell, output_size: int) -> Any:
+    """The cell's model, attention models in the study's compute dtype."""
+    fields = model_fields(config, cell["model"], cell["variant"])
+    execution = Execution(dtype=config.compute_dtype) if takes_execution(cell["model"]) else None
+    return build_model(cell["model"], output_size, fields, execution)
 
 
 def run_cell(cell: sweep.Cell, config: ml_collections.ConfigDict, context: sweep.Context) -> dict[str, Any]:
@@ -121,7 +123,7 @@ def run_cell(cell: sweep.Cell, config: ml_collections.ConfigDict, context: sweep
     metrics. With ``stopping.stop_at_fit=False`` a cell that fits is scored there (``at_fit``), then trains on
     to the budget: the paired check of what stopping at fit changes (:func:`attnjax.sweep.fitting.train_to_fit`)."""
     task = data.get_task(cell["task"])
-    model = build_model(cell["model"], task.output_size, model_fields(config, cell["model"], cell["variant"]))
+    model = build(config, cell, task.output_size)
     # Parameter shapes do not depend on the length: a length-1 example shares one compiled initializer.
     example = jnp.zeros((1, 1, data.vocab_size(task)), jnp.float32)
     state = create_train_state(model, cell.key("init"), example,
@@ -147,7 +149,7 @@ def run_cell(cell: sweep.Cell, config: ml_collections.ConfigDict, context: sweep
     train_seconds = time.perf_counter() - t0
     if (cell["task"] == config.attention_map_task and get_model_spec(cell["model"]).attention
             and cell["seed"] == config.first_seed):
-        extra["attention_maps"] = attention_maps(cell, config, state.params, task)
+        extra["attention_maps"] = attention_maps(cell, config, model, state.params, task)
     return {**extra, **scores(cell, config, task, state, mesh),
             "final_train_loss": history[-1]["loss"] if history else None, "num_params": count_params(state.params),
             **fit_metrics(history, rule),
@@ -189,19 +191,16 @@ def validation(cell: sweep.Cell, config: ml_collections.ConfigDict, task: data.T
     return validate
 
 
-def attention_maps(cell: sweep.Cell, config: ml_collections.ConfigDict, params: Any, task: data.Task
+def attention_maps(cell: sweep.Cell, config: ml_collections.ConfigDict, model: Any, params: Any, task: data.Task
                    ) -> dict[str, list[list[float]]]:
     """Last-layer attention weights (mean over heads) of one example at the longest training length and the
     longest test length: ``{str(length): [P, P]}``, P = input plus blank positions."""
-    fields = {**model_fields(config, cell["model"], cell["variant"]), "sow_attention_weights": True}
-    model = build_model(cell["model"], task.output_size, fields)
     rng, maps = cell.rng("attention_maps", ("task", "seed")), {}
     for length in (config.train_max_length, config.test_max_length):
         batch = data.length_batch(task, rng, 1, length)
-        _, sown = model.apply({"params": params}, batch["inputs"], seq_lengths=batch["seq_lengths"], train=False,
-                              rngs={"positions": cell.key("attention_maps")}, mutable=["intermediates"])
-        last = sown_attention_weights(sown["intermediates"])[-1]  # [1, N, P, P]
-        maps[str(length)] = rounded(last[0].mean(0))
+        _, layers = apply_with_attention_weights(model, params, batch["inputs"], seq_lengths=batch["seq_lengths"],
+                                                 train=False, rngs={"positions": cell.key("attention_maps")})
+        maps[str(length)] = rounded(layers[-1][0].mean(0))  # the last layer's [1, N, P, P]
     return maps
 
 

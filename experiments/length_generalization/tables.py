@@ -16,8 +16,9 @@ from attnjax import stats
 from attnjax.data import TASKS
 from attnjax.data.tasks import TIERS
 from attnjax.sweep import fitting
-from attnjax.sweep.fitting import fit_count_line, fit_text, val_accuracy
-from attnjax.sweep.report import ci_text, load_published, markdown_table, pct, per_seed_means
+from attnjax.sweep.fitting import choose_setting, fit_count_line, fit_text
+from attnjax.sweep.report import (PairedEffect, ci_text, load_published, markdown_table, paired_effect, pct,
+                                 per_seed_means, setting)
 
 Run = dict[str, Any]
 Key = tuple[str, str, str]  # (task, model, variant)
@@ -58,13 +59,7 @@ def model_rank(model: str) -> tuple[int, str]:
 def key_order(keys) -> list[tuple[str, str]]:
     """(model, variant) pairs: recurrent models first (rnn, lstm, gru), then others in first-seen order."""
     seen = list(dict.fromkeys((m, v) for _, m, v in keys))
-    return sorted(seen, key=lambda mv: (mv[1] != "-", RECURRENT_ORDER.index(mv[0]) if mv[0] in RECURRENT_ORDER
-                                        else len(RECURRENT_ORDER), seen.index(mv)))
-
-
-def setting(run: Run) -> str:
-    """What a study chooses per model: ``"recipe@lr"`` (``"lr"`` for runs without a recipe axis)."""
-    return f"{run['recipe']}@{run['lr']}" if run.get("recipe") else str(run["lr"])
+    return sorted(seen, key=lambda mv: (mv[1] != "-", model_rank(mv[0])[0], seen.index(mv)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,15 +78,6 @@ class Entry:
     in_dist = property(lambda self: [r["train_accuracy"] for r in self.runs])
     seeds = property(lambda self: [r["seed"] for r in self.runs])
     ci = property(lambda self: stats.mean_ci(self.ood))
-
-
-def choose_setting(runs: Sequence[Run]) -> str:
-    """The :func:`setting` with the best mean validation accuracy (:func:`val_accuracy`); ties: the smaller lr."""
-    by_setting: dict[str, list[float]] = {}
-    for r in runs:
-        by_setting.setdefault(setting(r), []).append(val_accuracy(r))
-    order = sorted(by_setting, key=lambda s: (float(s.rpartition("@")[2]), s))
-    return max(order, key=lambda s: float(np.mean(by_setting[s])))
 
 
 def entries(runs: Sequence[Run], min_train_accuracy: float) -> dict[Key, Entry]:
@@ -155,33 +141,10 @@ def table1(es: Mapping[Key, Entry], ceilings: Mapping[str, tuple[float, float]])
     return markdown_table(header, rows)
 
 
-@dataclasses.dataclass(frozen=True)
-class Effect:
-    """Randomized − standard OOD over paired (task, seed) runs of one encoding (or of all of them)."""
-
-    name: str
-    by_task: dict[str, tuple[float, float]]  # task -> (standard mean, randomized mean) over the common seeds
-    seeds: list[Any]
-    standard: float
-    randomized: float
-    deltas: list[float]  # per seed: randomized − standard, averaged over the tasks
-    diff = property(lambda self: stats.mean_ci(self.deltas))  # the paired mean difference, its 95% CI over seeds
-
-
-def _effect(name: str, cells: Mapping[tuple[str, str], Mapping[Any, tuple[float, float]]]) -> Effect | None:
-    """``cells``: (task, unit) -> {seed: (standard, randomized)}; None when no seed is common to every unit."""
-    seeds, means = per_seed_means(cells)  # [n_seeds, 2]
-    if not seeds:
-        return None
-    tasks = task_order(t for t, _ in cells)
-    by_task = {t: tuple(per_seed_means({u: v for u, v in cells.items() if u[0] == t})[1].mean(axis=0)) for t in tasks}
-    return Effect(name, by_task, seeds, float(means[:, 0].mean()), float(means[:, 1].mean()),
-                  list(means[:, 1] - means[:, 0]))
-
-
-def randomization_effects(es: Mapping[Key, Entry]) -> list[Effect]:
-    """One :class:`Effect` per (model, attention, encoding) having both versions, then one over all of them.
-    Pairs: same task, seed, model, attention and encoding; each version at its own in-distribution lr."""
+def randomization_effects(es: Mapping[Key, Entry]) -> list[PairedEffect]:
+    """Randomized (treatment) vs standard (control) OOD, grouped by task: one :class:`PairedEffect` per (model,
+    attention, encoding) having both versions, then one over all of them. Pairs: same task, seed, model, attention
+    and encoding; each version at its own in-distribution lr."""
     pairs: dict[tuple[str, str, str], dict[tuple[str, str], dict[Any, tuple[float, float]]]] = {}
     for (task, model, variant), rand in es.items():
         std = es.get((task, model, variant.removesuffix("+randomized")))
@@ -191,18 +154,19 @@ def randomization_effects(es: Mapping[Key, Entry]) -> list[Effect]:
         if both := {s: (std_by_seed[s], o) for s, o in zip(rand.seeds, rand.ood) if s in std_by_seed}:
             pairs.setdefault((model, *parse_variant(variant)[:2]), {})[(task, model)] = both
     several = len({(m, a) for m, a, _ in pairs}) > 1
-    effects = [_effect(f"{m} {a}+{p}" if several else p, cells) for (m, a, p), cells in pairs.items()]
+    effects = [paired_effect(f"{m} {a}+{p}" if several else p, cells) for (m, a, p), cells in pairs.items()]
     everything = {(t, f"{m} {a}+{p}"): v for (m, a, p), cells in pairs.items() for (t, _), v in cells.items()}
-    effects.append(_effect("all variants" if several else "all encodings", everything) if len(pairs) > 1 else None)
+    if len(pairs) > 1:
+        effects.append(paired_effect("all variants" if several else "all encodings", everything))
     return [e for e in effects if e is not None]
 
 
-def table2(effects: Sequence[Effect]) -> str:
-    """One row per :class:`Effect` (the last, over everything, in bold): per task standard → randomized."""
-    tasks = task_order(t for e in effects for t in e.by_task)
+def table2(effects: Sequence[PairedEffect]) -> str:
+    """One row per effect (the last, over everything, in bold): per task standard → randomized."""
+    tasks = task_order(t for e in effects for t in e.by_group)
     rows = [[f"**{e.name}**" if e is effects[-1] else e.name,
-             *[f"{pct(e.by_task[t][0])} → {pct(e.by_task[t][1])}" if t in e.by_task else "–" for t in tasks],
-             pct(e.standard), pct(e.randomized), ci_text(*e.diff, sign=True), str(len(e.seeds)),
+             *[f"{pct(e.by_group[t][0])} → {pct(e.by_group[t][1])}" if t in e.by_group else "–" for t in tasks],
+             pct(e.control), pct(e.treatment), ci_text(*e.diff, sign=True), str(len(e.seeds)),
              f"+{RUOSS_GAIN:.1f} (15 tasks)" if e is effects[-1] else "–"] for e in effects]
     return markdown_table(["encoding", *tasks, "standard", "randomized", "Δ randomized − standard [95% CI]", "seeds",
                            "Ruoss et al. Δ"], rows)

@@ -18,7 +18,7 @@ permutation (``permutation_seed``); the sample-efficiency grid and the attention
 
 import ml_collections
 
-from attnjax.sweep import model_block, with_harness_keys, with_recipe_keys
+from attnjax.sweep import check_names, model_block, with_harness_keys, with_recipe_keys
 
 PRESETS = ("cpu", "cpu_all_encodings", "lr_pilot", "paper")
 ALL_ENCODINGS = "nope,sinusoidal,learned,rope,alibi,t5"
@@ -27,8 +27,7 @@ FAMILIES = ("logistic", "mlp", "cnn", "gru", "vit1d", "transformer")
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     """Returns the config for ``preset`` (one of :data:`PRESETS`)."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    check_names("preset", [preset], PRESETS)
     c = ml_collections.ConfigDict(dict(
         preset=preset, models=",".join(FAMILIES),  # "classifier"-kind names in attnjax.nn.MODELS
         positionals="nope,sinusoidal,rope",  # the Transformer classifier runs once per encoding

@@ -3,38 +3,31 @@ and the sample-efficiency plot. Entries are the mean over seeds [95% t-interval]
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from attnjax.results import save_and_close, write_text
 from attnjax.sweep import ok_runs
-from attnjax.sweep.report import (compare, comparison_table, curves_figure, load_published, markdown_table, pct,
-                                 seeds_ci_text, summary_tail)
+from attnjax.sweep.report import (best_setting, compare, comparison_table, curves_figure, group_runs, held_out_metric,
+                                 load_published, markdown_table, minutes, pct, run_header, save_figures, seeds_ci_text,
+                                 summary_tail, write_summary)
 
-SUMMARY_FILE, CURVE_FILE = "summary.md", "sample_efficiency.png"
+CURVE_FILE = "sample_efficiency.png"
 DATASETS = ("normal", "shuffled")
 PUBLISHED = load_published(__file__)["greydanus_kobak"]["test_accuracy"]  # %, 4,000 training examples
 TOLERANCE, UNDERFIT = 0.05, 0.8  # agrees: within 5 points of our interval; caveat: normal train accuracy < 80%
 
 
-def _held_out(runs: Sequence[dict]) -> str:
-    return "test" if any("test_accuracy" in r for r in runs) else "val"
-
-
 def group(runs: Sequence[dict]) -> dict[tuple, dict[int, dict]]:
     """``{(model, dataset, train_size): {seed: run}}``; several lrs: the best on validation, else rows ``cnn lr=x``."""
-    held_out = _held_out(runs)
-    by_lr: dict[tuple, dict[str, dict[int, dict]]] = {}
-    for r in runs:
-        key = (r["model"] + ("" if r["variant"] == "-" else f"+{r['variant']}"), r["dataset"], int(r["train_size"]))
-        by_lr.setdefault(key, {}).setdefault(str(r["lr"]), {})[int(r["seed"])] = r
+    metric = held_out_metric(runs)
+    by_lr = group_runs(runs, lambda r: (r["model"] + ("" if r["variant"] == "-" else f"+{r['variant']}"),
+                                        r["dataset"], int(r["train_size"])))
     several = {k[0] for k, lrs in by_lr.items() if len(lrs) > 1}
     out = {}
     for key, lrs in by_lr.items():
-        if held_out == "val" or key[0] not in several:
-            out[key] = max(lrs.values(), key=lambda s: np.mean([r[f"{held_out}_accuracy"] for r in s.values()]))
+        if metric == "val_accuracy" or key[0] not in several:
+            out[key] = best_setting(lrs, metric)
         else:
             out.update({(f"{key[0]} lr={lr}", *key[1:]): seeds for lr, seeds in lrs.items()})
     return out
@@ -125,11 +118,9 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
     out = ["# MNIST-1D: normal vs shuffled positions, and sample efficiency", ""]
     if not runs:
         return "\n".join(out + ["No finished cells."] + summary_tail(results, figures)) + "\n"
-    metric, g, size = f"{_held_out(runs)}_accuracy", group(runs), max(int(r["train_size"]) for r in runs)
-    minutes = sum(e.get("seconds", 0.0) for e in results.get("cells", {}).values()) / 60
-    out += [f"Preset `{config.get('preset')}`: {len(runs)}/{results.get('num_cells', len(runs))} cells ok, "
-            f"{len({r['seed'] for r in runs})} seed(s), {config.get('num_steps')} steps of batch "
-            f"{config.get('batch_size')}, {minutes:.1f} min in all. Entries: mean {metric.split('_')[0]} accuracy (%) "
+    metric, g, size = held_out_metric(runs), group(runs), max(int(r["train_size"]) for r in runs)
+    out += [f"{run_header(results, runs)}, {config.get('num_steps')} steps of batch {config.get('batch_size')}, "
+            f"{minutes(results):.1f} min in all. Entries: mean {metric.split('_')[0]} accuracy (%) "
             "over seeds [95% t-interval]; *train*: on the training subset; Δ: paired by seed, in points.",
             "", f"## Table 1: normal vs shuffled (n={size} training examples)", "", table_shuffle(g, size, metric)]
     if len({s for _, _, s in g}) > 1:
@@ -147,9 +138,5 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
 def write_report(results: dict[str, Any], workdir: str) -> str:
     """Writes ``summary.md`` and ``sample_efficiency.png`` into ``workdir`` and returns the summary."""
     runs = ok_runs(results)
-    fig = sample_efficiency_figure(group(runs), f"{_held_out(runs)}_accuracy") if runs else None
-    if fig is not None:
-        save_and_close(os.path.join(workdir, CURVE_FILE), fig, dpi=110, bbox_inches="tight")
-    text = summary_markdown(results, [CURVE_FILE] if fig is not None else [])
-    write_text(os.path.join(workdir, SUMMARY_FILE), text)
-    return text
+    fig = sample_efficiency_figure(group(runs), held_out_metric(runs)) if runs else None
+    return write_summary(workdir, summary_markdown(results, save_figures(workdir, {CURVE_FILE: fig})))

@@ -17,6 +17,7 @@ from ml_collections import ConfigDict
 
 from attnjax import sweep
 from attnjax.sweep.training import optimizer_for, recipe_fingerprint
+from attnjax.data.batching import fixed_size_batches
 from attnjax.data.mnist1d import NUM_CLASSES, NUM_TRAIN, SEQ_LENGTH, load_mnist1d
 from attnjax.nn import build_model, count_params, get_model_spec, model_kind
 from attnjax.ops.positional import get_positional
@@ -54,23 +55,18 @@ def cells(config: ConfigDict) -> list[sweep.Cell]:
 
 def validate(config: ConfigDict) -> None:
     """Resolves every name and builds every model config; raises ValueError/TypeError otherwise."""
-    for key, low in (("num_seeds", 1), ("batch_size", 1), ("eval_batch_size", 1), ("num_steps", 0), ("log_every", 1)):
-        if config[key] < low:
-            raise ValueError(f"{key} must be >= {low}, got {config[key]}")
+    sweep.check_ints(config, num_seeds=1, batch_size=1, eval_batch_size=1, num_steps=0, log_every=1)
     if not 0 <= config.validation_size < NUM_TRAIN:
         raise ValueError(f"validation_size must be in [0, {NUM_TRAIN}), got {config.validation_size}")
     sizes, available = sweep.numbers(config.train_sizes, int, "train_sizes"), NUM_TRAIN - config.validation_size
     if not sizes or any(not 1 <= s <= available for s in sizes):
         raise ValueError(f"train_sizes must be in [1, {available}] (4000 minus validation_size), got {sizes}")
-    if not sweep.names(config.datasets):
-        raise ValueError("config.datasets lists no dataset")
-    sweep.check_names("dataset", sweep.names(config.datasets), DATASETS)
+    sweep.check_names("dataset", sweep.names(config.datasets), DATASETS, key="datasets")
     models = sweep.check_models(sweep.names(config.models), config, config.learning_rates)
     for p in sweep.names(config.positionals):
         get_positional(p)
+    sweep.check_recipes(config, models)
     for model in models:
-        for lr in sweep.names(config.learning_rates[model]):
-            optimizer_for(config, lr)
         for variant in variants(config, model):
             if model_kind(model, model_fields(config, model, variant)) != "classifier":
                 raise ValueError(f"model {model!r} must be a classifier ([B, L] -> [B, C]); set its pooling")
@@ -79,17 +75,13 @@ def validate(config: ConfigDict) -> None:
 def cell_config(config: ConfigDict, cell: sweep.Cell) -> dict[str, Any]:
     """What determines ``cell``'s result (its fingerprint): the protocol keys and its model's fields."""
     return {"protocol": {k: config[k] for k in PROTOCOL_KEYS} | recipe_fingerprint(config),
-            "model": model_fields(config, cell["model"], cell["variant"])}
+            "model": sweep.fingerprint_fields(model_fields(config, cell["model"], cell["variant"]))}
 
 
 def batches(x: np.ndarray, y: np.ndarray, size: int) -> list[dict[str, np.ndarray]]:
     """``x`` [N, 40] and labels ``y`` [N] as fixed-shape batches of ``size``; the last is padded with unscored rows."""
-    pad = -len(y) % size
-    b = {"inputs": np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]),
-         "targets": np.concatenate([y, np.zeros(pad, y.dtype)]),
-         "loss_mask": (np.arange(len(y) + pad) < len(y)).astype(np.float32),
-         "seq_lengths": np.full(len(y) + pad, x.shape[1], np.int32)}
-    return [{k: v[i:i + size] for k, v in b.items()} for i in range(0, len(y), size)]
+    return fixed_size_batches({"inputs": x, "targets": y, "loss_mask": np.ones(len(y), np.float32),
+                               "seq_lengths": np.full(len(y), x.shape[1], np.int32)}, size)
 
 
 def run_cell(cell: sweep.Cell, config: ConfigDict, context: sweep.Context) -> dict[str, Any]:

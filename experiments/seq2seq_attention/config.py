@@ -20,7 +20,7 @@ import ml_collections
 
 from attnjax.data.seq2seq import SEQ2SEQ_TASKS
 from attnjax.nn.rnn_seq2seq import SEQ2SEQ_ATTENTION
-from attnjax.sweep import model_block, with_harness_keys, with_recipe_keys
+from attnjax.sweep import check_names, model_block, with_harness_keys, with_recipe_keys
 
 PRESETS = ("cpu", "lr_pilot", "paper", "paper_lr_pilot")
 FAMILIES = ("rnn_seq2seq", "transformer_seq2seq")
@@ -28,8 +28,7 @@ FAMILIES = ("rnn_seq2seq", "transformer_seq2seq")
 
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     """Returns the config for ``preset`` (one of :data:`PRESETS`)."""
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    check_names("preset", [preset], PRESETS)
     c = ml_collections.ConfigDict(dict(
         preset=preset, tasks="copy,reverse",  # names in attnjax.data.seq2seq.SEQ2SEQ_TASKS
         models=",".join(FAMILIES),  # names in attnjax.nn.MODELS ("seq2seq" kind)

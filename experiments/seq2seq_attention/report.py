@@ -10,12 +10,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from attnjax.plots import plot_weight_maps
-from attnjax.results import save_and_close, write_text
 from attnjax.sweep import ok_runs
 from attnjax.sweep.report import (compare, compare_direction, comparison_table, curves_figure, load_published,
-                                 markdown_table, pct, seeds_ci_text, summary_tail)
+                                 markdown_table, minutes, pct, run_header, save_figures, seeds_ci_text, summary_tail,
+                                 write_summary)
 
-SUMMARY_FILE, CURVES_FILE = "summary.md", "accuracy_vs_length.png"
+CURVES_FILE = "accuracy_vs_length.png"
 LABELS = {("rnn_seq2seq", "none"): "RNNencdec", ("rnn_seq2seq", "additive"): "RNNsearch",
           ("rnn_seq2seq", "multiplicative"): "RNN+Luong", ("transformer_seq2seq", "-"): "Transformer"}
 ORDER, BASELINE = tuple(LABELS.values()), "RNNencdec"
@@ -141,13 +141,13 @@ def comparisons(g, task: str, n: int, m: int, floor: float) -> list:
 def write_figures(results: Mapping[str, Any], runs: Sequence[dict], workdir: str) -> list[str]:
     """Greedy accuracy against source length (a panel per metric and task), and one PNG per cross-attention map."""
     n, m, g = results["config"]["train_max_length"], results["config"]["test_max_length"], group(runs)
-    xs, panels, written = list(range(1, m + 1)), {}, [CURVES_FILE]
+    xs, panels = list(range(1, m + 1)), {}
     for met, name in METRICS[1:]:
         for k in _order(g):
             ys = [[run["per_length"][str(x)][met] for x in xs] for run in g[k].values()]
             panels.setdefault(f"{k[0]}: {name} (trained on 1..{n})", {})[_row_name(g, k)] = (xs, ys)
-    fig = curves_figure(panels, "source length", "accuracy (%)", cols=len({k[0] for k in g}))
-    save_and_close(os.path.join(workdir, CURVES_FILE), fig, dpi=110, bbox_inches="tight")
+    written = save_figures(workdir, {CURVES_FILE: curves_figure(panels, "source length", "accuracy (%)",
+                                                                cols=len({k[0] for k in g}))})
     for r in runs:
         for length, e in sorted(r.get("attention_maps", {}).items(), key=lambda kv: int(kv[0])):
             name = LABELS.get((r["model"], r["variant"]), f"{r['model']}+{r['variant']}")
@@ -170,9 +170,7 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
         return "\n".join(out + ["No finished cells."] + summary_tail(results, figures)) + "\n"
     n, m, floor = config["train_max_length"], config["test_max_length"], config.get("min_train_accuracy", 0.9)
     split, tasks, g = runs[0].get("eval_split", "test"), list(dict.fromkeys(r["task"] for r in runs)), group(runs)
-    minutes = sum(e.get("seconds", 0.0) for e in results.get("cells", {}).values()) / 60
-    out += [f"Preset `{config.get('preset')}`: {len(runs)}/{results.get('num_cells', len(runs))} cells ok, "
-            f"{len({r['seed'] for r in runs})} seed(s), {minutes:.1f} min in all; {split} examples at every length. "
+    out += [f"{run_header(results, runs)}, {minutes(results):.1f} min in all; {split} examples at every length. "
             f"*in-dist*: lengths 1..{n} (trained on); *OOD*: {n + 1}..{m}; *TF*: teacher-forced; *greedy*: decoded "
             f"from its own tokens; *seq*: all right; *fit*: in-dist greedy token ≥ {100 * floor:.0f}%."]
     for i, task in enumerate(tasks, 1):
@@ -192,6 +190,4 @@ def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) ->
 def write_report(results: dict[str, Any], workdir: str) -> str:
     """Writes ``summary.md``, ``accuracy_vs_length.png`` and the attention maps; returns the summary."""
     runs = ok_runs(results)
-    text = summary_markdown(results, write_figures(results, runs, workdir) if runs else [])
-    write_text(os.path.join(workdir, SUMMARY_FILE), text)
-    return text
+    return write_summary(workdir, summary_markdown(results, write_figures(results, runs, workdir) if runs else []))

@@ -56,13 +56,9 @@ def validate(config: ConfigDict) -> None:
     n, m = config.train_max_length, config.test_max_length
     if not isinstance(n, int) or not isinstance(m, int) or not 1 <= n <= m:
         raise ValueError(f"need ints 1 <= train_max_length <= test_max_length, got {n!r} and {m!r}")
-    for key, low in (("alphabet_size", 2), ("num_seeds", 1), ("batch_size", 1), ("eval_batch_size", 1),
-                     ("log_every", 1), ("num_steps", 0), ("eval_bucket", 0)):
-        if config[key] < low:
-            raise ValueError(f"{key} must be >= {low}, got {config[key]}")
-    if not sweep.names(config.tasks):
-        raise ValueError("config.tasks lists no task")
-    sweep.check_names("task", sweep.names(config.tasks), SEQ2SEQ_TASKS)
+    sweep.check_ints(config, alphabet_size=2, num_seeds=1, batch_size=1, eval_batch_size=1, log_every=1, num_steps=0,
+                     eval_bucket=0)
+    sweep.check_names("task", sweep.names(config.tasks), SEQ2SEQ_TASKS, key="tasks")
     sweep.check_names("eval_split", [config.eval_split], ("test", "validation"))
     if config.attention_map_task:
         sweep.check_names("attention_map_task", [config.attention_map_task], SEQ2SEQ_TASKS)
@@ -71,12 +67,9 @@ def validate(config: ConfigDict) -> None:
             raise ValueError(f"attention_map_lengths must be in [1, test_max_length={m}], got {lengths}")
     models = sweep.check_models(sweep.names(config.models), config, config.learning_rates)
     if RNN_MODEL in models:
-        if not sweep.names(config.rnn_attentions):
-            raise ValueError("config.rnn_attentions lists no attention kind")
-        sweep.check_names("rnn attention", sweep.names(config.rnn_attentions), SEQ2SEQ_ATTENTION)
+        sweep.check_names("rnn attention", sweep.names(config.rnn_attentions), SEQ2SEQ_ATTENTION, key="rnn_attentions")
+    sweep.check_recipes(config, models)
     for model in models:
-        for lr in sweep.names(config.learning_rates[model]):
-            optimizer_for(config, lr)
         for fields in (model_fields(config, model, v) for v in variants(config, model)):
             if model_kind(model, fields) != "seq2seq":  # the blocks were built by check_models
                 raise ValueError(f"model {model!r} must be a seq2seq model (source, target_inputs -> logits)")
@@ -87,7 +80,7 @@ def validate(config: ConfigDict) -> None:
 def cell_config(config: ConfigDict, cell: sweep.Cell) -> dict[str, Any]:
     """What determines ``cell``'s result (its fingerprint): the protocol keys and its model's fields."""
     return {"protocol": {k: config[k] for k in PROTOCOL_KEYS} | recipe_fingerprint(config),
-            "model": model_fields(config, cell["model"], cell["variant"])}
+            "model": sweep.fingerprint_fields(model_fields(config, cell["model"], cell["variant"]))}
 
 
 def run_cell(cell: sweep.Cell, config: ConfigDict, context: sweep.Context) -> dict[str, Any]:

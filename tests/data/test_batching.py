@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from attnjax import data
-from attnjax.data.batching import blank_token, make_batch, sample_lengths
+from attnjax.data.batching import blank_token, fixed_size_batches, make_batch, sample_lengths
 
 
 def test_blank_protocol_layout():
@@ -148,3 +148,17 @@ def test_length_batch_pads_to_the_given_length():
     assert b["inputs"].shape == (4, 10, 3)
     np.testing.assert_array_equal(b["seq_lengths"], [6] * 4)
     assert data.length_batch(task, np.random.default_rng(0), 4, 3)["inputs"].shape == (4, 6, 3)
+
+
+def test_fixed_size_batches_pad_the_last_with_unscored_rows():
+    rows = {"inputs": np.arange(10, dtype=np.int32).reshape(5, 2) + 1, "targets": np.arange(5, dtype=np.int32),
+            "loss_mask": np.ones(5, np.float32), "seq_lengths": np.full(5, 2, np.int32)}
+    batches = fixed_size_batches(rows, 2)
+    assert [b["inputs"].shape for b in batches] == [(2, 2)] * 3  # one compiled shape
+    last = batches[-1]
+    np.testing.assert_array_equal(last["inputs"], [[9, 10], [0, 0]])
+    np.testing.assert_array_equal(last["loss_mask"], [1, 0])
+    np.testing.assert_array_equal(last["seq_lengths"], [2, 2])  # a padded row is as long as the first
+    assert all(b[k].dtype == rows[k].dtype for b in batches for k in rows)
+    first_three = fixed_size_batches(rows, 2, n=3)  # only the first n rows
+    assert len(first_three) == 2 and first_three[-1]["loss_mask"].tolist() == [1, 0]

@@ -9,7 +9,11 @@ import sys
 
 import pytest
 
+import jax
+import jax.numpy as jnp
+
 from attnjax import sweep
+from attnjax.nn import build_model, get_model_spec
 from experiments.associative_recall import config as ar_config
 from experiments.associative_recall import report
 from experiments.associative_recall import run as ar
@@ -116,6 +120,58 @@ def test_presets_build_every_cell():
     assert not pilot.score_test and pilot.first_seed >= cpu.first_seed + cpu.num_seeds
     with pytest.raises(ValueError, match="preset"):
         ar_config.get_config("gpu")
+
+
+def test_zoology_preset_keeps_zoologys_shape_and_builds_every_model():
+    config = ar_config.get_config("zoology")
+    ar.validate(config)  # every name, setting and model config (mixers included)
+    settings, widths = ar.parse_settings(config), ar.widths(config)
+    assert settings[:2] == [(64, 4), (128, 8)] and all(L == 16 * P for L, P in settings)  # 16 tokens per pair
+    assert config.vocab_size >= 256 and widths[0] <= 32 and widths[-1] >= 128 and config.num_seeds == 3
+    assert (config.optimizer, config.schedule, config.weight_decay) == ("adamw", "warmup_cosine", 0.1)
+    assert 0 < config.warmup_steps < config.num_steps and config.score_test
+    models = config.models.split(",")
+    assert {"transformer_lm", "base_conv", "hyena", "based", "lstm", "gru"} <= set(models)
+    assert "dot_product" in config.attentions.split(",")
+    cells = ar.cells(config)
+    for model in models:  # learning rates are a grid axis, picked on validation by the report
+        assert len({c["lr"] for c in cells if c["model"] == model}) >= 2, model
+    built = set()
+    for cell in {(c["model"], c["variant"], c["width"], c["seq_len"]): c for c in cells}.values():
+        fields = ar.model_fields(config, cell)
+        assert fields[get_model_spec(cell["model"]).width] == cell["width"]  # d_model or hidden_size
+        if cell["model"] not in ("lstm", "gru"):  # positions and long filters span the sequence
+            assert fields["max_len"] == cell["seq_len"] and fields["mlp_dim"] == config.mlp_ratio * cell["width"]
+        if cell["model"] not in built:  # one abstract init per model: it builds and reads out the vocabulary
+            built.add(cell["model"])
+            model = build_model(cell["model"], config.vocab_size, fields)
+            shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, cell["seq_len"]), jnp.int32))
+            out = jax.eval_shape(model.apply, shapes, jnp.zeros((2, cell["seq_len"]), jnp.int32))
+            assert out.shape == (2, cell["seq_len"], config.vocab_size), cell["model"]
+    assert built == set(models)
+    based = ar.model_fields(config, next(c for c in cells if c["model"] == "based"))
+    assert based["layer_mixers"] == ("base_conv", "linear") and based["feature_dim"] == 8  # Zoology's MQAR Based
+
+
+def test_tiny_zoology_shaped_run_trains_a_mixer_and_the_transformer(tmp_path):
+    config = ar_config.get_config("zoology")
+    # One length for both settings: each model compiles once (compilation is most of this test's time).
+    for key, value in dict(models="transformer_lm,based", vocab_size=16, settings="16:1,16:2", widths="8",
+                           num_train=32, num_val=16, num_test=16, num_train_eval=16, num_seeds=1, batch_size=8,
+                           num_steps=2, warmup_steps=1, eval_batch_size=16, log_every=1, eval_noises="0.0,1.0",
+                           attention_map_setting="", progress="off", workers=1).items():
+        config[key] = value
+    config.learning_rates.update(dict(transformer_lm="1e-3", based="1e-3"))
+    results = sweep.run(sweep.plan(ar.EXPERIMENT, config), str(tmp_path / "run"), out=io.StringIO())
+    assert results["complete"] and results["num_cells"] == 4 and results["num_failed"] == 0  # 2 models x 2 settings
+    runs = sweep.ok_runs(results)
+    assert {(r["model"], r["kv"]) for r in runs} == {(m, P) for m in ("transformer_lm", "based") for P in (1, 2)}
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["num_params"] > 0 for r in runs)
+    # Zoology's stop rule ran: validation at every log record, how each cell stopped is recorded.
+    assert all(r["stop_reason"] in ("fit", "budget") and len(r["val_curve"]) == r["steps_trained"] for r in runs)
+    text = ar.EXPERIMENT.report(results, str(tmp_path / "run"))
+    assert "| based |" in text and "| dot_product |" in text
+    assert "| based: gap to softmax grows, P=1 → 2 (width 8; Δ at P=1 − at P=2) |" in text
 
 
 def test_fingerprint_follows_only_what_determines_the_cell():

@@ -45,5 +45,5 @@ def test_bad_config_is_rejected_before_compiling():
         bench_models.check_config(config)
     config = bench_config.get_config()
     config.repeats = 0
-    with pytest.raises(ValueError, match="config.repeats must be >= 1"):
+    with pytest.raises(ValueError, match="config.repeats must be an int >= 1"):
         bench_models.check_config(config)

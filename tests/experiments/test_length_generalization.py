@@ -135,11 +135,11 @@ def test_every_model_field_overrides_from_the_command_line(tmp_path):
     workdir = tmp_path / "run"
     tiny = [arg for arg in TINY if not arg.startswith(("--config.tasks", "--config.attentions", "--config.num_seeds"))]
     proc = _cli(tmp_path, f"--workdir={workdir}", *tiny, "--config.tasks=parity_check", "--config.models=transformer",
-                "--config.num_seeds=1", "--config.randomized=false", "--config.transformer.implementation=blockwise",
-                "--config.transformer.block_q=2")
+                "--config.num_seeds=1", "--config.randomized=false",
+                "--config.transformer.attention.implementation=blockwise", "--config.transformer.attention.block_q=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
-    assert results["complete"] and results["config"]["transformer"]["implementation"] == "blockwise"
+    assert results["complete"] and results["config"]["transformer"]["attention"]["implementation"] == "blockwise"
 
 
 @pytest.mark.parametrize("override", ["--config.transformer.num_layer=1",

@@ -9,6 +9,7 @@ import io
 import json
 import os
 
+import jax.numpy as jnp
 import ml_collections
 import pytest
 
@@ -117,10 +118,10 @@ def test_execution_settings_keep_fingerprints_and_are_checked():
     before = lg.EXPERIMENT.fingerprint(config, cell)
     assert lg.EXPERIMENT.fingerprint(_tiny(checkpoint_every=5, checkpoint_keep=4, tensorboard=True, workers="2"),
                                      cell) == before
-    assert "dtype" not in lg.model_fields(config, "transformer", cell["variant"])
+    assert "dtype" not in lg.cell_config(config, cell)["model"]
     assert lg.EXPERIMENT.fingerprint(_tiny(compute_dtype="bfloat16"), cell) != before
     assert lg.EXPERIMENT.fingerprint(_tiny(micro_batches=2), cell) != before
-    assert lg.model_fields(_tiny(compute_dtype="bfloat16"), "transformer", cell["variant"])["dtype"] == "bfloat16"
+    assert lg.build(_tiny(compute_dtype="bfloat16"), cell, 3).execution.dtype == jnp.bfloat16
     for overrides, message in [
         (dict(checkpoint_every=-1), "config.checkpoint_every must be an int >= 0"),
         (dict(checkpoint_keep=0), "config.checkpoint_keep must be an int >= 1"),

@@ -106,7 +106,7 @@ def test_typo_in_the_cli_fails_before_any_file(tmp_path):
     ("attention_map_lengths", "10,40", "attention_map_lengths must be in"),
     ("attention_map_lengths", "10,x", "comma-separated ints"),
     ("attention_map_task", "revers", "unknown attention_map_task"),
-    ("alphabet_size", 1, "alphabet_size must be >= 2"),
+    ("alphabet_size", 1, "config.alphabet_size must be an int >= 2"),
     ("only", "variant=luong", "unknown config.only value"),
 ])
 def test_config_typos_fail_in_validation(field, value, message):

@@ -1,11 +1,12 @@
-"""``python -m experiments.study``: validates everything first, runs the studies in sequence, resumes, reports."""
+"""``python -m experiments.study`` (:mod:`attnjax.sweep.studies` bound to the studies): validates everything first,
+runs the studies in sequence, resumes, reports."""
 
 import os
 
 import pytest
 
 from attnjax import sweep
-from experiments import study
+from experiments import report, study
 from experiments.length_generalization import config as lg_config
 from experiments.mnist1d import config as mnist1d_config
 
@@ -36,8 +37,9 @@ def test_runs_resumes_and_writes_one_report(tiny, tmp_path, capsys):
     first = capsys.readouterr().out
     assert "study: 2 experiments, 2 cells, 2 to run" in first
     # 1 LG cell + 1 MNIST-1D cell, each at its committed cpu run's mean seconds per cell.
-    expected = sum(study.reference_seconds_per_cell(name, "cpu") for name in ("length_generalization", "mnist1d"))
-    assert f"ETA {sweep.format_seconds(expected)} at the committed runs' speed" in first
+    expected = sum(sweep.seconds_per_cell(os.path.join("results", name, "cpu"))
+                   for name in ("length_generalization", "mnist1d"))
+    assert f"ETA {sweep.format_seconds(expected)} at the reference runs' speed" in first
     assert "=== study 2/2: mnist1d" in first
     combined = (tmp_path / "summary.md").read_text()
     assert "## length_generalization" in combined and "## mnist1d" in combined
@@ -47,14 +49,12 @@ def test_runs_resumes_and_writes_one_report(tiny, tmp_path, capsys):
     assert "2 cells, 0 to run" in capsys.readouterr().out
 
 
-def test_eta_weighs_the_cells_left_by_their_study_and_this_machines_speed():
-    # 100 reference seconds ran in 200: the 50 reference seconds left take 100.
-    assert study.eta_seconds(200.0, 100.0, 50.0) == 100.0
-    assert study.eta_seconds(0.0, 0.0, 50.0) == 50.0  # nothing ran yet: the reference itself
+def test_eta_weighs_each_study_by_its_committed_run():
     # Seconds per cell come from the committed runs (results/<study>/<preset>/results.json), never a constant.
-    committed = study.reference_seconds_per_cell("length_generalization", "cpu")
+    planned = sweep.plan(report.experiment_for("length_generalization"), study.default_config("length_generalization"))
+    assert sweep.studies.reference_dir(planned) == os.path.join("results", "length_generalization", "cpu")
+    committed = sweep.seconds_per_cell(sweep.studies.reference_dir(planned))
     assert committed is not None and committed > 0
-    assert study.reference_seconds_per_cell("length_generalization", "no_such_preset") is None
 
 
 def test_report_only_does_not_train(tiny, tmp_path, capsys):

@@ -1,5 +1,7 @@
 """MultiHeadAttention equals Flax's MultiHeadDotProductAttention with the same weights; GQA shapes."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,6 +9,7 @@ import numpy as np
 import pytest
 
 from attnjax.nn import MultiHeadAttention
+from attnjax.ops import AttentionConfig
 
 
 def _inputs(B=2, T=5, S=7, D=12, seed=0):
@@ -101,14 +104,14 @@ def test_pluggable_attention_fn_and_bad_heads():
 def test_options_dropout_and_sown_weights():
     xq, _ = _inputs()
     # local_window_size=0 lets each query see only its own key: the sown weights are the identity.
-    layer = MultiHeadAttention(num_heads=3, head_dim=4, attention_options=(("local_window_size", 0),),
-                               sow_weights=True, dropout_rate=0.5)
+    window = AttentionConfig("dot_product", options={"local_window_size": 0})
+    layer = MultiHeadAttention(num_heads=3, head_dim=4, attention=window, sow_weights=True, dropout_rate=0.5)
     variables = layer.init(jax.random.key(0), xq)
     out, state = layer.apply(variables, xq, mutable=["intermediates"])
     (weights,) = state["intermediates"]["attention_weights"]
     np.testing.assert_allclose(weights, np.broadcast_to(np.eye(5), (2, 3, 5, 5)), atol=1e-6)
     # deterministic (the default) has no dropout and equals the layer without it; training needs 'dropout'.
-    plain = MultiHeadAttention(num_heads=3, head_dim=4, attention_options=(("local_window_size", 0),))
+    plain = MultiHeadAttention(num_heads=3, head_dim=4, attention=window)
     np.testing.assert_allclose(out, plain.apply(variables, xq), atol=1e-6)
     train = lambda seed: layer.apply(variables, xq, deterministic=False,  # noqa: E731
                                      rngs={"dropout": jax.random.key(seed)})
@@ -119,17 +122,21 @@ def test_options_dropout_and_sown_weights():
                            attention_fn=lambda q, k, v, b, m, **kw: q).init(jax.random.key(0), xq)
 
 
-def test_implementation_and_block_sizes_reach_the_op():
-    from attnjax.ops import BlockSizes
+def test_implementation_and_block_sizes_reach_the_op(monkeypatch):
+    from attnjax.ops import BlockSizes, registry
 
     xq, xkv = _inputs()  # T=5, S=7: blocks of 2 queries and 3 keys leave padded blocks on both axes
-    dense = MultiHeadAttention(num_heads=3, head_dim=4, implementation="dense")
-    blocked = MultiHeadAttention(num_heads=3, head_dim=4, implementation="blockwise", block_sizes=BlockSizes(2, 3))
+    dense = MultiHeadAttention(num_heads=3, head_dim=4, attention=AttentionConfig(implementation="dense"))
+    blocked_attention = AttentionConfig(implementation="blockwise", block_q=2, block_kv=3)
+    blocked = MultiHeadAttention(num_heads=3, head_dim=4, attention=blocked_attention)
     variables = dense.init(jax.random.key(0), xq, xkv)
     np.testing.assert_allclose(blocked.apply(variables, xq, xkv, key_value_seq_lengths=jnp.array([7, 4])),
                                dense.apply(variables, xq, xkv, key_value_seq_lengths=jnp.array([7, 4])),
                                rtol=1e-5, atol=1e-5)
-    # block_sizes with the dense path is an error of the op: proof the keyword arrives.
-    with pytest.raises(ValueError, match="block_sizes is used only by"):
-        MultiHeadAttention(num_heads=3, head_dim=4, implementation="dense",
-                           block_sizes=BlockSizes(2, 3)).apply(variables, xq, xkv)
+    # What the op receives: the spec's function is replaced by a recorder.
+    seen = {}
+    spec = registry.ATTENTION["dot_product"]
+    recorder = dataclasses.replace(spec, fn=lambda q, k, v, b, m, **kw: seen.update(kw) or spec.fn(q, k, v, b, m, **kw))
+    monkeypatch.setitem(registry.ATTENTION, "dot_product", recorder)
+    blocked.apply(variables, xq, xkv)
+    assert seen["implementation"] == "blockwise" and seen["block_sizes"] == BlockSizes(2, 3)

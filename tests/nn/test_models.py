@@ -112,8 +112,8 @@ def test_match_capacity_errors():
 
 
 def test_sown_attention_weights_in_layer_order():
-    model = ann.build_model("transformer", C, dict(num_layers=11, d_model=8, num_heads=2, mlp_dim=8,
-                                                   sow_attention_weights=True))
+    model = ann.build_model("transformer", C, dict(num_layers=11, d_model=8, num_heads=2, mlp_dim=8),
+                            ann.Execution(sow_attention_weights=True))
     x = _inputs("sequence")[0]
     params = model.init(jax.random.key(0), x)
     _, sown = model.apply(params, x, mutable=["intermediates"])

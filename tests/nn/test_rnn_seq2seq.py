@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from attnjax.nn.contract import Seq2SeqModel, begin_token
+from attnjax.nn.execution import Execution
 from attnjax.nn.rnn_seq2seq import RNNSeq2Seq, RNNSeq2SeqConfig, shift_right
 from tests.nn.training import JIT, fit, make_probe, probe_once
 
@@ -43,12 +44,13 @@ PADDED = DATA["mask"] == 0  # [B, L] source positions >= lengths (source and tar
 def _model(attention, sow=False):
     cell, bidirectional = SETUP[attention]
     return RNNSeq2Seq(RNNSeq2SeqConfig(cell=cell, hidden_size=16, embed_dim=8, attention=attention, attention_dim=8,
-                                       bidirectional_encoder=bidirectional, sow_attention_weights=sow), C)
+                                       bidirectional_encoder=bidirectional), C,
+                      Execution(sow_attention_weights=sow))
 
 
 @functools.lru_cache(maxsize=None)
 def _params(attention):
-    """Initial params; ``sow_attention_weights`` does not change them, so both flags share these."""
+    """Initial params; sowing the attention weights does not change them, so both settings share these."""
     variables = JIT(_model(attention).init)(jax.random.key(0), DATA["source"], DATA["decoder_inputs"])
     return {"params": variables["params"]}
 
@@ -225,11 +227,20 @@ def test_one_trace_per_shape_under_jit():
     (dict(attention_dim=-2), "attention_dim must be an int >= 1, got -2"),
     (dict(bidirectional_encoder=1), "bidirectional_encoder must be a bool, got 1"),
     (dict(dropout_rate=-0.1), r"dropout_rate must be in \[0, 1\), got -0.1"),
-    (dict(sow_attention_weights=True), "sow_attention_weights=True needs attention"),
 ])
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RNNSeq2SeqConfig(**kwargs)
+
+
+@pytest.mark.parametrize("execution,match", [
+    (Execution(sow_attention_weights=True), "sow_attention_weights=True needs attention"),
+    (Execution(dtype="bfloat16"), "its execution may set only sow_attention_weights"),
+])
+def test_execution_errors(execution, match):
+    model = RNNSeq2Seq(RNNSeq2SeqConfig(attention="none"), C, execution)
+    with pytest.raises(ValueError, match=match):
+        model.init(jax.random.key(0), DATA["source"], DATA["decoder_inputs"])
 
 
 def test_input_errors():

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from attnjax.nn.blocks import Embedding, TransformerBlock
+from attnjax.nn.execution import Execution
 from attnjax.nn.transformer_config import KERNEL_INITS
 from attnjax.nn.transformer import TRANSFORMER_PRESETS, TransformerConfig, TransformerEncoder, transformer_config
+from attnjax.ops import AttentionConfig
 from tests.nn.training import adam_losses
 
 B, L, V, C = 2, 8, 4, 3
@@ -38,8 +40,11 @@ def _inputs(config, length=L, seed=0):
 
 
 @functools.lru_cache(maxsize=None)
-def _model(config, output_size=C):
-    return TransformerEncoder(config=config, output_size=output_size)
+def _model(config, output_size=C, execution=Execution()):
+    return TransformerEncoder(config=config, output_size=output_size, execution=execution)
+
+
+SOW = Execution(sow_attention_weights=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -153,7 +158,8 @@ def test_attention_dropout_only_in_training_and_reproducible_per_rng():
 def test_blockwise_equals_dense_in_the_model():
     # Blocks of 3 queries and 3 keys over T = S = 8 with key lengths 8 and 5: padded, partly and fully masked
     # blocks.
-    dense, blockwise = _cfg(implementation="dense"), _cfg(implementation="blockwise", block_q=3, block_kv=3)
+    dense = _cfg(attention=dict(implementation="dense"))
+    blockwise = _cfg(attention=dict(implementation="blockwise", block_q=3, block_kv=3))
     x, params = _tokens(), _params(dense)
 
     def loss(config):
@@ -166,8 +172,8 @@ def test_blockwise_equals_dense_in_the_model():
 
 
 def test_sown_attention_weights_per_layer_and_nothing_when_off():
-    config = _cfg(sow_attention_weights=True, num_layers=2)
-    model, x, params = _model(config), _tokens(), _params(config)
+    config = _cfg(num_layers=2)
+    model, x, params = _model(config, C, SOW), _tokens(), _params(config)
     out, state = model.apply(params, x, LENGTHS, mutable=["intermediates"])
     weights = [state["intermediates"]["encoder"][f"block_{i}"]["attention"]["attention_weights"][0] for i in range(2)]
     for w in weights:
@@ -180,15 +186,15 @@ def test_sown_attention_weights_per_layer_and_nothing_when_off():
 
 
 def test_attention_options_reach_the_op_and_are_normalized():
-    config = _cfg(sow_attention_weights=True, attention_options={"local_window_size": 1})
-    assert config.attention_options == (("local_window_size", 1),) and hash(config) == hash(
-        _cfg(sow_attention_weights=True, attention_options=[("local_window_size", 1)]))
-    _, state = _model(config).apply(_params(config), _tokens(), mutable=["intermediates"])
+    config = _cfg(attention=dict(options={"local_window_size": 1}))
+    assert config.attention.options == (("local_window_size", 1),) and hash(config) == hash(
+        _cfg(attention=AttentionConfig(options=[("local_window_size", 1)])))
+    _, state = _model(config, C, SOW).apply(_params(config), _tokens(), mutable=["intermediates"])
     w = state["intermediates"]["encoder"]["block_0"]["attention"]["attention_weights"][0]
     far = np.abs(np.arange(L)[:, None] - np.arange(L)[None, :]) > 1
     np.testing.assert_array_equal(np.asarray(w)[..., far], 0.0)
-    hot, cold = _cfg(attention="softmax_temperature"), _cfg(attention="softmax_temperature",
-                                                            attention_options={"temperature": 0.1})
+    hot = _cfg(attention="softmax_temperature")
+    cold = _cfg(attention=AttentionConfig("softmax_temperature", options={"temperature": 0.1}))
     x, params = _tokens(), _params(hot)
     assert not np.allclose(_apply(hot)(params, x), _apply(cold)(params, x), atol=1e-3)
 
@@ -213,16 +219,19 @@ def test_grouped_query_heads_and_randomized_positions_are_wired():
     (dict(num_kv_heads=3, num_heads=2), "num_kv_heads must divide num_heads=2, got 3"),
     (dict(num_layers=0), "num_layers must be an int >= 1, got 0"),
     (dict(dropout_rate=1.0), r"dropout_rate must be in \[0, 1\), got 1.0"),
-    (dict(attention="cosine", attention_dropout_rate=0.1), "attention='cosine' does not"),
-    (dict(attention="cosine", implementation="blockwise"), "implementation='blockwise' needs"),
-    (dict(implementation="fast"), "implementation must be one of"),
-    (dict(implementation="dense", block_q=4), "block_q/block_kv are used by implementation in"),
-    (dict(block_q=0), "block_q must be"),
-    (dict(attention_options={"window": 3}), r"has 'window', which attention='dot_product' does not take"),
-    (dict(attention_options={"is_causal": True}), "may not set 'is_causal'"),
-    (dict(attention="additive", attention_options={"w_query": 1.0}), r"may not set 'w_query'.*learned"),
-    (dict(attention_options={"scale": [1.0]}), None),  # lists become tuples, and tuples hash: accepted
-    (dict(attention_options={"scale": {"a": 1}}), "must be hashable"),
+    (dict(attention="cosine", attention_dropout_rate=0.1), "attention 'cosine' does not"),
+    (dict(attention=dict(name="cosine", implementation="blockwise")),
+     r"implementation='blockwise' is not a path of attention 'cosine'; it has \['dense', 'xla'\]"),
+    (dict(attention=dict(implementation="fast")), "implementation='fast' is not a path of attention 'dot_product'"),
+    (dict(attention=dict(implementation="dense", block_q=4)), "block_q/block_kv are used by attention 'dot_product'"),
+    (dict(attention=dict(block_q=0)), "block_q must be"),
+    (dict(attention=dict(options={"window": 3})), r"options are \[.*\]; got option 'window', which is not one"),
+    (dict(attention=dict(options={"is_causal": True})), "got option 'is_causal', which is set per call"),
+    (dict(attention=dict(name="additive", options={"w_query": 1.0})), r"\['w_query'\] of 'additive' are learned"),
+    (dict(attention=dict(options={"scale": [1.0]})), None),  # lists become tuples, and tuples hash: accepted
+    (dict(attention=dict(options={"scale": {"a": 1}})), "must be hashable"),
+    (dict(attention=dict(implementaton="dense")), r"unknown attention field\(s\) \['implementaton'\]"),
+    (dict(attention=3), "attention must be an AttentionConfig, a variant name or a mapping"),
     (dict(positional="alibi", attention="linear"), "cannot take"),
     (dict(positional="nope", randomized_positions=True), "nothing to randomize"),
     (dict(randomized_positions=True, randomized_eval="never"), "randomized_eval must be one of"),
@@ -231,7 +240,7 @@ def test_grouped_query_heads_and_randomized_positions_are_wired():
 ])
 def test_config_errors(fields, message):
     if message is None:
-        assert _cfg(**fields).attention_options == (("scale", (1.0,)),)
+        assert _cfg(**fields).attention.options == (("scale", (1.0,)),)
         return
     with pytest.raises(ValueError, match=message):
         _cfg(**fields)

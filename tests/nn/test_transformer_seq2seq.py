@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from attnjax.nn.contract import Seq2SeqModel, begin_token
+from attnjax.nn.execution import Execution
 from attnjax.nn.transformer_seq2seq import TransformerSeq2Seq, TransformerSeq2SeqConfig
 from tests.nn.training import adam_losses
 
@@ -28,8 +29,9 @@ def _targets(seed=1):
 
 
 @functools.lru_cache(maxsize=None)
-def _model(output_size=C, **fields):
-    return TransformerSeq2Seq(config=TransformerSeq2SeqConfig(**{**SMALL, **fields}), output_size=output_size)
+def _model(output_size=C, execution=Execution(), **fields):
+    return TransformerSeq2Seq(config=TransformerSeq2SeqConfig(**{**SMALL, **fields}), output_size=output_size,
+                              execution=execution)
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,7 +75,7 @@ def test_decoder_never_sees_later_targets_nor_source_padding():
     changed = _targets().at[:, 3:].set(0)
     np.testing.assert_allclose(model.apply(params, source, changed)[:, :3],
                                model.apply(params, source, _targets())[:, :3], atol=1e-6)
-    sowing = _model(sow_attention_weights=True)
+    sowing = _model(execution=Execution(sow_attention_weights=True))
     _, state = sowing.apply(params, source, _targets(), SOURCE_LENGTHS, mutable=["intermediates"])
     block = state["intermediates"]["decoder"]["block_0"]
     cross = block["cross_attention"]["attention_weights"][0]  # [B, N, T, S]

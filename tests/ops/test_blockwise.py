@@ -217,12 +217,31 @@ def test_bad_block_sizes(bad):
         BlockSizes(block_q=bad)
 
 
-def test_block_sizes_rejected_by_dense():
+def test_block_sizes_as_a_pair_equal_block_sizes():
+    q, k, v, _ = _inputs(9, 1, 20, 20, 2, 2, 8)
+    pair = dot_product_attention(q, k, v, implementation="blockwise", block_sizes=(8, 16), is_causal=True)
+    named = dot_product_attention(q, k, v, implementation="blockwise", block_sizes=SMALL, is_causal=True)
+    np.testing.assert_array_equal(pair, named)
+
+
+@pytest.mark.parametrize("implementation", ["dense", "xla", "blockwise", None])
+def test_one_partial_sweeps_every_implementation(implementation):
+    """Paths without tiles ignore block_sizes, so a partial with it runs on every implementation."""
+    import functools
+
     q, k, v, _ = _inputs(9, 1, 8, 8, 2, 2, 8)
-    with pytest.raises(ValueError, match="block_sizes"):
-        dot_product_attention(q, k, v, implementation="dense", block_sizes=SMALL)
-    with pytest.raises(ValueError, match="BlockSizes"):
-        dot_product_attention(q, k, v, implementation="blockwise", block_sizes=(8, 8))
+    attend = functools.partial(dot_product_attention, block_sizes=(8, 8), is_causal=True)
+    np.testing.assert_allclose(attend(q, k, v, implementation=implementation),
+                               dot_product_attention(q, k, v, implementation="dense", is_causal=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [(8,), (0, 8), (8, 2.5), "8x8", BlockSizes])
+@pytest.mark.parametrize("implementation", ["dense", "blockwise"])
+def test_bad_block_sizes_are_named_on_every_path(bad, implementation):
+    q, k, v, _ = _inputs(9, 1, 8, 8, 2, 2, 8)
+    with pytest.raises(ValueError, match=r"block_sizes must be an attnjax.ops.BlockSizes or a \(block_q, block_k\) "
+                                         r"pair of ints >= 1, got "):
+        dot_product_attention(q, k, v, implementation=implementation, block_sizes=bad)
 
 
 def test_jit_compiles_once_and_block_sizes_are_static():

@@ -320,6 +320,44 @@ def test_bad_input_is_named(change, error, words):
         attnjax.dot_product_attention(q, k, v, **args)
 
 
+@pytest.mark.parametrize("fn", ["dot_product_attention", "attention_weights"])
+def test_rank3_errors_show_the_shapes_passed_and_how_they_were_read(fn):
+    """[B, T, D] inputs (heads not split) are read as unbatched [T, N, H]: the message says so, in the
+    caller's shapes, not the [1, ...] shapes the checks see."""
+    q, k = jnp.ones((2, 8, 64)), jnp.ones((2, 8, 32))
+    args = (q, k, k) if fn == "dot_product_attention" else (q, k)
+    with pytest.raises(ValueError) as info:
+        getattr(attnjax, fn)(*args)
+    message = str(info.value)
+    assert "query (2, 8, 64), key (2, 8, 32)" in message, message
+    assert "(1, 2, 8, 64)" not in message and "(1, 2, 8, 32)" not in message, message
+    assert "read as unbatched query [T, N, H]" in message, message
+    with pytest.raises(ValueError, match=r"as passed: query \(2, 8, 64\).*read as unbatched"):
+        attnjax.dot_product_attention(q, q, q, key_value_seq_lengths=jnp.array([8, 8]))
+
+
+def test_mixed_rank_error_says_when_rank3_is_unbatched():
+    q, kv = jnp.ones((2, 8, 64)), jnp.ones((2, 8, 4, 16))
+    with pytest.raises(ValueError, match=r"query must have rank 4.*got shape \(2, 8, 64\).*as passed: query "
+                                         r"\(2, 8, 64\), key \(2, 8, 4, 16\).*only when all of them have rank 3"):
+        attnjax.dot_product_attention(q, kv, kv)
+
+
+@pytest.mark.parametrize("implementation", ["dense", "blockwise"])
+def test_nan_in_a_masked_out_value_reaches_the_output_as_in_jax_nn(implementation):
+    """Documented: masked-out weights are exact zeros and 0 * NaN = NaN; a NaN key is masked away."""
+    q, k, v = _qkv(4, 1, 4, 6, 2, 2, 8)
+    visible = dict(key_value_seq_lengths=jnp.array([4]))  # keys 4 and 5 are masked out
+    nan_value, nan_key = v.at[:, 5].set(jnp.nan), k.at[:, 5].set(jnp.nan)
+    ours = attnjax.dot_product_attention(q, k, nan_value, implementation=implementation, **visible)
+    assert np.isnan(ours).all() and np.isnan(jax.nn.dot_product_attention(q, k, nan_value, **visible)).all()
+    np.testing.assert_allclose(attnjax.dot_product_attention(q, nan_key, v, implementation=implementation, **visible),
+                               jax.nn.dot_product_attention(q, k, v, **visible), atol=2e-5)
+    doc = " ".join(attnjax.dot_product_attention.__doc__.split())
+    assert "a NaN (or inf) in the value of a masked-out key still makes the output NaN" in doc
+    assert "as in ``jax.nn.dot_product_attention``" in doc
+
+
 def test_error_message_names_both_shapes():
     with pytest.raises(ValueError) as info:
         attnjax.dot_product_attention(GOOD["q"], GOOD["k"], GOOD["v"], mask=jnp.ones((2, 4, 4, 4), bool))

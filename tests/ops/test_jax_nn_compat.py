@@ -1,8 +1,9 @@
 """``attnjax.dot_product_attention`` as a drop-in for ``jax.nn.dot_product_attention``, on dense and blockwise.
 
 Written from jax.nn's documented behaviour (jax 0.10): the ``"xla"`` implementation name, the
-``return_residual`` log-sum-exp, left-padding of rank < 4 masks and biases, and x64 mode. The intended
-differences that remain are tested too, so they stay deliberate:
+``return_residual`` log-sum-exp (in the input dtype, with cotangents of that dtype), left-padding of rank < 4
+masks and biases, and x64 mode; jax's own ``testDotProductAttention`` runs with attnjax substituted. The
+intended differences that remain are tested too, so they stay deliberate:
 
 * a query row with no visible key gives zeros (jax.nn: the mean of the values) and a ``-inf``
   residual (jax.nn: a large finite negative number);
@@ -105,6 +106,81 @@ def test_residual_unbatched_shape_and_empty_rows(path):
     grads = jax.grad(lambda q: dot_product_attention(q, k, v, mask=mask, return_residual=True,
                                                      **PATHS[path])[0].sum())(q)
     assert np.isfinite(grads).all()
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_residual_is_in_the_input_dtype_and_takes_its_cotangents(path, dtype):
+    """As jax.nn: a bfloat16/float16 call returns its log-sum-exp in that dtype (computed in float32 and
+    rounded once) and its vjp takes cotangents of that dtype for both outputs. The gradients through the
+    residual equal the float32 computation's up to the input rounding."""
+    q, k, v = _qkv(dtype=dtype)
+    ours = lambda q, k, v: dot_product_attention(q, k, v, return_residual=True, is_causal=True, **PATHS[path])
+    keys = jax.random.split(jax.random.key(8), 2)
+    cot = (jax.random.normal(keys[0], q.shape, dtype), jax.random.normal(keys[1], q.shape[:3], dtype))
+
+    @jax.jit
+    def both(q, k, v, cot):
+        (out, lse), pull = jax.vjp(ours, q, k, v)
+        (_, lse32), pull32 = jax.vjp(ours, *(x.astype(jnp.float32) for x in (q, k, v)))
+        return out, lse, lse32, pull(cot), pull32(tuple(c.astype(jnp.float32) for c in cot))
+
+    out, lse, lse32, grads, want = both(q, k, v, cot)
+    assert out.dtype == dtype and lse.dtype == dtype and lse.shape == (2, 7, 4)
+    np.testing.assert_array_equal(lse, lse32.astype(dtype))  # one rounding of the float32 value
+    for g, w in zip(grads, want):
+        assert g.dtype == dtype
+        # The low-precision call rounds the probabilities before the PV matmul and the gradients themselves
+        # to the input dtype (bfloat16 eps 2^-8): about five of its ulps of the largest gradient.
+        scale = float(jnp.max(jnp.abs(w)))
+        np.testing.assert_allclose(np.asarray(g, np.float32), w, rtol=0, atol=0.02 * scale)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("group_num", [1, 2, 4])
+@pytest.mark.parametrize("use_vmap", [False, True])
+def test_jax_test_dot_product_attention_with_attnjax_substituted(dtype, group_num, use_vmap):
+    """jax's ``tests/nn_test.py::testDotProductAttention`` (implementation="xla", its 12 cases) with
+    ``jax.nn.dot_product_attention`` replaced by ``attnjax.dot_product_attention``: grouped-query heads
+    against heads repeated, vmap over the batch (unbatched calls), and the vjp of ``(output, residual)``
+    with cotangents in the input dtype. Same shapes, seeds and tolerances as jax's test."""
+    B, S, T, N, H, G = 2, 128, 128, 4, 32, group_num
+    keys = jax.random.split(jax.random.PRNGKey(0), 5)
+    Q = jax.random.normal(keys[0], (B, T, N, H), dtype)
+    K = jax.random.normal(keys[1], (B, S, N // G, H), dtype)
+    V = jax.random.normal(keys[2], (B, S, N // G, H), dtype)
+    grad = jax.random.normal(keys[3], (B, T, N, H), dtype)
+    lse_grad = jax.random.normal(keys[4], (B, T, N), dtype)
+    reference = lambda *args, **kw: dot_product_attention(*args, implementation=None, **kw)
+    answer = lambda *args, **kw: dot_product_attention(*args, implementation="xla", **kw)
+    plain = jax.vmap(answer, in_axes=(0, 0, 0, None, None)) if use_vmap else answer
+    with_residual = lambda *args: answer(*args, return_residual=True)
+    K_ref, V_ref = jnp.repeat(K, G, axis=2), jnp.repeat(V, G, axis=2)
+
+    def summed_heads(dx):  # the reference's gradient for repeated heads, summed back over each group
+        return dx.reshape(B, S, N // G, G, H).sum(axis=3)
+
+    out_ref, pull_ref = jax.vjp(reference, Q, K_ref, V_ref, None, None)
+    out_ans, pull_ans = jax.vjp(plain, Q, K, V, None, None)
+    res_ref, pull_res_ref = jax.vjp(lambda *a: reference(*a, return_residual=True), Q, K_ref, V_ref, None, None)
+    res_ans, pull_res_ans = jax.vjp(with_residual, Q, K, V, None, None)
+    dq_ref, dk_ref, dv_ref = pull_ref(grad)[:3]
+    dq_ans, dk_ans, dv_ans = pull_ans(grad)[:3]
+    dq_res_ref, dk_res_ref, dv_res_ref = pull_res_ref((grad, lse_grad))[:3]
+    dq_res_ans, dk_res_ans, dv_res_ans = pull_res_ans((grad, lse_grad))[:3]
+    close = lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                                    atol=0.01, rtol=0.01)
+    assert res_ans[1].dtype == res_ref[1].dtype == dtype
+    for a, b in ((out_ref, out_ans), (dq_ref, dq_ans), (summed_heads(dk_ref), dk_ans),
+                 (summed_heads(dv_ref), dv_ans), (res_ref[0], res_ans[0]), (res_ref[1], res_ans[1]),
+                 (dq_res_ref, dq_res_ans), (summed_heads(dk_res_ref), dk_res_ans),
+                 (summed_heads(dv_res_ref), dv_res_ans)):
+        assert a.dtype == b.dtype == dtype
+        close(a, b)
+    # And the values are jax.nn's own (its residual gradient differs by design: module docstring).
+    want_out, want_lse = _jax_nn(Q, K, V, return_residual=True)
+    close(res_ans[0], want_out)
+    close(res_ans[1], want_lse)
 
 
 @pytest.mark.parametrize("implementation", ["cudnn", "pallas_interpret"])

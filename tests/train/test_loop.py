@@ -50,3 +50,22 @@ def test_fit_accepts_iterators_and_rejects_indivisible_batches():
                   mesh=data_mesh(8), progress=False)
     with pytest.raises(ValueError, match="log_every"):
         train.fit(state, batches, 1, rng=jax.random.key(0), log_every=0)
+
+
+def test_fit_warns_once_when_a_batch_shape_would_recompile_the_step():
+    """Steps 0 and 1 share the first batch's shapes (no warning); step 2 differs (the warning); step 3 differs
+    again (no second warning)."""
+    task = data.get_task("parity_check")
+    rng = np.random.default_rng(0)
+    lengths = [3, 3, 4, 5, 4]  # the step's compiled shapes are those of step 0's batch
+    batches = lambda step: data.training_batch(task, rng, 8, lengths[step])  # noqa: E731
+    padded = [data.padded_length(task, n) for n in (3, 4)]
+    with pytest.warns(train.BatchShapeWarning) as caught:
+        train.fit(_state(task, 3, hidden=4), batches, len(lengths), rng=jax.random.key(0), log_every=5,
+                  progress=False)
+    shape_warnings = [w for w in caught if issubclass(w.category, train.BatchShapeWarning)]
+    assert len(shape_warnings) == 1, [str(w.message) for w in shape_warnings]
+    message = str(shape_warnings[0].message)
+    assert "the batch of step 2" in message, message
+    now, was = message.split("where the first had")
+    assert f"inputs (8, {padded[1]}, 3) float32" in now and f"inputs (8, {padded[0]}, 3) float32" in was, message

@@ -26,8 +26,8 @@ MAX_LEN, BATCH = 6, 16
 def _state(dtype="float32"):
     # Every test trains this model through fit's jitted step on the 8-device mesh: one compiled program per
     # dtype (and step function) for the whole module. Dropout on: the step's rng must stay on the device too.
-    cfg = dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=32, dtype=dtype, dropout_rate=0.1)
-    model = ann.build_model("transformer", TASK.output_size, cfg)
+    cfg = dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=32, dropout_rate=0.1)
+    model = ann.build_model("transformer", TASK.output_size, cfg, ann.Execution(dtype=dtype))
     example = jnp.zeros((1, data.padded_length(TASK, MAX_LEN), data.vocab_size(TASK)))
     return train.create_train_state(model, jax.random.key(0), example, train.make_optimizer(3e-3, 1.0))
 

@@ -9,7 +9,6 @@ leave margin, while giving each shard its local instead of its global positions 
 to 3e-2 and the gradients by 0.1 to 0.2 (measured).
 """
 
-import dataclasses
 
 import chex
 import jax
@@ -40,9 +39,9 @@ def _batch():
             "loss_mask": (real & (rng.random((B, L)) < 0.8)).astype(np.float32), "seq_lengths": lengths}
 
 
-def _state(name, fields, **extra):
-    cfg = dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=16, **fields, **extra)
-    model = ann.build_model(name, C, cfg)
+def _state(name, fields, **execution):
+    cfg = dict(num_layers=1, d_model=16, num_heads=2, mlp_dim=16, **fields)
+    model = ann.build_model(name, C, cfg, ann.Execution(**execution))
     # SGD with lr 1: the update is the gradient itself, so parameters after one step compare gradients.
     return train.create_train_state(model, jax.random.key(0), jnp.zeros((1, L, V)), optax.sgd(1.0))
 
@@ -90,11 +89,11 @@ def test_sequence_parallel_errors():
                                          "seq_axis=None"):
         train.make_train_step(parallel="shard_map", mesh=mesh)(jax.device_put(sharded, replicated(mesh)),
                                                                train.shard_batch(batch, mesh), jax.random.key(0))
-    base = dataclasses.asdict(ann.TransformerConfig())
-    with pytest.raises(ValueError, match="ring attention, which needs .*'positional': 'alibi'"):
-        ann.TransformerConfig(**{**base, "positional": "alibi", "sequence_parallel_axis": "seq"})
+    with pytest.raises(ValueError, match="ring attention, which needs .*'attention.name': 'cosine', "
+                                         "'positional': 'alibi'"):
+        _state("transformer", {"positional": "alibi", "attention": "cosine"}, sequence_parallel_axis="seq")
     with pytest.raises(ValueError, match="sequence_parallel_layout must be one of"):
-        ann.TransformerConfig(**{**base, "sequence_parallel_axis": "seq", "sequence_parallel_layout": "spiral"})
+        ann.Execution(sequence_parallel_axis="seq", sequence_parallel_layout="spiral")
 
 
 def test_fit_trains_a_sequence_parallel_model_like_the_unsharded_one():

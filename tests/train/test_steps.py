@@ -100,3 +100,21 @@ def test_step_rng_is_folded_with_the_step_number():
     loss = lambda s: float(step(s, batch, key)[1]["loss"])  # noqa: E731 - the step is not donated here
     assert loss(state) == loss(state)  # same state, batch and key: same dropout masks
     assert loss(state) != loss(state.replace(step=state.step + 1))  # next step: fresh dropout masks
+
+
+def test_evaluation_without_rng_on_randomized_positions_names_the_callers_rng():
+    """The fix is the evaluation function's own rng=, not apply's rngs= (which its caller never sees)."""
+    import pytest
+
+    cfg = dict(num_layers=1, d_model=8, num_heads=2, mlp_dim=8, randomized_positions=True, max_len=32)
+    task, state, _ = _setup(task_name="parity_check", model="transformer", cfg=cfg)
+    rng = np.random.default_rng(0)
+    make_batches = lambda n: [data.length_batch(task, rng, 4, n, pad_to=data.padded_length(task, 3))]  # noqa: E731
+    calls = {"evaluate_lengths": lambda **kw: train.evaluate_lengths(state, make_batches, [2, 3], **kw),
+             "evaluate": lambda **kw: train.evaluate(state, make_batches(2), **kw),
+             "eval_step": lambda **kw: train.eval_step(state, make_batches(2)[0], **kw)}
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=rf"{name} got rng=None.*pass rng=key to {name}") as info:
+            call()
+        assert "rngs=" not in str(info.value)
+        call(rng=jax.random.key(0))  # the fix the message names works
