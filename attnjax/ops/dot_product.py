@@ -118,6 +118,17 @@ def _as_passed(error: Exception, arrays: dict[str, Any], unbatched: bool) -> Exc
     return type(error)(message)
 
 
+def _check_as_passed(passed: dict, unbatched: bool, *args, **kwargs):
+    """:func:`_check_arguments`, its errors restated with the shapes the caller ``passed``."""
+    try:
+        return _check_arguments(*args, **kwargs)
+    except (ValueError, TypeError) as error:
+        restated = _as_passed(error, passed, unbatched)
+        if restated is error:
+            raise
+        raise restated from None
+
+
 def dot_product_attention(
     query: jnp.ndarray,
     key: jnp.ndarray,
@@ -237,16 +248,10 @@ def dot_product_attention(
         query_segment_ids, key_segment_ids = (ids if ids is None or np.ndim(ids) != 1 else _add_batch(ids)
                                               for ids in (query_segment_ids, key_segment_ids))
     query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
-    try:
-        bias, mask, window = _check_arguments(
-            query, key, value, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
-            key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-            logit_softcap=logit_softcap, query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
-    except (ValueError, TypeError) as error:
-        restated = _as_passed(error, passed, unbatched)
-        if restated is error:
-            raise
-        raise restated from None
+    bias, mask, window = _check_as_passed(
+        passed, unbatched, query, key, value, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
+        key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+        logit_softcap=logit_softcap, query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
     checks.check_dropout(dropout_rate, dropout_rng)
     mods = flex.check_mods(score_mod, mask_mod, score_mod_params, score_dtype=stat_dtype(query.dtype))
     if name is None:
@@ -314,16 +319,10 @@ def attention_weights(
     passed = {"query": query, "key": key}
     unbatched = np.ndim(query) == 3 and np.ndim(key) == 3
     query, key = (_add_batch(x) if unbatched else jnp.asarray(x) for x in (query, key))
-    try:
-        bias, mask, window = _check_arguments(
-            query, key, key, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
-            key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
-            logit_softcap=logit_softcap, query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
-    except (ValueError, TypeError) as error:
-        restated = _as_passed(error, passed, unbatched)
-        if restated is error:
-            raise
-        raise restated from None
+    bias, mask, window = _check_as_passed(
+        passed, unbatched, query, key, key, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
+        key_value_seq_lengths=key_value_seq_lengths, local_window_size=local_window_size,
+        logit_softcap=logit_softcap, query_segment_ids=query_segment_ids, key_segment_ids=key_segment_ids)
     mods = flex.check_mods(score_mod, mask_mod, score_mod_params, score_dtype=stat_dtype(query.dtype))
     mask = _with_segment_mask(mask, query_segment_ids, key_segment_ids)
     logits, visible = dense_logits(query, key, bias, mask, scale=scale, is_causal=is_causal,

@@ -178,7 +178,7 @@ def summary_markdown(results: Mapping[str, Any], figure_files: Sequence[str] = (
             "% (Zoology warns above 0.1%)."]
     for t in layouts(g, noise, metric):
         out += ["", f"## {t.title}", "", table(g, t, **t.options)]
-    if any(r.get("final_train_loss") is not None and r["kv"] > 1 for r in runs):
+    if any(r.get("final_train_loss") is not None and r["kv"] > 1 and float(r["noise"]) == noise for r in runs):
         w = min(k[3] for k in g if k[4] == noise)
         out += ["", f"## Where training ended: the chance plateau (width {w}, noise {noise})", "",
                 "A model that knows which tokens are values but not which one a key asks for puts equal mass on the "

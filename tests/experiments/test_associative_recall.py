@@ -3,6 +3,7 @@ fingerprints, and the report rebuilt from a small results.json."""
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -251,6 +252,19 @@ def test_verdict_when_softmax_misses_a_setting(train, verdict):
     assert f"| softmax attention solves L=16 P=4 (width 64) | 91.0 [88.5, 93.5] | 100.0 | {verdict} |" in text
     assert "| softmax attention solves L=16 P=2 (width 64) | 100.0 [100.0, 100.0] | 100.0 | agrees |" in text
     assert text.count("| grows (> 0) | inconclusive (softmax below 99%) |") == 2  # linear and the GRU
+
+
+def test_report_shows_which_runs_ended_on_the_chance_plateau():
+    """The GRU's last training loss sits at ln P (a uniform guess among the context's P values), softmax's far below."""
+    results = _fixture_results()
+    for e in results["cells"].values():
+        P, gru = e["cell"]["kv"], e["cell"]["model"] == "gru"
+        e["metrics"]["final_train_loss"] = 1.05 * math.log(P) if gru else 0.01
+    text = report.summary_markdown(results)
+    assert "## Where training ended: the chance plateau (width 64, noise 0.0)" in text
+    assert "| model | L=16 P=2 (1/P = 50.0%, ln P = 0.69) | L=16 P=4 (1/P = 25.0%, ln P = 1.39) |" in text
+    assert "| gru | 0.73 (3/3 on it) | 1.46 (3/3 on it) |" in text and "| dot_product | 0.01 (0/3 on it) |" in text
+    assert "chance plateau" not in report.summary_markdown(_fixture_results())  # no losses recorded: no section
 
 
 def test_report_picks_learning_rates_on_validation_only():
