@@ -15,11 +15,13 @@ paper's deterministic context-free tier), ``context_sensitive`` (:mod:`.context_
 
 from __future__ import annotations
 
-from attnjax.data.tasks import context_free, context_sensitive, regular
+from attnjax.data.tasks import context_free, context_sensitive, decimal, regular
 from attnjax.data.tasks.base import TIERS, Task
 
-# name -> task, grouped by tier in TIERS order.
+# name -> task, grouped by tier in TIERS order: Delétang et al.'s 15 (the encoder grid enumerates these).
 TASKS: dict[str, Task] = {t.name: t for module in (regular, context_free, context_sensitive) for t in module.TASKS}
+# ... plus decimal addition in Zhou et al.'s formats (:mod:`.decimal`), which the decoder protocol adds.
+ALL_TASKS: dict[str, Task] = {**TASKS, **{t.name: t for t in decimal.TASKS}}
 
 
 def get_task(name: str) -> Task:
@@ -28,9 +30,9 @@ def get_task(name: str) -> Task:
     Raises:
         ValueError: unknown name (the message lists the known ones).
     """
-    if name not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
-    return TASKS[name]
+    if name not in ALL_TASKS:
+        raise ValueError(f"task must be one of {sorted(ALL_TASKS)}, got {name!r}")
+    return ALL_TASKS[name]
 
 
-__all__ = ["TASKS", "TIERS", "Task", "get_task"]
+__all__ = ["ALL_TASKS", "TASKS", "TIERS", "Task", "get_task"]

@@ -48,6 +48,8 @@ class Task:
         generate: ``(rng, batch_size, n) -> (inputs [B, input_length(n)], targets [B, m])`` integer arrays.
         input_length: requested length ``n`` -> actual input length (identity except ``modular_arithmetic``).
         termination_token: output id that ends the scored part of each target row, or ``None`` (all scored).
+        scored_outputs: only output ids below this are scored (``None``: all); ids at or above it are
+            annotations the model also writes but that are not the answer (index hints).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Task:
     generate: Generator
     input_length: Callable[[int], int] = same_length
     termination_token: int | None = None
+    scored_outputs: int | None = None
 
     def __post_init__(self):
         if self.tier not in TIERS:
@@ -111,16 +114,9 @@ class Task:
             raise AssertionError(f"task {self.name} produced tokens out of range")
         return inputs.astype(np.int32), targets.astype(np.int32)
 
-    def accuracy_mask(self, targets: np.ndarray) -> np.ndarray:
-        """Which target positions count towards accuracy.
-
-        Args:
-            targets: ``[B, m]`` integer targets of this task.
-
-        Returns:
-            ``[B, m]`` bool: all True without a termination token; otherwise True up to and including the
-            first termination token of each row (the reference's ``indices <= argmax(target ids)``, which is
-            the same position because the token is the largest id and occurs once).
+    def answer_lengths(self, targets: np.ndarray) -> np.ndarray:
+        """``[B]`` length of each target row's answer: up to and including the first termination token, or
+        the whole row for a task without one.
 
         Raises:
             ValueError: ``targets`` is not 2-D, or a row lacks the termination token.
@@ -129,14 +125,31 @@ class Task:
         if targets.ndim != 2:
             raise ValueError(f"targets must be [B, m], got shape {targets.shape}")
         if self.termination_token is None:
-            return np.ones(targets.shape, dtype=bool)
+            return np.full(targets.shape[0], targets.shape[1])
         hit = targets == self.termination_token
         missing = np.nonzero(~hit.any(axis=1))[0]
         if missing.size:
             raise ValueError(f"targets of task {self.name} must contain termination token "
                              f"{self.termination_token} in every row; rows {missing[:5].tolist()} lack it")
-        first = hit.argmax(axis=1)
-        return np.arange(targets.shape[1])[None, :] <= first[:, None]
+        return hit.argmax(axis=1) + 1
+
+    def accuracy_mask(self, targets: np.ndarray) -> np.ndarray:
+        """Which target positions count towards accuracy.
+
+        Args:
+            targets: ``[B, m]`` integer targets of this task.
+
+        Returns:
+            ``[B, m]`` bool: the answer (:meth:`answer_lengths`; the reference's ``indices <= argmax(target
+            ids)``, the same position because the termination token is the largest id and occurs once), less
+            the unscored annotations (ids ``>= scored_outputs``).
+
+        Raises:
+            ValueError: ``targets`` is not 2-D, or a row lacks the termination token.
+        """
+        targets = np.asarray(targets)
+        mask = np.arange(targets.shape[-1])[None, :] < self.answer_lengths(targets)[:, None]
+        return mask if self.scored_outputs is None else mask & (targets < self.scored_outputs)
 
 
 def uniform_ints(rng: np.random.Generator, low: int, high: int, shape) -> np.ndarray:
