@@ -33,7 +33,9 @@ class MultiHeadAttention(nn.Module):
             implementation, block sizes) or a variant name of :data:`attnjax.ops.registry.ATTENTION`. The
             variant's own parameters (a temperature, score projections, random features) become the
             ``attention_params`` entry of this layer's params; fixed ones (Performer features) are read
-            through ``stop_gradient``. Call-time ``**attention_kwargs`` win over its options.
+            through ``stop_gradient``. A variant with ``spec.input_params`` (``"forgetting"``) also gets
+            ``attention_input_params``, which map ``inputs_q`` to keywords of the variant (its forget gates) at
+            every call. Call-time ``**attention_kwargs`` win over its options.
         attention_fn: a custom ``(query [B,T,N,H], key [B,S,K,H], value, bias, mask, **kwargs) ->
             [B,T,N,H]`` with the keywords of ``jax.nn.dot_product_attention``; overrides ``attention``.
         dropout_rate: dropout on the attention weights, passed to the op as ``dropout_rate`` with
@@ -118,10 +120,14 @@ class MultiHeadAttention(nn.Module):
             attention_kwargs = {**attention.keywords(), **attention_kwargs}
             if spec.init_params is not None:
                 params = self.param("attention_params", lambda rng: spec.init_params(
-                    rng, head_dim=self.head_dim, num_heads=self.num_heads))
+                    rng, head_dim=self.head_dim, num_heads=self.num_heads, **attention.init_options()))
                 if not spec.trainable_params:
                     params = jax.lax.stop_gradient(params)
                 attention_kwargs = {**params, **attention_kwargs}
+            if spec.input_params is not None:  # keywords computed from the input (FoX's forget gates)
+                input_params = self.param("attention_input_params", lambda rng: spec.input_params.init(
+                    rng, input_dim=inputs_q.shape[-1], num_heads=self.num_heads))
+                attention_kwargs = {**spec.input_params.keywords(input_params, inputs_q), **attention_kwargs}
         masks = dict(is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                      key_value_seq_lengths=key_value_seq_lengths)
         if self.sow_weights and (spec is None or spec.weights_fn is None):

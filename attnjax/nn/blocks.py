@@ -9,9 +9,11 @@ models (:mod:`~attnjax.nn.transformer`, :mod:`~attnjax.nn.transformer_lm`,
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from attnjax.nn.attention import MultiHeadAttention
@@ -20,6 +22,9 @@ from attnjax.nn.positional import PositionalEncoding, PositionalInputs
 from attnjax.nn.tokens import embed_tokens
 from attnjax.nn.transformer_config import ACTIVATIONS, KERNEL_INITS, TransformerConfig
 from attnjax.ops import positional as P
+from attnjax.ops.backends import select_implementation
+from attnjax.ops.checks import normalize_window
+from attnjax.ops.dot_product import IMPLEMENTATION_ALIASES, TAKES_MODS
 from attnjax.parallel.sequence import RingAttentionFn, axis_is_bound, local_positions
 
 
@@ -40,6 +45,32 @@ def _sequence_sharded(module: nn.Module, run: Execution) -> bool:
     if run.sequence_parallel_axis is None:
         return False
     return not (module.is_initializing() and not axis_is_bound(run.sequence_parallel_axis))
+
+
+def bias_as_score_mod(cfg: TransformerConfig, run: Execution, *, batch: int, length: int, causal: bool,
+                      has_lengths: bool, train: bool) -> bool:
+    """Whether a logit-bias encoding (alibi, t5) reaches the attention as a ``score_mod`` (computed per tile,
+    never an ``[N, L, L]`` array) rather than as ``bias``: when the variant takes the hook and the path its
+    call runs evaluates it. With ``implementation=None`` that is the path ``dot_product_attention`` would pick
+    for the materialized bias (:func:`attnjax.ops.select_implementation`), so the hook never moves a call off
+    a faster kernel (cuDNN takes the materialized bias on GPU). Both forms give the same outputs and
+    gradients from the same parameters."""
+    attention = cfg.attention
+    if P.get_positional(cfg.positional).kind != "bias" or run.sequence_parallel_axis is not None:
+        return False
+    if not {"score_mod", "score_mod_params"} <= set(inspect.signature(attention.spec.fn).parameters):
+        return False
+    implementation = attention.implementation
+    if implementation is None:
+        options = dict(attention.options)
+        q_shape = (batch, length, cfg.num_heads, cfg.head_dim)
+        kv_shape = (batch, length, cfg.num_kv_heads or cfg.num_heads, cfg.head_dim)
+        implementation = select_implementation(
+            jax.default_backend(), q_shape, kv_shape, kv_shape, run.dtype, has_bias=True, has_seq_lengths=has_lengths,
+            is_causal=causal, window=normalize_window(options.get("local_window_size")),
+            logit_softcap=options.get("logit_softcap"),
+            dropout_rate=cfg.attention_dropout_rate if train else 0.0)
+    return IMPLEMENTATION_ALIASES.get(implementation, implementation) in TAKES_MODS
 
 
 def readout(cfg: TransformerConfig, run: Execution, output_size: int, h: jnp.ndarray) -> jnp.ndarray:
@@ -129,9 +160,10 @@ class TransformerBlock(nn.Module):
         """``x [B, T, D]`` (keys past ``seq_lengths [B]`` ignored), ``memory [B, S, D]`` (keys past
         ``memory_lengths [B]`` ignored; cross-attention only) -> ``[B, T, D]``."""
         cfg = self.config
+        hooks = {} if positions.score_mod is None else positions.score_mod.keywords()
         x = self._residual(x, lambda h: self._attention("attention")(
             h, bias=positions.bias, is_causal=self.causal, key_value_seq_lengths=seq_lengths,
-            rotary_positions=positions.rotary_positions, deterministic=not train), "attention", train)
+            rotary_positions=positions.rotary_positions, deterministic=not train, **hooks), "attention", train)
         if self.cross_attention:
             if memory is None:
                 raise ValueError("a cross-attention block needs memory [B, S, D], got None")
@@ -179,7 +211,9 @@ class TransformerStack(nn.Module):
             cls = self.param("cls", nn.initializers.zeros, (cfg.d_model,))
             x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, cfg.d_model)), x], axis=1)
             seq_lengths = None if seq_lengths is None else seq_lengths + 1
-        positions = self._positions(x.shape[0], x.shape[1], seq_lengths, train)
+        positions = self._positions(x.shape[0], x.shape[1], seq_lengths, train, bias_as_score_mod(
+            cfg, run, batch=x.shape[0], length=x.shape[1], causal=self.causal, has_lengths=seq_lengths is not None,
+            train=train))
         if positions.embedding is not None:
             x = x + positions.embedding.astype(x.dtype)
         x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
@@ -189,7 +223,7 @@ class TransformerStack(nn.Module):
                 memory_lengths=memory_lengths)
         return _layer_norm(cfg, run, "final_norm")(x) if cfg.norm == "pre" else x
 
-    def _positions(self, batch: int, length: int, seq_lengths, train: bool) -> PositionalInputs:
+    def _positions(self, batch: int, length: int, seq_lengths, train: bool, as_score_mod: bool) -> PositionalInputs:
         cfg, run = self.config, self.execution
         index = None  # [length] global positions of the local tokens when sequence-parallel
         if _sequence_sharded(self, run):
@@ -202,7 +236,7 @@ class TransformerStack(nn.Module):
             return PositionalInputs(embedding=P.sinusoidal_encoding(counts, cfg.d_model))
         return PositionalEncoding(cfg.positional, cfg.d_model, cfg.num_heads, max_len=cfg.max_len, causal=self.causal,
                                   randomized=cfg.randomized_positions, randomized_eval=cfg.randomized_eval,
-                                  name="positional")(batch, length, train, index)
+                                  bias_as_score_mod=as_score_mod, name="positional")(batch, length, train, index)
 
 
 def classifier_inputs(inputs: jnp.ndarray) -> jnp.ndarray:

@@ -4,7 +4,10 @@ The formulas live in :mod:`attnjax.ops.positional` (pure JAX); this module owns 
 and turns an encoding name into what the encoder consumes, by the encoding's kind:
 
 * ``embedding`` (sinusoidal, learned): a ``[1, L, D]`` vector added to the token embeddings;
-* ``bias`` (alibi, t5): a ``[1, N, L, L]`` logit bias passed to every attention layer;
+* ``bias`` (alibi, t5): a ``[1, N, L, L]`` logit bias passed to every attention layer, or (with
+  ``bias_as_score_mod``) the same bias as a ``score_mod`` with its params, evaluated per logit inside the
+  attention kernel and never materialized (:func:`attnjax.ops.positional.alibi_score_mod`,
+  :func:`attnjax.ops.positional.t5_score_mod`: the same rule and the same parameters);
 * ``rotary`` (rope): the ``[1, L]`` positions with which every attention layer rotates its queries and keys;
 * ``none`` (nope): nothing.
 
@@ -21,6 +24,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax.ops import positional as P
+from attnjax.ops.flex import ScoreMod
 
 
 class MissingPositionsRngError(ValueError):
@@ -38,11 +42,14 @@ class PositionalInputs(NamedTuple):
         embedding: ``[1|B, L, D]`` float32, added to the token embeddings.
         bias: ``[1, N, L, L]`` float32 logit bias for every attention layer.
         rotary_positions: ``[1|B, L]`` int positions for RoPE in every attention layer.
+        score_mod: the logit bias as a :class:`~attnjax.ops.flex.ScoreMod` (``bias`` is then None), for
+            every attention layer's ``score_mod``/``score_mod_params``; its indices are global positions.
     """
 
     embedding: jnp.ndarray | None = None
     bias: jnp.ndarray | None = None
     rotary_positions: jnp.ndarray | None = None
+    score_mod: ScoreMod | None = None
 
 
 def sinusoidal_table(length: int, dim: int, max_timescale: float = 10_000.0) -> jnp.ndarray:
@@ -73,6 +80,10 @@ class PositionalEncoding(nn.Module):
         randomized_eval: what a randomized encoding does at evaluation (``train=False``): ``"random"``
             (Ruoss et al.: a fresh random subset at evaluation too) or ``"consecutive"`` (positions
             ``0..L-1`` at evaluation, random in training only: an earlier, different method).
+        bias_as_score_mod: a bias encoding (alibi, t5) returns its ``score_mod`` form instead of the
+            ``[1, N, L, L]`` array (same rule, same parameters): for attention that evaluates the hook, so
+            that the bias is computed per tile. Consecutive positions are then the hook's indices
+            themselves (no position lookup).
     """
 
     encoding: str
@@ -83,6 +94,7 @@ class PositionalEncoding(nn.Module):
     t5_buckets: int = 32
     randomized: bool = False
     randomized_eval: str = "random"
+    bias_as_score_mod: bool = False
 
     @nn.compact
     def __call__(self, batch: int, length: int, train: bool, index: jnp.ndarray | None = None) -> PositionalInputs:
@@ -100,7 +112,8 @@ class PositionalEncoding(nn.Module):
             index: ``[L_local]`` int, encode only these of the ``L`` positions (the tokens one shard of a
                 sequence-parallel model holds, :func:`attnjax.parallel.local_positions`); outputs then
                 have ``L_local`` along the sequence. Randomized positions are still drawn for all ``L``
-                (one subset, equal on every shard) and then indexed.
+                (one subset, equal on every shard) and then indexed. A ``score_mod`` keeps all ``L``: its
+                indices are global positions.
 
         Returns:
             :class:`PositionalInputs`.
@@ -108,7 +121,7 @@ class PositionalEncoding(nn.Module):
         Raises:
             ValueError: unknown encoding or ``randomized_eval``; ``randomized`` with ``nope``; random
                 positions with ``length > max_len`` or without a ``'positions'`` rng; ``index`` with a
-                logit-bias encoding (alibi, t5), whose ``[L, L]`` bias cannot be split over shards.
+                materialized logit-bias encoding (alibi, t5), whose ``[L, L]`` bias cannot be split over shards.
         """
         spec = P.check_randomized(self.encoding, self.randomized, self.randomized_eval)
         # Tables come before any positions rng is drawn, so a randomized model initializes the same
@@ -121,6 +134,13 @@ class PositionalEncoding(nn.Module):
             return PositionalInputs()
         positions = P.positions_for(self._positions_rng(length, train), 1, length,
                                     randomized=self._random(train), max_len=self.max_len)  # [1, L]
+        if spec.kind == "bias" and self.bias_as_score_mod:
+            # Consecutive positions are the hook's indices: no lookup. Its indices are global, so no index either.
+            pos = positions if self._random(train) else None
+            if spec.name == "alibi":
+                return PositionalInputs(score_mod=P.alibi_score_mod(P.alibi_slopes(self.num_heads), pos, pos,
+                                                                    is_causal=self.causal))
+            return PositionalInputs(score_mod=P.t5_score_mod(table, pos, pos, is_causal=self.causal))
         if index is not None:
             if spec.kind == "bias":
                 raise ValueError(f"positional encoding {self.encoding!r} is a [L, L] logit bias, which a sequence-"

@@ -19,7 +19,7 @@ import jax
 
 from attnjax.ops.blockwise import BlockSizes
 from attnjax.ops.dot_product import TAKES_BLOCK_SIZES
-from attnjax.ops.registry import AttentionSpec, get_spec
+from attnjax.ops.registry import AttentionSpec, get_spec, init_option_names
 
 # Keywords a caller passes on every call (the inputs, masks, dropout) or that other fields set, so they
 # cannot be options.
@@ -52,8 +52,9 @@ class AttentionConfig:
 
     Attributes:
         name: the variant (``"dot_product"``, ``"cosine"``, ``"local"``, ...).
-        options: the variant's own keywords (``{"local_window_size": 8}``, ``{"temperature": 0.5}``); a dict
-            is accepted and stored as sorted ``(name, value)`` pairs.
+        options: the variant's own keywords (``{"local_window_size": 8}``, ``{"temperature": 0.5}``) and those
+            of its ``init_params`` (``{"npos_max": 32}`` for ``cope``'s table, see :meth:`init_options`); a
+            dict is accepted and stored as sorted ``(name, value)`` pairs.
         implementation: ``implementation=`` of the variant (``"dense"``, ``"blockwise"``, ...; None: the op
             chooses); only for variants that take it (``spec.implementations``).
         block_q: query block of the blocked implementations (None: the :class:`BlockSizes` default).
@@ -73,10 +74,11 @@ class AttentionConfig:
     def __post_init__(self):
         spec = self.spec
         takes = inspect.signature(spec.fn).parameters
+        init_takes = set(init_option_names(spec))
         object.__setattr__(self, "options", _normalize_options(self.options))
         for option, _ in self.options:
-            if option in CALL_KEYWORDS or option not in takes:
-                valid = sorted(set(takes) - CALL_KEYWORDS)
+            if option in CALL_KEYWORDS or (option not in takes and option not in init_takes):
+                valid = sorted((set(takes) | init_takes) - CALL_KEYWORDS)
                 why = "is set per call or by another field" if option in CALL_KEYWORDS else "is not one of them"
                 raise ValueError(f"attention {self.name!r} options are {valid}; got option {option!r}, which {why}")
         if self.implementation is not None and self.implementation not in spec.implementations:
@@ -120,10 +122,18 @@ class AttentionConfig:
                           block_k=default.block_k if self.block_kv is None else self.block_kv)
 
     def keywords(self) -> dict[str, Any]:
-        """The keywords every call of the variant gets: its options, ``implementation`` and ``block_sizes``
-        where set."""
+        """The keywords every call of the variant gets: its options (those its function takes),
+        ``implementation`` and ``block_sizes`` where set."""
         run = {"implementation": self.implementation, "block_sizes": self.block_sizes}
-        return {**{k: v for k, v in run.items() if v is not None}, **dict(self.options)}
+        takes = inspect.signature(self.spec.fn).parameters
+        return {**{k: v for k, v in run.items() if v is not None},
+                **{k: v for k, v in self.options if k in takes}}
+
+    def init_options(self) -> dict[str, Any]:
+        """The options that ``spec.init_params`` takes (:func:`attnjax.ops.registry.init_option_names`), for
+        the layer that builds the variant's params."""
+        names = init_option_names(self.spec)
+        return {k: v for k, v in self.options if k in names}
 
     def __call__(self, query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array | None = None,
                  mask: jax.Array | None = None, **kwargs: Any) -> jax.Array:

@@ -217,9 +217,12 @@ def dot_product_attention(
 
     The hooks run on ``"dense"`` (the reference: it materializes the modified ``[B, N, T, S]`` logits)
     and ``"blockwise"`` (per tile, never ``[N, T, S]``), forward and reverse mode; ``jax.jvp`` works on
-    both. ``implementation=None`` picks one of these two; the others reject the hooks. They are Python
+    both. ``implementation=None`` picks one of these two; the others reject the hooks. Sequence-parallel
+    ``attnjax.parallel.ring_attention`` takes them too (at global positions). They are Python
     callables, static to the kernel: pass the same function objects from call to call (not a new
-    ``lambda`` each time) or an eager call recompiles.
+    ``lambda`` each time) or an eager call recompiles; the ready-made ones (``attnjax.ops.alibi_score_mod``,
+    ``t5_score_mod``, ``softcap_score_mod``, ``causal_mask_mod``, ``window_mask_mod``, ``segment_mask_mod``)
+    re-express ``bias``, ``logit_softcap``, ``is_causal``, ``local_window_size`` and the segment ids.
 
     Returns:
         ``[B, T, N, H]`` in the query dtype (a query row with no visible key is zeros), or

@@ -12,18 +12,25 @@ positions in ``[0, T)``/``[0, S)``, so a position array (randomized positions, s
 indexed with them. The blocked kernel pads ``T`` and ``S`` to whole tiles; the hooks never see a padded
 position (indices are clamped to the last real one, and padded entries are hidden or dropped anyway).
 
+Ready-made hooks return a :class:`ScoreMod` (a ``(score_mod, score_mod_params)`` pair) or a ``mask_mod``,
+each next to the materialized form it re-expresses and sharing its formula:
+:func:`attnjax.ops.positional.alibi_score_mod`, :func:`attnjax.ops.positional.t5_score_mod`,
+:func:`softcap_score_mod` (here), :func:`attnjax.ops.masks.segment_mask_mod`,
+:func:`attnjax.ops.masks.window_mask_mod` and :func:`attnjax.ops.masks.causal_mask_mod`.
+
 This module checks the hooks (:func:`check_mods`), evaluates them on a grid of positions
 (:class:`Mods`), computes which tiles of the blockwise kernel a ``mask_mod`` hides entirely
 (:func:`block_states`) and turns what the hooks close over into explicit arguments of the kernel's
 ``custom_jvp`` (:func:`with_explicit_closures`). The paths apply them: :mod:`attnjax.ops.dense` on the
-full ``[B, N, T, S]`` logits, :mod:`attnjax.ops.blockwise_kernels` per tile.
+full ``[B, N, T, S]`` logits, :mod:`attnjax.ops.blockwise_kernels` per tile, and ring attention
+(:mod:`attnjax.parallel.ring_kernels`) per tile at the global positions a device holds at each ring step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +39,8 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 from jax.extend.core import ClosedJaxpr, Var, jaxpr_as_fun
 
+from attnjax.ops.checks import check_positive
+from attnjax.ops.primitives import softcap
 from attnjax.ops.vma import cast_varying
 
 SCORE_MOD_SIGNATURE = "score_mod(score, batch, head, q_idx, kv_idx, params) -> score"
@@ -39,6 +48,49 @@ MASK_MOD_SIGNATURE = "mask_mod(batch, head, q_idx, kv_idx) -> bool"
 
 # Block states of :func:`block_states`.
 EMPTY, PARTIAL, FULL = 0, 1, 2
+
+
+class ScoreMod(NamedTuple):
+    """A ``score_mod`` with the params it reads: ``dot_product_attention(..., **hook.keywords())``, or unpack
+    it, ``score_mod, params = hook``.
+
+    Attributes:
+        score_mod: ``score_mod(score, batch, head, q_idx, kv_idx, params) -> score``; the ready-made ones are
+            frozen dataclasses, equal (and hashed equal) when their options are, so jit caches hold.
+        score_mod_params: the pytree passed as ``params`` (None when it reads none); differentiable.
+    """
+
+    score_mod: Callable[..., Any]
+    score_mod_params: Any = None
+
+    def keywords(self) -> dict[str, Any]:
+        """``{"score_mod": ..., "score_mod_params": ...}``, the keywords of :func:`attnjax.dot_product_attention`
+        (and of ``ring_attention``)."""
+        return {"score_mod": self.score_mod, "score_mod_params": self.score_mod_params}
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftcapScoreMod:
+    """``score_mod`` form of ``logit_softcap``: ``cap * tanh(score / cap)``
+    (:func:`attnjax.ops.primitives.softcap`)."""
+
+    cap: float
+
+    def __call__(self, score, batch, head, q_idx, kv_idx, params):
+        return softcap(score, self.cap)
+
+
+def softcap_score_mod(cap: float) -> ScoreMod:
+    """``logit_softcap=cap`` as a :class:`ScoreMod` (no params).
+
+    Without a ``bias`` it equals ``logit_softcap=cap``. With one they differ: ``logit_softcap`` caps the scaled
+    logits *before* ``bias`` is added, this hook caps the biased logits (it runs after ``bias``).
+
+    Raises:
+        ValueError: ``cap`` not a finite number > 0.
+    """
+    check_positive("cap", cap)
+    return ScoreMod(SoftcapScoreMod(float(cap)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,9 +3,19 @@
 Causal, window and length masks come from the one rule in :mod:`attnjax.ops.visibility`, which the
 blocked paths apply one block of positions at a time.
 Shapes broadcast to ``[B, N, T, S]``.
+
+The same masks as ``mask_mod`` hooks (:mod:`attnjax.ops.flex`), evaluated per tile and never materialized:
+:func:`causal_mask_mod`, :func:`window_mask_mod` and :func:`segment_mask_mod`, each from the rule its
+materialized form uses. A ``mask_mod`` lets the blockwise kernel skip the tiles it hides entirely (block
+sparsity: a document mask runs its diagonal tiles only) and composes with other hooks; the keywords
+``is_causal``/``local_window_size`` are still the cheaper way to ask for causality or a window (their tile
+ranges come from the rule in closed form, with no per-tile evaluation).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -55,7 +65,75 @@ def segment_mask(query_segment_ids: jnp.ndarray, key_segment_ids: jnp.ndarray | 
     """
     if key_segment_ids is None:
         key_segment_ids = query_segment_ids
-    return (query_segment_ids[:, :, None] == key_segment_ids[:, None, :])[:, None]
+    return same_segment(query_segment_ids[:, :, None], key_segment_ids[:, None, :])[:, None]
+
+
+def same_segment(query_segment_id, key_segment_id) -> Any:
+    """The segment rule, elementwise: a query may see a key of its own segment (packed sequences)."""
+    return query_segment_id == key_segment_id
+
+
+@dataclasses.dataclass(frozen=True)
+class VisibilityMaskMod:
+    """A ``mask_mod`` of :meth:`Visibility.pair_visible <attnjax.ops.visibility.Visibility.pair_visible>`:
+    causality and a window from the rule every path uses (hashable: equal rules share jit caches)."""
+
+    visibility: Visibility
+
+    def __call__(self, batch, head, q_idx, kv_idx):
+        visible = self.visibility.pair_visible(q_idx, kv_idx)
+        return jnp.ones(jnp.shape(q_idx), bool) if visible is None else visible
+
+
+def causal_mask_mod() -> VisibilityMaskMod:
+    """``is_causal=True`` as a ``mask_mod`` (query ``i`` sees keys ``j <= i``); the blockwise kernel visits the
+    same tiles with it as with ``is_causal``."""
+    return VisibilityMaskMod(Visibility(True))
+
+
+def window_mask_mod(local_window_size: int | tuple[int, int], *, is_causal: bool = False) -> VisibilityMaskMod:
+    """``local_window_size`` (and ``is_causal``) as a ``mask_mod``: query ``i`` sees keys
+    ``i - left .. i + right`` (the rule of :func:`sliding_window_mask`).
+
+    Raises:
+        ValueError: a malformed window (as ``local_window_size`` of ``dot_product_attention``).
+    """
+    return VisibilityMaskMod(Visibility(bool(is_causal), normalize_window(local_window_size)))
+
+
+def segment_mask_mod(query_segment_ids, key_segment_ids=None):
+    """``query_segment_ids``/``key_segment_ids`` as a ``mask_mod``: a query sees only keys of its own segment
+    (the rule of :func:`segment_mask`, read per logit from the closed-over ids).
+
+    As a ``mask_mod`` the blockwise kernel skips every tile whose queries and keys share no segment (packed
+    documents run only their diagonal tiles); the ``query_segment_ids`` keyword compares ids per tile too but
+    visits every tile.
+
+    Args:
+        query_segment_ids: ``[B, T]`` integer ids.
+        key_segment_ids: ``[B, S]`` integer ids; default ``query_segment_ids`` (self-attention).
+
+    Returns:
+        ``mask_mod(batch, head, q_idx, kv_idx) -> bool``.
+
+    Raises:
+        ValueError, TypeError: ids that are not integer ``[B, L]`` arrays with one ``B``.
+    """
+    q_ids = jnp.asarray(query_segment_ids)
+    k_ids = q_ids if key_segment_ids is None else jnp.asarray(key_segment_ids)
+    for name, ids in (("query_segment_ids", q_ids), ("key_segment_ids", k_ids)):
+        if ids.ndim != 2:
+            raise ValueError(f"{name} must have shape [B, L], got {tuple(ids.shape)}")
+        if not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise TypeError(f"{name} must be an integer array, got dtype {ids.dtype}")
+    if q_ids.shape[0] != k_ids.shape[0]:
+        raise ValueError(f"query_segment_ids and key_segment_ids must have one batch size B, got "
+                         f"{tuple(q_ids.shape)} and {tuple(k_ids.shape)}")
+
+    def mask_mod(batch, head, q_idx, kv_idx):
+        return same_segment(q_ids[batch, q_idx], k_ids[batch, kv_idx])
+
+    return mask_mod
 
 
 def combine_masks(*masks: jnp.ndarray | None) -> jnp.ndarray | None:

@@ -8,7 +8,9 @@ same code serves consecutive positions, offsets (decoding with a cache) and rand
 * ``"embedding"``: a ``[.., T, D]`` vector added to the token embeddings (sinusoidal, learned table);
 * ``"rotary"``: rotate queries and keys, ``[B, T, N, H] -> [B, T, N, H]`` (RoPE);
 * ``"bias"``: an additive logit bias ``[1|B, N, T, S]`` passed as ``bias=`` to an attention function
-  (ALiBi, T5 relative buckets);
+  (ALiBi, T5 relative buckets), or the same bias as a ``score_mod`` computed inside the kernel, never
+  materialized (:func:`alibi_score_mod`, :func:`t5_score_mod`; each form evaluates one scalar rule, on the
+  ``[T, S]`` grid or per logit);
 * ``"none"``: NoPE (causal masking alone carries order).
 
 Learned tables (absolute embeddings, T5 buckets) are created by ``*_init`` helpers and owned by the
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnjax.ops.checks import check_int
+from attnjax.ops.flex import ScoreMod
 
 Array = jnp.ndarray
 
@@ -56,6 +59,33 @@ def _relative(q: Array, k: Array) -> Array:
     """``k_j - q_i`` as ``[1|B, 1, T, S]`` int32 (negative = key in the past)."""
     rel = k[..., None, :].astype(jnp.int32) - q[..., :, None].astype(jnp.int32)
     return rel[None, None] if rel.ndim == 2 else rel[:, None]
+
+
+def _grid(q: Array, k: Array) -> tuple[Array, Array]:
+    """Checked positions as ``[1|B, 1, T, 1]`` and ``[1|B, 1, 1, S]``: a rule written for one (query, key)
+    pair, evaluated on them, broadcasts to the ``[1|B, N, T, S]`` bias."""
+    q, k = (x[None] if x.ndim == 1 else x for x in (q, k))
+    return q[:, None, :, None], k[:, None, None, :]
+
+
+def _check_hook_positions(q_positions, k_positions) -> tuple[Array | None, Array | None]:
+    """Positions a hook looks its indices up in: both None (the indices are the positions), or ``[T]``/``[B, T]``
+    and ``[S]``/``[B, S]`` arrays (``k_positions`` defaults to ``q_positions``: self-attention)."""
+    if q_positions is None:
+        if k_positions is not None:
+            raise ValueError("k_positions needs q_positions too (only k_positions may be left out, for "
+                             "self-attention)")
+        return None, None
+    return _check_pair(q_positions, q_positions if k_positions is None else k_positions)
+
+
+def _at(positions: Array | None, batch, index):
+    """The position of (scalar) ``index`` in batch row ``batch``: ``index`` itself without positions."""
+    if positions is None:
+        return index
+    if positions.ndim == 1:
+        return positions[index]
+    return positions[batch if positions.shape[0] > 1 else 0, index]
 
 
 # --------------------------------------------------------------------------- absolute embeddings
@@ -193,12 +223,58 @@ def alibi_bias(q_positions, k_positions, slopes, *, is_causal: bool = True) -> A
         ``[1, N, T, S]`` (or ``[B, N, T, S]``) float32.
     """
     q, k = _check_pair(q_positions, k_positions)
+    slopes = _check_slopes(slopes)
+    return _alibi(slopes[None, :, None, None], *_grid(q, k), is_causal)
+
+
+def _check_slopes(slopes) -> Array:
     slopes = jnp.asarray(slopes)
     if slopes.ndim != 1:
         raise ValueError(f"slopes must have shape [N], got {tuple(slopes.shape)}")
-    distance = -_relative(q, k)  # i - j >= 0 for past keys
+    return slopes
+
+
+def _alibi(slope, q_pos, k_pos, is_causal: bool) -> Array:
+    """The ALiBi rule for a query at ``q_pos`` and a key at ``k_pos`` (elementwise, broadcasting), float32."""
+    distance = q_pos.astype(jnp.int32) - k_pos.astype(jnp.int32)  # >= 0 for past keys
     distance = jnp.maximum(distance, 0) if is_causal else jnp.abs(distance)
-    return -slopes.astype(jnp.float32)[None, :, None, None] * distance.astype(jnp.float32)
+    return -slope.astype(jnp.float32) * distance.astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlibiScoreMod:
+    """ALiBi as a ``score_mod``: ``score + bias[head, i, j]`` of :func:`alibi_bias`, from the same rule.
+
+    ``params``: ``{"slopes": [N], "q_positions": [T] | [B, T] | None, "k_positions": ...}``
+    (:func:`alibi_score_mod` builds them)."""
+
+    is_causal: bool = True
+
+    def __call__(self, score, batch, head, q_idx, kv_idx, params):
+        q, k = _at(params["q_positions"], batch, q_idx), _at(params["k_positions"], batch, kv_idx)
+        return score + _alibi(params["slopes"][head], q, k, self.is_causal).astype(score.dtype)
+
+
+def alibi_score_mod(slopes, q_positions=None, k_positions=None, *, is_causal: bool = True) -> ScoreMod:
+    """:func:`alibi_bias` as a ``score_mod``, computed per logit inside the kernel (no ``[N, T, S]`` array).
+
+    ``dot_product_attention(q, k, v, **alibi_score_mod(slopes, pos, pos).keywords())`` equals
+    ``dot_product_attention(q, k, v, alibi_bias(pos, pos, slopes))``, values and gradients (the slopes'
+    included: they are ``score_mod_params``).
+
+    Args:
+        slopes: ``[N]`` per query head (e.g. :func:`alibi_slopes`), may be learned.
+        q_positions: ``[T]`` or ``[B, T]`` integer positions of the queries; None: ``q_idx`` itself.
+        k_positions: ``[S]`` or ``[B, S]``; default ``q_positions`` (self-attention), or ``kv_idx`` when both
+            are None.
+        is_causal: as in :func:`alibi_bias` (keys after the query get no penalty).
+
+    Returns:
+        :class:`~attnjax.ops.flex.ScoreMod`: an :class:`AlibiScoreMod` and its params.
+    """
+    q, k = _check_hook_positions(q_positions, k_positions)
+    return ScoreMod(AlibiScoreMod(bool(is_causal)), {"slopes": _check_slopes(slopes), "q_positions": q,
+                                                     "k_positions": k})
 
 
 # --------------------------------------------------------------------------- T5 relative buckets
@@ -255,13 +331,62 @@ def t5_relative_bias(table, q_positions, k_positions, *, is_causal: bool = False
     Returns:
         ``[1, N, T, S]`` (or ``[B, N, T, S]``) in the table dtype.
     """
+    table = _check_table(table)
+    q, k = _check_pair(q_positions, k_positions)
+    heads = jnp.arange(table.shape[1], dtype=jnp.int32)[None, :, None, None]
+    return _t5(table, heads, *_grid(q, k), is_causal, max_distance)
+
+
+def _check_table(table) -> Array:
     table = jnp.asarray(table)
     if table.ndim != 2:
         raise ValueError(f"table must have shape [num_buckets, N], got {tuple(table.shape)}")
-    q, k = _check_pair(q_positions, k_positions)
-    buckets = t5_relative_bucket(_relative(q, k)[:, 0], is_causal=is_causal,
-                                 num_buckets=table.shape[0], max_distance=max_distance)  # [1|B, T, S]
-    return jnp.moveaxis(table[buckets], -1, 1)
+    return table
+
+
+def _t5(table, head, q_pos, k_pos, is_causal: bool, max_distance: int) -> Array:
+    """The T5 rule ``table[bucket(k_pos - q_pos), head]`` (elementwise, broadcasting), in the table dtype."""
+    bucket = t5_relative_bucket(k_pos.astype(jnp.int32) - q_pos.astype(jnp.int32), is_causal=is_causal,
+                                num_buckets=table.shape[0], max_distance=max_distance)
+    return table[bucket, head]
+
+
+@dataclasses.dataclass(frozen=True)
+class T5ScoreMod:
+    """T5 relative buckets as a ``score_mod``: ``score + bias[head, i, j]`` of :func:`t5_relative_bias`, from
+    the same rule.
+
+    ``params``: ``{"table": [num_buckets, N], "q_positions": [T] | [B, T] | None, "k_positions": ...}``
+    (:func:`t5_score_mod` builds them)."""
+
+    is_causal: bool = False
+    max_distance: int = 128
+
+    def __call__(self, score, batch, head, q_idx, kv_idx, params):
+        q, k = _at(params["q_positions"], batch, q_idx), _at(params["k_positions"], batch, kv_idx)
+        return score + _t5(params["table"], head, q, k, self.is_causal, self.max_distance).astype(score.dtype)
+
+
+def t5_score_mod(table, q_positions=None, k_positions=None, *, is_causal: bool = False,
+                 max_distance: int = 128) -> ScoreMod:
+    """:func:`t5_relative_bias` as a ``score_mod``, computed per logit inside the kernel (no ``[N, T, S]``
+    array); the table gets its gradient as ``score_mod_params``.
+
+    Args:
+        table: ``[num_buckets, N]`` learned biases (see :func:`t5_table_init`).
+        q_positions: ``[T]`` or ``[B, T]`` integer positions of the queries; None: ``q_idx`` itself.
+        k_positions: ``[S]`` or ``[B, S]``; default ``q_positions`` (self-attention), or ``kv_idx`` when both
+            are None.
+        is_causal, max_distance: as in :func:`t5_relative_bias`.
+
+    Returns:
+        :class:`~attnjax.ops.flex.ScoreMod`: a :class:`T5ScoreMod` and its params.
+    """
+    table = _check_table(table)
+    check_int("num_buckets", table.shape[0], 2)
+    max_distance = check_int("max_distance", max_distance, 1)
+    q, k = _check_hook_positions(q_positions, k_positions)
+    return ScoreMod(T5ScoreMod(bool(is_causal), max_distance), {"table": table, "q_positions": q, "k_positions": k})
 
 
 # --------------------------------------------------------------------------- positions

@@ -40,6 +40,12 @@ def lse_for_recompute(lse: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(lse == -jnp.inf, jnp.inf, lse)
 
 
+def softcap(logits: Any, cap: float) -> Any:
+    """Gemma-2's logit softcap ``cap * tanh(logits / cap)``, elementwise (the rule of ``logit_softcap`` and of
+    :func:`attnjax.ops.flex.softcap_score_mod`)."""
+    return cap * jnp.tanh(logits / cap)
+
+
 def scaled_logits(query: jnp.ndarray, key: jnp.ndarray, *, scale: float | None,
                   logit_softcap: float | None = None) -> jnp.ndarray:
     """``scale * Q K^T`` in :func:`stat_dtype`, with keys shared across each group of query heads.
@@ -68,7 +74,7 @@ def scaled_logits(query: jnp.ndarray, key: jnp.ndarray, *, scale: float | None,
     if not prescaled(query):
         logits = logits * jnp.asarray(scale, acc)
     if logit_softcap is not None:
-        logits = logit_softcap * jnp.tanh(logits / logit_softcap)
+        logits = softcap(logits, logit_softcap)
     return logits
 
 

@@ -10,16 +10,25 @@ Every registered function has the call signature of :func:`attnjax.dot_product_a
 everywhere).
 
 Which variants need params: exactly those with ``spec.init_params`` (``spec.needs_params``):
-``additive`` (``w_query``, ``w_key``, ``v_score``), ``multiplicative`` (``weight``) and
-``performer`` (``projection``, or an ``rng`` to draw one). A pure function does not invent learned
-weights, so these have no defaults and ``fn(q, k, v)`` raises ValueError naming what is missing;
+``additive`` (``w_query``, ``w_key``, ``v_score``), ``multiplicative`` (``weight``),
+``performer`` (``projection``, or an ``rng`` to draw one), ``cope`` (``position_embeddings``), ``fire`` (its
+MLP, ``fire_c``, ``fire_threshold_scale``) and ``ssmax`` (``ssmax_scale``). A pure
+function does not invent learned weights, so these have no defaults and ``fn(q, k, v)`` raises ValueError naming what is missing;
 build the params with :func:`init_attention_params` (a dict to store as parameters when
 ``spec.trainable_params``, or as constants otherwise; a Flax module does this once) and pass them
 back as ``fn(q, k, v, ..., **params)``. Every other variant runs as ``fn(q, k, v)``.
 
 ``implementation=`` is taken where ``spec.implementations`` is not empty: every name of
 :data:`attnjax.ops.dot_product.IMPLEMENTATIONS` (and ``"xla"``) for ``dot_product``, ``"dense"``/
-``"xla"`` for the score-function variants (their only path), and a ValueError for any other value.
+``"xla"`` for the score-function variants (their only path), ``"dense"``/``"xla"``/``"blockwise"`` for the
+variants built on the ``score_mod`` hook (``fire``, ``ssmax``, ``forgetting``: :data:`FLEX_IMPLEMENTATIONS`)
+and for ``stick_breaking`` and ``cope`` (query tiles, :mod:`attnjax.ops.query_tiles`), and a ValueError for
+any other value. ``stick_breaking`` is causal only (``spec.causal_only``): ``is_causal`` defaults to True
+and ``is_causal=False`` raises ValueError.
+
+``forgetting`` is data-dependent: its forget gates come from the layer's input, so its spec has
+``input_params`` (:class:`InputParams`), which a layer applies to its input; ``fn(q, k, v)`` without
+``log_forget`` runs with every gate 1 (plain softmax attention).
 
 Example::
 
@@ -32,6 +41,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable
 
 import jax
@@ -42,14 +52,37 @@ from attnjax.ops.blockwise import BlockSizes
 from attnjax.ops.dot_product import IMPLEMENTATION_ALIASES, IMPLEMENTATIONS, attention_weights, dot_product_attention
 from attnjax.ops.linear import linear_attention, linear_weights, orthogonal_random_features, performer_attention, \
     performer_weights
+from attnjax.ops.cope import cope_attention, cope_weights, init_cope_params
+from attnjax.ops.fire import fire_attention, fire_init, fire_weights
+from attnjax.ops.flex_params import FLEX_IMPLEMENTATIONS
+from attnjax.ops.forgetting import forget_gate_init, forgetting_attention, forgetting_input_keywords, \
+    forgetting_weights
 from attnjax.ops.local import local_attention, local_weights
 from attnjax.ops.normalizers import (sigmoid_attention, sigmoid_weights, softmax_temperature_attention,
                                      softmax_temperature_weights)
+from attnjax.ops.query_tiles import TILED_IMPLEMENTATIONS
+from attnjax.ops.scalable_softmax import ssmax_attention, ssmax_init, ssmax_weights
 from attnjax.ops.similarity import (VARIANT_IMPLEMENTATIONS, additive_attention, additive_weights, cosine_attention,
                                     cosine_weights, l2_attention, l2_weights, multiplicative_attention,
                                     multiplicative_weights)
+from attnjax.ops.stick_breaking import stick_breaking_attention, stick_breaking_weights
 
 ParamsInit = Callable[..., dict[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class InputParams:
+    """Learned parameters that turn the attention layer's input into keywords of a variant's ``fn``, for
+    data-dependent variants (FoX's forget gates are a function of ``x_t``). A layer builds the parameters
+    once and calls ``keywords`` on its input at every call.
+
+    Attributes:
+        init: ``(rng, *, input_dim, num_heads) -> dict`` of parameters (``input_dim``: the input's ``D``).
+        keywords: ``(params, x [B, T, D]) -> dict`` of keywords for ``fn`` (``x``: the layer's query input).
+    """
+
+    init: Callable[..., dict[str, jax.Array]]
+    keywords: Callable[[dict[str, jax.Array], jax.Array], dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +101,15 @@ class AttentionSpec:
         mask_kind: ``"full"`` (any ``[B, N, T, S]`` mask and bias) or ``"keys"`` (key masks
             ``[B, N, 1, S]`` only, no bias: linear-time variants form no logits).
         position_free: permuting keys and values together leaves the output unchanged.
-        init_params: ``(rng, *, head_dim, num_heads) -> dict`` of keyword params, or None if the
+        causal_only: ``fn`` computes causal attention only: its default is ``is_causal=True`` (so
+            ``fn(q, k, v)`` and the conformance kit's plain calls run causal) and ``is_causal=False``
+            raises ValueError naming it.
+        init_params: ``(rng, *, head_dim, num_heads, **options) -> dict`` of keyword params, or None if the
             variant needs none (then ``fn(q, k, v)`` runs; otherwise it raises ValueError naming the
             missing params, see :attr:`needs_params`).
         trainable_params: whether those params are meant to be learned (vs fixed random features).
+        input_params: :class:`InputParams` of a variant whose keywords are computed from the layer's input
+            (``forgetting``), or None.
         description: one line for tables and error messages.
         kit_options: ``(keyword, value)`` pairs the conformance kit passes at its tiny shapes, where a
             default (a window of 64 keys) would cover every key and hide what the variant does.
@@ -86,8 +124,10 @@ class AttentionSpec:
     approx_tol: float | None = None
     mask_kind: str = "full"
     position_free: bool = True
+    causal_only: bool = False
     init_params: ParamsInit | None = None
     trainable_params: bool = True
+    input_params: InputParams | None = None
     description: str = ""
     kit_options: tuple[tuple[str, Any], ...] = ()
     implementations: tuple[str, ...] = ()
@@ -154,6 +194,22 @@ ATTENTION: dict[str, AttentionSpec] = {spec.name: spec for spec in (
     AttentionSpec("local", local_attention, local_weights, position_free=False,
                   description="sliding-window softmax attention, O(T * window) memory",
                   kit_options=(("local_window_size", (1, 2)), ("block_sizes", BlockSizes(2, 2)))),
+    AttentionSpec("stick_breaking", stick_breaking_attention, stick_breaking_weights, position_free=False,
+                  causal_only=True, implementations=TILED_IMPLEMENTATIONS,
+                  description="sigmoid(z_ij) prod_{j<k<i} (1 - sigmoid(z_ik)), causal (Tan et al. 2025)"),
+    AttentionSpec("cope", cope_attention, cope_weights, position_free=False, init_params=init_cope_params,
+                  implementations=TILED_IMPLEMENTATIONS,
+                  description="softmax(q.k + q.e[p_ij]), p_ij = gated counts (CoPE, Golovneva et al. 2024)"),
+    AttentionSpec("fire", fire_attention, fire_weights, position_free=False, init_params=fire_init,
+                  implementations=FLEX_IMPLEMENTATIONS,
+                  description="softmax(q.k + MLP(psi(i-j) / psi(max(L, i)))), psi = log(c x + 1) "
+                              "(FIRE, Li et al. 2024)"),
+    AttentionSpec("ssmax", ssmax_attention, ssmax_weights, init_params=ssmax_init, implementations=FLEX_IMPLEMENTATIONS,
+                  description="softmax(s log(n_i) q.k), n_i = keys query i sees (SSMax, Nakanishi 2025)"),
+    AttentionSpec("forgetting", forgetting_attention, forgetting_weights, position_free=False,
+                  input_params=InputParams(forget_gate_init, forgetting_input_keywords),
+                  implementations=FLEX_IMPLEMENTATIONS,
+                  description="softmax(q.k + sum_{j<l<=i} log f_l), f = sigmoid(w.x + b) (FoX, Lin et al. 2025)"),
 )}
 
 
@@ -181,9 +237,21 @@ def get_attention(name: str) -> Callable[..., jax.Array]:
     return get_spec(name).fn
 
 
-def init_attention_params(name: str, rng: jax.Array, *, head_dim: int, num_heads: int) -> dict[str, Any]:
-    """Keyword params for variant ``name`` (empty dict if it needs none)."""
+def init_attention_params(name: str, rng: jax.Array, *, head_dim: int, num_heads: int, **options: Any
+                          ) -> dict[str, Any]:
+    """Keyword params for variant ``name`` (empty dict if it needs none); ``options`` are the init's own
+    (``npos_max`` and ``per_head`` of ``cope``), see :func:`init_option_names`."""
     spec = get_spec(name)
     if spec.init_params is None:
         return {}
-    return spec.init_params(rng, head_dim=head_dim, num_heads=num_heads)
+    return spec.init_params(rng, head_dim=head_dim, num_heads=num_heads, **options)
+
+
+def init_option_names(spec: AttentionSpec) -> tuple[str, ...]:
+    """The options of ``spec.init_params`` beyond ``rng``, ``head_dim`` and ``num_heads`` (``cope``'s
+    ``npos_max`` sizes its table; an :class:`~attnjax.ops.AttentionConfig` passes them to the init)."""
+    if spec.init_params is None:
+        return ()
+    params = inspect.signature(spec.init_params).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
+                 and p.name not in ("head_dim", "num_heads"))

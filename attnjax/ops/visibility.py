@@ -64,18 +64,24 @@ class Visibility:
     def restricts_positions(self) -> bool:
         return self.left is not None or self.right is not None
 
+    def pair_visible(self, q_pos, k_pos) -> Any:
+        """Causality and the window for a query at ``q_pos`` and a key at ``k_pos``, elementwise (scalars in a
+        ``mask_mod``, broadcasting arrays in :meth:`mask`); None when neither restricts positions."""
+        parts = []
+        if self.right is not None:
+            parts.append(k_pos <= q_pos + self.right)
+        if self.left is not None:
+            parts.append(k_pos >= q_pos - self.left)
+        return _and(parts)
+
     def mask(self, q_pos: Array, k_pos: Array, *, query_seq_lengths=None, key_value_seq_lengths=None
              ) -> Array | None:
         """Boolean visibility ``[B|1, T, S]`` of queries at ``q_pos [T]`` and keys at ``k_pos [S]``.
 
         Lengths are ``[B]`` int arrays (or one int for every row); None when nothing is hidden.
         """
-        q, k = q_pos[:, None], k_pos[None, :]
-        parts = []
-        if self.right is not None:
-            parts.append((k <= q + self.right)[None])
-        if self.left is not None:
-            parts.append((k >= q - self.left)[None])
+        pairs = self.pair_visible(q_pos[:, None], k_pos[None, :])
+        parts = [] if pairs is None else [pairs[None]]
         if key_value_seq_lengths is not None:
             parts.append((k_pos[None, :] < _as_column(key_value_seq_lengths))[:, None, :])
         if query_seq_lengths is not None:
@@ -123,18 +129,25 @@ class Visibility:
             hi = jnp.where(k_first < jnp.max(jnp.asarray(key_value_seq_lengths)), hi, lo)
         return lo, jnp.maximum(hi, lo)
 
-    def rows_with_keys(self, T: int, S: int, *, query_seq_lengths=None, key_value_seq_lengths=None
-                       ) -> Array | None:
-        """``[B|1, T]`` bool: which query rows see at least one key, in O(B*T) (None: all of them)."""
-        if not self.restricts_positions and query_seq_lengths is None and key_value_seq_lengths is None:
-            return None
-        rows = jnp.arange(T)[None, :]
+    def key_bounds(self, T: int, S: int, *, key_value_seq_lengths=None) -> tuple[Array, Array]:
+        """``(lo, hi)``, each ``[B|1, T]`` int32: query ``i`` of batch row ``b`` sees exactly the keys
+        ``lo[b, i] <= j < hi[b, i]`` (``hi <= lo``: none), in O(B*T). Query lengths are not applied."""
+        rows = jnp.arange(T, dtype=jnp.int32)[None, :]
         kv_len = S if key_value_seq_lengths is None else jnp.minimum(_as_column(key_value_seq_lengths), S)
         lo, hi = jnp.zeros_like(rows), jnp.minimum(jnp.full_like(rows, S), kv_len)
         if self.left is not None:
             lo = jnp.maximum(lo, rows - self.left)
         if self.right is not None:
             hi = jnp.minimum(hi, rows + self.right + 1)
+        return lo, hi
+
+    def rows_with_keys(self, T: int, S: int, *, query_seq_lengths=None, key_value_seq_lengths=None
+                       ) -> Array | None:
+        """``[B|1, T]`` bool: which query rows see at least one key, in O(B*T) (None: all of them)."""
+        if not self.restricts_positions and query_seq_lengths is None and key_value_seq_lengths is None:
+            return None
+        rows = jnp.arange(T)[None, :]
+        lo, hi = self.key_bounds(T, S, key_value_seq_lengths=key_value_seq_lengths)
         ok = lo < hi
         if query_seq_lengths is not None:
             ok = ok & (rows < _as_column(query_seq_lengths))

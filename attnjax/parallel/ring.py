@@ -20,26 +20,36 @@ output and the per-row log-sum-exp; the backward sends key/value blocks round th
 recomputes each block's probabilities, adds into the local ``dQ`` and into ``dK``/``dV`` accumulators
 that travel *with* their key/value block and arrive back at the block's owner after ``P`` hops.
 Nothing of size ``T x S`` is stored between forward and backward.
+
+``score_mod`` and ``mask_mod`` (PyTorch FlexAttention's hooks, :mod:`attnjax.ops.flex`) work as in
+``attnjax.dot_product_attention``: each tile calls them at the *global* positions of its queries and keys
+(which depend on the device, the ring step and the layout), so position arrays and segment ids of the whole
+sequence can be looked up inside; tiles a ``mask_mod`` hides entirely are skipped. ``score_mod_params`` are
+replicated over the ring: every device accumulates its share of their gradient over its tiles, and one
+``psum`` after the backward ring adds the shares (the transpose of using a replicated value on every
+device, done once rather than per tile).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Hashable
+from typing import Any, Callable, Hashable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 from jax.sharding import Mesh, PartitionSpec
 
-from attnjax.ops import checks
+from attnjax.ops import checks, flex
 from attnjax.ops.primitives import MASK_VALUE, lse_for_recompute, stat_dtype
 from attnjax.parallel.layouts import (check_layout, check_layout_length, chunks_per_shard, from_layout, layout_positions,
                                       to_layout)
-from attnjax.ops.vma import cast_varying
-from attnjax.parallel.ring_kernels import (RingConfig, backward_step, forward_step, from_tiles, pick_block, to_tiles,
-                                           varying_axes)
+from attnjax.ops.vma import cast_varying, varying_axes_of
+from attnjax.parallel.ring_kernels import (RingConfig, backward_step, forward_step, from_tiles, make_hooks, pick_block,
+                                           to_tiles, varying_axes)
 
 
 def _ring_setup(cfg: RingConfig, T: int, S: int):
@@ -69,13 +79,29 @@ def _key_block(cfg: RingConfig, k, v, k_seg):
     return to_tiles(k, cfg.block_k), to_tiles(v, cfg.block_k), _tiles_or_none(k_seg, cfg.block_k)
 
 
-def _ring_forward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths):
+def _kernel_axes(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts, *more):
+    """The mesh axes the ring's accumulators vary over: the ring axis and every input's."""
+    return varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, *jax.tree.leaves(score_params),
+                        *mask_consts, *more)
+
+
+def _varying_params(score_params, axes):
+    """``(params, consts)`` with ``params`` cast to vary over ``axes`` once, so the hooks' replay (which casts
+    its arguments to those axes) adds no cast per tile, and their gradient is a per-device share."""
+    if score_params is None:
+        return None
+    params, consts = score_params
+    return jax.tree.map(lambda x: cast_varying(x, axes), params), consts
+
+
+def _ring_forward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params=None, mask_consts=()):
     """Returns the local output ``[B, T/P, N, Hv]`` and the tiled log-sum-exp ``[nq, B, K, G, bq]`` (``stat_dtype``)."""
     B, T, N, _ = q.shape
     S, K, Hv = k.shape[1], v.shape[2], v.shape[3]
     G, nq, bq = N // K, T // cfg.block_q, cfg.block_q
     axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
-    axes = varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)
+    axes = _kernel_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts)
+    hooks = make_hooks(cfg, B, N, K, _varying_params(score_params, axes), mask_consts)
     q_tiles, q_seg_tiles = to_tiles(q, bq), _tiles_or_none(q_seg, bq)
     acc = stat_dtype(q.dtype)
     state = (cast_varying(jnp.full((nq, B, K, G, bq), MASK_VALUE, acc), axes),
@@ -85,7 +111,7 @@ def _ring_forward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)
     def step(s, kv, state):
         k_tiles, v_tiles, k_seg_tiles = kv
         return forward_step(cfg, q_tiles, q_pos, q_seg_tiles, k_tiles, v_tiles, k_positions(s), k_seg_tiles,
-                            q_lengths, kv_lengths, state)
+                            q_lengths, kv_lengths, state, hooks)
 
     def body(s, carry):
         kv, state = carry
@@ -103,14 +129,31 @@ def _ring_forward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)
     return out, jnp.where(seen, m + jnp.log(safe_l), -jnp.inf)
 
 
-def _ring_backward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, out, lse, do):
-    """Ring backward: ``dK``/``dV`` accumulators travel with their key/value block and return home."""
+def _ring_backward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts,
+                   wanted, out, lse, do):
+    """Ring backward: ``dK``/``dV`` accumulators travel with their key/value block and return home.
+
+    Returns ``(dq, dk, dv, d score_params)``: the last has ``score_params``' structure, the gradient at the
+    leaves ``wanted`` marks and None elsewhere (or is None without a ``score_mod``)."""
     B, T, N, H = q.shape
     S, K, Hv = k.shape[1], v.shape[2], v.shape[3]
     G, nq, bq, nk, bk = N // K, T // cfg.block_q, cfg.block_q, S // cfg.block_k, cfg.block_k
     axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
-    axes = varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, do)
+    axes = _kernel_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts, do)
     acc = stat_dtype(q.dtype)
+    hook_params = _varying_params(score_params, axes)
+    hooks = make_hooks(cfg, B, N, K, hook_params, mask_consts)
+    # The score_mod's differentiated leaves: rebuild() puts tracers of them back into its params.
+    leaves, treedef = jax.tree.flatten(hook_params)
+    chosen = [i for i, w in enumerate(wanted) if w is not None] if cfg.has_score_mod else []
+    diff = tuple(leaves[i] for i in chosen)
+
+    def rebuild(values):
+        filled = list(leaves)
+        for i, x in zip(chosen, values):
+            filled[i] = x
+        return jax.tree.unflatten(treedef, filled)
+
     delta = jnp.sum(do.astype(acc) * out.astype(acc), axis=-1)  # [B, T, N]
     delta = delta.reshape(B, nq, bq, K, G).transpose(1, 0, 3, 4, 2)  # [nq, B, K, G, bq], like lse
     lse = lse_for_recompute(lse)
@@ -118,44 +161,89 @@ def _ring_backward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths
 
     def step(s, kv, dq, dkv):
         k_tiles, v_tiles, k_seg_tiles = kv
-        dq, dk, dv = backward_step(cfg, q_tiles, q_pos, q_seg_tiles, do_tiles, lse, delta, k_tiles, v_tiles,
-                                   k_positions(s), k_seg_tiles, q_lengths, kv_lengths, (dq, *dkv))
-        return dq, (dk, dv)
+        dq, dk, dv, dparams = backward_step(cfg, q_tiles, q_pos, q_seg_tiles, do_tiles, lse, delta, k_tiles, v_tiles,
+                                            k_positions(s), k_seg_tiles, q_lengths, kv_lengths, (dq, *dkv), hooks,
+                                            rebuild, diff)
+        return dq, (dk, dv, dparams)
 
     def body(s, carry):
         kv, dkv, dq = carry
         nxt = _send(cfg, perm, kv)
-        dq, dkv = step(s, kv, dq, dkv)
-        return nxt, _send(cfg, perm, dkv), dq
+        dq, (dk, dv, dparams) = step(s, kv, dq, dkv)
+        # The params' gradient accumulators stay home; only dK/dV travel with their block.
+        return nxt, (*_send(cfg, perm, (dk, dv)), dparams), dq
 
     dq = cast_varying(jnp.zeros((nq, B, bq, N, H), acc), axes)
     dkv = (cast_varying(jnp.zeros((nk, B, bk, K, H), acc), axes),
-           cast_varying(jnp.zeros((nk, B, bk, K, Hv), acc), axes))
+           cast_varying(jnp.zeros((nk, B, bk, K, Hv), acc), axes),
+           tuple(cast_varying(jnp.zeros(x.shape, acc), axes) for x in diff))
     kv, dkv, dq = lax.fori_loop(0, axis_size - 1, body, (_key_block(cfg, k, v, k_seg), dkv, dq))
-    dq, dkv = step(axis_size - 1, kv, dq, dkv)
+    dq, (dk, dv, dparams) = step(axis_size - 1, kv, dq, dkv)
     # P hops in all: each dK/dV accumulator is back on the device that owns its block.
-    dk, dv = _send(cfg, perm, dkv)
-    return (from_tiles(dq).astype(q.dtype), from_tiles(dk).astype(k.dtype), from_tiles(dv).astype(v.dtype))
+    dk, dv = _send(cfg, perm, (dk, dv))
+    d_score_params = None
+    if chosen:
+        # Each device holds its share of the gradient of a value it shares with others (replicated over
+        # the ring, and over the batch axis under data parallelism): the sum over those devices is the
+        # gradient, with the primal's type (varying over exactly the axes the primal varies over).
+        originals = jax.tree.leaves(score_params)
+        grads = [None] * len(leaves)
+        for i, g in zip(chosen, dparams):
+            shared = tuple(a for a in sorted(axes, key=str) if a not in varying_axes_of(originals[i]))
+            grads[i] = (lax.psum(g, shared) if shared else g).astype(originals[i].dtype)
+        d_score_params = jax.tree.unflatten(treedef, grads)
+    return (from_tiles(dq).astype(q.dtype), from_tiles(dk).astype(k.dtype), from_tiles(dv).astype(v.dtype),
+            d_score_params)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _ring(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths):
-    return _ring_forward(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)[0]
+def _ring(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts):
+    return _ring_forward(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts)[0]
 
 
-def _ring_fwd(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths):
-    out, lse = _ring_forward(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths)
-    return out, (q, k, v, q_seg, k_seg, q_lengths, kv_lengths, out, lse)
+def _wanted_gradients(cfg: RingConfig, score_params, axes) -> tuple:
+    """Per leaf of the ``score_mod``'s ``(params, consts)`` (``CustomVJPPrimal`` leaves): ``()`` where its
+    gradient is computed (a differentiated floating leaf), None elsewhere. (Empty pytrees, so they can ride
+    in the residuals and the backward sees the choice.)
+
+    Raises:
+        ValueError: a differentiated floating value the ``score_mod`` closes over that does not vary over
+            every axis of the kernel: its per-tile derivative would need a collective inside the tile loop.
+    """
+    if not cfg.has_score_mod:
+        return ()
+    params, consts = score_params
+    floating = lambda leaf: jnp.issubdtype(jnp.result_type(leaf.value), jnp.inexact)
+    wanted = [() if leaf.perturbed and floating(leaf) else None for leaf in jax.tree.leaves(params)]
+    for leaf in consts:
+        if leaf.perturbed and floating(leaf) and not set(axes) <= set(varying_axes_of(leaf.value)):
+            raise ValueError(
+                f"ring_attention differentiates score_mod_params, but the score_mod closes over a differentiated "
+                f"{jnp.result_type(leaf.value)}{list(jnp.shape(leaf.value))} value that is replicated over mesh "
+                f"axes {sorted(set(axes) - set(varying_axes_of(leaf.value)), key=str)}; pass it in "
+                f"score_mod_params (score_mod(score, batch, head, q_idx, kv_idx, params)) instead")
+        wanted.append(() if leaf.perturbed and floating(leaf) else None)
+    return tuple(wanted)
+
+
+def _ring_fwd(cfg, *args):
+    # symbolic_zeros: every leaf of args is a CustomVJPPrimal(value, perturbed).
+    values = jax.tree.map(lambda leaf: leaf.value, args)
+    out, lse = _ring_forward(cfg, *values)
+    axes = _kernel_axes(cfg, *values)
+    return out, (values, _wanted_gradients(cfg, args[7], axes), out, lse)
 
 
 def _ring_bwd(cfg, residuals, do):
-    q, k, v, q_seg, k_seg, q_lengths, kv_lengths, out, lse = residuals
-    dq, dk, dv = _ring_backward(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, out, lse, do)
-    # Segment ids and lengths are integers: None is their (symbolic zero) cotangent.
-    return dq, dk, dv, None, None, None, None
+    values, wanted, out, lse = residuals
+    if isinstance(do, SymbolicZero):
+        do = cast_varying(jnp.zeros(out.shape, out.dtype), varying_axes_of(out))
+    dq, dk, dv, d_params = _ring_backward(cfg, *values, wanted, out, lse, do)
+    # Segment ids, lengths and the mask_mod's values are never differentiated (None: a zero cotangent).
+    return dq, dk, dv, None, None, None, None, d_params, None
 
 
-_ring.defvjp(_ring_fwd, _ring_bwd)
+_ring.defvjp(_ring_fwd, _ring_bwd, symbolic_zeros=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,6 +279,10 @@ def ring_attention(
     scale: float | None = None,
     logit_softcap: float | None = None,
     block_size: int = 512,
+    score_mod: Callable[..., Any] | None = None,
+    mask_mod: Callable[..., Any] | None = None,
+    score_mod_params: Any = None,
+    batch_axis_name: Hashable | None = None,
 ) -> jnp.ndarray:
     """Exact attention over a sequence sharded along mesh axis ``axis_name``; call inside ``jax.shard_map``.
 
@@ -224,14 +316,29 @@ def ring_attention(
         logit_softcap: if set, logits become ``cap * tanh(logits / cap)`` before masking.
         block_size: target tile length inside a ring step (see :func:`~attnjax.parallel.ring_kernels.pick_block`):
             the largest temporary is one ``[B, N, block, block]`` float32 tile, whatever ``T/P``.
+        score_mod: ``score_mod(score, batch, head, q_idx, kv_idx, params) -> score``, as in
+            :func:`attnjax.dot_product_attention` (applied after the scale and softcap, before the masks).
+            ``q_idx`` and ``kv_idx`` are *global* positions in the unpermuted sequence (whatever the device,
+            ring step and ``layout``), so arrays it closes over or reads from ``params`` must cover the whole
+            sequence (replicated over ``axis_name``), not this shard.
+        mask_mod: ``mask_mod(batch, head, q_idx, kv_idx) -> bool`` (``True`` = attend), global positions
+            likewise; and-ed with the other masks, and tiles it hides entirely are skipped.
+        score_mod_params: pytree of arrays passed to ``score_mod`` as ``params``, replicated over
+            ``axis_name``. Its gradient is the sum of every device's share (one ``psum`` per backward pass).
+            Values the hooks close over are constants of the backward: a differentiated floating one
+            raises ValueError (pass it here instead).
+        batch_axis_name: the mesh axis the batch is sharded over, if any; only the hooks use it, to see the
+            global batch index (as in the unsharded call). None: ``batch`` is the local row ``[0, B)``.
 
     Returns:
         ``[B, T/P, N, Hv]`` local output, in the query dtype.
 
     Raises:
         ValueError: malformed shapes, layout, window, scale, softcap or block size, an odd zigzag
-            local length, or ``axis_name`` not bound by an enclosing ``shard_map``.
-        TypeError: non-floating inputs, mismatched dtypes, non-integer lengths or segment ids.
+            local length, ``axis_name`` not bound by an enclosing ``shard_map``, ``score_mod_params`` without
+            ``score_mod``, or a hook that does not return a scalar.
+        TypeError: non-floating inputs, mismatched dtypes, non-integer lengths or segment ids, or a hook that
+            is not callable or has the wrong arity or return dtype.
     """
     (_, T, S, _, _, H), window = _check_ring_arguments(
         query, key, value, layout=layout, query_seq_lengths=query_seq_lengths,
@@ -251,16 +358,43 @@ def ring_attention(
                 raise ValueError(
                     f"layout 'zigzag' needs an even per-shard {name} length (two chunks per device), "
                     f"got {name} shard shape {tuple(np.shape(query if name == 'query' else key))}")
+    if batch_axis_name is not None:
+        try:
+            lax.axis_size(batch_axis_name)
+        except NameError:
+            raise ValueError(f"batch_axis_name={batch_axis_name!r} is not a mesh axis bound by the enclosing "
+                             f"jax.shard_map") from None
+    query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
+    mods = flex.check_mods(score_mod, mask_mod, score_mod_params, score_dtype=stat_dtype(query.dtype))
     chunks = chunks_per_shard(layout)
     cfg = RingConfig(axis_name=axis_name, layout=layout, is_causal=bool(is_causal), window=window,
                      scale=float(checks.default_scale(scale, H)),
                      logit_softcap=None if logit_softcap is None else float(logit_softcap),
-                     block_q=pick_block(T, chunks, int(block_size)), block_k=pick_block(S, chunks, int(block_size)))
+                     block_q=pick_block(T, chunks, int(block_size)), block_k=pick_block(S, chunks, int(block_size)),
+                     batch_axis_name=batch_axis_name)
     q_lengths = None if query_seq_lengths is None else jnp.asarray(query_seq_lengths, jnp.int32)
     kv_lengths = None if key_value_seq_lengths is None else jnp.asarray(key_value_seq_lengths, jnp.int32)
     q_seg = None if query_segment_ids is None else jnp.asarray(query_segment_ids, jnp.int32)
     k_seg = q_seg if key_segment_ids is None else jnp.asarray(key_segment_ids, jnp.int32)
-    return _ring(cfg, jnp.asarray(query), jnp.asarray(key), jnp.asarray(value), q_seg, k_seg, q_lengths, kv_lengths)
+    params = None if mods is None or mods.score_mod is None else jax.tree.map(jnp.asarray, score_mod_params)
+    return _ring_call(dataclasses.replace(cfg, mods=mods), query, key, value, q_seg, k_seg, q_lengths, kv_lengths,
+                      params)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _ring_call(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_mod_params):
+    """:func:`_ring` with the values the hooks close over made its arguments.
+
+    Traced under ``jax.jit`` (cached on ``cfg``, which holds the caller's hooks): an eager ``shard_map``
+    cannot run a ``custom_vjp`` with symbolic zeros, and the hooks are traced once per cache entry."""
+    score_params, mask_consts = None, ()
+    if cfg.mods is not None:
+        # Values the hooks close over cross the custom_vjp boundary as arguments (like the blockwise kernel's).
+        axes = varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, *jax.tree.leaves(score_mod_params))
+        mods, score_params, mask_consts = flex.with_explicit_closures(cfg.mods, score_mod_params,
+                                                                      score_dtype=stat_dtype(q.dtype), axes=axes)
+        cfg = dataclasses.replace(cfg, mods=mods)
+    return _ring(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts)
 
 
 def ring_self_attention(
@@ -281,6 +415,9 @@ def ring_self_attention(
     scale: float | None = None,
     logit_softcap: float | None = None,
     block_size: int = 512,
+    score_mod: Callable[..., Any] | None = None,
+    mask_mod: Callable[..., Any] | None = None,
+    score_mod_params: Any = None,
 ) -> jnp.ndarray:
     """:func:`ring_attention` on global arrays: permutes into ``layout``, shards, runs the ring, restores order.
 
@@ -315,6 +452,10 @@ def ring_self_attention(
         key_segment_ids: ``[B, S]`` int; default ``query_segment_ids``.
         query_seq_lengths, key_value_seq_lengths, local_window_size, scale, logit_softcap, block_size:
             as in :func:`ring_attention`.
+        score_mod, mask_mod, score_mod_params: the hooks of :func:`attnjax.dot_product_attention`, written for
+            the unsharded call: they see global positions and global batch indices, and may close over
+            global arrays (replicated into the ``shard_map``); the params are replicated
+            (``PartitionSpec()``) and differentiable.
 
     Returns:
         ``[B, T, N, Hv]`` in the query dtype, in the original (unpermuted) order.
@@ -329,6 +470,7 @@ def ring_self_attention(
         key_value_seq_lengths=key_value_seq_lengths, query_segment_ids=query_segment_ids,
         key_segment_ids=key_segment_ids, scale=scale, logit_softcap=logit_softcap,
         local_window_size=local_window_size, block_size=block_size)
+    flex.check_mods(score_mod, mask_mod, score_mod_params, score_dtype=stat_dtype(jnp.result_type(query)))
     for name, axis in (("axis_name", axis_name), ("batch_axis_name", batch_axis_name)):
         if axis is not None and axis not in mesh.shape:
             raise ValueError(f"{name} {axis!r} is not an axis of the mesh, whose axes are {dict(mesh.shape)}")
@@ -353,13 +495,17 @@ def ring_self_attention(
                                                       ("key_segment_ids", key_segment_ids))
                 if x is not None}
 
-    def local(q, k, v, lengths, segments):
+    params_spec = PartitionSpec()  # the score_mod's params, replicated
+    params = None if score_mod_params is None else jax.tree.map(jnp.asarray, score_mod_params)
+
+    def local(q, k, v, lengths, segments, params):
         return ring_attention(q, k, v, axis_name=axis_name, is_causal=is_causal, layout=layout,
                               local_window_size=local_window_size, scale=scale, logit_softcap=logit_softcap,
-                              block_size=block_size, **lengths, **segments)
+                              block_size=block_size, score_mod=score_mod, mask_mod=mask_mod, score_mod_params=params,
+                              batch_axis_name=batch_axis_name, **lengths, **segments)
 
     sharded = jax.shard_map(local, mesh=mesh,
-                            in_specs=(seq_spec, seq_spec, seq_spec, lengths_spec, segments_spec),
+                            in_specs=(seq_spec, seq_spec, seq_spec, lengths_spec, segments_spec, params_spec),
                             out_specs=seq_spec)
     # On a mesh with Explicit axes, shard_map demands inputs already sharded as its in_specs say, and
     # permutations of a sharded axis need their output sharding spelled out.
@@ -375,4 +521,5 @@ def ring_self_attention(
     segments_sharding = jax.sharding.NamedSharding(mesh, segments_spec) if explicit else None
     segments = {name: place(to_layout(x, layout, axis_size, out_sharding=segments_sharding), segments_spec)
                 for name, x in segments.items()}
-    return from_layout(sharded(q, k, v, lengths, segments), layout, axis_size, out_sharding=seq_sharding)
+    params = jax.tree.map(lambda x: place(x, params_spec), params)
+    return from_layout(sharded(q, k, v, lengths, segments, params), layout, axis_size, out_sharding=seq_sharding)

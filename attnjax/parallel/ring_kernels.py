@@ -7,6 +7,13 @@ entirely False (causal future, outside a local window, padding) is skipped; this
 zigzag layout's structure into saved work. A tile whose every (query, key) pair is visible (the
 interior of a causal or windowed pattern) skips building and applying its mask.
 
+``score_mod`` and ``mask_mod`` (:mod:`attnjax.ops.flex`) are evaluated per tile at the tile's *global*
+positions (:class:`Hooks`): ``score_mod`` rewrites the scaled, capped logits before the masks, and a
+``mask_mod`` is and-ed into the tile's mask, so a tile it hides entirely is skipped like a causal one (block
+sparsity, as in the blockwise kernel) and a tile it shows entirely takes the mask-free branch. The backward
+pulls each tile's logit cotangent back through ``score_mod`` (``jax.vjp``), into the score gradient and into
+the ``params`` gradient accumulators ``dparams``.
+
 Shapes (per device; ``nq = Tl / block_q`` query tiles, ``nk = Sl / block_k`` key tiles):
 
 * queries ``[nq, B, bq, N, H]``, query positions ``[nq, bq]``, query segment ids ``[nq, B, bq]`` or None;
@@ -14,19 +21,21 @@ Shapes (per device; ``nq = Tl / block_q`` query tiles, ``nk = Sl / block_k`` key
   ids ``[nk, B, bk]`` or None;
 * online-softmax state per query tile: running max ``m`` and sum ``l`` ``[nq, B, K, G, bq]``,
   weighted values ``acc [nq, B, K, G, bq, Hv]``, all float32 (float64 for float64 inputs);
-* gradients ``dq [nq, B, bq, N, H]``, ``dk [nk, B, bk, K, H]``, ``dv [nk, B, bk, K, Hv]``, float32.
+* gradients ``dq [nq, B, bq, N, H]``, ``dk [nk, B, bk, K, H]``, ``dv [nk, B, bk, K, Hv]``, float32, and
+  ``dparams``: a tuple of float32 accumulators, one per differentiated leaf of the ``score_mod`` params.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
-from attnjax.ops import checks
+from attnjax.ops import checks, flex
 from attnjax.ops.masks import combine_masks
 from attnjax.ops.primitives import MASK_VALUE, scaled_logits, stat_dtype
 from attnjax.ops.visibility import Visibility
@@ -45,10 +54,62 @@ class RingConfig:
     logit_softcap: float | None
     block_q: int
     block_k: int
+    mods: flex.Mods | None = None
+    batch_axis_name: Hashable | None = None
 
     @property
     def visibility(self) -> Visibility:
         return Visibility(self.is_causal, self.window)
+
+    @property
+    def has_score_mod(self) -> bool:
+        return self.mods is not None and self.mods.score_mod is not None
+
+    @property
+    def has_mask_mod(self) -> bool:
+        return self.mods is not None and self.mods.mask_mod is not None
+
+
+class Hooks(NamedTuple):
+    """What the ``score_mod``/``mask_mod`` of one ring call read besides the tile's global positions.
+
+    Attributes:
+        batch: ``[B]`` int32 batch indices (global ones when ``RingConfig.batch_axis_name`` shards the batch).
+        heads: ``[N]`` int32 query-head indices.
+        params: the ``score_mod``'s ``(params, closed-over values)`` (:func:`attnjax.ops.flex.with_explicit_closures`).
+        mask_consts: the values the ``mask_mod`` closes over.
+        kv_heads: ``K``, to fold the ``[.., N, ..]`` hooks' outputs into the ``[.., K, G, ..]`` tile layout.
+    """
+
+    batch: jnp.ndarray
+    heads: jnp.ndarray
+    params: Any
+    mask_consts: tuple
+    kv_heads: int
+
+
+def make_hooks(cfg: RingConfig, B: int, N: int, K: int, params: Any, mask_consts: tuple) -> Hooks | None:
+    """The :class:`Hooks` of a call with hooks (None without); call inside ``shard_map``."""
+    if cfg.mods is None:
+        return None
+    batch = jnp.arange(B, dtype=jnp.int32)
+    if cfg.batch_axis_name is not None:  # the shard's rows are rows index * B .. of the whole batch
+        batch = batch + lax.axis_index(cfg.batch_axis_name).astype(jnp.int32) * B
+    return Hooks(batch, jnp.arange(N, dtype=jnp.int32), params, tuple(mask_consts), K)
+
+
+def _hook_mask(cfg: RingConfig, hooks: Hooks, q_pos, k_pos) -> jnp.ndarray:
+    """``mask_mod`` on a tile: bool ``[B|1, K|1, G|1, bq|1, bk|1]`` (1 along what it does not read)."""
+    visible = cfg.mods.mask((hooks.batch, hooks.heads, q_pos, k_pos), hooks.mask_consts)
+    b, n, t, s = visible.shape
+    return visible.reshape(b, hooks.kv_heads, n // hooks.kv_heads, t, s) if n > 1 else visible.reshape(b, 1, 1, t, s)
+
+
+def _tile_scores(cfg: RingConfig, hooks: Hooks, q_pos, k_pos, logits, params):
+    """``score_mod`` on every entry of a tile's logits ``[B, K, G, bq, bk]`` (query head ``k*G + g``)."""
+    B, K, G, T, S = logits.shape
+    flat = logits.reshape(B, K * G, T, S)
+    return cfg.mods.scores(flat, params, (hooks.batch, hooks.heads, q_pos, k_pos)).reshape(logits.shape)
 
 
 def pick_block(length: int, chunks: int, target: int) -> int:
@@ -99,22 +160,28 @@ def varying_axes(cfg: RingConfig, *arrays: Any) -> frozenset:
 # One (query tile, key tile) pair. Logits are ``[B, K, G, bq, bk]``.
 
 
-def _tile_mask(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths) -> jnp.ndarray | None:
-    """Boolean mask broadcastable to ``[B, K, G, bq, bk]`` from global positions and segment ids, or None."""
+def _tile_mask(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths, hooked=None
+               ) -> jnp.ndarray | None:
+    """Boolean mask broadcastable to ``[B, K, G, bq, bk]`` from global positions, segment ids and the
+    ``mask_mod``'s tile ``hooked`` (:func:`_hook_mask`), or None."""
     visible = cfg.visibility.mask(q_pos, k_pos, query_seq_lengths=q_lengths, key_value_seq_lengths=kv_lengths)
     same_segment = None if q_seg is None else (q_seg[:, :, None] == k_seg[:, None, :])[:, None, None]
-    return combine_masks(None if visible is None else visible[:, None, None], same_segment)
+    return combine_masks(None if visible is None else visible[:, None, None], same_segment, hooked)
 
 
-def _tile_fully_visible(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths) -> jnp.ndarray | bool:
+def _tile_fully_visible(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths, hooked=None
+                        ) -> jnp.ndarray | bool:
     """Whether every (query, key) pair of a tile is visible, from the extremes of its global positions
-    (and, with segment ids, whether each batch row's tile holds a single segment on both sides)."""
+    (and, with segment ids, whether each batch row's tile holds a single segment on both sides; with a
+    ``mask_mod``, whether its tile ``hooked`` is all True)."""
     conds = [cfg.visibility.all_visible(jnp.min(q_pos), jnp.max(q_pos), jnp.min(k_pos), jnp.max(k_pos),
                                         query_seq_lengths=q_lengths, key_value_seq_lengths=kv_lengths)]
     conds = [c for c in conds if c is not None]
     if q_seg is not None:
         first = q_seg[:, :1]
         conds.append(jnp.all(q_seg == first) & jnp.all(k_seg == first))
+    if hooked is not None:
+        conds.append(jnp.all(hooked))
     return functools.reduce(jnp.logical_and, conds) if conds else True
 
 
@@ -125,10 +192,13 @@ def _tile_logits(cfg: RingConfig, q, k):
     return logits.reshape(B, K, N // K, T, S)
 
 
-def _forward_tile(cfg: RingConfig, q, k, v, mask, state):
-    """Online-softmax update of ``state = (m, l, acc)`` with one key tile."""
+def _forward_tile(cfg: RingConfig, q, k, v, scores: Callable | None, mask, state):
+    """Online-softmax update of ``state = (m, l, acc)`` with one key tile; ``scores`` is the tile's
+    ``score_mod`` (``logits -> logits``) or None."""
     m, l, acc = state
     logits = _tile_logits(cfg, q, k)
+    if scores is not None:
+        logits = scores(logits)
     if mask is not None:
         logits = jnp.where(mask, logits, MASK_VALUE)
     m_new = jnp.maximum(m, logits.max(axis=-1))
@@ -142,37 +212,48 @@ def _forward_tile(cfg: RingConfig, q, k, v, mask, state):
     return m_new, alpha * l + p.sum(axis=-1), alpha[..., None] * acc + pv
 
 
-def _backward_tile(cfg: RingConfig, q, k, v, do, lse, delta, mask, grads):
-    """Adds one tile's contribution to ``grads = (dq [B,bq,N,H], dk [B,bk,K,H], dv [B,bk,K,Hv])``."""
-    dq, dk, dv = grads
+def _backward_tile(cfg: RingConfig, q, k, v, do, lse, delta, scores: Callable | None, diff, mask, grads):
+    """Adds one tile's contribution to ``grads = (dq [B,bq,N,H], dk [B,bk,K,H], dv [B,bk,K,Hv], dparams)``.
+
+    ``scores(logits, diff)`` is the tile's ``score_mod`` as a function of the differentiated ``params`` leaves
+    ``diff`` (None without a ``score_mod``); ``dparams`` accumulates their gradient (float32)."""
+    dq, dk, dv, dparams = grads
     B, T, N, H = q.shape
     K = k.shape[2]
     q_g = q.reshape(B, T, K, N // K, H)
     do_g = do.reshape(B, T, K, N // K, v.shape[3])
-    logits = _tile_logits(cfg, q, k)
+    raw = logits = _tile_logits(cfg, q, k)
+    if scores is not None:
+        logits, pull = jax.vjp(scores, raw, diff)
     # lse is +inf on rows with no visible key (primitives.lse_for_recompute) and finite elsewhere:
     # masked logits become MASK_VALUE, whose exp underflows to exactly 0, so p needs no second where.
     p = jnp.exp((logits if mask is None else jnp.where(mask, logits, MASK_VALUE)) - lse[..., None])
     dv = dv + jnp.einsum("BKGTS,BTKGH->BSKH", p.astype(do.dtype), do_g, preferred_element_type=stat_dtype(q.dtype))
     dp = jnp.einsum("BTKGH,BSKH->BKGTS", do_g, v, preferred_element_type=stat_dtype(q.dtype))
     ds = p * (dp - delta[..., None])
+    if scores is not None:  # through score_mod: the capped logits' cotangent and the params'
+        ds, d_diff = pull(ds)
+        dparams = tuple(acc + d.astype(acc.dtype) for acc, d in zip(dparams, d_diff))
     if cfg.logit_softcap is not None:
         # d/dx [c tanh(x / c)] = 1 - tanh² = 1 - (capped / c)²; masked entries already have ds = 0.
-        ds = ds * (1.0 - jnp.square(logits / cfg.logit_softcap))
+        ds = ds * (1.0 - jnp.square(raw / cfg.logit_softcap))
     ds = ds * jnp.asarray(cfg.scale, ds.dtype)
     dq = dq + jnp.einsum("BKGTS,BSKH->BTKGH", ds.astype(k.dtype), k,
                          preferred_element_type=stat_dtype(q.dtype)).reshape(B, T, N, H)
     dk = dk + jnp.einsum("BKGTS,BTKGH->BSKH", ds.astype(q.dtype), q_g, preferred_element_type=stat_dtype(q.dtype))
-    return dq, dk, dv
+    return dq, dk, dv, dparams
 
 
-def _run_tile(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths, compute: Callable, state):
-    """``compute(mask, state)`` for one tile: skipped (``state`` returned) when the mask hides the whole
-    tile, run with ``mask=None`` when every pair is visible, with the tile's mask otherwise."""
-    mask = _tile_mask(cfg, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths)
+def _run_tile(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths, hooks: Hooks | None,
+              compute: Callable, state):
+    """``compute(mask, state)`` for one tile: skipped (``state`` returned) when the mask (``mask_mod``
+    included) hides the whole tile, run with ``mask=None`` when every pair is visible, with the tile's mask
+    otherwise."""
+    hooked = _hook_mask(cfg, hooks, q_pos, k_pos) if cfg.has_mask_mod else None
+    mask = _tile_mask(cfg, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths, hooked)
     if mask is None:
         return compute(None, state)
-    branch = jnp.where(_tile_fully_visible(cfg, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths), 2,
+    branch = jnp.where(_tile_fully_visible(cfg, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths, hooked), 2,
                        jnp.where(jnp.any(mask), 1, 0))
     return lax.switch(branch, [lambda s: s, functools.partial(compute, mask), functools.partial(compute, None)],
                       state)
@@ -186,7 +267,8 @@ def _tile(x, i):
     return None if x is None else x[i]
 
 
-def forward_step(cfg: RingConfig, q, q_pos, q_seg, k, v, k_pos, k_seg, q_lengths, kv_lengths, state):
+def forward_step(cfg: RingConfig, q, q_pos, q_seg, k, v, k_pos, k_seg, q_lengths, kv_lengths, state,
+                 hooks: Hooks | None = None):
     """Online-softmax update of every query tile's ``state = (m, l, acc)`` with one key/value block."""
 
     def query_tile(i, state):
@@ -194,8 +276,10 @@ def forward_step(cfg: RingConfig, q, q_pos, q_seg, k, v, k_pos, k_seg, q_lengths
         q_i, pos_i, seg_i = q[i], q_pos[i], _tile(q_seg, i)
 
         def key_tile(j, tile_state):
-            compute = functools.partial(_forward_tile, cfg, q_i, k[j], v[j])
-            return _run_tile(cfg, pos_i, k_pos[j], seg_i, _tile(k_seg, j), q_lengths, kv_lengths, compute,
+            scores = (functools.partial(_tile_scores, cfg, hooks, pos_i, k_pos[j], params=hooks.params)
+                      if cfg.has_score_mod else None)
+            compute = functools.partial(_forward_tile, cfg, q_i, k[j], v[j], scores)
+            return _run_tile(cfg, pos_i, k_pos[j], seg_i, _tile(k_seg, j), q_lengths, kv_lengths, hooks, compute,
                              tile_state)
 
         m_i, l_i, acc_i = lax.fori_loop(0, k.shape[0], key_tile, (m[i], l[i], acc[i]))
@@ -205,21 +289,27 @@ def forward_step(cfg: RingConfig, q, q_pos, q_seg, k, v, k_pos, k_seg, q_lengths
 
 
 def backward_step(cfg: RingConfig, q, q_pos, q_seg, do, lse, delta, k, v, k_pos, k_seg, q_lengths, kv_lengths,
-                  grads):
-    """Adds one key/value block's contribution to ``grads = (dq, dk, dv)`` (tiled, float32)."""
+                  grads, hooks: Hooks | None = None, rebuild: Callable | None = None, diff: tuple = ()):
+    """Adds one key/value block's contribution to ``grads = (dq, dk, dv, dparams)`` (tiled, float32).
+
+    ``rebuild(diff)`` makes the ``score_mod``'s params from the differentiated leaves ``diff``, whose
+    gradients ``dparams`` accumulates (an empty tuple when none is differentiated)."""
 
     def key_tile(j, grads):
-        dq, dk, dv = grads
+        dq, dk, dv, dparams = grads
         k_j, v_j, pos_j, seg_j = k[j], v[j], k_pos[j], _tile(k_seg, j)
 
         def query_tile(i, carry):
-            dq, dk_j, dv_j = carry
-            compute = functools.partial(_backward_tile, cfg, q[i], k_j, v_j, do[i], lse[i], delta[i])
-            dq_i, dk_j, dv_j = _run_tile(cfg, q_pos[i], pos_j, _tile(q_seg, i), seg_j, q_lengths, kv_lengths,
-                                         compute, (dq[i], dk_j, dv_j))
-            return dq.at[i].set(dq_i), dk_j, dv_j
+            dq, dk_j, dv_j, dparams = carry
+            scores = None
+            if cfg.has_score_mod:
+                scores = lambda s, d, pos_i=q_pos[i]: _tile_scores(cfg, hooks, pos_i, pos_j, s, rebuild(d))
+            compute = functools.partial(_backward_tile, cfg, q[i], k_j, v_j, do[i], lse[i], delta[i], scores, diff)
+            dq_i, dk_j, dv_j, dparams = _run_tile(cfg, q_pos[i], pos_j, _tile(q_seg, i), seg_j, q_lengths,
+                                                  kv_lengths, hooks, compute, (dq[i], dk_j, dv_j, dparams))
+            return dq.at[i].set(dq_i), dk_j, dv_j, dparams
 
-        dq, dk_j, dv_j = lax.fori_loop(0, q.shape[0], query_tile, (dq, dk[j], dv[j]))
-        return dq, dk.at[j].set(dk_j), dv.at[j].set(dv_j)
+        dq, dk_j, dv_j, dparams = lax.fori_loop(0, q.shape[0], query_tile, (dq, dk[j], dv[j], dparams))
+        return dq, dk.at[j].set(dk_j), dv.at[j].set(dv_j), dparams
 
     return lax.fori_loop(0, k.shape[0], key_tile, grads)

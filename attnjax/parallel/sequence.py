@@ -28,6 +28,8 @@ from attnjax.parallel.ring import ring_attention
 
 # ring_attention's own options, which an attention config may set (everything else is set per call).
 RING_OPTIONS = ("local_window_size", "logit_softcap", "scale")
+# The FlexAttention hooks, which a layer passes per call like jax.nn's keywords.
+RING_HOOKS = ("mask_mod", "score_mod", "score_mod_params")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +58,8 @@ class RingAttentionFn:
                  **options: Any) -> jnp.ndarray:
         """Local queries ``[B, T/P, N, H]``, keys/values ``[B, S/P, K, H]`` -> ``[B, T/P, N, H]``.
 
-        Lengths are *global* ``[B]``. ``options`` may be any of :data:`RING_OPTIONS`.
+        Lengths are *global* ``[B]``. ``options`` may be any of :data:`RING_OPTIONS` and the hooks
+        :data:`RING_HOOKS` (``score_mod``/``mask_mod`` see global positions).
 
         Raises:
             ValueError: a ``bias`` or ``mask`` (dense ``[.., T, S]`` arrays cannot be sharded over the
@@ -67,9 +70,10 @@ class RingAttentionFn:
                 raise ValueError(f"sequence-parallel attention takes no dense {name} (shape {jnp.shape(x)}): a "
                                  f"[.., T, S] array cannot be split over the ring; use lengths, is_causal or "
                                  f"local_window_size, and a positional encoding that is not a logit bias")
-        unknown = sorted(set(options) - set(RING_OPTIONS))
+        unknown = sorted(set(options) - set(RING_OPTIONS) - set(RING_HOOKS))
         if unknown:
-            raise ValueError(f"sequence-parallel attention does not take {unknown}; its options are {RING_OPTIONS}")
+            raise ValueError(f"sequence-parallel attention does not take {unknown}; its options are {RING_OPTIONS} "
+                             f"and the hooks {RING_HOOKS}")
         return ring_attention(query, key, value, axis_name=self.axis_name, is_causal=is_causal, layout=self.layout,
                               query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
                               block_size=self.block_size, **options)

@@ -48,6 +48,7 @@ Differences from Zoology (all presets unless marked):
 
 import ml_collections
 
+from attnjax.ops.registry import ATTENTION
 from attnjax.sweep import check_names, model_block, with_harness_keys, with_recipe_keys
 from attnjax.sweep.training import with_stopping_keys
 
@@ -55,7 +56,7 @@ PRESETS = ("cpu", "lr_pilot", "paper", "zoology")
 FAMILIES = ("transformer_lm", "lstm", "gru")
 MIXERS = ("base_conv", "hyena", "based")  # Zoology's attention-free LMs (attnjax.nn.mixer_lm), in ``zoology``
 CPU_ATTENTIONS = "dot_product,cosine,l2,additive,multiplicative,sigmoid,linear,performer,local"
-ALL_ATTENTIONS = "dot_product,softmax_temperature,cosine,l2,additive,multiplicative,sigmoid,linear,performer,local"
+ALL_ATTENTIONS = ",".join(ATTENTION)  # ``paper``: every registered variant
 # Model fields a cell sets (from its width, variant and length, config.vocab_size, mlp_ratio, attention_options).
 LM_SET_PER_CELL = ("d_model", "mlp_dim", "attention.name", "attention.options", "max_len", "vocab_size")
 MIXER_SET_PER_CELL = ("d_model", "mlp_dim", "max_len", "vocab_size")  # from the width, mlp_ratio and the length

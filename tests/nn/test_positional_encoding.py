@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnjax.nn.positional import PositionalEncoding
+from attnjax.nn.positional import PositionalEncoding, PositionalInputs
+from attnjax.ops import flex
 from attnjax.ops import positional as P
 
 B, L, D, N, MAX_LEN = 3, 6, 8, 2, 64
@@ -15,9 +16,9 @@ RANDOMIZABLE = ("sinusoidal", "learned", "rope", "alibi", "t5")
 
 
 def _apply(encoding, train, key=None, *, randomized=True, randomized_eval="random", length=L, max_len=MAX_LEN,
-           causal=False):
+           causal=False, bias_as_score_mod=False):
     module = PositionalEncoding(encoding, D, N, max_len=max_len, causal=causal, randomized=randomized,
-                                randomized_eval=randomized_eval)
+                                randomized_eval=randomized_eval, bias_as_score_mod=bias_as_score_mod)
     variables = module.init(jax.random.key(0), B, length, train)
     rngs = None if key is None else {"positions": jax.random.key(key)}
     return module.apply(variables, B, length, train, rngs=rngs), variables.get("params", {})
@@ -69,6 +70,21 @@ def test_every_encoding_is_the_deterministic_formula_at_the_drawn_positions(enco
     assert not np.allclose(got, [x for x in consecutive if x is not None][0])
 
 
+@pytest.mark.parametrize("encoding, causal", [("alibi", True), ("alibi", False), ("t5", False), ("t5", True)])
+@pytest.mark.parametrize("randomized", [True, False])
+def test_bias_as_score_mod_is_the_materialized_bias_per_logit(encoding, causal, randomized):
+    """With ``bias_as_score_mod`` a bias encoding returns its hook (no array), with the same parameters; the
+    hook evaluated on every (query, key) pair is the materialized bias, at the drawn positions."""
+    hook, params = _apply(encoding, True, key=3, randomized=randomized, causal=causal, bias_as_score_mod=True)
+    want, want_params = _apply(encoding, True, key=3, randomized=randomized, causal=causal)
+    assert hook.bias is None and hook.embedding is None and want.score_mod is None
+    jax.tree.map(np.testing.assert_array_equal, params, want_params)
+    mods = flex.check_mods(hook.score_mod.score_mod, None, hook.score_mod.score_mod_params, score_dtype=jnp.float32)
+    indices = tuple(jnp.arange(n, dtype=jnp.int32) for n in (1, N, L, L))
+    got = mods.scores(jnp.zeros((1, N, L, L)), hook.score_mod.score_mod_params, indices)
+    np.testing.assert_array_equal(got, want.bias)
+
+
 def test_init_without_a_positions_rng_and_same_parameters_as_the_plain_encoding():
     for encoding in ("learned", "t5"):
         init = lambda randomized: PositionalEncoding(encoding, D, N, max_len=MAX_LEN, randomized=randomized).init(
@@ -87,7 +103,7 @@ def test_missing_positions_rng_is_a_clear_error(train):
 def test_bad_randomized_choices_are_rejected_with_the_argument_named():
     with pytest.raises(ValueError, match="nope.*nothing to randomize"):
         _apply("nope", True, 0)
-    assert _apply("nope", True, 0, randomized=False)[0] == (None, None, None)
+    assert _apply("nope", True, 0, randomized=False)[0] == PositionalInputs()
     with pytest.raises(ValueError, match="randomized_eval must be one of 'random', 'consecutive', got 'test'"):
         _apply("rope", False, 0, randomized_eval="test")
     with pytest.raises(ValueError, match="sequence length 9 exceeds max_len=8"):

@@ -29,6 +29,8 @@ def _inputs(length=L, seed=0):
 @functools.lru_cache(maxsize=None)
 def _model(attention, positional, randomized=False, randomized_eval="random"):
     extra = dict(randomized_positions=randomized, randomized_eval=randomized_eval) if randomized else {}
+    if ATTENTION[attention].causal_only:  # stick-breaking: the encoder runs causal self-attention
+        extra["causal"] = True
     return build_model("transformer", C, dict(attention=attention, positional=positional, d_model=16, num_heads=2,
                                              mlp_dim=16, num_layers=1, max_len=64, **extra))
 

@@ -55,7 +55,7 @@ def test_uniform_signature_and_weights_reproduce_the_output(name):
     params = _params(spec)
     mask = jnp.asarray(np.array([[1, 1, 0, 1, 1], [1, 0, 1, 1, 1]], bool))[:, None, None, :]
     lengths = jnp.array([5, 3])
-    for causal in (False, True):
+    for causal in (True,) if spec.causal_only else (False, True):
         kwargs = dict(mask=mask, is_causal=causal, key_value_seq_lengths=lengths, **params)
         out = spec.fn(q, k, v, None, **kwargs)
         assert out.shape == (B, T, N, H) and out.dtype == q.dtype
@@ -134,7 +134,8 @@ def test_calling_with_query_key_value_only_runs_or_names_the_missing_params(name
         assert spec.fn(q, k, v).shape == (B, T, N, H)
         return
     missing = {"additive": ["w_query", "w_key", "v_score"], "multiplicative": ["weight"],
-               "performer": ["projection"]}[name]
+               "performer": ["projection"], "cope": ["position_embeddings"],
+               "fire": ["fire_w_in", "fire_w_out", "fire_c", "fire_threshold_scale"], "ssmax": ["ssmax_scale"]}[name]
     with pytest.raises(ValueError) as info:
         spec.fn(q, k, v)
     for param in missing:
@@ -166,7 +167,7 @@ def test_implementation_keyword_is_accepted_or_rejected_by_name(name):
                                    want, atol=1e-6, rtol=1e-6)
     with pytest.raises(ValueError, match=r"implementation must be .*got 'flash'"):
         spec.fn(q, k, v, implementation="flash", **params)
-    if name != "dot_product":  # the score-function variants materialize [B, N, T, S]: dense only
+    if "blockwise" not in spec.implementations:  # the score-function variants materialize [B, N, T, S]
         with pytest.raises(ValueError, match=r"implementation must be None or one of \('dense', 'xla'\).*"
                                              r"got 'blockwise'"):
             spec.fn(q, k, v, implementation="blockwise", **params)
@@ -176,3 +177,14 @@ def test_variants_without_implementation_keyword_say_so_in_their_spec():
     for name, spec in registry.ATTENTION.items():
         takes = "implementation" in inspect.signature(spec.fn).parameters
         assert takes == bool(spec.implementations), name
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if registry.ATTENTION[n].causal_only])
+def test_causal_only_variants_default_to_causal_and_refuse_is_causal_false(name):
+    spec = registry.get_spec(name)
+    assert inspect.signature(spec.fn).parameters["is_causal"].default is True
+    q, k, v = _inputs()
+    params = _params(spec)
+    np.testing.assert_array_equal(spec.fn(q, k, v, **params), spec.fn(q, k, v, is_causal=True, **params))
+    with pytest.raises(ValueError, match="is_causal=False"):
+        spec.fn(q, k, v, is_causal=False, **params)

@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 import attnjax
-from attnjax.parallel import from_layout, ring_attention, ring_self_attention, to_layout
+from attnjax.parallel import RingAttentionFn, from_layout, ring_attention, ring_self_attention, to_layout
 from attnjax.parallel.ring_kernels import pick_block
 
 AUTO = jax.sharding.AxisType.Auto
@@ -339,3 +339,106 @@ def test_ring_segment_id_errors():
     with pytest.raises(TypeError, match=r"key_segment_ids must be an integer array"):
         ring_self_attention(q, k, v, mesh=mesh, axis_name="seq", query_segment_ids=_SEGMENTS,
                             key_segment_ids=_KEY_SEGMENTS.astype(jnp.float32))
+
+
+# ---------------------------------------------------------------------------- score_mod and mask_mod
+
+
+def _alibi_mod(score, batch, head, q_idx, kv_idx, slopes):
+    """ALiBi with one learned slope per query head, at global positions."""
+    return score - slopes[head] * jnp.abs(q_idx - kv_idx).astype(score.dtype)
+
+
+_SLOPES = jnp.array([0.5, 0.25, 0.125, 0.0625])
+
+
+def _value_and_grads_with_params(attention, q, k, v, params, cotangent):
+    out, pull = jax.vjp(attention, q, k, v, params)
+    return out, pull(cotangent)
+
+
+@pytest.mark.parametrize("layout, is_causal", [("contiguous", False), ("contiguous", True), ("striped", False),
+                                               ("striped", True), ("zigzag", False), ("zigzag", True)])
+def test_ring_hooks_match_dense_with_the_bias_and_mask_materialized(layout, is_causal):
+    """ALiBi as a score_mod with learned slopes and packed documents as a mask_mod closing over traced segment
+    ids (boundaries inside shards and tiles), against dense with the bias and mask materialized: values and
+    gradients of q, k, v and the slopes (the sum of every device's share). The zigzag cases also shard the
+    batch, so the hooks must see global batch indices (the documents differ per row); one striped case adds a
+    softcap, whose derivative is taken before the score_mod."""
+    B, T, N, K, H = 2, 32, 4, 2, 8
+    q, k, v, cotangent = _inputs(B, T, T, N, K, H, seed=4)
+    sharded_batch = layout == "zigzag"
+    softcap = 2.0 if (layout, is_causal) == ("striped", False) else None
+    mesh = _mesh((2, 4), ("data", "seq")) if sharded_batch else _mesh((4,))  # per device [1|2, 8, N|K, H]
+
+    @jax.jit
+    def both(q, k, v, slopes, ids):
+        documents = lambda b, h, q_idx, kv_idx: ids[b, q_idx] == ids[b, kv_idx]
+
+        def ring(q, k, v, slopes):
+            return ring_self_attention(q, k, v, mesh=mesh, axis_name="seq", is_causal=is_causal, layout=layout,
+                                       batch_axis_name="data" if sharded_batch else None, block_size=2,
+                                       logit_softcap=softcap, score_mod=_alibi_mod, mask_mod=documents,
+                                       score_mod_params=slopes)
+
+        def dense(q, k, v, slopes):
+            bias = attnjax.ops.alibi_bias(jnp.arange(T), jnp.arange(T), slopes, is_causal=False)
+            return attnjax.dot_product_attention(q, k, v, bias, attnjax.ops.segment_mask(ids), is_causal=is_causal,
+                                                 logit_softcap=softcap, implementation="dense")
+
+        return [_value_and_grads_with_params(f, q, k, v, slopes, cotangent) for f in (ring, dense)]
+
+    (out, grads), (want_out, want_grads) = both(q, k, v, _SLOPES, _SEGMENTS)
+    np.testing.assert_allclose(out, want_out, atol=1e-5, rtol=1e-5)
+    for arg, got, want in zip(("q", "k", "v", "slopes"), grads, want_grads):
+        assert bool(jnp.all(jnp.isfinite(got))), f"d{arg} not finite"
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=f"d{arg}")
+    assert float(jnp.min(jnp.abs(want_grads[3]))) > 1e-2  # every slope's gradient is really compared
+
+
+def test_ring_skips_the_tiles_a_mask_mod_hides():
+    """Observable block skipping: a NaN in the value of a masked-out key reaches every row of a tile that is
+    computed (``0 * NaN``; the dense control shows it). With two documents of 16 tokens on 4 devices of 8, the
+    tiles pairing them are hidden by the mask_mod, so rows of document 0 stay exact in the output and in the
+    query gradient: the forward and the backward ring both skip those tiles. Run as the attention layer's
+    ``RingAttentionFn`` inside the caller's ``shard_map``."""
+    B, T, N, K, H = 1, 32, 2, 1, 8
+    q, k, v, cotangent = _inputs(B, T, T, N, K, H, seed=5)
+    ids = jnp.array([[0] * 16 + [1] * 16], jnp.int32)
+    documents = lambda b, h, q_idx, kv_idx: ids[b, q_idx] == ids[b, kv_idx]
+    rows_before = jnp.zeros_like(cotangent).at[:, :16].set(cotangent[:, :16])
+
+    def run(attention, v):
+        out, pull = jax.vjp(lambda q: attention(q, k, v), q)
+        return out, pull(rows_before)[0]
+
+    # The layer's attention_fn inside the caller's shard_map (VMA check on), the hook passed per call.
+    spec = PartitionSpec(None, "seq", None, None)  # per shard [1, 8, N|K, H]
+    layer_fn = RingAttentionFn("seq", "contiguous", block_size=4)
+    ring = jax.shard_map(lambda q, k, v: layer_fn(q, k, v, mask_mod=documents), mesh=_mesh((4,)),
+                         in_specs=(spec, spec, spec), out_specs=spec)
+    dense = functools.partial(attnjax.dot_product_attention, mask=attnjax.ops.segment_mask(ids),
+                              implementation="dense")
+    poisoned = v.at[:, 16:].set(jnp.nan)
+    (out, grad), (want, want_grad), (dense_out, _) = jax.jit(lambda v, poisoned: (
+        run(ring, poisoned), run(dense, v), run(dense, poisoned)))(v, poisoned)
+    assert np.all(np.isnan(dense_out[:, :16])), "control: a computed hidden tile carries the NaN"
+    np.testing.assert_allclose(out[:, :16], want[:, :16], atol=1e-5)
+    np.testing.assert_allclose(grad[:, :16], want_grad[:, :16], atol=1e-4)
+
+
+def test_ring_hook_errors_are_named():
+    q, k, v, _ = _inputs(1, 32, 32, 4, 2, 8)
+    ring = functools.partial(ring_self_attention, mesh=_mesh((4,)), axis_name="seq")
+    with pytest.raises(ValueError, match=r"score_mod_params is passed to score_mod, but score_mod is None"):
+        ring(q, k, v, score_mod_params=_SLOPES)
+    with pytest.raises(TypeError, match=r"mask_mod must take 4 positional arguments"):
+        ring(q, k, v, mask_mod=lambda q_idx, kv_idx: q_idx >= kv_idx)
+
+    def closing_over(q, slopes):  # a differentiated slope vector hidden in a closure, not in score_mod_params
+        hook = lambda s, b, h, q_idx, kv_idx, params: s - slopes[h] * jnp.abs(q_idx - kv_idx)
+        return jnp.sum(ring(q, k, v, score_mod=hook))
+
+    with pytest.raises(ValueError, match=r"closes over a differentiated float32\[4\] value .* pass it in "
+                                         r"score_mod_params"):
+        jax.grad(closing_over, argnums=1)(q, _SLOPES)
