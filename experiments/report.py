@@ -13,26 +13,13 @@ in place and joined into one combined summary. Nothing here trains or reads a lo
 from __future__ import annotations
 
 import functools
-import importlib
 import sys
 
-from attnjax import sweep
 from attnjax.sweep import pages
 
 STUDIES = ("length_generalization", "mnist1d", "seq2seq_attention", "associative_recall")
 RESULTS_ROOT, PAGES_ROOT = pages.RESULTS_ROOT, pages.PAGES_ROOT
-
-
-def experiment_for(name: str) -> sweep.Experiment:
-    """The :class:`sweep.Experiment` of study ``name`` (``experiments.<name>.run.EXPERIMENT``).
-
-    Raises:
-        ValueError: ``name`` is not one of :data:`STUDIES`.
-    """
-    if name not in STUDIES:
-        raise ValueError(f"results.json names experiment {name!r}, which is not a study; studies: {', '.join(STUDIES)}")
-    return importlib.import_module(f"experiments.{name}.run").EXPERIMENT
-
+experiment_for = pages.package_studies("experiments", STUDIES)  # name -> experiments.<name>.run.EXPERIMENT
 
 # The page machinery (attnjax.sweep.pages) with this repository's studies.
 rebuild = functools.partial(pages.rebuild, experiment_for)

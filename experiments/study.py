@@ -11,21 +11,14 @@ runs' seconds per cell. The machinery is :mod:`attnjax.sweep.studies`.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from typing import Sequence
-
-import ml_collections
 
 from attnjax.sweep import studies
 from experiments import report as combined
 
 STUDIES = combined.STUDIES
-
-
-def default_config(name: str) -> ml_collections.ConfigDict:
-    """``experiments/<name>/config.py``'s ``get_config()`` (its default preset)."""
-    return importlib.import_module(f"experiments.{name}.config").get_config()
+default_config = studies.package_config("experiments")  # name -> experiments/<name>/config.py's get_config()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from attnjax.nn.kv_cache import cached_attention
 from attnjax.ops.attention_config import AttentionConfig
 from attnjax.ops.positional import rope
 
@@ -71,7 +72,7 @@ class MultiHeadAttention(nn.Module):
                  mask: jnp.ndarray | None = None, bias: jnp.ndarray | None = None, is_causal: bool = False,
                  query_seq_lengths: jnp.ndarray | None = None,
                  key_value_seq_lengths: jnp.ndarray | None = None,
-                 rotary_positions: jnp.ndarray | None = None, deterministic: bool = True,
+                 rotary_positions: jnp.ndarray | None = None, deterministic: bool = True, decode: bool = False,
                  **attention_kwargs: Any) -> jnp.ndarray:
         """Attends from ``inputs_q [B, T, D]`` to ``inputs_kv [B, S, D]`` (self-attention if None).
 
@@ -87,6 +88,10 @@ class MultiHeadAttention(nn.Module):
                 self-attention only).
             deterministic: no attention dropout (evaluation); False needs a ``'dropout'`` rng when
                 ``dropout_rate > 0``.
+            decode: causal self-attention of new tokens to every token read before, kept in the ``"cache"``
+                collection (:mod:`attnjax.nn.kv_cache`; under ``init`` the cache is created for the input's
+                length); ``rotary_positions`` and ``bias`` must then be those of the new tokens at their
+                absolute positions (``bias`` over the cache slots), and the other masks None.
             **attention_kwargs: passed to ``attention_fn`` (e.g. ``local_window_size``).
 
         Returns:
@@ -94,7 +99,9 @@ class MultiHeadAttention(nn.Module):
 
         Raises:
             ValueError: non rank-3 inputs, ``num_heads`` not divisible by ``num_kv_heads``, or
-                ``sow_weights`` with a custom ``attention_fn`` (no registered ``weights_fn``).
+                ``sow_weights`` with a custom ``attention_fn`` (no registered ``weights_fn``); with ``decode``,
+                anything but causal self-attention without masks, lengths, dropout or sown weights, an attention
+                that cannot decode from a cache, or a missing or full cache (:mod:`attnjax.nn.kv_cache`).
         """
         kv_heads = self.num_heads if self.num_kv_heads is None else self.num_kv_heads
         if kv_heads < 1 or self.num_heads % kv_heads != 0:
@@ -128,6 +135,15 @@ class MultiHeadAttention(nn.Module):
                 input_params = self.param("attention_input_params", lambda rng: spec.input_params.init(
                     rng, input_dim=inputs_q.shape[-1], num_heads=self.num_heads))
                 attention_kwargs = {**spec.input_params.keywords(input_params, inputs_q), **attention_kwargs}
+        project = nn.DenseGeneral(self.out_features or inputs_q.shape[-1], axis=(-2, -1), use_bias=self.use_bias,
+                                  dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
+                                  name="out")
+        if decode:
+            self._check_decode(inputs_q is not inputs_kv, mask, is_causal, query_seq_lengths, key_value_seq_lengths,
+                               deterministic)
+            out = cached_attention(self, AttentionConfig.of(self.attention), query, key, value, bias, attention_kwargs)
+            if out is not None:  # None under init: the cache was just created, attend as a normal call does
+                return project(out)
         masks = dict(is_causal=is_causal, query_seq_lengths=query_seq_lengths,
                      key_value_seq_lengths=key_value_seq_lengths)
         if self.sow_weights and (spec is None or spec.weights_fn is None):
@@ -142,6 +158,17 @@ class MultiHeadAttention(nn.Module):
         if self.dropout_rate > 0.0 and not deterministic:
             run_kwargs.update(dropout_rate=self.dropout_rate, dropout_rng=self.make_rng("dropout"))
         out = attention_fn(query, key, value, bias, mask, **masks, **{**run_kwargs, **attention_kwargs})
-        return nn.DenseGeneral(self.out_features or inputs_q.shape[-1], axis=(-2, -1), use_bias=self.use_bias,
-                               dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init,
-                               name="out")(out)
+        return project(out)
+
+    def _check_decode(self, cross: bool, mask, is_causal: bool, query_seq_lengths, key_value_seq_lengths,
+                      deterministic: bool) -> None:
+        """What ``decode=True`` cannot do, each named (the attention itself is checked by the cache)."""
+        unsupported = {"inputs_kv": cross, "is_causal=False": not is_causal, "mask": mask is not None,
+                       "query_seq_lengths": query_seq_lengths is not None,
+                       "key_value_seq_lengths": key_value_seq_lengths is not None,
+                       "attention_fn": self.attention_fn is not None, "sow_weights": self.sow_weights,
+                       "dropout (deterministic=False)": self.dropout_rate > 0 and not deterministic}
+        bad = [name for name, is_bad in unsupported.items() if is_bad]
+        if bad:
+            raise ValueError(f"decode=True is causal self-attention of new tokens to the cache, with no mask, lengths, "
+                             f"custom attention_fn, sown weights or dropout; got {', '.join(bad)}")

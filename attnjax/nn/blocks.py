@@ -156,14 +156,16 @@ class TransformerBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, seq_lengths: jnp.ndarray | None = None, train: bool = False,
                  positions: PositionalInputs = PositionalInputs(), memory: jnp.ndarray | None = None,
-                 memory_lengths: jnp.ndarray | None = None) -> jnp.ndarray:
+                 memory_lengths: jnp.ndarray | None = None, decode: bool = False) -> jnp.ndarray:
         """``x [B, T, D]`` (keys past ``seq_lengths [B]`` ignored), ``memory [B, S, D]`` (keys past
-        ``memory_lengths [B]`` ignored; cross-attention only) -> ``[B, T, D]``."""
+        ``memory_lengths [B]`` ignored; cross-attention only) -> ``[B, T, D]``; ``decode``: self-attention to the
+        cache too (:mod:`attnjax.nn.kv_cache`)."""
         cfg = self.config
         hooks = {} if positions.score_mod is None else positions.score_mod.keywords()
         x = self._residual(x, lambda h: self._attention("attention")(
             h, bias=positions.bias, is_causal=self.causal, key_value_seq_lengths=seq_lengths,
-            rotary_positions=positions.rotary_positions, deterministic=not train, **hooks), "attention", train)
+            rotary_positions=positions.rotary_positions, deterministic=not train, **hooks,
+            decode=decode), "attention", train)
         if self.cross_attention:
             if memory is None:
                 raise ValueError("a cross-attention block needs memory [B, S, D], got None")
@@ -198,12 +200,16 @@ class TransformerStack(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, seq_lengths: jnp.ndarray | None = None, train: bool = False,
-                 memory: jnp.ndarray | None = None, memory_lengths: jnp.ndarray | None = None) -> jnp.ndarray:
+                 memory: jnp.ndarray | None = None, memory_lengths: jnp.ndarray | None = None,
+                 decode: bool = False) -> jnp.ndarray:
         """Args: ``x [B, L, D]``; ``seq_lengths [B]`` (positions past it are padding, never attended to);
         ``train`` (dropout, randomized positions); ``memory [B, S, D]`` and ``memory_lengths [B]`` for
-        cross-attention. Returns ``[B, L', D]``."""
+        cross-attention; ``decode``: ``x`` are the next tokens after those in the ``"cache"`` collection
+        (:mod:`attnjax.nn.kv_cache`; causal self-attention only). Returns ``[B, L', D]``."""
         cfg, run = self.config, self.execution
         check_sequence_parallel(cfg, run)
+        if decode:
+            self._check_decode(seq_lengths, train)
         if run.sequence_parallel_axis is not None and self.cross_attention:
             raise ValueError(f"sequence_parallel_axis={run.sequence_parallel_axis!r} shards self-attention only; "
                              f"a decoder with cross-attention (the seq2seq model) is not sequence-parallel")
@@ -213,17 +219,31 @@ class TransformerStack(nn.Module):
             seq_lengths = None if seq_lengths is None else seq_lengths + 1
         positions = self._positions(x.shape[0], x.shape[1], seq_lengths, train, bias_as_score_mod(
             cfg, run, batch=x.shape[0], length=x.shape[1], causal=self.causal, has_lengths=seq_lengths is not None,
-            train=train))
+            train=train), decode)
         if positions.embedding is not None:
             x = x + positions.embedding.astype(x.dtype)
         x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)
         for i in range(cfg.num_layers):
             x = TransformerBlock(cfg, self.causal, self.cross_attention, run, name=f"block_{i}")(
                 x, seq_lengths=seq_lengths, train=train, positions=positions, memory=memory,
-                memory_lengths=memory_lengths)
+                memory_lengths=memory_lengths, decode=decode)
         return _layer_norm(cfg, run, "final_norm")(x) if cfg.norm == "pre" else x
 
-    def _positions(self, batch: int, length: int, seq_lengths, train: bool, as_score_mod: bool) -> PositionalInputs:
+    def _check_decode(self, seq_lengths, train: bool) -> None:
+        """What decoding from a cache cannot do, each named."""
+        cfg, run = self.config, self.execution
+        unsupported = {"causal=False": not self.causal, "cross_attention": self.cross_attention,
+                       "seq_lengths": seq_lengths is not None, "train": train, "pooling": cfg.pooling is not None,
+                       "positions_from_end": cfg.positions_from_end,
+                       "sequence_parallel_axis": run.sequence_parallel_axis is not None}
+        bad = [name for name, is_bad in unsupported.items() if is_bad]
+        if bad:
+            raise ValueError(f"decode=True runs a causal decoder-only stack in evaluation on real tokens (no "
+                             f"seq_lengths, pooling, positions counted from the end, or sequence parallelism); "
+                             f"got {', '.join(bad)}")
+
+    def _positions(self, batch: int, length: int, seq_lengths, train: bool, as_score_mod: bool,
+                   decode: bool = False) -> PositionalInputs:
         cfg, run = self.config, self.execution
         index = None  # [length] global positions of the local tokens when sequence-parallel
         if _sequence_sharded(self, run):
@@ -236,7 +256,8 @@ class TransformerStack(nn.Module):
             return PositionalInputs(embedding=P.sinusoidal_encoding(counts, cfg.d_model))
         return PositionalEncoding(cfg.positional, cfg.d_model, cfg.num_heads, max_len=cfg.max_len, causal=self.causal,
                                   randomized=cfg.randomized_positions, randomized_eval=cfg.randomized_eval,
-                                  bias_as_score_mod=as_score_mod, name="positional")(batch, length, train, index)
+                                  bias_as_score_mod=as_score_mod, name="positional")(
+            batch, length, train, index, decode=decode)
 
 
 def classifier_inputs(inputs: jnp.ndarray) -> jnp.ndarray:

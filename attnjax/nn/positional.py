@@ -14,6 +14,14 @@ and turns an encoding name into what the encoder consumes, by the encoding's kin
 Any encoding but ``nope`` can be *randomized* (Ruoss et al. 2023): it is read at a sorted random subset of
 ``[0, max_len)`` instead of ``0..L-1``, one subset shared by the batch and by every layer, drawn anew in
 every forward pass.
+
+Decoding with a cache (``decode=True``, :mod:`attnjax.nn.kv_cache`): the new tokens are encoded at their
+absolute positions ``index .. index + T - 1`` of the ``L`` cache slots (embeddings and RoPE at those positions,
+ALiBi/T5 from them to the cached tokens' positions, which the cache keeps). A randomized encoding reads the
+positions a normal call over all ``L`` slots would read: ``0..L-1`` at evaluation with
+``randomized_eval="consecutive"``; with ``"random"``, one sorted subset of ``[0, max_len)`` for the ``L``
+slots, drawn from the ``'positions'`` rng, so the same key at every call of one decode gives every token its
+position in one subset (as a normal call over the decoded sequence with that key).
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from typing import NamedTuple
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
+from attnjax.nn.kv_cache import CACHE, check_room, has_cache, write
 from attnjax.ops import positional as P
 from attnjax.ops.flex import ScoreMod
 
@@ -97,7 +107,8 @@ class PositionalEncoding(nn.Module):
     bias_as_score_mod: bool = False
 
     @nn.compact
-    def __call__(self, batch: int, length: int, train: bool, index: jnp.ndarray | None = None) -> PositionalInputs:
+    def __call__(self, batch: int, length: int, train: bool, index: jnp.ndarray | None = None, *,
+                 decode: bool = False) -> PositionalInputs:
         """Encodes the ``L = length`` positions of a batch.
 
         The positions are ``0..L-1``, or with ``randomized`` (in training, and at evaluation when
@@ -114,6 +125,9 @@ class PositionalEncoding(nn.Module):
                 have ``L_local`` along the sequence. Randomized positions are still drawn for all ``L``
                 (one subset, equal on every shard) and then indexed. A ``score_mod`` keeps all ``L``: its
                 indices are global positions.
+            decode: encode ``length`` new tokens after those in the ``"cache"`` collection (module docstring):
+                embeddings and rotary positions ``[1, length]``, a bias ``[1, N, length, L]`` (or its
+                ``score_mod``) over the ``L`` cache slots. Under ``init`` the cache is created for ``L = length``.
 
         Returns:
             :class:`PositionalInputs`.
@@ -126,12 +140,20 @@ class PositionalEncoding(nn.Module):
         spec = P.check_randomized(self.encoding, self.randomized, self.randomized_eval)
         # Tables come before any positions rng is drawn, so a randomized model initializes the same
         # parameters as its non-randomized twin even when init falls back to the 'params' stream.
+        table = None
         if spec.name == "t5":
             table = self.param("t5_table", lambda rng: P.t5_table_init(rng, self.t5_buckets, self.num_heads))
         elif spec.learned:
             table = self.param("table", lambda rng: P.learned_table_init(rng, self.max_len, self.d_model))
         if spec.kind == "none":
             return PositionalInputs()
+        if decode:
+            if index is not None:
+                raise ValueError("decode=True encodes the tokens of one device; a sequence-parallel index is not "
+                                 "supported")
+            decoded = self._decode(spec, table, length, train)
+            if decoded is not None:  # None under init: the cache was just created, encode as a normal call does
+                return decoded
         positions = P.positions_for(self._positions_rng(length, train), 1, length,
                                     randomized=self._random(train), max_len=self.max_len)  # [1, L]
         if spec.kind == "bias" and self.bias_as_score_mod:
@@ -156,6 +178,36 @@ class PositionalEncoding(nn.Module):
         if spec.learned:
             return PositionalInputs(embedding=P.learned_encoding(table, positions))
         return PositionalInputs(embedding=P.sinusoidal_encoding(positions, self.d_model))
+
+    def _decode(self, spec: P.PositionalSpec, table, length: int, train: bool) -> PositionalInputs | None:
+        """The new tokens' inputs at their cached positions (``decode=True``); None while the cache is created."""
+        exists = has_cache(self, "positions")
+        cached = self.variable(CACHE, "positions", jnp.zeros, (1, length), jnp.int32)  # [1, L]
+        index_var = self.variable(CACHE, "cache_index", lambda: jnp.zeros((), jnp.int32))
+        if not exists:
+            return None
+        slots, index = cached.value.shape[1], index_var.value
+        check_room(index, length, slots)
+        every = P.positions_for(self._positions_rng(slots, train), 1, slots, randomized=self._random(train),
+                                max_len=self.max_len)  # [1, L]: what a normal call over the L slots reads
+        q = lax.dynamic_slice_in_dim(every, index, length, axis=1)  # [1, T]
+        cached.value = write(cached.value, q, index)
+        index_var.value = index + length
+        k = cached.value  # the positions of every cached token (slots not yet read are hidden by the attention)
+        if spec.kind == "rotary":
+            return PositionalInputs(rotary_positions=q)
+        if spec.kind == "bias":
+            if spec.name == "alibi":
+                slopes = P.alibi_slopes(self.num_heads)
+                if self.bias_as_score_mod:
+                    return PositionalInputs(score_mod=P.alibi_score_mod(slopes, q, k, is_causal=self.causal))
+                return PositionalInputs(bias=P.alibi_bias(q, k, slopes, is_causal=self.causal))
+            if self.bias_as_score_mod:
+                return PositionalInputs(score_mod=P.t5_score_mod(table, q, k, is_causal=self.causal))
+            return PositionalInputs(bias=P.t5_relative_bias(table, q, k, is_causal=self.causal))
+        if spec.learned:
+            return PositionalInputs(embedding=P.learned_encoding(table, q))
+        return PositionalInputs(embedding=P.sinusoidal_encoding(q, self.d_model))
 
     def _random(self, train: bool) -> bool:
         return self.randomized and (train or self.randomized_eval == "random")

@@ -48,7 +48,8 @@ class TransformerLM(nn.Module):
     execution: Execution = Execution()
 
     @nn.compact
-    def __call__(self, inputs: jnp.ndarray, seq_lengths: jnp.ndarray | None = None, train: bool = False) -> jnp.ndarray:
+    def __call__(self, inputs: jnp.ndarray, seq_lengths: jnp.ndarray | None = None, train: bool = False,
+                 decode: bool = False) -> jnp.ndarray:
         """Per-position logits.
 
         Args:
@@ -56,13 +57,17 @@ class TransformerLM(nn.Module):
                 when ``config.vocab_size = V`` (a table lookup equal to embedding their one-hot vectors).
             seq_lengths: ``[B]``; positions past them are padding (never attended to).
             train: dropout (``'dropout'`` rng) and randomized positions (``'positions'`` rng).
+            decode: ``inputs`` are the next tokens after those kept in the ``"cache"`` collection (a prompt,
+                then one token per call), read at their absolute positions; ``mutable=["cache"]``, no
+                ``seq_lengths``, no ``train``. Same parameters as a normal call (:mod:`attnjax.nn.kv_cache`).
 
         Returns:
             ``[B, L, C]`` float32; position ``t`` depends on ``inputs[:, :t+1]`` only.
 
         Raises:
             ValueError: inputs neither ``[B, L, V]`` float nor ``[B, L]`` ids (with ``vocab_size``); tied
-                embeddings with ``output_size != V``; pooling set.
+                embeddings with ``output_size != V``; pooling set; ``decode`` without a cache, past its length,
+                or with what it cannot do (:mod:`attnjax.nn.kv_cache`).
         """
         cfg = self.config
         V = token_input_size(inputs, cfg.vocab_size)
@@ -74,7 +79,7 @@ class TransformerLM(nn.Module):
                              f"got output_size={self.output_size}, V={V}")
         embed = Embedding(cfg, vocab_size=cfg.vocab_size, execution=self.execution, name="embed")
         h = TransformerStack(cfg, causal=True, execution=self.execution, name="decoder")(embed(inputs), seq_lengths,
-                                                                                        train)
+                                                                                        train, decode=decode)
         return embed.attend(h) if tied else readout(cfg, self.execution, self.output_size, h)
 
 

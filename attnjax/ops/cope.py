@@ -37,6 +37,8 @@ Choices the paper leaves open, and what this module does (following facebookrese
   reference's reverse cumulative sum over the whole row, so positions are measured from the end of the
   context rather than from the query. The paper only uses CoPE causally.
 * **Dropout** (``dropout_rate``) on the attention probabilities, as in the reference layer.
+* **Queries further along the keys** (``query_offset``): query ``i`` sits at key position ``query_offset + i``
+  (its causal horizon), for decoding with a key/value cache whose keys are the cached tokens.
 
 Two paths, the same row function: ``implementation="dense"`` (None, ``"xla"``) materializes ``[B, N, T, S]``;
 ``"blockwise"`` evaluates ``block_q`` query rows at a time and recomputes them in the backward pass
@@ -54,7 +56,7 @@ import numpy as np
 from attnjax.ops import checks
 from attnjax.ops.masks import combine_masks
 from attnjax.ops.primitives import dropout, masked_softmax, scaled_logits, stat_dtype, weighted_values
-from attnjax.ops.query_tiles import block_q_of, check_implementation, map_query_tiles
+from attnjax.ops.query_tiles import block_q_of, check_implementation, check_query_offset, map_query_tiles
 from attnjax.ops.visibility import Visibility
 
 Array = jnp.ndarray
@@ -145,7 +147,7 @@ def _cope_rows(query, key, table, bias, mask, q_pos, *, scale, p_max, is_causal,
 def cope_attention(query, key, value, bias=None, mask=None, *, position_embeddings=None, is_causal: bool = False,
                    query_seq_lengths=None, key_value_seq_lengths=None, scale: float | None = None,
                    npos_max: int | None = None, dropout_rate: float = 0.0, dropout_rng=None,
-                   implementation: str | None = None, block_sizes=None) -> Array:
+                   implementation: str | None = None, block_sizes=None, query_offset: Any = 0) -> Array:
     """Softmax attention with contextual position encoding (module docstring: equations and choices).
 
     Args:
@@ -167,6 +169,9 @@ def cope_attention(query, key, value, bias=None, mask=None, *, position_embeddin
         implementation: None/``"dense"``/``"xla"`` (materialized) or ``"blockwise"`` (query tiles).
         block_sizes: the ``"blockwise"`` tile (:class:`attnjax.ops.BlockSizes` or a pair); only ``block_q``
             is used; default 128 rows.
+        query_offset: int (may be traced), the key position of query 0 (query ``i`` is at key position
+            ``query_offset + i``; with ``is_causal`` it sees keys ``j <= query_offset + i``). Default 0;
+            decoding with a cache passes the number of keys cached before the new queries.
 
     Returns:
         ``[B, T, N, Hv]`` in the query dtype; rows that see no key are zeros.
@@ -183,6 +188,7 @@ def cope_attention(query, key, value, bias=None, mask=None, *, position_embeddin
         key_value_seq_lengths=key_value_seq_lengths, position_embeddings=position_embeddings, npos_max=npos_max)
     checks.check_dropout(dropout_rate, dropout_rng)
     scale = checks.default_scale(scale, H)
+    offset = check_query_offset(query_offset)
 
     def rows(q, q_pos, bias_rows, mask_rows, tile):
         logits, visible = _cope_rows(q, key, position_embeddings, bias_rows, mask_rows, q_pos, scale=scale,
@@ -194,15 +200,15 @@ def cope_attention(query, key, value, bias=None, mask=None, *, position_embeddin
         return weighted_values(probs, value)
 
     if path == "dense":
-        out = rows(query, jnp.arange(T, dtype=jnp.int32), bias, mask, jnp.int32(0))
+        out = rows(query, offset + jnp.arange(T, dtype=jnp.int32), bias, mask, jnp.int32(0))
     else:
-        out = map_query_tiles(rows, query, bias, mask, block_q=block_q)
+        out = map_query_tiles(rows, query, bias, mask, block_q=block_q, offset=offset)
     return out.astype(query.dtype)
 
 
 def cope_weights(query, key, bias=None, mask=None, *, position_embeddings=None, is_causal: bool = False,
                  query_seq_lengths=None, key_value_seq_lengths=None, scale: float | None = None,
-                 npos_max: int | None = None) -> Array:
+                 npos_max: int | None = None, query_offset: Any = 0) -> Array:
     """``[B, N, T, S]`` float32 attention probabilities of :func:`cope_attention` (for diagnostics).
 
     Args: as :func:`cope_attention`, without value, dropout and implementation.
@@ -210,7 +216,8 @@ def cope_weights(query, key, bias=None, mask=None, *, position_embeddings=None, 
     query, key, _, bias, mask, (B, T, S, N, K, H), p_max = _prepare(
         query, key, key, bias, mask, scale=scale, query_seq_lengths=query_seq_lengths,
         key_value_seq_lengths=key_value_seq_lengths, position_embeddings=position_embeddings, npos_max=npos_max)
-    logits, visible = _cope_rows(query, key, position_embeddings, bias, mask, jnp.arange(T, dtype=jnp.int32),
+    q_pos = check_query_offset(query_offset) + jnp.arange(T, dtype=jnp.int32)
+    logits, visible = _cope_rows(query, key, position_embeddings, bias, mask, q_pos,
                                  scale=checks.default_scale(scale, H), p_max=p_max, is_causal=bool(is_causal),
                                  query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths)
     return masked_softmax(logits, visible).astype(jnp.float32)

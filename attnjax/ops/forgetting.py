@@ -31,6 +31,11 @@ Choices, and what this module does (facts from the reference code, zhixuan-lin/f
   distance in both directions. Causal attention never sees those entries, so it is exactly FoX.
 * ``log_forget=None`` means every gate is 1 (no forgetting): plain softmax attention, the reference's
   ``fgate_type="none"``.
+* **Decoding with a key/value cache.** The keys are the cached tokens and the queries the new ones, so they
+  no longer share one position axis from 0. The caller then passes the cumulative sums themselves,
+  ``forget_cumsums = (c at the queries [B, T, N], c at the keys [B, S, N])`` (a cache keeps those of past
+  keys), and ``c_query_i - c_key_j`` is added to every logit (:func:`forgetting_split_score_mod`): ``D_ij``
+  for keys at or before the query, which is all a causal mask lets through.
 * The bias ``D`` is added after ``scale * q.k`` and any ``bias`` argument (the ``score_mod`` order).
 """
 
@@ -98,6 +103,42 @@ def forgetting_score_mod(score, batch, head, q_idx, kv_idx, cumsum):
     return score + jnp.where(kv_idx <= q_idx, d, -d).astype(score.dtype)
 
 
+def forgetting_split_score_mod(score, batch, head, q_idx, kv_idx, cumsums):
+    """``score + c_query[q_idx] - c_key[kv_idx]`` with ``cumsums = (c_query [B, N, T], c_key [B, N, S])``: FoX's
+    ``D_ij`` when queries and keys have their own cumulative sums (decoding with a cache; causal only)."""
+    query_cumsum, key_cumsum = cumsums
+    return score + (query_cumsum[batch, head, q_idx] - key_cumsum[batch, head, kv_idx]).astype(score.dtype)
+
+
+def _check_cumsums(forget_cumsums, B: int, T: int, S: int, N: int) -> tuple[Array, Array]:
+    """``forget_cumsums = (query [B, T, N], key [B, S, N])`` as float32 ``([B, N, T], [B, N, S])``."""
+    if not isinstance(forget_cumsums, (tuple, list)) or len(forget_cumsums) != 2:
+        raise ValueError(f"forget_cumsums must be a pair (query [B, T, N], key [B, S, N]) of cumulative sums, got "
+                         f"{type(forget_cumsums).__name__}")
+    out = []
+    for name, x, length in (("query", forget_cumsums[0], T), ("key", forget_cumsums[1], S)):
+        if tuple(np.shape(x)) != (B, length, N):
+            raise ValueError(f"forget_cumsums {name} sums must have shape {(B, length, N)}, got {tuple(np.shape(x))}")
+        checks.check_floating(f"forget_cumsums ({name})", x)
+        out.append(jnp.asarray(x, jnp.float32).transpose(0, 2, 1))
+    return out[0], out[1]
+
+
+def _forget_mod(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, log_forget,
+                forget_cumsums) -> dict[str, Any]:
+    """The ``score_mod`` keywords of the gates (none without gates)."""
+    if forget_cumsums is None:
+        cumsum = _forget_cumsum(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, log_forget)
+        return {} if cumsum is None else dict(score_mod=forgetting_score_mod, score_mod_params=cumsum)
+    if log_forget is not None:
+        raise ValueError("pass log_forget (queries and keys at one position axis) or forget_cumsums (their own "
+                         "cumulative sums, decoding with a cache), not both")
+    B, T, S, N, _, _ = checks.check_inputs(query, key, value, bias=bias, mask=mask,
+                                           query_seq_lengths=query_seq_lengths,
+                                           key_value_seq_lengths=key_value_seq_lengths)
+    return dict(score_mod=forgetting_split_score_mod, score_mod_params=_check_cumsums(forget_cumsums, B, T, S, N))
+
+
 def _forget_cumsum(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, log_forget) -> Any:
     """Checks ``log_forget``; returns its float32 cumulative sums ``[B, N, L]`` (None without gates)."""
     B, T, S, N, _, _ = checks.check_inputs(query, key, value, bias=bias, mask=mask,
@@ -119,7 +160,7 @@ def forgetting_attention(query: Array, key: Array, value: Array, bias: Array | N
                          log_forget: Array | None = None, scale: float | None = None,
                          local_window_size: int | tuple[int, int] | None = None, dropout_rate: float = 0.0,
                          dropout_rng: jax.Array | None = None, implementation: str | None = None,
-                         block_sizes: Any = None) -> Array:
+                         block_sizes: Any = None, forget_cumsums: tuple[Array, Array] | None = None) -> Array:
     """``softmax(scale * Q K^T + bias + D) V``, forgetting attention (module docstring for ``D``).
 
     Args:
@@ -129,6 +170,9 @@ def forgetting_attention(query: Array, key: Array, value: Array, bias: Array | N
             causal: pass ``is_causal=True`` (without it, see the module docstring).
         log_forget: ``[B, L, N]`` floating, ``log f_t <= 0`` per position and query head, ``L >= max(T, S)``
             (e.g. :func:`log_forget_gates`); gradients flow to it. None: no forgetting (plain attention).
+        forget_cumsums: instead of ``log_forget``, the gates' cumulative sums at the queries ``[B, T, N]`` and
+            at the keys ``[B, S, N]`` (decoding with a cache, module docstring); the caller's mask must hide
+            keys after their query.
         implementation: None, ``"dense"``/``"xla"`` or ``"blockwise"`` (the paths that evaluate a
             ``score_mod``); any other raises ValueError.
 
@@ -140,8 +184,8 @@ def forgetting_attention(query: Array, key: Array, value: Array, bias: Array | N
             refuses.
         TypeError: a non-floating ``log_forget``.
     """
-    cumsum = _forget_cumsum(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, log_forget)
-    mod = {} if cumsum is None else dict(score_mod=forgetting_score_mod, score_mod_params=cumsum)
+    mod = _forget_mod(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths, log_forget,
+                      forget_cumsums)
     return dot_product_attention(query, key, value, bias, mask, scale=scale, is_causal=is_causal,
                                  query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
                                  local_window_size=local_window_size, dropout_rate=dropout_rate,
@@ -152,15 +196,16 @@ def forgetting_attention(query: Array, key: Array, value: Array, bias: Array | N
 def forgetting_weights(query: Array, key: Array, bias: Array | None = None, mask: Array | None = None, *,
                        is_causal: bool = False, query_seq_lengths: Array | None = None,
                        key_value_seq_lengths: Array | None = None, log_forget: Array | None = None,
-                       scale: float | None = None, local_window_size: int | tuple[int, int] | None = None) -> Array:
+                       scale: float | None = None, local_window_size: int | tuple[int, int] | None = None,
+                       forget_cumsums: tuple[Array, Array] | None = None) -> Array:
     """The ``[B, N, T, S]`` float32 attention weights of :func:`forgetting_attention` (same keywords, no value,
     dropout or implementation); rows with no visible key are zeros."""
-    cumsum = _forget_cumsum(query, key, key, bias, mask, query_seq_lengths, key_value_seq_lengths, log_forget)
-    mod = {} if cumsum is None else dict(score_mod=forgetting_score_mod, score_mod_params=cumsum)
+    mod = _forget_mod(query, key, key, bias, mask, query_seq_lengths, key_value_seq_lengths, log_forget,
+                      forget_cumsums)
     return attention_weights(query, key, bias, mask, scale=scale, is_causal=is_causal,
                              query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
                              local_window_size=local_window_size, **mod)
 
 
 __all__ = ["forget_gate_init", "forgetting_attention", "forgetting_input_keywords", "forgetting_score_mod",
-           "forgetting_weights", "log_forget_gates"]
+           "forgetting_split_score_mod", "forgetting_weights", "log_forget_gates"]

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attnjax.ops.blockwise import BlockSizes, as_block_sizes
 
@@ -62,7 +63,7 @@ def _tile(x: Array | None, nq: int, bq: int) -> Array | None:
 
 
 def map_query_tiles(rows: Callable[..., Array], query: Array, bias: Array | None, mask: Array | None, *,
-                    block_q: int) -> Array:
+                    block_q: int, offset: Any = 0) -> Array:
     """``rows`` on ``block_q`` query rows at a time, rematerialized in the backward pass.
 
     Args:
@@ -74,6 +75,8 @@ def map_query_tiles(rows: Callable[..., Array], query: Array, bias: Array | None
         bias, mask: rank-4 ``[B|1, N|1, T|1, S|1]`` or None; sliced per tile where they have a query axis.
         block_q: query rows per tile (``min(block_q, T)`` is used; ``T`` is padded up to a multiple, and the
             padded rows, masked out and zero, are dropped).
+        offset: the position of query row 0 among the keys (:func:`check_query_offset`): ``rows`` gets
+            ``q_pos = offset + t``.
 
     Returns:
         ``[B, T, N, Hv]`` as ``rows`` returns it.
@@ -91,7 +94,7 @@ def map_query_tiles(rows: Callable[..., Array], query: Array, bias: Array | None
 
     def body(xs):
         q_tile, q_pos, bias_tile, mask_tile, tile = xs
-        return rows(q_tile, q_pos, bias if bias_tile is None else bias_tile,
+        return rows(q_tile, q_pos + offset, bias if bias_tile is None else bias_tile,
                     mask if mask_tile is None else mask_tile, tile)
 
     out = jax.lax.map(jax.checkpoint(body, prevent_cse=False),
@@ -100,5 +103,25 @@ def map_query_tiles(rows: Callable[..., Array], query: Array, bias: Array | None
     return out.reshape(B, nq * bq, N, out.shape[-1])[:, :T]
 
 
+def check_query_offset(query_offset: Any) -> Array:
+    """``query_offset`` as an int32 scalar: the key position of query row 0, so that query ``t`` sits at key
+    position ``query_offset + t`` (its causal horizon and its own key). 0 aligns queries and keys at the start
+    (self-attention); decoding with a key/value cache passes the number of keys cached before the new queries.
+    It may be traced (a cache index under ``jit``).
+
+    Raises:
+        ValueError: a negative Python int, or an array that is not a scalar.
+        TypeError: a non-integer value.
+    """
+    if isinstance(query_offset, (bool, np.bool_)) or not jnp.issubdtype(jnp.result_type(query_offset), jnp.integer):
+        raise TypeError(f"query_offset must be an integer (the key position of the first query), got "
+                        f"{type(query_offset).__name__}: {query_offset!r}")
+    if np.ndim(query_offset) != 0:
+        raise ValueError(f"query_offset must be a scalar, got shape {tuple(np.shape(query_offset))}")
+    if isinstance(query_offset, (int, np.integer)) and query_offset < 0:
+        raise ValueError(f"query_offset must be >= 0, got {query_offset}")
+    return jnp.asarray(query_offset, jnp.int32)
+
+
 __all__ = ["BlockSizes", "DEFAULT_BLOCK_Q", "TILED_IMPLEMENTATIONS", "block_q_of", "check_implementation",
-           "map_query_tiles"]
+           "check_query_offset", "map_query_tiles"]

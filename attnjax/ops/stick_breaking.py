@@ -34,7 +34,9 @@ Choices the paper leaves open, and what this module does (following shawntan/sti
   key has no influence at all.
 * **Causality.** The product runs backwards from the query, so the mechanism is causal only:
   ``is_causal`` defaults to True and ``is_causal=False`` raises ValueError. With ``T != S`` the causal
-  mask is top-left aligned as in ``jax.nn`` (query ``i`` sees keys ``j <= i``; its "own" key is key ``i``).
+  mask is top-left aligned as in ``jax.nn`` (query ``i`` sees keys ``j <= i``; its "own" key is key ``i``),
+  unless ``query_offset`` places the queries further along the keys (query ``i`` at key position
+  ``query_offset + i``: decoding with a key/value cache, where the keys are the cached tokens).
 * **Bias.** ``bias`` is added to ``z`` before the sigmoid (the paper has none; a positional bias such as
   ALiBi then shifts each ``beta``).
 * **Dropout** (``dropout_rate``) drops entries of ``A`` (inverted scaling); the remainder is computed from
@@ -57,7 +59,7 @@ import numpy as np
 from attnjax.ops import checks
 from attnjax.ops.masks import combine_masks
 from attnjax.ops.primitives import dropout, repeat_kv_heads, scaled_logits, stat_dtype, weighted_values
-from attnjax.ops.query_tiles import block_q_of, check_implementation, map_query_tiles
+from attnjax.ops.query_tiles import block_q_of, check_implementation, check_query_offset, map_query_tiles
 from attnjax.ops.visibility import Visibility
 
 Array = jnp.ndarray
@@ -115,7 +117,7 @@ def _own_values(value: Array, q_pos: Array, num_heads: int) -> Array:
 def stick_breaking_attention(query, key, value, bias=None, mask=None, *, is_causal: bool = True,
                              query_seq_lengths=None, key_value_seq_lengths=None, scale: float | None = None,
                              attend_current: bool = False, dropout_rate: float = 0.0, dropout_rng=None,
-                             implementation: str | None = None, block_sizes=None) -> Array:
+                             implementation: str | None = None, block_sizes=None, query_offset: Any = 0) -> Array:
     """Stick-breaking attention (module docstring: equations and choices).
 
     Args:
@@ -136,6 +138,9 @@ def stick_breaking_attention(query, key, value, bias=None, mask=None, *, is_caus
             (query tiles, ``O(block_q * S)`` memory in both passes).
         block_sizes: the ``"blockwise"`` tile: a :class:`attnjax.ops.BlockSizes` or ``(block_q, block_k)``;
             only ``block_q`` is used (a tile holds every key of its rows); default 128 rows.
+        query_offset: int (may be traced), the key position of query 0: query ``i`` sees keys
+            ``j <= query_offset + i`` and its own key is key ``query_offset + i``. Default 0 (self-attention);
+            decoding with a cache passes the number of keys cached before the new queries.
 
     Returns:
         ``[B, T, N, Hv]`` in the query dtype; rows that see no key are zeros.
@@ -152,6 +157,7 @@ def stick_breaking_attention(query, key, value, bias=None, mask=None, *, is_caus
         key_value_seq_lengths=key_value_seq_lengths, attend_current=attend_current)
     checks.check_dropout(dropout_rate, dropout_rng)
     scale = checks.default_scale(scale, H)
+    offset = check_query_offset(query_offset)
 
     def rows(q, q_pos, bias_rows, mask_rows, tile):
         weights, remainder, own = _stick_breaking_rows(
@@ -164,15 +170,15 @@ def stick_breaking_attention(query, key, value, bias=None, mask=None, *, is_caus
         return out + jnp.swapaxes(left, 1, 2)[..., None] * _own_values(value, q_pos, N).astype(out.dtype)
 
     if path == "dense":
-        out = rows(query, jnp.arange(T, dtype=jnp.int32), bias, mask, jnp.int32(0))
+        out = rows(query, offset + jnp.arange(T, dtype=jnp.int32), bias, mask, jnp.int32(0))
     else:
-        out = map_query_tiles(rows, query, bias, mask, block_q=block_q)
+        out = map_query_tiles(rows, query, bias, mask, block_q=block_q, offset=offset)
     return out.astype(query.dtype)
 
 
 def stick_breaking_weights(query, key, bias=None, mask=None, *, is_causal: bool = True, query_seq_lengths=None,
                            key_value_seq_lengths=None, scale: float | None = None,
-                           attend_current: bool = False) -> Array:
+                           attend_current: bool = False, query_offset: Any = 0) -> Array:
     """``[B, N, T, S]`` float32 effective weights of :func:`stick_breaking_attention` (for diagnostics).
 
     The stick weights ``A`` plus the remainder on the diagonal (``j == i``, where key ``i`` is visible to
@@ -185,7 +191,7 @@ def stick_breaking_weights(query, key, bias=None, mask=None, *, is_causal: bool 
         "stick_breaking_weights", query, key, key, bias, mask, is_causal=is_causal, scale=scale,
         query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
         attend_current=attend_current)
-    q_pos = jnp.arange(T, dtype=jnp.int32)
+    q_pos = check_query_offset(query_offset) + jnp.arange(T, dtype=jnp.int32)
     weights, remainder, own = _stick_breaking_rows(
         query, key, bias, mask, q_pos, scale=checks.default_scale(scale, H), attend_current=attend_current,
         query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths)

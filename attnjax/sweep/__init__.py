@@ -13,7 +13,11 @@ through :func:`with_harness_keys`, the harness's. The pieces, one job each:
 * :mod:`~attnjax.sweep.runner`: plan once, then run (workers, checkpoints, progress with an ETA);
 * :mod:`~attnjax.sweep.studies`: several planned studies in sequence, one ETA weighted by reference runs;
 * :mod:`~attnjax.sweep.cli`: the absl command line;
-* :mod:`~attnjax.sweep.report`: how numbers, intervals and verdicts are written;
+* :mod:`~attnjax.sweep.report`: how numbers and intervals are written, runs grouped by seed, a page's sections;
+* :mod:`~attnjax.sweep.layouts`: a table and a figure panel over one axis of a sweep, a row (line) per label;
+* :mod:`~attnjax.sweep.published`: ours vs published from a study's ``published.json`` (claims, verdicts, prose);
+* :mod:`~attnjax.sweep.plots`: curves with 95% bands, accuracy vs length, heatmaps, attention maps;
+* :mod:`~attnjax.sweep.bench`: fair timings, compiling within a memory budget, a benchmark's files;
 * :mod:`~attnjax.sweep.pages`: result pages and README tables rebuilt from committed results.json files.
 """
 

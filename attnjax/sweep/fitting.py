@@ -1,5 +1,5 @@
 """Train to fit as a study protocol: run a cell until it fits (:class:`attnjax.train.TrainToFit`), record how it
-stopped, and write that in a report.
+stopped, choose each group's setting on validation (:class:`Entry`), and write that in a report.
 
 A cell that trains to fit records, beside its scores:
 
@@ -17,8 +17,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from attnjax import stats
-from attnjax.sweep.report import ci_text, label_colors, markdown_table, pct, per_seed_means, setting
-from attnjax.train import TrainState, TrainToFit
+from attnjax.sweep.plots import label_colors
+from attnjax.sweep.report import ci_text, markdown_table, pct, per_seed_means, setting
+from attnjax.train import TrainState, TrainToFit, evaluate_lengths
 
 Run = Mapping[str, Any]
 # fit(state, num_steps, stop, fit_options) -> (state, history): a study's call of attnjax.train.fit.
@@ -54,6 +55,27 @@ def fit_metrics(history: Sequence[Mapping[str, Any]], rule: TrainToFit) -> dict[
             "val_curve": [[r["step"], round(r[rule.metric], 4)] for r in history]}
 
 
+def length_scores(state: TrainState, batches: Callable[[int], Any], n: int, m: int, *, mesh: Any = None,
+                  rng: Any = None, in_full: bool = True) -> dict[str, Any]:
+    """Per-token accuracy at every length 1..m (``batches(length)``, :func:`attnjax.train.evaluate_lengths`):
+    ``train_accuracy``, the mean over the training lengths 1..n; ``ood_score``, over n+1..m; with ``in_full``,
+    ``accuracy_per_length``."""
+    acc = {k: v["accuracy"] for k, v in evaluate_lengths(state, batches, range(1, m + 1), mesh=mesh, rng=rng).items()}
+    return {"train_accuracy": float(np.mean([acc[k] for k in range(1, n + 1)])),
+            "ood_score": float(np.mean([acc[k] for k in range(n + 1, m + 1)])),
+            **({"accuracy_per_length": {str(k): a for k, a in acc.items()}} if in_full else {})}
+
+
+def length_validation(batches: Mapping[int, Any], *, mesh: Any = None, rng: Any = None
+                      ) -> Callable[[TrainState], dict[str, float]]:
+    """Train-to-fit's validation (``fit(validate=...)``) on held-out examples drawn once, ``batches[length]`` at
+    the training lengths: ``accuracy``, the mean over lengths (as ``train_accuracy`` is). Never test lengths."""
+    def validate(state: TrainState) -> dict[str, float]:
+        per_length = evaluate_lengths(state, batches.__getitem__, batches, mesh=mesh, rng=rng)
+        return {"accuracy": float(np.mean([v["accuracy"] for v in per_length.values()]))}
+    return validate
+
+
 def stopping_text(config: Mapping[str, Any]) -> str:
     """How a study's cells stop, for its summary: ``config.stopping`` (with ``validate_every``, the steps between
     validations) when it stops at fit, else ``config.num_steps``."""
@@ -78,6 +100,50 @@ def choose_setting(runs: Sequence[Run]) -> str:
         by_setting.setdefault(setting(r), []).append(val_accuracy(r))
     order = sorted(by_setting, key=lambda s: (float(s.rpartition("@")[2]), s))
     return max(order, key=lambda s: float(np.mean(by_setting[s])))
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One group's runs at its chosen setting (:func:`choose_setting`), in seed order; ``best``: the best OOD
+    score over every seed and setting (a paper's statistic); ``underfit``: chosen runs below the floor in
+    distribution."""
+
+    setting: str
+    num_settings: int
+    runs: tuple[Run, ...]
+    best: float
+    underfit: int
+
+    ood = property(lambda self: [r["ood_score"] for r in self.runs])
+    in_dist = property(lambda self: [r["train_accuracy"] for r in self.runs])
+    seeds = property(lambda self: [r["seed"] for r in self.runs])
+    ci = property(lambda self: stats.mean_ci(self.ood))
+
+    def text(self) -> str:
+        """``OOD mean [lo, hi] (best) · in-dist mean``, ``@setting`` when several were swept, the under-fit flag."""
+        chosen = f" @{self.setting}" if self.num_settings > 1 else ""
+        return (f"{ci_text(*self.ci)} ({pct(self.best)}) · {pct(float(np.mean(self.in_dist)))}{chosen}"
+                f"{underfit_flag(self.underfit, len(self.runs))}")
+
+
+def underfit_flag(k: int, n: int) -> str:
+    """`` ⚠k/n under-fit`` when ``k`` of ``n`` runs under-fit, else empty."""
+    return f" ⚠{k}/{n} under-fit" if k else ""
+
+
+def entries(runs: Sequence[Run], key: Callable[[Run], Any], min_train_accuracy: float) -> dict[Any, Entry]:
+    """Every group ``key(run)`` of ``runs`` as an :class:`Entry`; ``min_train_accuracy``: the in-distribution
+    floor below which a chosen run counts as under-fit."""
+    groups: dict[Any, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(key(r), []).append(r)
+    out = {}
+    for k, group in groups.items():
+        chosen_setting = choose_setting(group)
+        chosen = tuple(sorted((r for r in group if setting(r) == chosen_setting), key=lambda r: r["seed"]))
+        out[k] = Entry(chosen_setting, len({setting(r) for r in group}), chosen, max(r["ood_score"] for r in group),
+                       sum(r["train_accuracy"] < min_train_accuracy for r in chosen))
+    return out
 
 
 def fit_label(run: Run) -> str:

@@ -21,6 +21,9 @@ _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 # The attention's fields under the flat names a Transformer config had before the attention became one value.
 _FLAT_ATTENTION_NAMES = {"name": "attention", "options": "attention_options", "implementation": "implementation",
                          "block_q": "block_q", "block_kv": "block_kv"}
+# Model fields added after results were committed, with the default that is the earlier model: a fingerprint leaves
+# them out at that default, so those results keep their fingerprints.
+_LATER_FIELDS = {"bidirectional": False}
 
 
 def _placeholder(field: dataclasses.Field) -> Any:
@@ -52,8 +55,9 @@ def _block(cls: type, values: Mapping[str, Any], left_out: set[str], prefix: str
 
 def fingerprint_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """A model's fields as a cell's fingerprint hashes them: a nested attention block under the flat field
-    names it had before the attention became one value, so results committed then keep their fingerprints."""
-    flat = dict(fields)
+    names it had before the attention became one value, and without :data:`_LATER_FIELDS` at their defaults, so
+    results committed before either keep their fingerprints."""
+    flat = {k: v for k, v in fields.items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
     attention = flat.get("attention")
     if hasattr(attention, "items"):
         del flat["attention"]

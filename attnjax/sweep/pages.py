@@ -13,6 +13,7 @@ binds it to its studies (``experiment_for``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 from typing import Callable, Sequence
@@ -24,6 +25,21 @@ from attnjax.sweep.store import RESULTS_FILE, load_results
 COMBINED_TITLE = "# attnjax studies: combined report"
 RESULTS_ROOT, PAGES_ROOT, README = "results", os.path.join("docs", "results"), "README.md"
 _README_BLOCK = re.compile(r"(<!-- results: ([\w-]+/[\w-]+)((?: \| [^|>]+?)*) -->\n).*?(<!-- /results -->)", re.S)
+
+
+def package_studies(package: str, studies: Sequence[str]) -> Callable[[str], Experiment]:
+    """``experiment_for`` of a repository that keeps study ``name`` in ``<package>/<name>/``: ``name`` ->
+    ``<package>.<name>.run.EXPERIMENT``, one of ``studies`` (another name is refused before anything is imported).
+
+    Raises (the function returned):
+        ValueError: ``name`` is not one of ``studies``.
+    """
+    def experiment_for(name: str) -> Experiment:
+        if name not in studies:
+            raise ValueError(f"results.json names experiment {name!r}, which is not a study; studies: "
+                             f"{', '.join(studies)}")
+        return importlib.import_module(f"{package}.{name}.run").EXPERIMENT
+    return experiment_for
 
 
 def rebuild(experiment_for: Callable[[str], Experiment], workdir: str) -> tuple[str, str]:

@@ -1,6 +1,7 @@
 """What every study's report shares: how a number is written (percentages, 95% t-intervals over seeds), runs
-grouped by seed and the setting chosen on validation, the ours-vs-published verdict, the opening and closing
-lines of a summary, and how a page and its plots are written."""
+grouped by seed and the setting chosen on validation, per-seed values and paired effects, markdown tables, and
+the skeleton of a page (its opening facts, sections and closing lines). Ours vs published is
+:mod:`attnjax.sweep.published`; figures are :mod:`attnjax.sweep.plots`."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from attnjax import stats
-from attnjax.results import save_and_close, write_text
+from attnjax.results import write_text
 from attnjax.sweep.runner import format_seconds
+from attnjax.sweep.store import ok_runs
 
 Run = Mapping[str, Any]
 Seeds = Mapping[int, Run]  # one group's runs by seed
@@ -111,9 +113,27 @@ def best_setting(settings: Mapping[str, Seeds], metric: str) -> Seeds:
     return max(settings.values(), key=lambda seeds: np.mean([r[metric] for r in seeds.values()]))
 
 
-def seed_values(seeds: Seeds, metric: str) -> dict[int, float]:
-    """``{seed: run[metric]}`` in seed order, leaving out runs without the metric."""
-    return {s: seeds[s][metric] for s in sorted(seeds) if seeds[s].get(metric) is not None}
+def seed_values(seeds: Seeds, metric: str, lengths: Iterable[int] | None = None) -> dict[int, float]:
+    """``{seed: run[metric]}`` in seed order, leaving out runs without the metric; with ``lengths``, each run's
+    mean of ``run["per_length"][str(k)][metric]`` over those of ``lengths`` it scored."""
+    if lengths is None:
+        return {s: seeds[s][metric] for s in sorted(seeds) if seeds[s].get(metric) is not None}
+    per = {s: [seeds[s]["per_length"][str(k)][metric] for k in lengths if str(k) in seeds[s]["per_length"]]
+           for s in sorted(seeds)}
+    return {s: float(np.mean(v)) for s, v in per.items() if v}
+
+
+def mean(values: Iterable[float]) -> float | None:
+    """The mean of ``values`` (None for none)."""
+    values = list(values)
+    return float(np.mean(values)) if values else None
+
+
+def seed_curve(points: Sequence[tuple[float, Mapping[int, float]]]) -> tuple[list, list[list[float]]] | None:
+    """``[(x, {seed: y})]`` as a curve of :func:`attnjax.sweep.plots.curves_figure` (``(xs, [per-seed ys])``)
+    over the seeds every point has; None when no seed has every point."""
+    seeds = sorted(set.intersection(*(set(by_seed) for _, by_seed in points))) if points else []
+    return ([x for x, _ in points], [[by_seed[s] for _, by_seed in points] for s in seeds]) if seeds else None
 
 
 def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[int, float]:
@@ -170,166 +190,38 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
     return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
-# --------------------------------------------------------------------------- ours vs published
+# --------------------------------------------------------------------------- writing a page
 
-@dataclasses.dataclass(frozen=True)
-class Comparison:
-    """Ours (per-seed values) against one published number, both as fractions.
-
-    ``verdict``: ``agrees`` (the published value lies in our 95% interval, widened by ``tolerance``),
-    ``differs`` (it lies outside), or ``inconclusive`` (one seed: no interval; or ``caveat``, such as a model
-    that did not fit its training data, makes our number uninformative). ``difference``: the values are
-    differences (written with their sign, their interval clipped to [-100, 100] rather than [0, 100]).
-    """
-
-    claim: str
-    mean: float
-    low: float
-    high: float
-    published: float
-    verdict: str
-    caveat: str = ""
-    difference: bool = False
-
-    def row(self) -> list[str]:
-        sign = self.difference
-        ours = ci_text(self.mean, self.low, self.high, sign) if math.isfinite(self.low) else pct(self.mean, sign)
-        return [self.claim, ours, pct(self.published, sign),
-                self.verdict + (f" ({self.caveat})" if self.caveat else "")]
+def section(heading: str, *blocks: str | None) -> list[str]:
+    """A page's ``## heading`` section as markdown lines: each block (a paragraph, a table; None: left out)
+    after a blank line."""
+    return ["", f"## {heading}", *(line for block in blocks if block is not None for line in ("", block))]
 
 
-def compare(claim: str, values: Sequence[float], published: float, *, tolerance: float = 0.0,
-            caveat: str = "", difference: bool = False) -> Comparison:
-    """The :class:`Comparison` of per-seed ``values`` with ``published`` (fractions); ``tolerance`` (a fraction)
-    widens our interval on both sides, for a protocol that differs from the paper's in known ways."""
-    mean, low, high = stats.mean_ci(list(values)) if len(values) > 1 else (float(np.mean(values)), -math.inf, math.inf)
-    if caveat or not math.isfinite(low):
-        verdict = "inconclusive"
-    else:
-        verdict = "agrees" if low - tolerance <= published <= high + tolerance else "differs"
-    return Comparison(claim, mean, low, high, published, verdict, caveat, difference)
+def spec_section(spec: Mapping[str, Any], *blocks: str | None, **fields: Any) -> list[str]:
+    """A section whose words are a study's data: ``## spec["heading"]``, the ``spec["before"]`` blocks, then
+    ``blocks`` (tables, say), then the ``spec["after"]`` blocks. A block of the spec is a :meth:`str.format`
+    template filled with ``fields`` (a literal brace doubled); a list of lines is one block."""
+    def text(block: str | Sequence[str]) -> str:
+        return (block if isinstance(block, str) else "\n".join(block)).format(**fields)
+
+    return section(spec["heading"], *map(text, spec.get("before", ())), *blocks, *map(text, spec.get("after", ())))
 
 
-def comparison_table(comparisons: Sequence[Comparison]) -> str:
-    """One row per claim: ours ``mean [95% CI]``, the published number, the verdict."""
-    return markdown_table(["claim", "ours", "published", "verdict"], [c.row() for c in comparisons])
-
-
-# --------------------------------------------------------------------------- plots
-
-def label_colors(labels: Iterable[str]) -> dict[str, Any]:
-    """A color per label, in sorted order: ``tab10``, or ``tab20`` for more than 10 labels."""
-    import matplotlib.pyplot as plt
-
-    labels = sorted(set(labels))
-    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    return {k: cmap(i % cmap.N) for i, k in enumerate(labels)}
-
-
-def heatmap_figure(values: np.ndarray, row_labels: Sequence[str], column_labels: Sequence[str], title: str,
-                   colorbar_label: str, marks: Sequence[Sequence[str]] | None = None):
-    """A ``[rows, columns]`` grid of fractions (NaN: empty) as a heatmap, each cell written in % followed by its
-    mark in ``marks`` (such as ``⚠``); returns the matplotlib figure."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(3.0 + 0.75 * len(column_labels), 1.2 + 0.38 * len(row_labels)))
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    for (i, j), v in np.ndenumerate(values):
-        if math.isfinite(v):
-            ax.text(j, i, f"{100 * v:.0f}{marks[i][j] if marks else ''}", ha="center", va="center", fontsize=7,
-                    color="w" if v < 0.6 else "k")
-    ax.set_yticks(range(len(row_labels)), labels=row_labels, fontsize=7)
-    ax.set_xticks(range(len(column_labels)), labels=column_labels, fontsize=7, rotation=45, ha="right")
-    fig.colorbar(image, ax=ax, label=colorbar_label)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def curves_figure(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[Sequence[float]]]]],
-                  xlabel: str, ylabel: str, cols: int = 4, logx: bool = False):
-    """One panel per title; in each, one line per label: the mean over seeds with its 95% band.
-
-    Args:
-        panels: ``{title: {label: (xs, [per-seed ys])}}``; ys as fractions, drawn in %.
-    Returns:
-        The matplotlib figure (save it with :func:`attnjax.results.save_and_close`).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(len(panels), 1)
-    cols = min(cols, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
-    labels = sorted({label for lines in panels.values() for label in lines})
-    colors = {label: plt.cm.tab10(i % 10) for i, label in enumerate(labels)}
-    for ax, (title, lines) in zip(axes.flat, panels.items()):
-        for label, (xs, ys) in lines.items():
-            mean, low, high = stats.mean_ci_per_column(np.asarray(ys, float))
-            ax.plot(xs, 100 * mean, color=colors[label], label=label)
-            if np.all(np.isfinite(low)):
-                # The t-interval of a few seeds can leave [0, 100]: an accuracy's band stops at its range.
-                ax.fill_between(xs, np.clip(100 * low, 0, 100), np.clip(100 * high, 0, 100), color=colors[label],
-                                alpha=0.2)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(-2, 102)
-        if logx:
-            ax.set_xscale("log")
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    handles = [plt.Line2D([], [], color=colors[label], label=label) for label in labels]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(labels), 4), fontsize=8)
-    fig.tight_layout(rect=(0, 0.04 + 0.03 * (len(labels) // 4), 1, 1))
-    return fig
-
-
-# --------------------------------------------------------------------------- ours vs a published direction
-
-@dataclasses.dataclass(frozen=True)
-class DirectionComparison(Comparison):
-    """A :class:`Comparison` of a published *direction* ("A beats B", "A degrades more than B") that has no
-    number on our scale: ours is a paired difference, written with its sign; ``published_text`` says what was
-    published. Rows sit in the same :func:`comparison_table` as :func:`compare`'s."""
-
-    published_text: str = ""
-
-    def row(self) -> list[str]:
-        claim, ours, _, verdict = super().row()
-        return [claim, ours, self.published_text, verdict]
-
-
-def compare_direction(claim: str, differences: Sequence[float], published: str, *,
-                      caveat: str = "") -> DirectionComparison:
-    """Per-seed ``differences`` (fractions, signed so that the published direction is > 0) against a published
-    direction described by ``published``: ``agrees`` when our 95% interval lies above 0, ``differs`` when it lies
-    below 0, ``inconclusive`` when it contains 0, with one seed, or with a ``caveat``."""
-    c = compare(claim, differences, 0.0, caveat=caveat)
-    verdict = "agrees" if c.verdict != "inconclusive" and c.low > 0 else (
-        "differs" if c.verdict != "inconclusive" and c.high < 0 else "inconclusive")
-    return DirectionComparison(claim, c.mean, c.low, c.high, math.nan, verdict, caveat, True, published)
-
-
-def load_published(study_file: str) -> dict[str, Any]:
-    """The published numbers a study compares against: ``published.json`` beside ``study_file`` (pass a module's
-    ``__file__``). Kept as data, each entry with its source, so the numbers are read, never re-typed in code."""
-    with open(os.path.join(os.path.dirname(study_file), "published.json"), encoding="utf-8") as f:
+def load_json(study_file: str, name: str) -> Any:
+    """The JSON file ``name`` beside ``study_file`` (pass a module's ``__file__``): a study's page words or
+    published numbers, kept as data."""
+    with open(os.path.join(os.path.dirname(study_file), name), encoding="utf-8") as f:
         return json.load(f)
 
 
-# --------------------------------------------------------------------------- writing a page
-
-def save_figures(workdir: str, figures: Mapping[str, Any]) -> list[str]:
-    """Saves every figure that is not None as ``workdir/<name>`` (110 dpi; a tight box keeps legends placed
-    below the axes); returns the names saved, in order."""
-    written = [name for name, fig in figures.items() if fig is not None]
-    for name in written:
-        save_and_close(os.path.join(workdir, name), figures[name], dpi=110, bbox_inches="tight")
-    return written
+def page(results: Mapping[str, Any], title: str, figures: Sequence[str],
+         body: Callable[[Mapping[str, Any], list[Run]], list[str]]) -> str:
+    """A whole ``summary.md``: ``# title``, ``body(results, ok runs)`` (``No finished cells.`` without any),
+    then :func:`summary_tail`."""
+    runs = ok_runs(results)
+    lines = body(results, runs) if runs else ["No finished cells."]
+    return "\n".join([f"# {title}", "", *lines, *summary_tail(results, figures)]) + "\n"
 
 
 def write_summary(workdir: str, text: str) -> str:

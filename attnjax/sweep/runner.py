@@ -32,6 +32,7 @@ from attnjax.sweep.grid import Cell, select
 from attnjax.sweep.settings import HARNESS_KEYS, Settings, settings
 from attnjax.sweep.store import fingerprint, load_results, save_results
 from attnjax.sweep.workers import check_sendable, execute_cell, run_in_workers
+from attnjax.train import fit
 
 CHECKPOINTS_DIR, TENSORBOARD_DIR, LOGS_DIR = "checkpoints", "tensorboard", "logs"
 
@@ -75,6 +76,15 @@ class Context:
         if self.tensorboard:
             options["tensorboard_dir"] = os.path.join(self.workdir, TENSORBOARD_DIR, file_name(cell))
         return options
+
+    def fit(self, cell: Cell, state: Any, batches: Callable[[int], Any], num_steps: int,
+            **kwargs: Any) -> tuple[Any, list[dict[str, Any]]]:
+        """:func:`attnjax.train.fit` inside ``cell``: its log file (:meth:`log_path`), progress and checkpoints
+        (:meth:`fit_options`), ``rng`` defaulting to ``cell.key("steps")``; ``kwargs`` go to ``fit`` as they are.
+        Returns ``(state, history)``."""
+        with open(self.log_path(cell), "w", encoding="utf-8") as log_file:
+            return fit(state, batches, num_steps, log_file=log_file,
+                       **{"rng": cell.key("steps"), **self.fit_options(cell), **kwargs})
 
     def log_path(self, cell: Cell) -> str:
         """``logs/<cell id>.jsonl`` in the workdir (one JSON object per logged step)."""

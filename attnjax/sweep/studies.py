@@ -10,6 +10,7 @@ repository binds it to its studies.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import time
 from typing import Callable, Sequence
@@ -74,6 +75,12 @@ def run_studies(plans: Sequence[Plan], root: str, reference_dirs: Sequence[str])
 def reference_dir(the_plan: Plan, results_root: str = RESULTS_ROOT) -> str:
     """The committed run of a plan's study and preset, ``<results_root>/<experiment>/<config.preset>``."""
     return os.path.join(results_root, the_plan.experiment.name, the_plan.config.get("preset", "default"))
+
+
+def package_config(package: str) -> Callable[[str], ml_collections.ConfigDict]:
+    """``default_config`` of a repository that keeps study ``name``'s config in ``<package>/<name>/config.py``:
+    its ``get_config()``, the default preset."""
+    return lambda name: importlib.import_module(f"{package}.{name}.config").get_config()
 
 
 def main(experiment_for: Callable[[str], Experiment], default_config: Callable[[str], ml_collections.ConfigDict],

@@ -26,24 +26,7 @@ Presets (``--config=experiments/associative_recall/config.py:PRESET``):
   stay at chance: in one-seed probes at (64, 4), width 64, it stayed at 1/P validation accuracy through 1,500-2,800
   steps with lr 1e-3, 3e-3 or 1e-2, learned positions, 1 head or batch 256.
 
-Differences from Zoology (all presets unless marked):
-
-* models: attnjax's attention variants, LSTM and GRU, and in ``zoology`` BaseConv, Hyena and Based; no H3, RWKV or
-  Mamba (elsewhere linear attention and the Performer are the nearest attention-free mixers, the local window a
-  short-range one);
-* blocks: a feed-forward branch (``mlp_dim = width``), 2 heads with RoPE, no dropout (Zoology: none, 1 head, learned
-  positions, dropout 0.1); ``zoology``'s mixers get the same feed-forward branch and no dropout, so only the
-  sequence mixer differs between models; its Based is Zoology's MQAR Based (a short gated convolution, then Taylor
-  linear attention with feature dimension 8 and 1 head; no sliding window, which at these lengths would reach every
-  key, as in Zoology's MQAR configs);
-* training: Adam, clipping at 1.0, constant rate, a fixed number of steps (Zoology: AdamW, cosine decay, 64 epochs,
-  early stopping on its test set); ``paper``: batch 256 at every length (Zoology: 512 at lengths 64 and 128);
-  ``zoology``: Zoology's AdamW (weight decay 0.1) and cosine decay to 0, after a linear warmup over 5% of the steps
-  (Zoology: none), clipping at 1.0, 3,000 steps of batch 64 (192,000 examples seen; Zoology: up to 64 epochs of
-  100,000 at batch 512), stopping at 99% validation accuracy (Zoology: on its test set); vocabulary 256 (8,192);
-* learning rates are picked on a validation split (Zoology: on the test set); the test-noise sweep is ours;
-* ``cpu`` only: vocabulary 32, one length for both pair counts, 19,200 examples seen, 3 seeds, and no softmax with
-  temperature (at temperature 1 it is dot-product attention).
+Differences from Zoology, per preset: ``protocol`` in ``published.json`` beside this file, shown on every page.
 """
 
 import ml_collections

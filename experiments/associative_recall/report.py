@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from attnjax.plots import plot_weight_maps
 from attnjax.sweep import ok_runs
-from attnjax.sweep.report import (best_setting, compare, compare_direction, comparison_table, curves_figure,
-                                 group_runs, held_out_metric, load_published, markdown_table, minutes, paired, pct,
-                                 run_header, save_figures, seeds_ci_text, summary_tail, write_summary)
-from experiments.associative_recall import config as study_config
+from attnjax.sweep.layouts import Layout, layout_figures, layout_table
+from attnjax.sweep.layouts import values as seed_values
+from attnjax.sweep.plots import save_figures
+from attnjax.sweep.published import check, comparison_section, load_published, protocol_section
+from attnjax.sweep.report import (best_setting, group_runs, held_out_metric, markdown_table, minutes, page, paired, pct,
+                                 run_header, section, write_summary)
 
 PAIRS_FILE, NOISE_FILE, WIDTH_FILE = "accuracy_vs_pairs.png", "accuracy_vs_noise.png", "accuracy_vs_width.png"
 EVAL_NOISE_FILE, MAPS_FILE = "accuracy_vs_test_noise.png", "attention_maps.png"
@@ -23,7 +25,7 @@ PLATEAU = (0.8, 1.2)  # a last training loss within these multiples of ln P: the
 SOLVED = 0.99 - 1e-9  # Zoology stops training at 99% validation accuracy (less slack: a mean of 0.99s is 0.98999...)
 # Zoology's attention-free counterparts: approximate attentions, its gated-convolution mixers, recurrent models
 SUB_QUADRATIC = ("linear", "performer", "local", "base_conv", "hyena", "based", "rnn", "lstm", "gru")
-PUBLISHED = load_published(__file__)["zoology"]["claim"]
+PUBLISHED = load_published(__file__)["zoology"]
 Groups = Mapping[tuple, Mapping[int, dict]]  # (label, seq_len, kv, width, noise) -> {seed: run}
 
 
@@ -36,27 +38,13 @@ def group(runs: Sequence[dict]) -> dict[tuple, dict[int, dict]]:
     return {key: best_setting(lrs, "val_accuracy") for key, lrs in by_lr.items()}
 
 
-def order(labels) -> list[str]:
-    rank = {BASELINE: 0, "rnn": 90, "lstm": 91, "gru": 92}  # softmax, attention, sub-quadratic, recurrent
-    return sorted(set(labels), key=lambda s: (rank.get(s, 10 + 40 * (s in SUB_QUADRATIC)), s))
-
-
-def seed_values(g: Groups, key: tuple, metric: str) -> dict[int, float]:
-    return {s: r[metric] for s, r in sorted((g.get(key) or {}).items()) if r.get(metric) is not None}
-
-
 def delta(g: Groups, key: tuple, metric: str) -> dict[int, float]:  # key's model − softmax attention, per seed
     return paired(seed_values(g, key, metric), seed_values(g, (BASELINE, *key[1:]), metric))
 
 
-class Layout(NamedTuple):
-    """A table and its panel in ``file``; a column: ``(head, plotted x, (seq_len, kv, width, noise), metric)``."""
-
-    title: str
-    file: str
-    xlabel: str
-    columns: list[tuple[str, float, tuple, str]]
-    options: dict = {}
+def order(labels) -> list[str]:
+    rank = {BASELINE: 0, "rnn": 90, "lstm": 91, "gru": 92}  # softmax, attention, sub-quadratic, recurrent
+    return sorted(set(labels), key=lambda s: (rank.get(s, 10 + 40 * (s in SUB_QUADRATIC)), s))
 
 
 def settings_at(g: Groups, width: int, noise: float) -> list[tuple[int, int]]:
@@ -83,26 +71,7 @@ def layouts(g: Groups, noise: float, metric: str) -> list[Layout]:
                       dict(train=False)) for L, P in (settings_at(g, ws[0], noise) if levels and ws else [])])
 
 
-def table(g: Groups, t: Layout, train: bool = True, params: bool = False, change: bool = True) -> str:
-    """A row per model; per column: accuracy [CI], train fit, Δ vs softmax; last, the change from first to last."""
-    first, last = t.columns[0], t.columns[-1]
-    head = ["model", *["params"] * params, *[h for c in t.columns for h in (c[0], *["train"] * train, "Δ vs softmax")],
-            *[f"Δ {last[0]} − {first[0]}"] * change]
-    rows = []
-    for n in order(k[0] for k in g if k[1:] in {c[2] for c in t.columns}):
-        row = [n, *[next(str(next(iter(g[(n, *c[2])].values()))["num_params"]) for c in t.columns[::-1]
-                         if g.get((n, *c[2])))] * params]
-        for _, _, tail, metric in t.columns:
-            fit = list(seed_values(g, (n, *tail), "train_accuracy").values())
-            row += [seeds_ci_text(seed_values(g, (n, *tail), metric)),
-                    *[pct(float(np.mean(fit))) if fit else "–"] * train,
-                    "–" if n == BASELINE else seeds_ci_text(delta(g, (n, *tail), metric), sign=True)]
-        moved = paired(seed_values(g, (n, *last[2]), last[3]), seed_values(g, (n, *first[2]), first[3]))
-        rows.append(row + [seeds_ci_text(moved, sign=True)] * change)
-    return markdown_table(head, rows)
-
-
-def verdicts(g: Groups, noise: float, metric: str) -> str:
+def verdicts(g: Groups, noise: float, metric: str) -> list:
     """Zoology's claims per width: softmax solves each setting; sub-quadratic models' Δ vs softmax falls with P."""
     rows = []
     for w in sorted({k[3] for k in g if k[4] == noise}):
@@ -113,17 +82,14 @@ def verdicts(g: Groups, noise: float, metric: str) -> str:
             if held:
                 solved[L, P] = np.mean(held) >= SOLVED
                 caveat = f"train fit {pct(np.mean(fit))}%: budget" if not solved[L, P] and np.mean(fit) < SOLVED else ""
-                rows.append(compare(f"softmax attention solves L={L} P={P} (width {w})", held, 1.0,
-                                    tolerance=1 - SOLVED, caveat=caveat))
+                rows.append(check(PUBLISHED["claims"]["solves"], held, tolerance=1 - SOLVED, caveat=caveat, L=L, P=P,
+                                  w=w))
         lo, hi = settings[0], settings[-1]
         for n in order(k[0] for k in g if k[0] in SUB_QUADRATIC and k[3:] == (w, noise)) if len(settings) > 1 else []:
-            gap = paired(delta(g, (n, *lo, w, noise), metric), delta(g, (n, *hi, w, noise), metric))
-            if gap:
-                rows.append(compare_direction(
-                    f"{n}: gap to softmax grows, P={lo[1]} → {hi[1]} (width {w}; Δ at P={lo[1]} − at P={hi[1]})",
-                    list(gap.values()),
-                    "grows (> 0)", caveat="" if solved.get(lo) and solved.get(hi) else "softmax below 99%"))
-    return comparison_table(rows)
+            if gap := paired(delta(g, (n, *lo, w, noise), metric), delta(g, (n, *hi, w, noise), metric)):
+                rows.append(check(PUBLISHED["claims"]["gap"], list(gap.values()), n=n, lo=lo[1], hi=hi[1], w=w,
+                                  caveat="" if solved.get(lo) and solved.get(hi) else "softmax below 99%"))
+    return rows
 
 
 def plateau_table(g: Groups, noise: float) -> str:
@@ -143,14 +109,6 @@ def plateau_table(g: Groups, noise: float) -> str:
     return markdown_table(head, rows)
 
 
-def panel(g: Groups, t: Layout) -> dict:
-    """:func:`curves_figure`'s ``{label: (xs, per-seed ys)}`` of a layout, over the seeds every point of a line has."""
-    lines = {n: [(x, seed_values(g, (n, *tail), m)) for _, x, tail, m in t.columns if (n, *tail) in g]
-             for n in order(k[0] for k in g)}
-    seeds = {n: sorted(set.intersection(*(set(v) for _, v in pts))) for n, pts in lines.items() if pts}
-    return {n: ([x for x, _ in lines[n]], [[v[s] for _, v in lines[n]] for s in ss]) for n, ss in seeds.items() if ss}
-
-
 def maps_figure(maps: Mapping[str, Any], vocab_size: int, path: str) -> str:
     layers, q = np.asarray(maps["layers"], np.float32), maps["query"]  # [layers, N, L, L]
     names = ["·" if t == 0 else (f"k{t}" if t < vocab_size // 2 else f"v{t}") for t in maps["tokens"]]
@@ -161,47 +119,40 @@ def maps_figure(maps: Mapping[str, Any], vocab_size: int, path: str) -> str:
                  f"{q} recalls v{maps['targets'][q]}; {len(maps['recalled'])}/{len(maps['queries'])} recalled"))
 
 
-def summary_markdown(results: Mapping[str, Any], figure_files: Sequence[str] = ()) -> str:
-    config, runs = results["config"], ok_runs(results)
-    out = ["# Multi-query associative recall (Zoology, Arora et al. 2023)", ""]
-    if not runs:
-        return "\n".join(out + ["No finished cells."] + summary_tail(results, figure_files)) + "\n"
-    g, noise = group(runs), float(config["noise"])
-    metric = held_out_metric(runs)
-    out += [f"{run_header(results, runs)}, vocabulary {config['vocab_size']}, {config['num_steps']} steps of batch "
-            f"{config['batch_size']} from {config['num_train']} examples per seed, {minutes(results):.1f} min.", "",
-            f"- Entries: mean {metric.split('_')[0]} accuracy (%) at the query positions [95% t-interval over seeds];"
-            " train: the fit on training examples; Δ: paired (same seed) differences in points.",
-            "- Learning rates (best mean validation accuracy): "
-            + ", ".join(sorted({f"{k[0]}={next(iter(s.values()))['lr']}" for k, s in g.items()})) + ".",
-            f"- Test sequences also in a training set: at most {100 * max(r.get('test_in_train', 0) for r in runs):.2f}"
-            "% (Zoology warns above 0.1%)."]
+def body(results: Mapping[str, Any], runs: list[dict]) -> list[str]:
+    config, g, noise, metric = results["config"], group(runs), float(results["config"]["noise"]), held_out_metric(runs)
+    out = [f"{run_header(results, runs)}, vocabulary {config['vocab_size']}, {config['num_steps']} steps of batch "
+           f"{config['batch_size']} from {config['num_train']} examples per seed, {minutes(results):.1f} min.", "",
+           f"- Entries: mean {metric.split('_')[0]} accuracy (%) at the query positions [95% t-interval over seeds];"
+           " train: the fit on training examples; Δ: paired (same seed) differences in points.",
+           "- Learning rates (best mean validation accuracy): "
+           + ", ".join(sorted({f"{k[0]}={next(iter(s.values()))['lr']}" for k, s in g.items()})) + ".",
+           f"- Test sequences also in a training set: at most {100 * max(r.get('test_in_train', 0) for r in runs):.2f}"
+           "% (Zoology warns above 0.1%)."]
     for t in layouts(g, noise, metric):
-        out += ["", f"## {t.title}", "", table(g, t, **t.options)]
+        out += section(t.title, layout_table(g, t, order(k[0] for k in g), baseline=(BASELINE, "softmax"), **t.options))
     if any(r.get("final_train_loss") is not None and r["kv"] > 1 and float(r["noise"]) == noise for r in runs):
-        w = min(k[3] for k in g if k[4] == noise)
-        out += ["", f"## Where training ended: the chance plateau (width {w}, noise {noise})", "",
-                "A model that knows which tokens are values but not which one a key asks for puts equal mass on the "
-                "P values of the context: accuracy 1/P, loss ln P. Entries: the mean last logged training loss; "
-                f"on it: seeds whose last loss is within {PLATEAU[0]}-{PLATEAU[1]} x ln P.", "",
-                plateau_table(g, noise)]
-    out += ["", "## Ours vs published", "", verdicts(g, noise, metric), "", PUBLISHED]
-    out += ["", "## Protocol", "", "Differences" + study_config.__doc__.split("Differences", 1)[1].rstrip()]
-    return "\n".join(out + summary_tail(results, figure_files)) + "\n"
+        out += section(f"Where training ended: the chance plateau (width {min(k[3] for k in g if k[4] == noise)}, "
+                       f"noise {noise})", "A model that knows which tokens are values but not which one a key asks "
+                       "for puts equal mass on the P values of the context: accuracy 1/P, loss ln P. Entries: the mean "
+                       f"last logged training loss; on it: seeds whose last loss is within {PLATEAU[0]}-{PLATEAU[1]} x "
+                       "ln P.", plateau_table(g, noise))
+    return out + comparison_section(PUBLISHED["section"], verdicts(g, noise, metric)) + protocol_section(
+        PUBLISHED["protocol"])
+
+
+def summary_markdown(results: Mapping[str, Any], figure_files: Sequence[str] = ()) -> str:
+    return page(results, "Multi-query associative recall (Zoology, Arora et al. 2023)", figure_files, body)
 
 
 def write_report(results: dict[str, Any], workdir: str) -> str:
     """Writes ``summary.md`` and the plots into ``workdir`` and returns the summary."""
     runs, written = ok_runs(results), []
     if runs:
-        g, panels = group(runs), {}
-        metric = held_out_metric(runs)
-        for t in layouts(g, float(results["config"]["noise"]), metric):
-            if len(t.columns) > 1:
-                panels.setdefault((t.file, t.xlabel), {})[t.title] = panel(g, t)
-        written = save_figures(workdir, {name: curves_figure(
-            by_title, xlabel, f"{metric.split('_')[0]} accuracy at queries (%), 95% CI", cols=3,
-            logx=name == WIDTH_FILE) for (name, xlabel), by_title in panels.items()})  # widths double: 64, 128, ...
+        g, metric = group(runs), held_out_metric(runs)
+        written = save_figures(workdir, layout_figures(  # widths double (64, 128, ...): a log axis
+            g, layouts(g, float(results["config"]["noise"]), metric), order(k[0] for k in g),
+            f"{metric.split('_')[0]} accuracy at queries (%), 95% CI", logx=[WIDTH_FILE]))
         for maps in [r["attention_maps"] for r in runs if r.get("attention_maps")][:1]:  # softmax, one example
             written.append(maps_figure(maps, results["config"]["vocab_size"], os.path.join(workdir, MAPS_FILE)))
     return write_summary(workdir, summary_markdown(results, written))

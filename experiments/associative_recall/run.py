@@ -26,7 +26,7 @@ from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
 from attnjax.results import rounded
 from attnjax.sweep.report import describe_fit
-from attnjax.train import create_train_state, evaluate, fit
+from attnjax.train import create_train_state, evaluate
 from experiments.associative_recall import report
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "config.py")
@@ -166,13 +166,12 @@ def run_cell(cell: sweep.Cell, config: Config, context: sweep.Context) -> dict[s
         return {k: v[idx] for k, v in train.items()}
 
     t0 = time.perf_counter()
-    val_data, options, rule = dataset(config, cell, "val"), context.fit_options(cell), None
+    val_data, options, rule = dataset(config, cell, "val"), {}, None
     if "stopping" in config:  # Zoology's rule: stop once the validation accuracy (every log record) reaches 99%
         rule = stop_rule(config)
         options.update(validate=lambda s: evaluate(s, fixed_size_batches(val_data, size), mesh=mesh), stop=rule)
-    with open(context.log_path(cell), "w", encoding="utf-8") as log_file:  # data_rng: resumes draw the same batches
-        state, history = fit(state, batch, config.num_steps, rng=cell.key("steps"), mesh=mesh,
-                             log_every=config.log_every, log_file=log_file, data_rng=batch_rng, **options)
+    state, history = context.fit(cell, state, batch, config.num_steps, mesh=mesh, log_every=config.log_every,
+                                 data_rng=batch_rng, **options)  # data_rng: resumes draw the same batches
     train_seconds = time.perf_counter() - t0
     score = lambda data, n=None: evaluate(state, fixed_size_batches(data, size, n), mesh=mesh)  # noqa: E731
     fit_scores, val = score(train, config.num_train_eval), score(val_data)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import statistics
-import sys
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -26,14 +24,23 @@ import jax.numpy as jnp
 import ml_collections
 
 from attnjax import sweep
+from attnjax import ops
 from attnjax.ops import BlockSizes, dot_product_attention
-from attnjax.results import environment_info
+from attnjax.ops.registry import get_attention, init_attention_params
 from attnjax.sweep import bench
 from attnjax.sweep.report import markdown_table
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "attention_config.py")
-IMPLEMENTATIONS = ("attnjax_dense", "attnjax_blockwise", "jax_nn_xla", "flax_linen")
 REFERENCE = "jax_nn_xla"
+# Rows of the flex-attention issue: a bias or mask in the kernel (a ``score_mod``/``mask_mod``) against the same
+# bias or mask materialized (built inside the timed function, as a model builds it), and the mechanisms.
+BIASES = ("alibi", "t5")
+MECHANISMS = ("fire", "ssmax", "forgetting", "stick_breaking", "cope")
+DOCUMENTS = 8  # the document mask: T split into this many equal segments
+FLEX_ROWS = (*(f"{path}_{bias}_{form}" for bias in BIASES for path, form in
+               (("blockwise", "score_mod"), ("blockwise", "bias"), ("dense", "bias"))),
+             "blockwise_documents_mask_mod", "blockwise_documents_mask", "blockwise_causal_mask_mod", *MECHANISMS)
+IMPLEMENTATIONS = ("attnjax_dense", "attnjax_blockwise", REFERENCE, "flax_linen", *FLEX_ROWS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +68,52 @@ def attention_fn(name: str, causal: bool, block_sizes: BlockSizes) -> Callable:
                 mask = (jnp.arange(S)[None, :] <= jnp.arange(T)[:, None])[None, None]
             return nn.dot_product_attention(q, k, v, mask=mask)
         return flax_attention
-    raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
+    return flex_fn(name, causal, block_sizes)
+
+
+def flex_fn(name: str, causal: bool, block_sizes: BlockSizes) -> Callable:
+    """``(q, k, v) -> out`` for a row of :data:`FLEX_ROWS` (blockwise or dense attnjax with a hook, its
+    materialized form, or a mechanism on its blockwise path with freshly initialized parameters)."""
+    def run(q, k, v, path="blockwise", **kw):
+        return dot_product_attention(q, k, v, is_causal=kw.pop("is_causal", causal), implementation=path,
+                                     block_sizes=block_sizes, **kw)
+
+    if name in MECHANISMS:
+        def mechanism(q, k, v):
+            B, T, N, H = q.shape
+            kw = init_attention_params(name, jax.random.key(0), head_dim=H, num_heads=N)
+            if name == "forgetting":  # gates as a layer would give them: log sigmoid of a random projection
+                kw["log_forget"] = jax.nn.log_sigmoid(3.0 + jax.random.normal(jax.random.key(1), (B, T, N)))
+            return get_attention(name)(q, k, v, is_causal=causal or name == "stick_breaking",
+                                       implementation="blockwise", block_sizes=block_sizes, **kw)
+        return mechanism
+    if name.startswith("blockwise_documents") or name == "blockwise_causal_mask_mod":
+        def masked(q, k, v):
+            ids = jnp.broadcast_to(jnp.arange(q.shape[1]) * DOCUMENTS // q.shape[1], q.shape[:2])
+            if name == "blockwise_causal_mask_mod":
+                return run(q, k, v, is_causal=False, mask_mod=ops.causal_mask_mod())
+            if name.endswith("mask_mod"):
+                return run(q, k, v, mask_mod=ops.segment_mask_mod(ids))
+            return run(q, k, v, mask=ops.segment_mask(ids))
+        return masked
+    path, bias_name, form = name.split("_", 2)
+    if form not in ("score_mod", "bias") or bias_name not in BIASES:
+        raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
+
+    def biased(q, k, v):
+        N, T = q.shape[2], q.shape[1]
+        if bias_name == "alibi":
+            slopes = ops.alibi_slopes(N)
+            if form == "score_mod":
+                return run(q, k, v, path, **ops.alibi_score_mod(slopes, is_causal=causal).keywords())
+            positions = jnp.arange(T)
+            return run(q, k, v, path, bias=ops.alibi_bias(positions, positions, slopes, is_causal=causal))
+        table = ops.t5_table_init(jax.random.key(0), 32, N)
+        if form == "score_mod":
+            return run(q, k, v, path, **ops.t5_score_mod(table, is_causal=causal).keywords())
+        positions = jnp.arange(T)
+        return run(q, k, v, path, bias=ops.t5_relative_bias(table, positions, positions, is_causal=causal))
+    return biased
 
 
 def benchmark_fn(attn: Callable, passes: str) -> Callable:
@@ -93,17 +145,9 @@ def prepare_row(name: str, setting: Setting, config: ml_collections.ConfigDict,
     fn = benchmark_fn(attention_fn(name, setting.causal, block_sizes), setting.passes)
     spec = jax.ShapeDtypeStruct((B, setting.length, N, H), jnp.dtype(setting.dtype))
     specs = (spec,) * (4 if setting.passes == "fwd+bwd" else 3)
-    row: dict[str, Any] = {**dataclasses.asdict(setting), "implementation": name}
-    try:
-        compiled = fn.lower(*specs).compile()
-    except Exception as err:  # report, keep benchmarking the other rows
-        row.update(status=f"compile error: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
-        return row, None
-    row["temp_bytes"] = temp = bench.temp_bytes(compiled)
-    if temp is not None and temp > config.budget_gib * 2**30:
-        row["status"] = "skipped (memory)"
-        return row, None
-    if setting.length > config.max_timed_length:
+    compiled, facts = bench.compile_within(fn, specs, config.budget_gib)
+    row: dict[str, Any] = {**dataclasses.asdict(setting), "implementation": name, **facts}
+    if compiled is not None and setting.length > config.max_timed_length:
         row["status"] = "memory only"
         return row, None
     return row, compiled
@@ -116,12 +160,8 @@ def time_group(setting: Setting, prepared: list[tuple[dict[str, Any], Callable |
     runnable = [(row, fn) for row, fn in prepared if fn is not None]
     if not runnable:
         return
-    inputs = setting_inputs(setting, config)
-    all_times = bench.round_robin([(fn, inputs) for _, fn in runnable], config.repeats)
-    for (row, _), times in zip(runnable, all_times):
-        median = statistics.median(times)
-        row.update(status="ok", seconds=median, all_seconds=times,
-                   gflops=flops(setting, config.batch, config.heads, config.head_dim) / median / 1e9)
+    bench.time_rows(runnable, setting_inputs(setting, config), config.repeats,
+                    flops(setting, config.batch, config.heads, config.head_dim))
     if reference := next((row for row, _ in runnable if row["implementation"] == REFERENCE), None):
         for row, _ in runnable:
             row["ratio_to_jax_nn"] = reference["seconds"] / row["seconds"]
@@ -170,10 +210,8 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
             rows.append(row)
         del prepared  # frees this setting's inputs and executables before the next one
     table = markdown(rows, roofs, config.roof_size)
-    results = {"command": " ".join([os.path.basename(sys.executable), "-m", "experiments.bench.attention",
-                                    *sys.argv[1:]]),
-               "config": config.to_dict(), "block_sizes": dataclasses.asdict(block_sizes),
-               "matmul_roof_gflops": roofs, "rows": rows, "environment": environment_info()}
+    results = {"config": config.to_dict(), "block_sizes": dataclasses.asdict(block_sizes),
+               "matmul_roof_gflops": roofs, "rows": rows}
     bench.write_benchmark(config.out, "Attention benchmark", results, table)
     return results
 

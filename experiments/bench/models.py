@@ -4,7 +4,9 @@ Each pair runs the same jitted optax step (cross-entropy at every position, Adam
 batch: attnjax's ``TransformerEncoder`` against the same network in plain ``flax.linen``, and attnjax's
 ``lstm``/``gru`` against ``nn.RNN`` over linen's cells, at the study sizes (``config.study_settings``,
 ``BATCHxLENGTH``); then blockwise against dense attention at one long sequence (``config.long_length``,
-batch 1) with each step's compiled temporary memory. Parameter counts of a pair are checked equal first.
+batch 1) with each step's compiled temporary memory; and greedy decoding with against without the key/value
+cache (``config.decode_setting``, ``BATCHxPROMPTxTOKENS``: the cost per generated token, the Transformer LM and
+the LSTM). Parameter counts of a pair are checked equal first.
 Timed round-robin over the pair (one untimed step, then ``config.steps_per_round`` timed ones per round);
 the median round is reported. Writes ``summary.md`` and ``results.json`` to ``config.out``.
 """
@@ -12,8 +14,7 @@ the median round is reported. Writes ``summary.md`` and ``results.json`` to ``co
 from __future__ import annotations
 
 import os
-import statistics
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,8 +25,9 @@ import optax
 
 from attnjax import sweep
 from attnjax.nn import build_model, count_params, sinusoidal_table
-from attnjax.results import environment_info
 from attnjax.sweep import bench
+from attnjax.sweep.report import markdown_table
+from attnjax.train.decode import greedy_decode
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "models_config.py")
 
@@ -63,20 +65,6 @@ class PlainFlaxRNN(nn.Module):
         return nn.Dense(self.output_size)(nn.RNN(cell)(inputs))
 
 
-def make_step(apply: Callable, tx: optax.GradientTransformation) -> Callable:
-    """``(params, opt_state, inputs, targets) -> (params, opt_state, loss)``, jitted, state donated."""
-    def step(params, opt_state, inputs, targets):
-        def loss_fn(p):
-            logits = apply({"params": p}, inputs).astype(jnp.float32)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return jax.jit(step, donate_argnums=(0, 1))
-
-
 def _pairs(config: ml_collections.ConfigDict, vocab: int) -> dict[str, tuple[nn.Module, nn.Module]]:
     t = config.transformer
     attnjax_transformer = build_model("transformer", vocab, dict(
@@ -97,29 +85,54 @@ def _compile(model: nn.Module, batch: int, length: int, vocab: int, lr: float) -
     targets = jnp.asarray(np.roll(tokens, 1, axis=1), jnp.int32)
     params = jax.jit(model.init)(jax.random.key(0), inputs)["params"]
     tx = optax.adam(lr)
-    opt_state = tx.init(params)
-    step = make_step(model.apply, tx)
-    compiled = step.lower(params, opt_state, inputs, targets).compile()
-    return {"step": compiled, "state": [params, opt_state], "batch": (inputs, targets),
-            "params": count_params(params), "temp_bytes": bench.temp_bytes(compiled)}
-
-
-def _time(runs: list[dict[str, Any]], repeats: int, steps: int) -> list[float]:
-    """Median seconds per step of each run, timed round-robin (see the module docstring)."""
-    def step(run: dict[str, Any]) -> Callable[[], Any]:  # one train step that carries the run's state on
-        def one() -> Any:
-            *run["state"], loss = run["step"](*run["state"], *run["batch"])
-            return loss
-        return one
-
-    times = bench.round_robin([(step(run), ()) for run in runs], repeats, steps)
-    return [statistics.median(t) for t in times]
+    state = [params, tx.init(params)]
+    compiled, facts = bench.compile_within(bench.train_step(model.apply, tx), [*state, inputs, targets])
+    if compiled is None:
+        raise RuntimeError(f"{type(model).__name__}: {facts['status']}")
+    return {"step": bench.carried(compiled, state, (inputs, targets)), "params": count_params(params), **facts}
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first bad field (before anything is compiled)."""
     sweep.int_pairs(config.study_settings, "study_settings", "BATCHxLENGTH", "x")
+    _decode_setting(config)
     sweep.check_ints(config, vocab=1, hidden_size=1, repeats=1, steps_per_round=1)
+
+
+def _decode_setting(config: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
+    """``(batch, prompt, tokens)`` of ``config.decode_setting`` (None when empty: skipped)."""
+    if not config.decode_setting:
+        return None
+    parts = str(config.decode_setting).split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"config.decode_setting must be BATCHxPROMPTxTOKENS (positive ints) or empty, got "
+                         f"{config.decode_setting!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def decode_rows(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+    """Seconds per generated token of greedy decoding with the key/value cache and without it (every step a
+    forward pass over the whole sequence), for the study Transformer as an LM and the LSTM, timed round-robin."""
+    setting = _decode_setting(config)
+    if setting is None:
+        return []
+    batch, prompt, tokens = setting
+    t, vocab = config.transformer, config.vocab
+    inputs = jax.nn.one_hot(np.random.default_rng(0).integers(0, vocab, (batch, prompt + tokens - 1)), vocab)
+    data = {"inputs": inputs, "prompt_lengths": np.full((batch,), prompt, np.int32)}
+    models = {"transformer_lm": build_model("transformer_lm", vocab, dict(
+        num_layers=t.num_layers, d_model=t.d_model, num_heads=t.num_heads, mlp_dim=t.mlp_dim)),
+        "lstm": build_model("lstm", vocab, dict(hidden_size=config.hidden_size))}
+    rows = []
+    for name, model in models.items():
+        params = jax.jit(model.init)(jax.random.key(0), inputs)["params"]
+        calls = [(lambda cached=cached: greedy_decode(model, params, data, tokens, cached=cached), ())
+                 for cached in (True, False)]
+        cached_s, uncached_s = bench.medians(calls, config.repeats)
+        rows.append({"model": name, "batch": batch, "prompt": prompt, "tokens": tokens,
+                     "cached_ms_per_token": 1e3 * cached_s / tokens, "uncached_ms_per_token": 1e3 * uncached_s / tokens,
+                     "speedup": uncached_s / cached_s})
+    return rows
 
 
 def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -131,11 +144,11 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
             if runs[0]["params"] != runs[1]["params"]:
                 raise AssertionError(f"{name}: attnjax has {runs[0]['params']} parameters, plain flax "
                                      f"{runs[1]['params']}: not the same network")
-            ours_s, plain_s = _time(runs, config.repeats, config.steps_per_round)
+            ours_s, plain_s = bench.medians([(r["step"], ()) for r in runs], config.repeats, config.steps_per_round)
             rows.append({"model": name, "batch": batch, "length": length, "params": runs[0]["params"],
                          "attnjax_examples_per_s": batch / ours_s, "plain_examples_per_s": batch / plain_s,
                          "attnjax_tokens_per_s": batch * length / ours_s, "ratio": plain_s / ours_s})
-            print(_study_row(rows[-1]), flush=True)
+            print("| " + " | ".join(_study_row(rows[-1])) + " |", flush=True)
     long_rows = []
     if config.long_length > 0:
         t = config.transformer
@@ -145,33 +158,39 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
                 num_layers=t.num_layers, d_model=t.d_model, num_heads=t.num_heads, mlp_dim=t.mlp_dim,
                 attention=dict(implementation=implementation)))
             runs[implementation] = _compile(model, 1, config.long_length, vocab, config.learning_rate)
-        seconds = dict(zip(runs, _time(list(runs.values()), config.repeats, 1)))
+        seconds = dict(zip(runs, bench.medians([(r["step"], ()) for r in runs.values()], config.repeats)))
         for implementation, r in runs.items():
             long_rows.append({"implementation": implementation, "length": config.long_length,
                               "seconds_per_step": seconds[implementation], "temp_bytes": r["temp_bytes"],
                               "speedup_vs_dense": seconds["dense"] / seconds[implementation],
                               "memory_vs_dense": r["temp_bytes"] / runs["dense"]["temp_bytes"]})
-    table = markdown(rows, long_rows, config)
-    results = {"config": config.to_dict(), "study": rows, "long": long_rows, "environment": environment_info()}
+    decode = decode_rows(config)
+    table = markdown(rows, long_rows, config, decode)
+    results = {"config": config.to_dict(), "study": rows, "long": long_rows, "decode": decode}
     bench.write_benchmark(config.out, "Model benchmark", results, table)
     return results
 
 
-def _study_row(r: dict[str, Any]) -> str:
-    return (f"| {r['model']} | {r['batch']} x {r['length']} | {r['params']:,} | {r['attnjax_examples_per_s']:,.0f} "
-            f"| {r['plain_examples_per_s']:,.0f} | {r['attnjax_tokens_per_s']:,.0f} | {r['ratio']:.2f}x |")
+def _study_row(r: dict[str, Any]) -> list[str]:
+    return [r["model"], f"{r['batch']} x {r['length']}", f"{r['params']:,}", f"{r['attnjax_examples_per_s']:,.0f}",
+            f"{r['plain_examples_per_s']:,.0f}", f"{r['attnjax_tokens_per_s']:,.0f}", f"{r['ratio']:.2f}x"]
 
 
-def markdown(rows: list[dict[str, Any]], long_rows: list[dict[str, Any]], config: ml_collections.ConfigDict) -> str:
-    lines = ["| model | batch x length | params | attnjax ex/s | plain flax ex/s | attnjax tokens/s | "
-             "attnjax / plain |", "|---|---|---:|---:|---:|---:|---:|"] + [_study_row(r) for r in rows]
+def markdown(rows: list[dict[str, Any]], long_rows: list[dict[str, Any]], config: ml_collections.ConfigDict,
+             decode: list[dict[str, Any]] = ()) -> str:
+    text = markdown_table(["model", "batch x length", "params", "attnjax ex/s", "plain flax ex/s", "attnjax tokens/s",
+                           "attnjax / plain"], [_study_row(r) for r in rows], "llrrrrr")
     if long_rows:
-        lines += ["", f"Transformer train step at T = {config.long_length}, batch 1:", "",
-                  "| implementation | s / step | temp MiB | speed vs dense | memory vs dense |",
-                  "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['implementation']} | {r['seconds_per_step']:.3f} | {r['temp_bytes'] / 2**20:,.1f} | "
-                  f"{r['speedup_vs_dense']:.2f}x | {r['memory_vs_dense']:.3f} |" for r in long_rows]
-    return "\n".join(lines) + "\n"
+        text += f"\n\nTransformer train step at T = {config.long_length}, batch 1:\n\n" + markdown_table(
+            ["implementation", "s / step", "temp MiB", "speed vs dense", "memory vs dense"],
+            [[r["implementation"], f"{r['seconds_per_step']:.3f}", f"{r['temp_bytes'] / 2**20:,.1f}",
+              f"{r['speedup_vs_dense']:.2f}x", f"{r['memory_vs_dense']:.3f}"] for r in long_rows], "lrrrr")
+    if decode:
+        text += "\n\nGreedy decoding, ms per generated token (one step of the whole batch):\n\n" + markdown_table(
+            ["model", "batch x prompt + tokens", "cached", "uncached", "cache speed-up"],
+            [[r["model"], f"{r['batch']} x {r['prompt']} + {r['tokens']}", f"{r['cached_ms_per_token']:.3f}",
+              f"{r['uncached_ms_per_token']:.3f}", f"{r['speedup']:.2f}x"] for r in decode], "llrrr")
+    return text + "\n"
 
 
 if __name__ == "__main__":

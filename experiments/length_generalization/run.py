@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from attnjax import data, sweep
 from attnjax.nn import Execution, apply_with_attention_weights, build_model, count_params, get_model_spec, model_kind
@@ -26,9 +25,9 @@ from attnjax.ops.positional import POSITIONAL, RANDOMIZED_EVAL, get_positional
 from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
 from attnjax.results import rounded
-from attnjax.sweep.fitting import fit_metrics, train_to_fit
+from attnjax.sweep.fitting import fit_metrics, length_scores, length_validation, train_to_fit
 from attnjax.sweep.training import optimizer_for, recipe, stop_rule
-from attnjax.train import TrainState, create_train_state, evaluate_lengths, fit, make_train_step
+from attnjax.train import TrainState, create_train_state, fit, make_train_step
 from experiments.length_generalization import report
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "config.py")
@@ -158,37 +157,26 @@ def run_cell(cell: sweep.Cell, config: ml_collections.ConfigDict, context: sweep
 
 def scores(cell: sweep.Cell, config: ml_collections.ConfigDict, task: data.Task, state: TrainState, mesh,
            in_full: bool = True) -> dict[str, Any]:
-    """Per-token accuracy at every length 1..M on the cell's test examples (the same ones at every call):
-    ``train_accuracy`` (mean over 1..N), ``ood_score`` (mean over N+1..M) and, ``in_full``,
-    ``accuracy_per_length``."""
-    n, m, bucket, rng = config.train_max_length, config.test_max_length, config.eval_bucket, cell.rng(
-        "eval_data", ("task", "seed"))
+    """:func:`attnjax.sweep.fitting.length_scores` on the cell's test examples at every length 1..M (the same
+    ones at every call)."""
+    m, bucket, rng = config.test_max_length, config.eval_bucket, cell.rng("eval_data", ("task", "seed"))
 
     def batches(k: int) -> list[dict]:  # test lengths pad up to multiples of eval_bucket: few compiled programs
         pad = data.padded_length(task, m if bucket <= 0 else min(-(-k // bucket) * bucket, m))
         return [data.length_batch(task, rng, config.eval_batch_size, k, pad)]
 
-    per_length = evaluate_lengths(state, batches, range(1, m + 1), mesh=mesh, rng=cell.key("eval_positions"))
-    acc = {k: v["accuracy"] for k, v in per_length.items()}
-    return {"train_accuracy": float(np.mean([acc[k] for k in range(1, n + 1)])),
-            "ood_score": float(np.mean([acc[k] for k in range(n + 1, m + 1)])),
-            **({"accuracy_per_length": {str(k): a for k, a in acc.items()}} if in_full else {})}
+    return length_scores(state, batches, config.train_max_length, m, mesh=mesh, rng=cell.key("eval_positions"),
+                         in_full=in_full)
 
 
 def validation(cell: sweep.Cell, config: ml_collections.ConfigDict, task: data.Task, mesh
                ) -> Callable[[TrainState], dict[str, float]]:
     """The in-distribution validation of train-to-fit: ``val_batch_size`` fresh examples at each training length
-    1..N (drawn once, from their own stream), all padded to N (one compiled program); ``accuracy`` is the mean
-    over lengths, as ``train_accuracy`` is. Never the test lengths."""
+    1..N (drawn once, from their own stream), all padded to N (one compiled program)."""
     n, rng = config.train_max_length, cell.rng("val_data", ("task", "seed"))
     batches = {k: [data.length_batch(task, rng, config.val_batch_size, k, data.padded_length(task, n))]
                for k in range(1, n + 1)}
-    key = cell.key("val_positions")
-
-    def validate(state: TrainState) -> dict[str, float]:
-        per_length = evaluate_lengths(state, batches.__getitem__, batches, mesh=mesh, rng=key)
-        return {"accuracy": float(np.mean([v["accuracy"] for v in per_length.values()]))}
-    return validate
+    return length_validation(batches, mesh=mesh, rng=cell.key("val_positions"))
 
 
 def attention_maps(cell: sweep.Cell, config: ml_collections.ConfigDict, model: Any, params: Any, task: data.Task

@@ -1,13 +1,13 @@
 """The numbers and tables of the length-generalization report: pure functions of the ok runs and the config.
 
-Runs are grouped by ``(task, model, variant)`` into an :class:`Entry` at the setting (recipe and learning rate)
-with the best mean **in-distribution validation** accuracy (ties: the smaller lr; test lengths never choose it). Aggregates over tasks average
-each seed's scores over the tasks every seed has, then take the 95% t-interval over seeds.
+Runs are grouped by ``(task, model, variant)`` into an :class:`~attnjax.sweep.fitting.Entry` at the setting (recipe
+and learning rate) with the best mean **in-distribution validation** accuracy (ties: the smaller lr; test lengths
+never choose it). Aggregates over tasks average each seed's scores over the tasks every seed has, then take the 95%
+t-interval over seeds.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -16,9 +16,9 @@ from attnjax import stats
 from attnjax.data import TASKS
 from attnjax.data.tasks import TIERS
 from attnjax.sweep import fitting
-from attnjax.sweep.fitting import choose_setting, fit_count_line, fit_text
-from attnjax.sweep.report import (PairedEffect, ci_text, load_published, markdown_table, paired_effect, pct,
-                                 per_seed_means, setting)
+from attnjax.sweep.fitting import Entry, choose_setting, fit_count_line, fit_text, underfit_flag  # noqa: F401
+from attnjax.sweep.published import load_published
+from attnjax.sweep.report import PairedEffect, ci_text, markdown_table, paired_effect, pct, per_seed_means, setting
 
 Run = dict[str, Any]
 Key = tuple[str, str, str]  # (task, model, variant)
@@ -62,52 +62,14 @@ def key_order(keys) -> list[tuple[str, str]]:
     return sorted(seen, key=lambda mv: (mv[1] != "-", model_rank(mv[0])[0], seen.index(mv)))
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One (task, model, variant): its runs at the chosen ``setting`` (by seed); ``best``: the paper's statistic
-    (best OOD score over every seed and setting); ``underfit``: chosen runs below ``min_train_accuracy`` in
-    distribution."""
-
-    setting: str
-    num_settings: int
-    runs: tuple[Run, ...]
-    best: float
-    underfit: int
-
-    ood = property(lambda self: [r["ood_score"] for r in self.runs])
-    in_dist = property(lambda self: [r["train_accuracy"] for r in self.runs])
-    seeds = property(lambda self: [r["seed"] for r in self.runs])
-    ci = property(lambda self: stats.mean_ci(self.ood))
-
-
 def entries(runs: Sequence[Run], min_train_accuracy: float) -> dict[Key, Entry]:
-    """Every (task, model, variant) of ``runs`` as an :class:`Entry`."""
-    groups: dict[Key, list[Run]] = {}
-    for r in runs:
-        groups.setdefault((r["task"], r["model"], r["variant"]), []).append(r)
-    out = {}
-    for key, group in groups.items():
-        chosen_setting = choose_setting(group)
-        chosen = tuple(sorted((r for r in group if setting(r) == chosen_setting), key=lambda r: r["seed"]))
-        out[key] = Entry(chosen_setting, len({setting(r) for r in group}), chosen, max(r["ood_score"] for r in group),
-                         sum(r["train_accuracy"] < min_train_accuracy for r in chosen))
-    return out
+    """Every (task, model, variant) of ``runs`` as an :class:`~attnjax.sweep.fitting.Entry`."""
+    return fitting.entries(runs, lambda r: (r["task"], r["model"], r["variant"]), min_train_accuracy)
 
 
 def worst_length(run: Run, train_max_length: int) -> float:
     """The run's lowest accuracy over the test lengths (beyond ``train_max_length``)."""
     return min(a for k, a in run["accuracy_per_length"].items() if int(k) > train_max_length)
-
-
-def underfit_flag(k: int, n: int) -> str:
-    """`` ⚠k/n under-fit`` when ``k`` of ``n`` runs under-fit, else empty."""
-    return f" ⚠{k}/{n} under-fit" if k else ""
-
-
-def entry_text(e: Entry) -> str:
-    """``OOD mean [lo, hi] (best) · in-dist mean``, the chosen setting when several were swept, the under-fit flag."""
-    lr, flag = f" @{e.setting}" if e.num_settings > 1 else "", underfit_flag(e.underfit, len(e.runs))
-    return f"{ci_text(*e.ci)} ({pct(e.best)}) · {pct(float(np.mean(e.in_dist)))}{lr}{flag}"
 
 
 def best_standard_transformer(es: Mapping[Key, Entry], task: str) -> tuple[str, Entry] | None:
@@ -131,7 +93,7 @@ def table1(es: Mapping[Key, Entry], ceilings: Mapping[str, tuple[float, float]])
     for task in task_order(t for t, _, _ in es):
         tier = TASKS[task].tier
         row, previous_tier = [tier if tier != previous_tier else "", task], tier
-        row += [entry_text(es[(task, m, v)]) if (task, m, v) in es else "–" for m, v in columns]
+        row += [es[(task, m, v)].text() if (task, m, v) in es else "–" for m, v in columns]
         if several:
             best = best_standard_transformer(es, task)
             row.append(f"{pct(best[1].best)} ({parse_variant(best[0])[1]})" if best else "–")

@@ -12,8 +12,7 @@ Presets (``--config=experiments/seq2seq_attention/config.py:PRESET``):
   batch 80, 20,000 steps, four tasks, 5 seeds; the ``cpu`` pilot's lrs until ``paper_lr_pilot`` (the
   ``lr_pilot`` rule at these sizes, lrs {1e-4, 3e-4, 1e-3}) has run.
 
-Differences from the paper: synthetic tasks, not WMT'14 En-Fr; greedy accuracy per length, not BLEU of beam
-search; Adam with clipping, not Adadelta; a tanh read-out, not maxout; smaller and shorter on CPU.
+Differences from the paper: ``protocol`` in ``published.json`` beside this file, shown on every page.
 """
 
 import ml_collections

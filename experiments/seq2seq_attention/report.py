@@ -11,9 +11,10 @@ import numpy as np
 
 from attnjax.plots import plot_weight_maps
 from attnjax.sweep import ok_runs
-from attnjax.sweep.report import (compare, compare_direction, comparison_table, curves_figure, load_published,
-                                 markdown_table, minutes, pct, run_header, save_figures, seeds_ci_text, summary_tail,
-                                 write_summary)
+from attnjax.sweep.plots import curves_figure, save_figures
+from attnjax.sweep.published import check, comparison_section, load_published, protocol_section
+from attnjax.sweep.report import (markdown_table, mean, minutes, page, paired, pct, run_header, section, seed_values,
+                                 seeds_ci_text, write_summary)
 
 CURVES_FILE = "accuracy_vs_length.png"
 LABELS = {("rnn_seq2seq", "none"): "RNNencdec", ("rnn_seq2seq", "additive"): "RNNsearch",
@@ -21,15 +22,8 @@ LABELS = {("rnn_seq2seq", "none"): "RNNencdec", ("rnn_seq2seq", "additive"): "RN
 ORDER, BASELINE = tuple(LABELS.values()), "RNNencdec"
 GREEDY, IN, OOD = "greedy_token_accuracy", "in_greedy_token_accuracy", "ood_greedy_token_accuracy"
 METRICS = [("token_accuracy", "TF token"), (GREEDY, "greedy token"), ("greedy_sequence_accuracy", "greedy seq")]
-PUBLISHED_BLEU = load_published(__file__)["bahdanau2014"]["bleu"]
-# Bahdanau et al.'s Figure 2 goes to 1.2x the -50 models' training length.
-NEAR_RATIO, HOLD_TOLERANCE = 1.2, 0.10  # "no deterioration past the training lengths": within 10 points of 0
-PROTOCOL = ("synthetic tasks ({tasks}, alphabet {alphabet_size}) of lengths 1..{train_max_length}, not WMT'14 En-Fr "
-            "sentences up to 50 words; greedy accuracy per length, not BLEU of beam search",
-            "Adam (clip {max_grad_norm}), {num_steps:,} steps of batch {batch_size}, not Adadelta for about 5 days at "
-            "batch 80; GRU {rnn_seq2seq[hidden_size]}, embeddings {rnn_seq2seq[embed_dim]}, attention "
-            "{rnn_seq2seq[attention_dim]} (paper: 1000, 620, 1000); tanh read-out, not maxout",
-            "the RNN+Luong and Transformer (absolute positions: OOD mixes in position extrapolation) models are ours")
+PUBLISHED = load_published(__file__)["bahdanau2014"]
+CLAIMS = PUBLISHED["claims"]
 Key = tuple[str, str, str]  # (task, model label, lr)
 
 
@@ -37,9 +31,12 @@ def group(runs: Sequence[dict]) -> dict[Key, dict[int, dict]]:
     """``{(task, label, lr): {seed: run}}``."""
     out: dict[Key, dict[int, dict]] = {}
     for r in runs:
-        name = LABELS.get((r["model"], r["variant"]), f"{r['model']}+{r['variant']}")
-        out.setdefault((r["task"], name, str(r["lr"])), {})[int(r["seed"])] = r
+        out.setdefault((r["task"], _label(r), str(r["lr"])), {})[int(r["seed"])] = r
     return out
+
+
+def _label(r: Mapping[str, Any]) -> str:
+    return LABELS.get((r["model"], r["variant"]), f"{r['model']}+{r['variant']}")
 
 
 def _order(keys) -> list[Key]:
@@ -50,20 +47,14 @@ def _row_name(g: Mapping[Key, Any], key: Key) -> str:
     return f"{key[1]} lr={key[2]}" if len({k[2] for k in g if k[:2] == key[:2]}) > 1 else key[1]
 
 
-def values(seeds: Mapping[int, dict], metric: str, band: tuple[int, int] | None = None) -> list[float]:
+def values(seeds: Mapping[int, dict], metric: str, band: tuple[int, int] | None = None) -> dict[int, float]:
     """Per seed: ``metric``, or the mean of its per-length values over the lengths ``band = (lo, hi)``."""
-    if band is None:
-        return [seeds[s][metric] for s in sorted(seeds) if seeds[s].get(metric) is not None]
-    per = [[seeds[s]["per_length"][str(n)][metric] for n in range(band[0], band[1] + 1)
-            if str(n) in seeds[s]["per_length"]] for s in sorted(seeds)]
-    return [float(np.mean(p)) for p in per if p]
+    return seed_values(seeds, metric, None if band is None else range(band[0], band[1] + 1))
 
 
-def paired(g, a: Key, b: Key, metric: str, band: tuple[int, int] | None = None) -> list[float]:
+def diff(g, a: Key, b: Key, metric: str, band: tuple[int, int] | None = None) -> dict[int, float]:
     """Per seed both have: ``a``'s ``metric`` (or its mean over the lengths ``band``) minus ``b``'s."""
-    seeds = sorted(set(g[a]) & set(g[b]))
-    x, y = (values({s: g[k][s] for s in seeds}, metric, band) for k in (a, b))
-    return list(np.subtract(x, y)) if len(x) == len(y) else []
+    return paired(values(g[a], metric, band), values(g[b], metric, band))
 
 
 def baseline_key(g: Mapping[Key, Any], key: Key) -> Key | None:
@@ -73,7 +64,7 @@ def baseline_key(g: Mapping[Key, Any], key: Key) -> Key | None:
 
 
 def underfit(seeds: Mapping[int, dict], floor: float) -> bool:
-    return bool(values(seeds, IN)) and float(np.mean(values(seeds, IN))) < floor
+    return (fit := mean(values(seeds, IN).values())) is not None and fit < floor
 
 
 def bands(n: int, m: int) -> list[tuple[int, int]]:
@@ -96,7 +87,7 @@ def task_tables(g, task: str, n: int, m: int, floor: float) -> list[str]:
         out += ["Attention minus no attention (paired by seed, points):", markdown_table(
             ["comparison", "seeds", *[f"Δ {name}" for _, name in greedy]],
             [[f"{_row_name(g, k)} − {_row_name(g, b)}", len(set(g[k]) & set(g[b])),
-              *[seeds_ci_text(paired(g, k, b, met), sign=True) for met, _ in greedy]] for k, b in pairs])]
+              *[seeds_ci_text(diff(g, k, b, met), sign=True) for met, _ in greedy]] for k, b in pairs])]
     return out + ["Greedy token accuracy by band of source lengths:", markdown_table(
         ["model", *[f"n={lo}..{hi}" + (" (train)" if hi <= n else "") for lo, hi in bands(n, m)]],
         [[_row_name(g, k), *[seeds_ci_text(values(g[k], GREEDY, b)) for b in bands(n, m)]] for k in keys])]
@@ -107,7 +98,7 @@ def pilot_table(g, tasks: Sequence[str]) -> tuple[str, dict[str, str]]:
     lrs, rows, chosen = sorted({k[2] for k in g}, key=float), [], {}
     for family, members in (("rnn_seq2seq", ORDER[:3]), ("transformer_seq2seq", ORDER[3:])):
         members = [nm for nm in members if any(k[1] == nm for k in g)]
-        per = {lr: [[np.mean(values(g[(t, nm, lr)], IN)) for t in tasks if (t, nm, lr) in g] for nm in members]
+        per = {lr: [[mean(values(g[(t, nm, lr)], IN).values()) for t in tasks if (t, nm, lr) in g] for nm in members]
                for lr in lrs}
         if means := {lr: float(np.mean([np.mean(p) for p in v])) for lr, v in per.items() if v and all(v)}:
             chosen[family] = min((lr for lr, v in means.items() if v >= max(means.values()) - 1e-3), key=float)
@@ -121,20 +112,18 @@ def comparisons(g, task: str, n: int, m: int, floor: float) -> list:
     base = baseline_key(g, key) if key else None
     if base is None or not set(g[key]) & set(g[base]):
         return []
-    caveat, half = "RNNsearch under-fit" if underfit(g[key], floor) else "", max(1, n // 2)
-    out = [compare_direction(f"{task}: RNNsearch − RNNencdec, lengths 1..{n}", paired(g, key, base, IN),
-                             "ahead: {RNNsearch} vs {RNNencdec} BLEU".format(**PUBLISHED_BLEU), caveat=caveat)]
+    half = max(1, n // 2)
+    fields = dict(task=task, n=n, m=m, half=half, bleu=PUBLISHED["bleu"],
+                  caveat="RNNsearch under-fit" if underfit(g[key], floor) else "")
+    out = [check(CLAIMS["lead"], list(diff(g, key, base, IN).values()), **fields)]
     if n > half:  # inside the training lengths: does RNNsearch's lead grow with length?
-        lead = [paired(g, key, base, GREEDY, band) for band in ((half + 1, n), (1, half))]
-        out.append(compare_direction(f"{task}: RNNsearch − RNNencdec at lengths {half + 1}..{n} minus at 1..{half}",
-                                     list(np.subtract(*lead)), "RNNencdec falls with length (Fig. 2)", caveat=caveat))
+        lead = [diff(g, key, base, GREEDY, band) for band in ((half + 1, n), (1, half))]
+        out.append(check(CLAIMS["growth"], list(paired(*lead).values()), upper=half + 1, **fields))
     if m > n:
-        near = (n + 1, min(m, max(n + 1, math.ceil(NEAR_RATIO * n))))
-        loss = np.subtract(values(g[key], GREEDY, (1, n)), values(g[key], GREEDY, near))
-        out += [compare(f"{task}: RNNsearch's loss from 1..{n} to {near[0]}..{near[1]}", list(loss), 0.0,
-                        tolerance=HOLD_TOLERANCE, caveat=caveat),
-                compare_direction(f"{task}: RNNsearch − RNNencdec, lengths {n + 1}..{m}", paired(g, key, base, OOD),
-                                  "RNNsearch-30 ahead to 2x its training length (Fig. 2)", caveat=caveat)]
+        near = (n + 1, min(m, max(n + 1, math.ceil(PUBLISHED["near_ratio"] * n))))
+        loss = paired(values(g[key], GREEDY, (1, n)), values(g[key], GREEDY, near))
+        out += [check(CLAIMS["hold"], list(loss.values()), near=near, **fields),
+                check(CLAIMS["ood"], list(diff(g, key, base, OOD).values()), upper=n + 1, **fields)]
     return out
 
 
@@ -150,8 +139,7 @@ def write_figures(results: Mapping[str, Any], runs: Sequence[dict], workdir: str
                                                                 cols=len({k[0] for k in g}))})
     for r in runs:
         for length, e in sorted(r.get("attention_maps", {}).items(), key=lambda kv: int(kv[0])):
-            name = LABELS.get((r["model"], r["variant"]), f"{r['model']}+{r['variant']}")
-            weights = np.asarray(e["weights"])
+            name, weights = _label(r), np.asarray(e["weights"])
             written.append(f"attention_{r['task']}_{name.replace('+', '_')}_n{length}.png")
             plot_weight_maps(weights, os.path.join(workdir, written[-1]), titles=e["titles"], max_cols=4,
                              query_labels=[f"{t}:{p}" for t, p in zip(e["target"], e["prediction"])],
@@ -163,28 +151,27 @@ def write_figures(results: Mapping[str, Any], runs: Sequence[dict], workdir: str
     return written
 
 
-def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
-    config, runs = results["config"], ok_runs(results)
-    out = ["# Attention vs no attention in seq2seq (Bahdanau et al. 2014): accuracy vs source length", ""]
-    if not runs:
-        return "\n".join(out + ["No finished cells."] + summary_tail(results, figures)) + "\n"
+def body(results: Mapping[str, Any], runs: list[dict]) -> list[str]:
+    config = results["config"]
     n, m, floor = config["train_max_length"], config["test_max_length"], config.get("min_train_accuracy", 0.9)
     split, tasks, g = runs[0].get("eval_split", "test"), list(dict.fromkeys(r["task"] for r in runs)), group(runs)
-    out += [f"{run_header(results, runs)}, {minutes(results):.1f} min in all; {split} examples at every length. "
-            f"*in-dist*: lengths 1..{n} (trained on); *OOD*: {n + 1}..{m}; *TF*: teacher-forced; *greedy*: decoded "
-            f"from its own tokens; *seq*: all right; *fit*: in-dist greedy token ≥ {100 * floor:.0f}%."]
+    out = [f"{run_header(results, runs)}, {minutes(results):.1f} min in all; {split} examples at every length. "
+           f"*in-dist*: lengths 1..{n} (trained on); *OOD*: {n + 1}..{m}; *TF*: teacher-forced; *greedy*: decoded "
+           f"from its own tokens; *seq*: all right; *fit*: in-dist greedy token ≥ {100 * floor:.0f}%."]
     for i, task in enumerate(tasks, 1):
-        out += ["", f"## Table {i}: {task}"] + [x for t in task_tables(g, task, n, m, floor) for x in ("", t)]
+        out += section(f"Table {i}: {task}", *task_tables(g, task, n, m, floor))
     if split == "validation":
         table, chosen = pilot_table(g, tasks)
-        out += ["", "## Learning-rate pilot (validation, in-distribution lengths)", "", table, "",
-                "Chosen: " + ", ".join(f"{k} {v}" for k, v in chosen.items()) + "."]
+        out += section("Learning-rate pilot (validation, in-distribution lengths)", table,
+                       "Chosen: " + ", ".join(f"{k} {v}" for k, v in chosen.items()) + ".")
     if rows := [c for task in tasks for c in comparisons(g, task, n, m, floor)]:
-        out += ["", "## Ours vs published", "", "Bahdanau et al. 2014. A direction *agrees* when our interval excludes"
-                f" 0 on its side, a loss when it is within {100 * HOLD_TOLERANCE:.0f} points of 0.", "",
-                comparison_table(rows)]
-    out += ["", "## Differences from the paper's protocol", "", *[f"- {d.format(**config)}." for d in PROTOCOL]]
-    return "\n".join(out + summary_tail(results, figures)) + "\n"
+        out += comparison_section(PUBLISHED["section"], rows, points=100 * CLAIMS["hold"]["tolerance"])
+    return out + protocol_section(PUBLISHED["protocol"], **config)
+
+
+def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
+    title = "Attention vs no attention in seq2seq (Bahdanau et al. 2014): accuracy vs source length"
+    return page(results, title, figures, body)
 
 
 def write_report(results: dict[str, Any], workdir: str) -> str:

@@ -21,7 +21,7 @@ from attnjax.data.seq2seq import SEQ2SEQ_TASKS, get_seq2seq_task, seq2seq_length
 from attnjax.nn import build_model, count_params, model_kind
 from attnjax.nn.rnn_seq2seq import SEQ2SEQ_ATTENTION
 from attnjax.parallel.mesh import data_mesh
-from attnjax.train import create_train_state, evaluate_seq2seq_lengths, fit, seq2seq_train_step
+from attnjax.train import create_train_state, evaluate_seq2seq_lengths, seq2seq_train_step
 from experiments.seq2seq_attention import report
 from experiments.seq2seq_attention.maps import attention_maps
 
@@ -92,12 +92,10 @@ def run_cell(cell: sweep.Cell, config: ConfigDict, context: sweep.Context) -> di
     state = create_train_state(build_model(cell["model"], a, fields), cell.key("init"), example,
                                optimizer_for(config, cell["lr"]))
     train_rng, mesh, t0 = cell.rng("train_data", ("task", "seed")), data_mesh(config.mesh_data), time.perf_counter()
-    with open(context.log_path(cell), "w", encoding="utf-8") as log_file:
-        # data_rng: checkpoints save train_rng's position, so a resumed cell draws the same batches.
-        state, history = fit(state, lambda _: seq2seq_training_batch(task, train_rng, config.batch_size, n, a),
-                             config.num_steps, rng=cell.key("steps"), mesh=mesh, log_every=config.log_every,
-                             log_file=log_file, step_fn=seq2seq_train_step, data_rng=train_rng,
-                             **context.fit_options(cell))
+    # data_rng: checkpoints save train_rng's position, so a resumed cell draws the same batches.
+    batches = lambda _: seq2seq_training_batch(task, train_rng, config.batch_size, n, a)  # noqa: E731
+    state, history = context.fit(cell, state, batches, config.num_steps, mesh=mesh, log_every=config.log_every,
+                                 step_fn=seq2seq_train_step, data_rng=train_rng)
     train_seconds = time.perf_counter() - t0
     eval_rng, bucket = cell.rng(f"{config.eval_split}_data", ("task", "seed")), config.eval_bucket
     pad = lambda k: m if bucket <= 0 else min(-(-k // bucket) * bucket, m)  # noqa: E731 (evaluated length k, padded)

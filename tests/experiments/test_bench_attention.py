@@ -20,7 +20,8 @@ def _config(tmp_path, **overrides):
 
 
 def test_benchmark_runs_and_skips_over_budget(tmp_path):
-    results = bench_attention.run(_config(tmp_path, budget_gib=0.00001))
+    results = bench_attention.run(_config(tmp_path, budget_gib=0.00001,
+                                          implementations=",".join(bench_attention.IMPLEMENTATIONS)))
     rows = results["rows"]
     assert {r["implementation"] for r in rows} == set(bench_attention.IMPLEMENTATIONS)
     # The budget is below every path's compiled temporary memory: nothing may be executed.

@@ -92,7 +92,16 @@ def test_presets_build_every_cell():
     assert len(every) == (5 + 6) * 2 * 3 * 3  # every encoding, including none
     paper = m1d_config.get_config("paper")
     assert (paper.batch_size, paper.num_steps, paper.learning_rates.cnn) == (100, 8000, "1e-2")
-    assert paper.train_sizes == "4000"
+    assert paper.train_sizes == "4000" and paper.num_seeds == 5
+    # greydanus/mnist1d: no clipping, batches in order, Adam for the baselines, the bidirectional GRU of hidden 6
+    # that reads every step.
+    assert paper.max_grad_norm is None and paper.batch_order == "cycle" and paper.recipes.cnn == "adam+constant"
+    assert (paper.gru.hidden_size, paper.gru.bidirectional, paper.gru.pooling) == (6, True, "flatten")
+    assert len(m1d.cells(paper)) == (5 + 6) * 2 * 5
+    recipe_pilot = m1d_config.get_config("recipe_pilot")
+    assert recipe_pilot.validation_size == 500 and recipe_pilot.first_seed == 100 and recipe_pilot.datasets == "normal"
+    assert {c["recipe"] for c in m1d.cells(recipe_pilot)} == {"adam+constant", "adam+warmup_cosine",
+                                                              "adamw+warmup_cosine"}
     pilot = m1d_config.get_config("lr_pilot")
     assert pilot.validation_size > 0 and int(pilot.train_sizes) <= 4000 - pilot.validation_size
     with pytest.raises(ValueError, match="preset"):
@@ -108,6 +117,42 @@ def test_fingerprint_follows_only_its_model_and_not_the_seed_list():
     config.num_seeds = 5
     assert m1d.EXPERIMENT.fingerprint(config, cnn) == before[0]
     assert m1d.EXPERIMENT.fingerprint(config, gru) != before[1]
+    # Keys added later count only away from the defaults that reproduce the committed results.
+    config.gru.hidden_size = 32
+    assert m1d.EXPERIMENT.fingerprint(config, gru) == before[1]
+    config.gru.bidirectional = True
+    assert m1d.EXPERIMENT.fingerprint(config, gru) != before[1]
+    config.batch_order = "cycle"
+    assert m1d.EXPERIMENT.fingerprint(config, cnn) != before[0]
+
+
+def test_cycle_takes_the_training_set_in_order_pass_after_pass():
+    """The reference's x[bix:bix + 100], bix = step * 100 mod N; "random" draws from the cell's generator."""
+    import numpy as np
+
+    config = m1d_config.get_config("paper")
+    take = lambda step, n=4000: m1d.batch_indices(config, step, n, None)  # noqa: E731
+    np.testing.assert_array_equal(take(0), np.arange(100))
+    np.testing.assert_array_equal(take(39), np.arange(3900, 4000))
+    np.testing.assert_array_equal(take(40), np.arange(100))
+    np.testing.assert_array_equal(take(2, n=250), np.r_[200:250, 0:50])
+    config.batch_order = "random"
+    np.testing.assert_array_equal(m1d.batch_indices(config, 0, 50, np.random.default_rng(3)),
+                                  np.random.default_rng(3).integers(0, 50, 100))
+
+
+def test_pilot_cell_records_its_learning_curve(tmp_path):
+    """A recipe-pilot cell trains with its recipe and scores the validation split at every log record: the curve's
+    last validation accuracy is the cell's val_accuracy, and the test set is never scored."""
+    config = m1d_config.get_config("recipe_pilot")
+    for key, value in dict(models="logistic", num_steps=20, warmup_steps=5, log_every=10, train_sizes="200").items():
+        config[key] = value
+    config.recipes.logistic = "adamw+warmup_cosine"
+    cell, = m1d.cells(config)
+    os.makedirs(tmp_path / "logs")
+    metrics = m1d.run_cell(cell, config, sweep.Context(str(tmp_path), False))
+    assert "test_accuracy" not in metrics and [p[0] for p in metrics["curve"]] == [10, 20]
+    assert metrics["curve"][-1][2] == round(metrics["val_accuracy"], 4)
 
 
 def _fixture_results():
@@ -209,3 +254,25 @@ def test_position_blind_transformer_is_unchanged_by_shuffling(tmp_path):
     assert abs(normal["test_accuracy"] - shuffled["test_accuracy"]) <= 0.002
     assert abs(normal["train_loss"] - shuffled["train_loss"]) < 1e-3
     assert scores[("cnn", "normal")]["test_accuracy"] != scores[("cnn", "shuffled")]["test_accuracy"]
+
+
+def test_pilot_table_chooses_the_best_validation_among_the_settings_that_fit():
+    def run(recipe, lr, val, train):
+        return dict(model="transformer", variant="sinusoidal", dataset="normal", train_size=3500, recipe=recipe, lr=lr,
+                    seed=100, val_accuracy=val, train_accuracy=train, curve=[[10, train - 0.1, val], [20, train, val]])
+
+    runs = [run("adam+constant", "1e-2", 0.75, 0.896), run("adamw+warmup_cosine", "1e-2", 0.736, 0.986),
+            run("adamw+warmup_cosine", "1e-3", 0.6, 0.95)]
+    table = report.pilot_table(runs)
+    assert "| **transformer+sinusoidal** | **adamw+warmup_cosine@1e-2** | 73.6 | 98.6 |" in table
+    assert "| transformer+sinusoidal | adam+constant@1e-2 | 75.0 | 89.6 |" in table
+    # Where no setting fits, the best validation accuracy.
+    assert "| **transformer+sinusoidal** | **adam+constant@1e-2** |" in report.pilot_table(
+        [run("adam+constant", "1e-2", 0.75, 0.8), run("adamw+warmup_cosine", "1e-2", 0.7, 0.85)])
+    import matplotlib.pyplot as plt
+
+    fig = report.learning_curves_figure(runs)  # train batches and validation: two panels
+    assert [ax.get_title() for ax in fig.axes if ax.axison] == ["transformer+sinusoidal: train batches",
+                                                                "transformer+sinusoidal: validation"]
+    plt.close(fig)
+    assert report.learning_curves_figure([{k: v for k, v in r.items() if k != "curve"} for r in runs]) is None
