@@ -1,5 +1,6 @@
 """The README's two commands are the ones CI and users run."""
 
+import json
 import pathlib
 import re
 
@@ -78,3 +79,11 @@ def test_model_config_table_lists_every_field_with_its_default():
     readme = (ROOT / "README.md").read_text()
     missing = [row for row in _field_rows() if row not in readme]
     assert not missing, "README's model config table is stale; its rows should be:\n" + "\n".join(_field_rows())
+
+
+def test_flex_benchmark_table_is_the_committed_runs():
+    from experiments.bench.attention import flex_table
+    runs = [json.loads((ROOT / "results" / "bench" / name / "results.json").read_text())
+            for name in ("flex_causal", "flex_bidirectional")]
+    block = (ROOT / "README.md").read_text().split("<!-- bench: flex -->\n")[1].split("\n<!-- /bench -->")[0]
+    assert block == flex_table(*runs)

@@ -133,7 +133,7 @@ def publish(experiment_for: Callable[[str], Experiment], results_root: str = RES
         for preset in sorted(os.listdir(os.path.join(results_root, study))):
             run_dir = os.path.join(results_root, study, preset)
             results = load_results(run_dir)
-            if results is None:
+            if results is None or "experiment" not in results:  # a benchmark's results: not a study page
                 continue
             out_dir = os.path.join(pages_root, study, preset)
             os.makedirs(out_dir, exist_ok=True)

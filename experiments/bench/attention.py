@@ -179,6 +179,28 @@ def markdown(rows: list[dict[str, Any]], roofs: dict[str, float], roof_size: int
     return table + f"\n\nMatmul roof (n x n x n, n={roof_size}) on {jax.devices()[0].device_kind}: {roof}\n"
 
 
+def flex_table(causal: dict[str, Any], bidirectional: dict[str, Any]) -> str:
+    """The README's flex-attention table from two committed runs of this benchmark (``results.json`` of the
+    causal rows at 1024, 4096 and 16384, and of the non-causal rows at 4096): fwd+bwd times, the ratio to plain
+    blockwise attention and the compiled temporary memory."""
+    def cell(rows, name, length, key):
+        row = next((r for r in rows if r["implementation"] == name and r["length"] == length), {})
+        return row.get(key)
+
+    lines = []
+    for rows, label, lengths in ((causal["rows"], "causal", (1024, 4096)), (bidirectional["rows"], "non-causal", (4096,))):
+        base = cell(rows, "attnjax_blockwise", 4096, "seconds")
+        for name in dict.fromkeys(r["implementation"] for r in rows):
+            times = [cell(rows, name, n, "seconds") for n in (1024, 4096)]
+            mib = [cell(rows, name, n, "temp_bytes") for n in (4096, 16384)]
+            lines.append([name, label, *("-" if t is None or n not in lengths else f"{t * 1e3:,.0f}"
+                                         for t, n in zip(times, (1024, 4096))),
+                          f"{times[1] / base:.2f}x" if times[1] else "-",
+                          *("-" if b is None else f"{b / 2**20:,.0f}" for b in mib)])
+    return markdown_table(["implementation", "mask", "ms, T=1024", "ms, T=4096", "time / blockwise, 4096",
+                           "temp MiB, 4096", "temp MiB, 16384"], lines, align="llrrrrr")
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first bad field (before anything is compiled)."""
     sweep.check_names("implementation", sweep.names(config.implementations), IMPLEMENTATIONS)
