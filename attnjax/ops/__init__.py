@@ -28,7 +28,8 @@ __all__ = [
     "ScoreMod", "alibi_score_mod", "causal_mask_mod", "segment_mask_mod", "softcap_score_mod", "t5_score_mod",
     "window_mask_mod",
     "ATTENTION", "AttentionConfig", "AttentionSpec", "BlockSizes", "IMPLEMENTATIONS", "POSITIONAL", "Visibility",
-    "alibi_bias", "alibi_slopes", "attention_weights", "combine_masks", "dot_product_attention", "get_attention", "get_positional",
+    "alibi_bias", "alibi_slopes", "attention_weights", "combine_masks", "dot_product_attention", "get_attention",
+    "get_positional",
     "get_spec", "learned_encoding", "learned_table_init", "randomized_positions", "rope", "segment_mask",
     "select_implementation", "sinusoidal_encoding", "t5_relative_bias", "t5_table_init",
 ]

@@ -12,9 +12,9 @@ everywhere).
 Which variants need params: exactly those with ``spec.init_params`` (``spec.needs_params``):
 ``additive`` (``w_query``, ``w_key``, ``v_score``), ``multiplicative`` (``weight``),
 ``performer`` (``projection``, or an ``rng`` to draw one), ``cope`` (``position_embeddings``), ``fire`` (its
-MLP, ``fire_c``, ``fire_threshold_scale``) and ``ssmax`` (``ssmax_scale``). A pure
-function does not invent learned weights, so these have no defaults and ``fn(q, k, v)`` raises ValueError naming what is missing;
-build the params with :func:`init_attention_params` (a dict to store as parameters when
+MLP, ``fire_c``, ``fire_threshold_scale``) and ``ssmax`` (``ssmax_scale``). A pure function does not invent
+learned weights, so these have no defaults and ``fn(q, k, v)`` raises ValueError naming what is missing; build the
+params with :func:`init_attention_params` (a dict to store as parameters when
 ``spec.trainable_params``, or as constants otherwise; a Flax module does this once) and pass them
 back as ``fn(q, k, v, ..., **params)``. Every other variant runs as ``fn(q, k, v)``.
 

@@ -188,7 +188,8 @@ def flex_table(causal: dict[str, Any], bidirectional: dict[str, Any]) -> str:
         return row.get(key)
 
     lines = []
-    for rows, label, lengths in ((causal["rows"], "causal", (1024, 4096)), (bidirectional["rows"], "non-causal", (4096,))):
+    runs = ((causal["rows"], "causal", (1024, 4096)), (bidirectional["rows"], "non-causal", (4096,)))
+    for rows, label, lengths in runs:
         base = cell(rows, "attnjax_blockwise", 4096, "seconds")
         for name in dict.fromkeys(r["implementation"] for r in rows):
             times = [cell(rows, name, n, "seconds") for n in (1024, 4096)]
