@@ -66,7 +66,7 @@ from attnjax.ops.vma import cast_varying, varying_axes_of
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(flex.WithMods):
     """Static description of one blockwise call (hashable; a ``custom_jvp`` non-differentiable arg).
 
     Attributes:
@@ -90,14 +90,6 @@ class Config:
     logit_softcap: float | None
     dropout_rate: float = 0.0
     mods: flex.Mods | None = None
-
-    @property
-    def has_score_mod(self) -> bool:
-        return self.mods is not None and self.mods.score_mod is not None
-
-    @property
-    def has_mask_mod(self) -> bool:
-        return self.mods is not None and self.mods.mask_mod is not None
 
     @property
     def nq(self) -> int:

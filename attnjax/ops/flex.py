@@ -135,6 +135,18 @@ class Mods:
         return jnp.reshape(fn(*args), shape)
 
 
+class WithMods:
+    """Mixin of the kernels' frozen configs that hold ``mods: Mods | None``: which hooks they carry."""
+
+    @property
+    def has_score_mod(self) -> bool:
+        return self.mods is not None and self.mods.score_mod is not None
+
+    @property
+    def has_mask_mod(self) -> bool:
+        return self.mods is not None and self.mods.mask_mod is not None
+
+
 def _check_callable(name: str, fn: Any, signature: str, arity: int) -> None:
     if not callable(fn):
         raise TypeError(f"{name} must be a callable {signature}, got {type(fn).__name__}: {fn!r}")

@@ -43,7 +43,7 @@ from attnjax.ops.vma import varying_axes_of
 
 
 @dataclasses.dataclass(frozen=True)
-class RingConfig:
+class RingConfig(flex.WithMods):
     """Static (hashable) options of one ring attention call."""
 
     axis_name: Hashable
@@ -60,14 +60,6 @@ class RingConfig:
     @property
     def visibility(self) -> Visibility:
         return Visibility(self.is_causal, self.window)
-
-    @property
-    def has_score_mod(self) -> bool:
-        return self.mods is not None and self.mods.score_mod is not None
-
-    @property
-    def has_mask_mod(self) -> bool:
-        return self.mods is not None and self.mods.mask_mod is not None
 
 
 class Hooks(NamedTuple):
