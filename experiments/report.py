@@ -17,14 +17,13 @@ import sys
 
 from attnjax.sweep import pages
 
-STUDIES = ("length_generalization", "mnist1d", "seq2seq_attention", "associative_recall")
+STUDIES = ("length_generalization", "mnist1d", "seq2seq_attention", "associative_recall", "decoder_generalization")
 RESULTS_ROOT, PAGES_ROOT = pages.RESULTS_ROOT, pages.PAGES_ROOT
 experiment_for = pages.package_studies("experiments", STUDIES)  # name -> experiments.<name>.run.EXPERIMENT
 
 # The page machinery (attnjax.sweep.pages) with this repository's studies.
 rebuild = functools.partial(pages.rebuild, experiment_for)
 publish = functools.partial(pages.publish, experiment_for)
-combine = functools.partial(pages.write_combined, experiment_for)
 main = functools.partial(pages.main, experiment_for)  # the command line above
 
 

@@ -15,11 +15,20 @@ option it cannot express), it raises ``ValueError`` saying why. ``implementation
 :func:`select_implementation`, a pure function of the platform, the shapes and the options.
 
 Both kernel paths keep the attnjax convention that a query row with no visible key returns zeros.
+
+Derivatives: reverse mode (``jax.grad``, ``jax.vjp``, ``jax.jacrev``) is each kernel's own backward, unchanged.
+Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) computes the primal with the kernel and the tangent
+with the blockwise kernel's tangent pass on the same inputs and options (:func:`with_blockwise_tangent`, through
+:mod:`attnjax.ops.forward_mode`), so it works at every length in ``O(T + S)`` memory, and under ``vmap``.
+Derivatives of derivatives (``jax.hessian``, Hessian-vector products, ``jacfwd`` of ``jacfwd``) raise
+``NotImplementedError``: the kernels cannot be differentiated beyond their own backward; ``"blockwise"`` and
+``"dense"`` take them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -27,6 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from attnjax.ops import checks
+from attnjax.ops.blockwise import blockwise_attention
+from attnjax.ops.forward_mode import with_tangent_pass
 from attnjax.ops.masks import attention_mask
 from attnjax.ops.primitives import repeat_kv_heads
 from attnjax.ops.visibility import Visibility
@@ -170,10 +181,52 @@ def _jax_nn_attention(query, key, value, bias, mask, *, scale, is_causal, query_
     return _zero_rows_without_keys(out, rows_ok)
 
 
+def with_blockwise_tangent(kernel, query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
+                           query_seq_lengths=None, key_value_seq_lengths=None, window=None, what: str):
+    """``kernel(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths)``, differentiable in
+    forward mode by the blockwise kernel's tangent pass and in reverse mode by the kernel's own VJP.
+
+    The primal (and, under ``jax.grad``, the backward) is the kernel's; under ``jax.jvp``/``jax.jacfwd`` the
+    output tangent is ``jax.jvp`` of :func:`~attnjax.ops.blockwise.blockwise_attention` on the same inputs and
+    options (default block sizes), ``O(T + S)`` memory at every length (:mod:`attnjax.ops.forward_mode`).
+
+    Args:
+        kernel: an attention kernel on checked arguments, ``[B, T, N, Hv]`` out, whose derivative is its own
+            ``jax.custom_vjp``; it must compute what :func:`blockwise_attention` computes with these options.
+        query, key, value, bias: ``[B, T, N, H]``, ``[B, S, K, H]``, ``[B, S, K, Hv]`` and a rank-4 bias or
+            None: the differentiated inputs.
+        mask, query_seq_lengths, key_value_seq_lengths: rank-4 boolean mask, ``[B]`` lengths, or None.
+        scale, is_causal, window: the options, as :func:`blockwise_attention` takes them.
+        what: how a refused second-order derivative names the kernel, e.g. ``"implementation='cudnn'"``.
+    """
+    def call(args, consts):
+        return kernel(*args, *consts)
+
+    def tangent_pass(args, consts, tangents):
+        mask, query_seq_lengths, key_value_seq_lengths = consts
+        chosen = [i for i, t in enumerate(tangents) if t is not None]
+
+        def blockwise(*xs):
+            full = list(args)
+            for i, x in zip(chosen, xs):
+                full[i] = x
+            return blockwise_attention(*full, mask, scale=scale, is_causal=is_causal,
+                                       query_seq_lengths=query_seq_lengths,
+                                       key_value_seq_lengths=key_value_seq_lengths, window=window)
+
+        return jax.jvp(blockwise, tuple(args[i] for i in chosen), tuple(tangents[i] for i in chosen))[1]
+
+    return with_tangent_pass(call, tangent_pass, (query, key, value, bias),
+                             (mask, query_seq_lengths, key_value_seq_lengths), what=what)
+
+
 def cudnn_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
                     query_seq_lengths=None, key_value_seq_lengths=None, window=None, logit_softcap=None,
                     dropout_rate=0.0, dropout_rng=None):
     """cuDNN flash attention through ``jax.nn.dot_product_attention`` (checked arguments).
+
+    ``jax.grad`` runs cuDNN's backward; ``jax.jvp``/``jax.jacfwd`` take the tangent from the blockwise kernel
+    (:func:`with_blockwise_tangent`); second-order derivatives raise ``NotImplementedError``.
 
     Raises:
         ValueError: no CUDA GPU, or an option cuDNN cannot express (see :func:`cudnn_unsupported_reason`).
@@ -184,9 +237,15 @@ def cudnn_attention(query, key, value, bias=None, mask=None, *, scale=None, is_c
                                       window=window, logit_softcap=logit_softcap, dropout_rate=dropout_rate)
     if reason is not None:
         raise ValueError(f"implementation='cudnn' cannot run: {reason}")
-    return _jax_nn_attention(query, key, value, bias, mask, scale=scale, is_causal=is_causal,
-                             query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
-                             window=window, jax_implementation="cudnn")
+
+    def kernel(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths):
+        return _jax_nn_attention(query, key, value, bias, mask, scale=scale, is_causal=is_causal,
+                                 query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
+                                 window=window, jax_implementation="cudnn")
+
+    return with_blockwise_tangent(kernel, query, key, value, bias, mask, scale=scale, is_causal=is_causal,
+                                  query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
+                                  window=window, what="implementation='cudnn'")
 
 
 def _traced_in_32_bits(kernel):
@@ -282,21 +341,31 @@ def _pallas(query, key, value, bias, mask, *, scale, is_causal, query_seq_length
     if reason is not None:
         raise ValueError(f"implementation={name!r} cannot run: {reason}")
     scale = float(checks.default_scale(scale, query.shape[-1]))
-    key, value = (repeat_kv_heads(x, query.shape[2]) for x in (key, value))
     if platform == "tpu" and not interpret:
         if block_sizes is not None:
             raise ValueError("implementation='pallas' on TPU uses the kernel's own block sizes; pass block_sizes=None")
-        return _tpu_flash(query, key, value, scale=scale, is_causal=is_causal)
-    block_q = 64 if block_sizes is None else block_sizes.block_q
-    block_k = 64 if block_sizes is None else block_sizes.block_k
-    return _gpu_mha(query, key, value, scale=scale, is_causal=is_causal, interpret=interpret, block_q=block_q,
-                    block_k=block_k)
+        run = functools.partial(_tpu_flash, scale=scale, is_causal=is_causal)
+    else:
+        run = functools.partial(_gpu_mha, scale=scale, is_causal=is_causal, interpret=interpret,
+                                block_q=64 if block_sizes is None else block_sizes.block_q,
+                                block_k=64 if block_sizes is None else block_sizes.block_k)
+
+    def kernel(query, key, value, bias, mask, query_seq_lengths, key_value_seq_lengths):
+        del bias, mask, query_seq_lengths, key_value_seq_lengths  # all None: refused above
+        key, value = (repeat_kv_heads(x, query.shape[2]) for x in (key, value))
+        return run(query, key, value)
+
+    return with_blockwise_tangent(kernel, query, key, value, scale=scale, is_causal=is_causal,
+                                  what=f"implementation={name!r}")
 
 
 def pallas_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
                      query_seq_lengths=None, key_value_seq_lengths=None, window=None, logit_softcap=None,
                      dropout_rate=0.0, dropout_rng=None, block_sizes: Any = None):
     """JAX's Pallas attention kernel for the platform: GPU ``mha`` or TPU flash attention (checked args).
+
+    ``jax.grad`` runs the kernel's own backward; ``jax.jvp``/``jax.jacfwd`` take the tangent from the blockwise
+    kernel (:func:`with_blockwise_tangent`); second-order derivatives raise ``NotImplementedError``.
 
     Args:
         block_sizes: an ``attnjax.ops.BlockSizes``; its ``block_q``/``block_k`` tile the GPU kernel

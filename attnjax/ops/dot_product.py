@@ -180,10 +180,13 @@ def dot_product_attention(
         dropout_rng: PRNG key for dropout.
         implementation: ``None`` (best for the platform and shapes, see
             ``attnjax.ops.backends.select_implementation``), one of ``IMPLEMENTATIONS``, or ``"xla"``
-            (``jax.nn``'s name for ``"dense"``). ``"dense"`` and ``"blockwise"``, the paths it picks off
-            GPU/TPU, take forward and reverse mode and their compositions (``jax.jvp``, ``jax.jacfwd``,
-            ``jax.grad``, ``jax.hessian``) at every length; the ``"cudnn"`` and ``"pallas"`` kernels
-            are reverse-mode only (``jax.grad``, not ``jax.jvp``).
+            (``jax.nn``'s name for ``"dense"``). Every implementation takes forward mode (``jax.jvp``,
+            ``jax.jacfwd``, ``jax.linearize``) and reverse mode (``jax.grad``, ``jax.vjp``, ``jax.jacrev``)
+            at every length, and ``vmap`` of them. ``"dense"`` and ``"blockwise"``, the paths it picks off
+            GPU/TPU, also take their compositions (``jax.hessian``, ``jax.jvp`` of ``jax.grad``). The
+            ``"cudnn"`` and ``"pallas"`` kernels differentiate in reverse mode by their own backward and in
+            forward mode by the blockwise kernel's tangent pass (``attnjax.ops.backends``); a derivative of a
+            derivative through them raises ``NotImplementedError``.
         block_sizes: the tiles of the blocked paths (``"blockwise"``, ``"pallas"``): an
             ``attnjax.ops.BlockSizes`` or a ``(block_q, block_k)`` pair of ints. It is checked on every
             path and used only by those; the others (``"dense"``/``"xla"``, ``"cudnn"``, and
@@ -240,6 +243,7 @@ def dot_product_attention(
             reported as passed; for rank-3 inputs the message says they were read as unbatched ``[T, N, H]``.
         TypeError: non-floating inputs, mismatched dtypes, non-boolean mask, non-integer lengths or
             segment ids, a hook that is not callable or has the wrong arity or return dtype.
+        NotImplementedError: a second-order derivative through ``"cudnn"`` or ``"pallas"``.
     """
     name = _path_name(implementation)
     block_sizes = as_block_sizes(block_sizes)

@@ -15,11 +15,16 @@ exactly that of the dense reference ``attnjax.dot_product_attention`` on the uns
 Segment ids (packed sequences) are sharded like the tokens; the key ids travel round the ring with
 their key/value block.
 
-Gradients use a hand-written ring backward (``jax.custom_vjp``): the forward keeps only the local
-output and the per-row log-sum-exp; the backward sends key/value blocks round the ring once more,
-recomputes each block's probabilities, adds into the local ``dQ`` and into ``dK``/``dV`` accumulators
-that travel *with* their key/value block and arrive back at the block's owner after ``P`` hops.
-Nothing of size ``T x S`` is stored between forward and backward.
+Derivatives (:mod:`attnjax.parallel.ring_passes`) start from the forward's local output and per-row
+log-sum-exp, the only values kept; each pass sends the key/value blocks round the ring once more and
+recomputes each tile's probabilities, so nothing of size ``T x S`` is stored. Reverse mode (``jax.grad``,
+``jax.vjp``, ``jax.jacrev``) is a hand-written ring backward: it adds into the local ``dQ`` and into
+``dK``/``dV`` accumulators that travel *with* their key/value block and arrive back at the block's owner
+after ``P`` hops. Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``) is a ring tangent pass whose
+``dK``/``dV`` tangents travel with their block the same way. Both take every option the forward takes.
+All three passes are plain JAX, so derivatives of derivatives (``jax.hessian``, ``jax.jvp`` of ``jax.grad``,
+``jax.grad`` of ``jax.grad``) work too, by JAX's differentiation of those passes (not memory-bounded like the
+first-order ones).
 
 ``score_mod`` and ``mask_mod`` (PyTorch FlexAttention's hooks, :mod:`attnjax.ops.flex`) work as in
 ``attnjax.dot_product_attention``: each tile calls them at the *global* positions of its queries and keys
@@ -40,210 +45,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.custom_derivatives import SymbolicZero
 from jax.sharding import Mesh, PartitionSpec
 
 from attnjax.ops import checks, flex
-from attnjax.ops.primitives import MASK_VALUE, lse_for_recompute, stat_dtype
-from attnjax.parallel.layouts import (check_layout, check_layout_length, chunks_per_shard, from_layout, layout_positions,
-                                      to_layout)
-from attnjax.ops.vma import cast_varying, varying_axes_of
-from attnjax.parallel.ring_kernels import (RingConfig, backward_step, forward_step, from_tiles, make_hooks, pick_block,
-                                           to_tiles, varying_axes)
-
-
-def _ring_setup(cfg: RingConfig, T: int, S: int):
-    axis_size = lax.axis_size(cfg.axis_name)
-    index = lax.axis_index(cfg.axis_name)
-    perm = [(j, (j + 1) % axis_size) for j in range(axis_size)]
-    q_pos = layout_positions(cfg.layout, T, axis_size, index).reshape(-1, cfg.block_q)
-
-    def k_positions(step):
-        # The block held at `step` started on device index - step (it moves one hop per step).
-        source = (index - step) % axis_size
-        return layout_positions(cfg.layout, S, axis_size, source).reshape(-1, cfg.block_k)
-
-    return axis_size, perm, q_pos, k_positions
-
-
-def _send(cfg: RingConfig, perm, tree):
-    return jax.tree.map(lambda x: lax.ppermute(x, cfg.axis_name, perm), tree)
-
-
-def _tiles_or_none(x, size):
-    return None if x is None else to_tiles(x, size)
-
-
-def _key_block(cfg: RingConfig, k, v, k_seg):
-    """What travels round the ring: tiled keys, values and key segment ids (None stays None)."""
-    return to_tiles(k, cfg.block_k), to_tiles(v, cfg.block_k), _tiles_or_none(k_seg, cfg.block_k)
-
-
-def _kernel_axes(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts, *more):
-    """The mesh axes the ring's accumulators vary over: the ring axis and every input's."""
-    return varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, *jax.tree.leaves(score_params),
-                        *mask_consts, *more)
-
-
-def _varying_params(score_params, axes):
-    """``(params, consts)`` with ``params`` cast to vary over ``axes`` once, so the hooks' replay (which casts
-    its arguments to those axes) adds no cast per tile, and their gradient is a per-device share."""
-    if score_params is None:
-        return None
-    params, consts = score_params
-    return jax.tree.map(lambda x: cast_varying(x, axes), params), consts
-
-
-def _ring_forward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params=None, mask_consts=()):
-    """Returns the local output ``[B, T/P, N, Hv]`` and the tiled log-sum-exp ``[nq, B, K, G, bq]`` (``stat_dtype``)."""
-    B, T, N, _ = q.shape
-    S, K, Hv = k.shape[1], v.shape[2], v.shape[3]
-    G, nq, bq = N // K, T // cfg.block_q, cfg.block_q
-    axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
-    axes = _kernel_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts)
-    hooks = make_hooks(cfg, B, N, K, _varying_params(score_params, axes), mask_consts)
-    q_tiles, q_seg_tiles = to_tiles(q, bq), _tiles_or_none(q_seg, bq)
-    acc = stat_dtype(q.dtype)
-    state = (cast_varying(jnp.full((nq, B, K, G, bq), MASK_VALUE, acc), axes),
-             cast_varying(jnp.zeros((nq, B, K, G, bq), acc), axes),
-             cast_varying(jnp.zeros((nq, B, K, G, bq, Hv), acc), axes))
-
-    def step(s, kv, state):
-        k_tiles, v_tiles, k_seg_tiles = kv
-        return forward_step(cfg, q_tiles, q_pos, q_seg_tiles, k_tiles, v_tiles, k_positions(s), k_seg_tiles,
-                            q_lengths, kv_lengths, state, hooks)
-
-    def body(s, carry):
-        kv, state = carry
-        # Send the block on before using it, so the transfer can overlap this step's compute.
-        return _send(cfg, perm, kv), step(s, kv, state)
-
-    kv, state = lax.fori_loop(0, axis_size - 1, body, (_key_block(cfg, k, v, k_seg), state))
-    m, l, acc = step(axis_size - 1, kv, state)  # the last block needs no onward send
-
-    seen = l > 0
-    safe_l = jnp.where(seen, l, 1.0)
-    # Rows that saw no key output zeros, and their lse is the log of an empty sum (primitives).
-    out = jnp.where(seen[..., None], acc / safe_l[..., None], 0.0)  # [nq, B, K, G, bq, Hv]
-    out = out.transpose(1, 0, 4, 2, 3, 5).reshape(B, T, N, Hv).astype(q.dtype)
-    return out, jnp.where(seen, m + jnp.log(safe_l), -jnp.inf)
-
-
-def _ring_backward(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts,
-                   wanted, out, lse, do):
-    """Ring backward: ``dK``/``dV`` accumulators travel with their key/value block and return home.
-
-    Returns ``(dq, dk, dv, d score_params)``: the last has ``score_params``' structure, the gradient at the
-    leaves ``wanted`` marks and None elsewhere (or is None without a ``score_mod``)."""
-    B, T, N, H = q.shape
-    S, K, Hv = k.shape[1], v.shape[2], v.shape[3]
-    G, nq, bq, nk, bk = N // K, T // cfg.block_q, cfg.block_q, S // cfg.block_k, cfg.block_k
-    axis_size, perm, q_pos, k_positions = _ring_setup(cfg, T, S)
-    axes = _kernel_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts, do)
-    acc = stat_dtype(q.dtype)
-    hook_params = _varying_params(score_params, axes)
-    hooks = make_hooks(cfg, B, N, K, hook_params, mask_consts)
-    # The score_mod's differentiated leaves: rebuild() puts tracers of them back into its params.
-    leaves, treedef = jax.tree.flatten(hook_params)
-    chosen = [i for i, w in enumerate(wanted) if w is not None] if cfg.has_score_mod else []
-    diff = tuple(leaves[i] for i in chosen)
-
-    def rebuild(values):
-        filled = list(leaves)
-        for i, x in zip(chosen, values):
-            filled[i] = x
-        return jax.tree.unflatten(treedef, filled)
-
-    delta = jnp.sum(do.astype(acc) * out.astype(acc), axis=-1)  # [B, T, N]
-    delta = delta.reshape(B, nq, bq, K, G).transpose(1, 0, 3, 4, 2)  # [nq, B, K, G, bq], like lse
-    lse = lse_for_recompute(lse)
-    q_tiles, do_tiles, q_seg_tiles = to_tiles(q, bq), to_tiles(do, bq), _tiles_or_none(q_seg, bq)
-
-    def step(s, kv, dq, dkv):
-        k_tiles, v_tiles, k_seg_tiles = kv
-        dq, dk, dv, dparams = backward_step(cfg, q_tiles, q_pos, q_seg_tiles, do_tiles, lse, delta, k_tiles, v_tiles,
-                                            k_positions(s), k_seg_tiles, q_lengths, kv_lengths, (dq, *dkv), hooks,
-                                            rebuild, diff)
-        return dq, (dk, dv, dparams)
-
-    def body(s, carry):
-        kv, dkv, dq = carry
-        nxt = _send(cfg, perm, kv)
-        dq, (dk, dv, dparams) = step(s, kv, dq, dkv)
-        # The params' gradient accumulators stay home; only dK/dV travel with their block.
-        return nxt, (*_send(cfg, perm, (dk, dv)), dparams), dq
-
-    dq = cast_varying(jnp.zeros((nq, B, bq, N, H), acc), axes)
-    dkv = (cast_varying(jnp.zeros((nk, B, bk, K, H), acc), axes),
-           cast_varying(jnp.zeros((nk, B, bk, K, Hv), acc), axes),
-           tuple(cast_varying(jnp.zeros(x.shape, acc), axes) for x in diff))
-    kv, dkv, dq = lax.fori_loop(0, axis_size - 1, body, (_key_block(cfg, k, v, k_seg), dkv, dq))
-    dq, (dk, dv, dparams) = step(axis_size - 1, kv, dq, dkv)
-    # P hops in all: each dK/dV accumulator is back on the device that owns its block.
-    dk, dv = _send(cfg, perm, (dk, dv))
-    d_score_params = None
-    if chosen:
-        # Each device holds its share of the gradient of a value it shares with others (replicated over
-        # the ring, and over the batch axis under data parallelism): the sum over those devices is the
-        # gradient, with the primal's type (varying over exactly the axes the primal varies over).
-        originals = jax.tree.leaves(score_params)
-        grads = [None] * len(leaves)
-        for i, g in zip(chosen, dparams):
-            shared = tuple(a for a in sorted(axes, key=str) if a not in varying_axes_of(originals[i]))
-            grads[i] = (lax.psum(g, shared) if shared else g).astype(originals[i].dtype)
-        d_score_params = jax.tree.unflatten(treedef, grads)
-    return (from_tiles(dq).astype(q.dtype), from_tiles(dk).astype(k.dtype), from_tiles(dv).astype(v.dtype),
-            d_score_params)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _ring(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts):
-    return _ring_forward(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts)[0]
-
-
-def _wanted_gradients(cfg: RingConfig, score_params, axes) -> tuple:
-    """Per leaf of the ``score_mod``'s ``(params, consts)`` (``CustomVJPPrimal`` leaves): ``()`` where its
-    gradient is computed (a differentiated floating leaf), None elsewhere. (Empty pytrees, so they can ride
-    in the residuals and the backward sees the choice.)
-
-    Raises:
-        ValueError: a differentiated floating value the ``score_mod`` closes over that does not vary over
-            every axis of the kernel: its per-tile derivative would need a collective inside the tile loop.
-    """
-    if not cfg.has_score_mod:
-        return ()
-    params, consts = score_params
-    floating = lambda leaf: jnp.issubdtype(jnp.result_type(leaf.value), jnp.inexact)
-    wanted = [() if leaf.perturbed and floating(leaf) else None for leaf in jax.tree.leaves(params)]
-    for leaf in consts:
-        if leaf.perturbed and floating(leaf) and not set(axes) <= set(varying_axes_of(leaf.value)):
-            raise ValueError(
-                f"ring_attention differentiates score_mod_params, but the score_mod closes over a differentiated "
-                f"{jnp.result_type(leaf.value)}{list(jnp.shape(leaf.value))} value that is replicated over mesh "
-                f"axes {sorted(set(axes) - set(varying_axes_of(leaf.value)), key=str)}; pass it in "
-                f"score_mod_params (score_mod(score, batch, head, q_idx, kv_idx, params)) instead")
-        wanted.append(() if leaf.perturbed and floating(leaf) else None)
-    return tuple(wanted)
-
-
-def _ring_fwd(cfg, *args):
-    # symbolic_zeros: every leaf of args is a CustomVJPPrimal(value, perturbed).
-    values = jax.tree.map(lambda leaf: leaf.value, args)
-    out, lse = _ring_forward(cfg, *values)
-    axes = _kernel_axes(cfg, *values)
-    return out, (values, _wanted_gradients(cfg, args[7], axes), out, lse)
-
-
-def _ring_bwd(cfg, residuals, do):
-    values, wanted, out, lse = residuals
-    if isinstance(do, SymbolicZero):
-        do = cast_varying(jnp.zeros(out.shape, out.dtype), varying_axes_of(out))
-    dq, dk, dv, d_params = _ring_backward(cfg, *values, wanted, out, lse, do)
-    # Segment ids, lengths and the mask_mod's values are never differentiated (None: a zero cotangent).
-    return dq, dk, dv, None, None, None, None, d_params, None
-
-
-_ring.defvjp(_ring_fwd, _ring_bwd, symbolic_zeros=True)
+from attnjax.ops.primitives import stat_dtype
+from attnjax.parallel.layouts import check_layout, check_layout_length, chunks_per_shard, from_layout, to_layout
+from attnjax.parallel.ring_kernels import RingConfig, pick_block, varying_axes
+from attnjax.parallel.ring_passes import ring
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,7 +96,9 @@ def ring_attention(
 
     Equals ``attnjax.dot_product_attention`` on the gathered sequence (same keywords, same numerics:
     float32 softmax statistics, output in the query dtype, a query with no visible key gets zeros and
-    zero, finite gradients). Shapes below are *per shard*; ``P = lax.axis_size(axis_name)``.
+    zero, finite gradients). Shapes below are *per shard*; ``P = lax.axis_size(axis_name)``. Differentiable in
+    ``query``, ``key``, ``value`` and ``score_mod_params``, in reverse mode (``jax.grad``, a hand-written ring
+    backward) and in forward mode (``jax.jvp``, ``jax.jacfwd``, a ring tangent pass), and to second order.
 
     The shards must be in ``layout`` order: shard ``i`` of a ``contiguous`` sequence is positions
     ``[i·T/P, (i+1)·T/P)``; for ``striped`` and ``zigzag`` permute the global arrays with
@@ -325,8 +135,8 @@ def ring_attention(
             likewise; and-ed with the other masks, and tiles it hides entirely are skipped.
         score_mod_params: pytree of arrays passed to ``score_mod`` as ``params``, replicated over
             ``axis_name``. Its gradient is the sum of every device's share (one ``psum`` per backward pass).
-            Values the hooks close over are constants of the backward: a differentiated floating one
-            raises ValueError (pass it here instead).
+            Values the hooks close over are constants of the backward: reverse mode through a differentiated
+            floating one raises ValueError (pass it here instead); forward mode takes their tangents.
         batch_axis_name: the mesh axis the batch is sharded over, if any; only the hooks use it, to see the
             global batch index (as in the unsharded call). None: ``batch`` is the local row ``[0, B)``.
 
@@ -383,18 +193,18 @@ def ring_attention(
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _ring_call(cfg: RingConfig, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_mod_params):
-    """:func:`_ring` with the values the hooks close over made its arguments.
+    """:func:`~attnjax.parallel.ring_passes.ring` with the values the hooks close over made its arguments.
 
-    Traced under ``jax.jit`` (cached on ``cfg``, which holds the caller's hooks): an eager ``shard_map``
-    cannot run a ``custom_vjp`` with symbolic zeros, and the hooks are traced once per cache entry."""
+    Traced under ``jax.jit`` (cached on ``cfg``, which holds the caller's hooks), so the hooks are traced once
+    per cache entry."""
     score_params, mask_consts = None, ()
     if cfg.mods is not None:
-        # Values the hooks close over cross the custom_vjp boundary as arguments (like the blockwise kernel's).
+        # Values the hooks close over cross the custom_jvp boundary as arguments (like the blockwise kernel's).
         axes = varying_axes(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, *jax.tree.leaves(score_mod_params))
         mods, score_params, mask_consts = flex.with_explicit_closures(cfg.mods, score_mod_params,
                                                                       score_dtype=stat_dtype(q.dtype), axes=axes)
         cfg = dataclasses.replace(cfg, mods=mods)
-    return _ring(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts)
+    return ring(cfg, q, k, v, q_seg, k_seg, q_lengths, kv_lengths, score_params, mask_consts)
 
 
 def ring_self_attention(

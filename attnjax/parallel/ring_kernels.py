@@ -12,7 +12,11 @@ positions (:class:`Hooks`): ``score_mod`` rewrites the scaled, capped logits bef
 ``mask_mod`` is and-ed into the tile's mask, so a tile it hides entirely is skipped like a causal one (block
 sparsity, as in the blockwise kernel) and a tile it shows entirely takes the mask-free branch. The backward
 pulls each tile's logit cotangent back through ``score_mod`` (``jax.vjp``), into the score gradient and into
-the ``params`` gradient accumulators ``dparams``.
+the ``params`` gradient accumulators ``dparams``; the tangent step pushes the logits' tangent and the params'
+through it (``jax.jvp``).
+
+Three steps, one per pass of :mod:`attnjax.parallel.ring_passes`: :func:`forward_step` (online softmax),
+:func:`tangent_step` (forward mode, from the forward's log-sum-exp) and :func:`backward_step`.
 
 Shapes (per device; ``nq = Tl / block_q`` query tiles, ``nk = Sl / block_k`` key tiles):
 
@@ -22,7 +26,9 @@ Shapes (per device; ``nq = Tl / block_q`` query tiles, ``nk = Sl / block_k`` key
 * online-softmax state per query tile: running max ``m`` and sum ``l`` ``[nq, B, K, G, bq]``,
   weighted values ``acc [nq, B, K, G, bq, Hv]``, all float32 (float64 for float64 inputs);
 * gradients ``dq [nq, B, bq, N, H]``, ``dk [nk, B, bk, K, H]``, ``dv [nk, B, bk, K, Hv]``, float32, and
-  ``dparams``: a tuple of float32 accumulators, one per differentiated leaf of the ``score_mod`` params.
+  ``dparams``: a tuple of float32 accumulators, one per differentiated leaf of the ``score_mod`` params;
+* tangents ``dq``, ``dk``, ``dv`` shaped like the queries, keys and values (None when zero), and the tangent
+  pass's state ``mu [nq, B, K, G, bq]`` and ``a [nq, B, K, G, bq, Hv]``, float32.
 """
 
 from __future__ import annotations
@@ -102,6 +108,19 @@ def _tile_scores(cfg: RingConfig, hooks: Hooks, q_pos, k_pos, logits, params):
     B, K, G, T, S = logits.shape
     flat = logits.reshape(B, K * G, T, S)
     return cfg.mods.scores(flat, params, (hooks.batch, hooks.heads, q_pos, k_pos)).reshape(logits.shape)
+
+
+def _tile_scores_jvp(cfg: RingConfig, hooks: Hooks, q_pos, k_pos, d_params, logits, d_logits):
+    """``(score_mod(logits), its tangent)`` on a tile, for the logits' tangent ``d_logits`` and the tangent
+    ``d_params`` of ``hooks.params`` (either None: zero)."""
+    scores = functools.partial(_tile_scores, cfg, hooks, q_pos, k_pos)
+    if d_params is None:
+        if d_logits is None:
+            return scores(logits, hooks.params), None
+        return jax.jvp(lambda s: scores(s, hooks.params), (logits,), (d_logits,))
+    if d_logits is None:
+        return jax.jvp(lambda p: scores(logits, p), (hooks.params,), (d_params,))
+    return jax.jvp(scores, (logits, hooks.params), (d_logits, d_params))
 
 
 def pick_block(length: int, chunks: int, target: int) -> int:
@@ -236,6 +255,45 @@ def _backward_tile(cfg: RingConfig, q, k, v, do, lse, delta, scores: Callable | 
     return dq, dk, dv, dparams
 
 
+def _tangent_tile(cfg: RingConfig, q, k, v, dq, dk, dv, lse, scores: Callable | None, mask, state):
+    """Adds one tile's contribution to the tangent pass's ``state = (mu [B,K,G,bq], a [B,K,G,bq,Hv])``.
+
+    ``dq [B,bq,N,H]``, ``dk [B,bk,K,H]``, ``dv [B,bk,K,Hv]`` are the tiles' tangents (None: zero); ``scores(logits,
+    dlogits)`` is the tile's ``score_mod`` and its tangent, in the logits and in the params (None without one).
+    With ``P = exp(S - lse)`` recomputed and ``dS`` the logits' tangent: ``mu += rowsum(P * dS)`` and
+    ``a += (P * dS) V + P dV``."""
+    mu, a = state
+    B, T, N, H = q.shape
+    K = k.shape[2]
+    acc = stat_dtype(q.dtype)
+    raw = logits = _tile_logits(cfg, q, k)
+    parts = []
+    if dq is not None:
+        parts.append(jnp.einsum("BTKGH,BSKH->BKGTS", dq.reshape(B, T, K, N // K, H), k, preferred_element_type=acc))
+    if dk is not None:
+        parts.append(jnp.einsum("BTKGH,BSKH->BKGTS", q.reshape(B, T, K, N // K, H), dk, preferred_element_type=acc))
+    ds = None
+    if parts:
+        ds = functools.reduce(jnp.add, parts) * jnp.asarray(cfg.scale, acc)
+        if cfg.logit_softcap is not None:  # d/dx [c tanh(x / c)] = 1 - (capped / c)²
+            ds = ds * (1.0 - jnp.square(raw / cfg.logit_softcap))
+    if scores is not None:
+        logits, ds = scores(raw, ds)
+    if mask is not None:
+        logits = jnp.where(mask, logits, MASK_VALUE)
+        if ds is not None and scores is not None:  # p == 0 there, but a score_mod's tangent need not be finite
+            ds = jnp.where(mask, ds, 0.0)
+    # Masked logits' exp underflows to exactly 0; rows with no visible key have lse = +inf (lse_for_recompute).
+    p = jnp.exp(logits - lse[..., None])
+    if ds is not None:
+        p_ds = p * ds
+        mu = mu + p_ds.sum(axis=-1)
+        a = a + jnp.einsum("BKGTS,BSKH->BKGTH", p_ds.astype(v.dtype), v, preferred_element_type=acc)
+    if dv is not None:
+        a = a + jnp.einsum("BKGTS,BSKH->BKGTH", p.astype(dv.dtype), dv, preferred_element_type=acc)
+    return mu, a
+
+
 def _run_tile(cfg: RingConfig, q_pos, k_pos, q_seg, k_seg, q_lengths, kv_lengths, hooks: Hooks | None,
               compute: Callable, state):
     """``compute(mask, state)`` for one tile: skipped (``state`` returned) when the mask (``mask_mod``
@@ -305,3 +363,30 @@ def backward_step(cfg: RingConfig, q, q_pos, q_seg, do, lse, delta, k, v, k_pos,
         return dq, dk.at[j].set(dk_j), dv.at[j].set(dv_j), dparams
 
     return lax.fori_loop(0, k.shape[0], key_tile, grads)
+
+
+def tangent_step(cfg: RingConfig, q, q_pos, q_seg, dq, lse, k, v, dk, dv, k_pos, k_seg, q_lengths, kv_lengths, state,
+                 hooks: Hooks | None = None, d_params: Any = None):
+    """Adds one key/value block's contribution to every query tile's tangent ``state = (mu, a)``
+    (``[nq, B, K, G, bq]`` and ``[nq, B, K, G, bq, Hv]``, float32).
+
+    ``dq [nq, B, bq, N, H]``, ``dk [nk, B, bk, K, H]``, ``dv [nk, B, bk, K, Hv]`` are tiled tangents and
+    ``d_params`` the tangent of ``hooks.params``, each None when zero; ``lse`` is the forward's, as
+    :func:`~attnjax.ops.primitives.lse_for_recompute` gives it."""
+
+    def query_tile(i, state):
+        mu, a = state
+        q_i, pos_i, seg_i, dq_i = q[i], q_pos[i], _tile(q_seg, i), _tile(dq, i)
+
+        def key_tile(j, tile_state):
+            scores = (functools.partial(_tile_scores_jvp, cfg, hooks, pos_i, k_pos[j], d_params)
+                      if cfg.has_score_mod else None)
+            compute = functools.partial(_tangent_tile, cfg, q_i, k[j], v[j], dq_i, _tile(dk, j), _tile(dv, j), lse[i],
+                                        scores)
+            return _run_tile(cfg, pos_i, k_pos[j], seg_i, _tile(k_seg, j), q_lengths, kv_lengths, hooks, compute,
+                             tile_state)
+
+        mu_i, a_i = lax.fori_loop(0, k.shape[0], key_tile, (mu[i], a[i]))
+        return mu.at[i].set(mu_i), a.at[i].set(a_i)
+
+    return lax.fori_loop(0, q.shape[0], query_tile, state)

@@ -83,29 +83,38 @@ def names(value: str | Sequence[str]) -> list[str]:
     return [s.strip() for s in items if s.strip()]
 
 
-def numbers(value: str | int | float | Sequence[Any], kind: type, name: str) -> list:
-    """``"64,128"`` (or one number, or a list) -> ``[64, 128]`` as ``kind``.
+def numbers(value: str | int | float | Sequence[Any], kind: type, name: str, low: float | None = None,
+            high: float | None = None) -> list:
+    """``"64,128"`` (or one number, or a list) -> ``[64, 128]`` as ``kind``; given ``low`` (and ``high``), at
+    least one number, each in ``[low, high]``.
 
     Raises:
-        ValueError: an entry that is not a ``kind``, naming the config key ``name``.
+        ValueError: an entry that is not a ``kind`` or out of range, or none where ``low`` is given, naming the
+            config key ``name``.
     """
     items = names(str(value)) if isinstance(value, (str, int, float)) else list(value)
     try:
-        return [kind(s) for s in items]
+        out = [kind(s) for s in items]
     except (TypeError, ValueError):
         raise ValueError(f"config.{name} must be comma-separated {kind.__name__}s, got {value!r}") from None
+    if low is not None and not out:
+        raise ValueError(f"config.{name} lists no {kind.__name__}")
+    if low is not None and any(x < low or (high is not None and x > high) for x in out):
+        raise ValueError(f"config.{name} must be {f'>= {low}' if high is None else f'in [{low}, {high}]'}, "
+                         f"got {value!r}")
+    return out
 
 
-def int_pairs(value: str, name: str, form: str, separator: str = ":") -> list[tuple[int, int]]:
-    """``"64:4,128:8"`` -> ``[(64, 4), (128, 8)]``: comma-separated pairs of positive ints.
+def int_tuples(value: str, name: str, form: str, separator: str = ":", size: int = 2) -> list[tuple[int, ...]]:
+    """``"64:4,128:8"`` -> ``[(64, 4), (128, 8)]``: comma-separated tuples of ``size`` positive ints.
 
     Raises:
         ValueError: another entry, naming the config key ``name`` and the ``form`` expected (``"seq_len:kv"``).
     """
-    pairs = [item.split(separator) for item in names(value)]
-    if any(len(p) != 2 or not all(s.strip().isdigit() and int(s) > 0 for s in p) for p in pairs):
+    tuples = [item.split(separator) for item in names(value)]
+    if any(len(t) != size or not all(s.strip().isdigit() and int(s) > 0 for s in t) for t in tuples):
         raise ValueError(f"config.{name} must be comma-separated {form}, got {value!r}")
-    return [(int(a), int(b)) for a, b in pairs]
+    return [tuple(int(s) for s in t) for t in tuples]
 
 
 def check_names(kind: str, given: Iterable[str], valid: Iterable[str], key: str | None = None) -> None:

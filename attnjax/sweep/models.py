@@ -15,12 +15,16 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 from ml_collections import config_dict
 
-from attnjax.nn import get_model_spec, model_config
+from attnjax.nn import get_model_spec, model_config, model_kind
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 # The attention's fields under the flat names a Transformer config had before the attention became one value.
 _FLAT_ATTENTION_NAMES = {"name": "attention", "options": "attention_options", "implementation": "implementation",
                          "block_q": "block_q", "block_kv": "block_kv"}
+# What a study of each kind trains on (attnjax.nn.contract), for the error of a model of another kind.
+_KIND_SHAPES = {"sequence": "[B, L, V] -> per-position [B, L, C] logits (pooling=None)",
+                "classifier": "[B, L] -> [B, C] logits (set its pooling)",
+                "seq2seq": "source [B, S, V], target_inputs [B, T] -> [B, T, C] logits"}
 # Model fields added after results were committed, with the default that is the earlier model: a fingerprint leaves
 # them out at that default, so those results keep their fingerprints.
 _LATER_FIELDS = {"bidirectional": False}
@@ -108,3 +112,19 @@ def check_models(models: Iterable[str], blocks: Mapping[str, Any], learning_rate
             raise ValueError(f"model {model!r} needs its recipe names in config.recipes.{model}")
         model_config(model, dict(blocks[model]))
     return models
+
+
+def check_kind(kind: str, fields: Mapping[str, Iterable[Mapping[str, Any]]]) -> None:
+    """Builds every config of a study's cells and checks that each is a model of the study's ``kind``
+    (:data:`attnjax.nn.contract.MODEL_KINDS`): ``fields`` maps a model to the fields of its cells (what a cell
+    sets, a width or a variant, can make a bad config, or set ``pooling``).
+
+    Raises:
+        ValueError, TypeError: a config that does not build; a model of another kind (naming the shapes the
+            study needs).
+    """
+    for model, configs in fields.items():
+        for config in configs:
+            model_config(model, config)
+            if model_kind(model, config) != kind:
+                raise ValueError(f"model {model!r} must be a {kind} model here: {_KIND_SHAPES[kind]}")

@@ -87,12 +87,13 @@ def curves_figure(panels: Mapping[str, Curves], xlabel: str, ylabel: str, cols: 
     return fig
 
 
-def length_curves_figure(panels: Mapping[str, Curves], train_length: int, *, xlabel: str, ylabel: str, title: str,
-                         classes: Mapping[str, int] | None = None, dashed: Mapping[str, Collection[str]] | None = None,
-                         dashed_label: str = "", cols: int = 5):
-    """Accuracy against length (:func:`curves_figure`'s panels) with the training lengths ``1..train_length``
-    shaded: a color per label over every panel (``tab20`` past 10 labels; fainter bands past 6), the labels in
-    ``dashed[panel]`` dashed (explained by ``dashed_label``), and chance, ``1 / classes[panel]``, dotted."""
+def length_curves_figure(panels: Mapping[str, Curves], train_length: int | Mapping[str, int], *, xlabel: str,
+                         ylabel: str, title: str, classes: Mapping[str, int] | None = None,
+                         dashed: Mapping[str, Collection[str]] | None = None, dashed_label: str = "", cols: int = 5):
+    """Accuracy against length (:func:`curves_figure`'s panels) with the training lengths ``1..train_length`` (a
+    mapping: per panel) shaded: a color per label over every panel (``tab20`` past 10 labels; fainter bands past 6),
+    the labels in ``dashed[panel]`` dashed (explained by ``dashed_label``), and chance, ``1 / classes[panel]``,
+    dotted."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -104,13 +105,15 @@ def length_curves_figure(panels: Mapping[str, Curves], train_length: int, *, xla
             line.set(color=colors[k], linestyle="--" if k in (dashed or {}).get(name, ()) else "-")
             if len(ys) > 1:
                 next(bands).set(color=colors[k], alpha=0.2 if len(colors) <= 6 else 0.06)
-        ax.axvspan(0.5, train_length + 0.5, color="0.85", zorder=0)
+        n = train_length[name] if isinstance(train_length, Mapping) else train_length
+        ax.axvspan(0.5, n + 0.5, color="0.85", zorder=0)
         if classes:
             ax.axhline(100 / classes[name], color="0.4", linestyle=":", linewidth=1)
     fig.legends[0].remove()
     fig.tight_layout()
     fig.legend(handles=[*(Line2D([], [], color=c, label=k) for k, c in colors.items()),
-                        Patch(color="0.85", label=f"training lengths 1..{train_length}"),
+                        Patch(color="0.85", label="training lengths" if isinstance(train_length, Mapping)
+                              else f"training lengths 1..{train_length}"),
                         *([Line2D([], [], color="0.4", linestyle=":", label="chance (1 / output classes)")]
                           if classes else []),
                         *([Line2D([], [], color="0.2", linestyle="--", label=dashed_label)] if dashed_label else [])],

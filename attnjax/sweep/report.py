@@ -1,7 +1,7 @@
 """What every study's report shares: how a number is written (percentages, 95% t-intervals over seeds), runs
 grouped by seed and the setting chosen on validation, per-seed values and paired effects, markdown tables, and
-the skeleton of a page (its opening facts, sections and closing lines). Ours vs published is
-:mod:`attnjax.sweep.published`; figures are :mod:`attnjax.sweep.plots`."""
+the skeleton of a page (its opening facts, sections and closing lines), and a study's whole report
+(:class:`StudyPage`). Ours vs published is :mod:`attnjax.sweep.published`; figures are :mod:`attnjax.sweep.plots`."""
 
 from __future__ import annotations
 
@@ -228,3 +228,25 @@ def write_summary(workdir: str, text: str) -> str:
     """Writes ``text`` as ``workdir/summary.md`` (atomically) and returns it."""
     write_text(os.path.join(workdir, SUMMARY_FILE), text)
     return text
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyPage:
+    """A study's report: ``summary.md`` titled ``title``, whose lines are ``body(results, ok runs)`` (:func:`page`),
+    and its figures, which ``figures(results, ok runs, workdir)`` writes into ``workdir`` and names (called only
+    when some cell is ok)."""
+
+    title: str
+    body: Callable[[Mapping[str, Any], list[Run]], list[str]]
+    figures: Callable[[Mapping[str, Any], list[Run], str], list[str]]
+
+    def summary_markdown(self, results: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
+        """The whole ``summary.md``, linking the figure files ``figures``."""
+        return page(results, self.title, figures, self.body)
+
+    def write_report(self, results: Mapping[str, Any], workdir: str) -> str:
+        """Writes the figures and ``summary.md`` into ``workdir`` and returns the summary (an
+        :class:`~attnjax.sweep.Experiment`'s ``report`` hook)."""
+        runs = ok_runs(results)
+        written = self.figures(results, runs, workdir) if runs else []
+        return write_summary(workdir, self.summary_markdown(results, written))

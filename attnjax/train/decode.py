@@ -215,11 +215,13 @@ def _row_all(correct: jax.Array, mask: jax.Array) -> jax.Array:
     return (jnp.all(correct | ~scored, axis=1) & jnp.any(scored, axis=1)).astype(jnp.float32)
 
 
-def _eval(model: nn.Module, params: Any, batch: Batch, rng: jax.Array | None, **plan: Any) -> Metrics:
+def _eval_rows(model: nn.Module, params: Any, batch: Batch, rng: jax.Array | None, **plan: Any) -> Metrics:
+    """:data:`SUM_KEYS` per row (``[B]`` each): one teacher-forced pass and one greedy decode of the batch."""
     inputs, targets, scored = batch["inputs"], batch["targets"], batch["accuracy_mask"]
     rngs = None if rng is None else {"positions": rng}
     logits = model.apply({"params": params}, inputs, seq_lengths=batch["seq_lengths"], rngs=rngs)
-    loss_sum, loss_count, correct, count = masked_loss_and_correct(logits, targets, batch["loss_mask"], scored)
+    rows = jax.vmap(masked_loss_and_correct)(logits[:, None], targets[:, None], batch["loss_mask"][:, None],
+                                             scored[:, None])  # the one loss/accuracy rule, row by row
     prompts = batch["prompt_lengths"].astype(jnp.int32)
     generated = _greedy(model, params, inputs, prompts, rng, return_logits=False, **plan)  # [B, m]
     # Free-running predictions in the targets' layout: position t predicts token t + 1.
@@ -227,14 +229,34 @@ def _eval(model: nn.Module, params: Any, batch: Batch, rng: jax.Array | None, **
     free = jnp.take_along_axis(generated, jnp.clip(offset, 0, generated.shape[1] - 1), axis=1)
     free = jnp.where((offset >= 0) & (offset < generated.shape[1]), free, -1)
     free_hit = free == targets
-    return {"loss_sum": loss_sum, "loss_count": loss_count, "correct": correct, "count": count,
-            "greedy_correct": jnp.sum(free_hit * scored),
-            "sequences": jnp.sum(jnp.any(scored > 0, axis=1).astype(jnp.float32)),
-            "sequences_correct": jnp.sum(_row_all(jnp.argmax(logits, -1) == targets, scored)),
-            "greedy_sequences_correct": jnp.sum(_row_all(free_hit, scored))}
+    return {**dict(zip(("loss_sum", "loss_count", "correct", "count"), rows)),
+            "greedy_correct": jnp.sum(free_hit * scored, axis=1),
+            "sequences": jnp.any(scored > 0, axis=1).astype(jnp.float32),
+            "sequences_correct": _row_all(jnp.argmax(logits, -1) == targets, scored),
+            "greedy_sequences_correct": _row_all(free_hit, scored)}
+
+
+def _eval(model: nn.Module, params: Any, batch: Batch, rng: jax.Array | None, **plan: Any) -> Metrics:
+    return {k: jnp.sum(v) for k, v in _eval_rows(model, params, batch, rng, **plan).items()}
 
 
 eval_jit = jax.jit(_eval, static_argnames=_STATIC[:-1])
+eval_rows_jit = jax.jit(_eval_rows, static_argnames=_STATIC[:-1])
+
+
+def _run_eval(step: Any, caller: str, model: nn.Module, params: Any, batch: Mapping[str, Any],
+              rng: jax.Array | None, cached: bool) -> Metrics:
+    """``step`` (:data:`eval_jit` or :data:`eval_rows_jit`) on one batch, checked; ``caller`` names the public
+    function in the error of a missing positions key."""
+    plan = _plan(model, batch, None, cached)
+    arrays = {k: jnp.asarray(batch[k]) for k in ("inputs", "targets", "loss_mask", "accuracy_mask", "seq_lengths",
+                                                 "prompt_lengths")}
+    try:
+        return step(model, params, arrays, rng, **plan)
+    except MissingPositionsRngError as error:
+        if rng is not None:
+            raise
+        raise missing_positions_rng(caller) from error
 
 
 def decoder_eval_step(model: nn.Module, params: Any, batch: Mapping[str, Any], rng: jax.Array | None = None, *,
@@ -255,15 +277,15 @@ def decoder_eval_step(model: nn.Module, params: Any, batch: Mapping[str, Any], r
         ``greedy_sequences_correct`` (rows whose every scored token is right: exact match, teacher-forced and
         free-running). :func:`attnjax.train.seq2seq_steps.reduce_seq2seq_metrics` turns sums into scores.
     """
-    plan = _plan(model, batch, None, cached)
-    arrays = {k: jnp.asarray(batch[k]) for k in ("inputs", "targets", "loss_mask", "accuracy_mask", "seq_lengths",
-                                                 "prompt_lengths")}
-    try:
-        return eval_jit(model, params, arrays, rng, **plan)
-    except MissingPositionsRngError as error:
-        if rng is not None:
-            raise
-        raise missing_positions_rng("decoder_eval_step") from error
+    return _run_eval(eval_jit, "decoder_eval_step", model, params, batch, rng, cached)
+
+
+def decoder_eval_rows(model: nn.Module, params: Any, batch: Mapping[str, Any], rng: jax.Array | None = None, *,
+                      cached: bool = True) -> Metrics:
+    """:func:`decoder_eval_step`'s sums per row, ``[B]`` each (their sums over rows are its scalars): a batch
+    holding several input lengths is scored once and its rows grouped by length afterwards, so test lengths can
+    share a few compiled programs."""
+    return _run_eval(eval_rows_jit, "decoder_eval_rows", model, params, batch, rng, cached)
 
 
 def evaluate_decoder(model: nn.Module, params: Any, batches: Iterable[Mapping[str, Any]], *,
@@ -276,5 +298,5 @@ def evaluate_decoder(model: nn.Module, params: Any, batches: Iterable[Mapping[st
     return reduce_seq2seq_metrics(jax.device_get(sums))
 
 
-__all__ = ["SUM_KEYS", "check_decodes", "decoder_eval_step", "evaluate_decoder", "greedy_decode", "greedy_jit",
-           "init_cache", "prompt_bounds"]
+__all__ = ["SUM_KEYS", "check_decodes", "decoder_eval_rows", "decoder_eval_step", "evaluate_decoder", "greedy_decode",
+           "greedy_jit", "init_cache", "prompt_bounds"]

@@ -16,15 +16,11 @@ Presets (``--config=experiments/associative_recall/config.py:PRESET``):
   vocabulary 256, widths 32, 64 and 128, softmax attention against BaseConv, Hyena, Based and the LSTM and GRU
   (216 cells), all with Zoology's AdamW (weight decay 0.1) and a warmup then cosine decay, learning rates 1e-3 and
   3e-3 picked per setting and width on validation, 3 seeds, 3,000 steps of batch 64 from 100,000 examples per seed,
-  a cell stopping once its validation accuracy reaches 99%. Run it with ``--config.workers=2``.
-  Wall time, measured: 200 steps of each model at width 64 on one worker, while a background grid and other jobs
-  loaded both cores (load average 5-9, so upper bounds), took in ms per step at (64, 4) / (128, 8): softmax
-  Transformer 118 / 346, BaseConv 70 / 134, Hyena 115 / 304, Based 103 / 266, LSTM 82 / 197, GRU 48 / 150; widths
-  32 + 64 + 128 cost 3.4-3.9x width 64 (150 steps each at (128, 8)). The 216 cells at 3,000 steps then take about
-  19 h on 2 workers if no cell stops early (about 13 h at the lighter load of the width measurement, where the same
-  steps ran 1.4x faster); (256, 16) would more than double that and is left out. At this budget softmax attention may
-  stay at chance: in one-seed probes at (64, 4), width 64, it stayed at 1/P validation accuracy through 1,500-2,800
-  steps with lr 1e-3, 3e-3 or 1e-2, learned positions, 1 head or batch 256.
+  a cell stopping once its validation accuracy reaches 99%. Run it with ``--config.workers=2``: a probe of 200
+  steps per model put the grid at 13-19 h on 2 loaded cores if no cell stops early ((256, 16) would more than double
+  that and is left out). Softmax attention may stay at chance at this budget: in one-seed probes at (64, 4), width
+  64, it stayed at 1/P validation accuracy through 1,500-2,800 steps at lr 1e-3, 3e-3 or 1e-2, with learned
+  positions, 1 head or batch 256.
 
 Differences from Zoology, per preset: ``protocol`` in ``published.json`` beside this file, shown on every page.
 """

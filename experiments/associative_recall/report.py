@@ -10,13 +10,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from attnjax.plots import plot_weight_maps
-from attnjax.sweep import ok_runs
 from attnjax.sweep.layouts import Layout, layout_figures, layout_table
 from attnjax.sweep.layouts import values as seed_values
 from attnjax.sweep.plots import save_figures
 from attnjax.sweep.published import check, comparison_section, load_published, protocol_section
-from attnjax.sweep.report import (best_setting, group_runs, held_out_metric, markdown_table, minutes, page, paired, pct,
-                                 run_header, section, write_summary)
+from attnjax.sweep.report import (StudyPage, best_setting, group_runs, held_out_metric, markdown_table, minutes,
+                                 paired, pct, run_header, section)
 
 PAIRS_FILE, NOISE_FILE, WIDTH_FILE = "accuracy_vs_pairs.png", "accuracy_vs_noise.png", "accuracy_vs_width.png"
 EVAL_NOISE_FILE, MAPS_FILE = "accuracy_vs_test_noise.png", "attention_maps.png"
@@ -141,18 +140,16 @@ def body(results: Mapping[str, Any], runs: list[dict]) -> list[str]:
         PUBLISHED["protocol"])
 
 
-def summary_markdown(results: Mapping[str, Any], figure_files: Sequence[str] = ()) -> str:
-    return page(results, "Multi-query associative recall (Zoology, Arora et al. 2023)", figure_files, body)
+def figures(results: Mapping[str, Any], runs: list[dict], workdir: str) -> list[str]:
+    """The layouts' figures (widths double, 64, 128, ...: a log axis) and softmax attention's maps on one example."""
+    g, metric = group(runs), held_out_metric(runs)
+    written = save_figures(workdir, layout_figures(
+        g, layouts(g, float(results["config"]["noise"]), metric), order(k[0] for k in g),
+        f"{metric.split('_')[0]} accuracy at queries (%), 95% CI", logx=[WIDTH_FILE]))
+    for maps in [r["attention_maps"] for r in runs if r.get("attention_maps")][:1]:
+        written.append(maps_figure(maps, results["config"]["vocab_size"], os.path.join(workdir, MAPS_FILE)))
+    return written
 
 
-def write_report(results: dict[str, Any], workdir: str) -> str:
-    """Writes ``summary.md`` and the plots into ``workdir`` and returns the summary."""
-    runs, written = ok_runs(results), []
-    if runs:
-        g, metric = group(runs), held_out_metric(runs)
-        written = save_figures(workdir, layout_figures(  # widths double (64, 128, ...): a log axis
-            g, layouts(g, float(results["config"]["noise"]), metric), order(k[0] for k in g),
-            f"{metric.split('_')[0]} accuracy at queries (%), 95% CI", logx=[WIDTH_FILE]))
-        for maps in [r["attention_maps"] for r in runs if r.get("attention_maps")][:1]:  # softmax, one example
-            written.append(maps_figure(maps, results["config"]["vocab_size"], os.path.join(workdir, MAPS_FILE)))
-    return write_summary(workdir, summary_markdown(results, written))
+PAGE = StudyPage("Multi-query associative recall (Zoology, Arora et al. 2023)", body, figures)
+summary_markdown, write_report = PAGE.summary_markdown, PAGE.write_report

@@ -21,7 +21,7 @@ from attnjax.sweep.fitting import fit_metrics
 from attnjax.sweep.training import optimizer_for, recipe_fingerprint, stop_rule
 from attnjax.data.batching import fixed_size_batches
 from attnjax.data.mqar import check_mqar, mqar_batch
-from attnjax.nn import apply_with_attention_weights, build_model, count_params, get_model_spec, model_config, model_kind
+from attnjax.nn import apply_with_attention_weights, build_model, count_params, get_model_spec
 from attnjax.ops.registry import ATTENTION
 from attnjax.parallel.mesh import data_mesh
 from attnjax.results import rounded
@@ -40,12 +40,12 @@ RECURRENT = ("rnn", "lstm", "gru")  # the width is their hidden size and nothing
 
 def parse_settings(config: Config, key: str = "settings") -> list[tuple[int, int]]:
     """``config[key]`` (``"64:4,128:8"``) as ``[(seq_len, num_kv_pairs), ...]``."""
-    return sweep.int_pairs(config[key], key, "seq_len:num_kv_pairs (e.g. '64:4,128:8')")
+    return sweep.int_tuples(config[key], key, "seq_len:num_kv_pairs (e.g. '64:4,128:8')")
 
 
 def widths(config: Config) -> list[int]:
     """``config.widths`` as ints (model width: the LM's ``d_model``, a recurrent model's ``hidden_size``)."""
-    return sweep.numbers(config.widths, int, "widths")
+    return sweep.numbers(config.widths, int, "widths", low=1)
 
 
 def points(config: Config) -> list[tuple[int, int, int, float]]:
@@ -101,11 +101,9 @@ def validate(config: Config) -> None:
                      eval_batch_size=1, log_every=1, mlp_ratio=1, num_steps=0)
     if config.num_train_eval > config.num_train:
         raise ValueError(f"num_train_eval must be <= num_train={config.num_train}, got {config.num_train_eval}")
-    settings, ws = parse_settings(config), widths(config)
+    settings = parse_settings(config)
     if not settings:
         raise ValueError("config.settings lists no seq_len:num_kv_pairs setting")
-    if not ws or any(w < 1 for w in ws):
-        raise ValueError(f"widths must be ints >= 1, got {config.widths!r}")
     for L, P, _, noise in points(config):
         for level in [noise, *sweep.numbers(config.eval_noises, float, "eval_noises")]:
             check_mqar(config.vocab_size, L, P, level, config.power_a)
@@ -125,11 +123,8 @@ def validate(config: Config) -> None:
         stop_rule(config)
     for lr in {c["lr"] for c in grid}:  # where an attention's own learning rates replace its model's
         optimizer_for(config, lr)
-    for cell in {(c["model"], c["variant"], c["width"], c["seq_len"]): c for c in grid}.values():  # every model config
-        fields = model_fields(config, cell)
-        model_config(cell["model"], fields)
-        if model_kind(cell["model"], fields) != "sequence":
-            raise ValueError(f"model {cell['model']!r} must give per-position logits here (pooling=None)")
+    distinct = {(c["model"], c["variant"], c["width"], c["seq_len"]): c for c in grid}.values()  # one per model config
+    sweep.check_kind("sequence", {m: [model_fields(config, c) for c in distinct if c["model"] == m] for m in models})
 
 
 def cell_config(config: Config, cell: sweep.Cell) -> dict[str, Any]:

@@ -15,6 +15,7 @@ reported, never run. The implementations of a row are timed round-robin on the s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable
 
@@ -32,15 +33,8 @@ from attnjax.sweep.report import markdown_table
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "attention_config.py")
 REFERENCE = "jax_nn_xla"
-# Rows of the flex-attention issue: a bias or mask in the kernel (a ``score_mod``/``mask_mod``) against the same
-# bias or mask materialized (built inside the timed function, as a model builds it), and the mechanisms.
-BIASES = ("alibi", "t5")
 MECHANISMS = ("fire", "ssmax", "forgetting", "stick_breaking", "cope")
 DOCUMENTS = 8  # the document mask: T split into this many equal segments
-FLEX_ROWS = (*(f"{path}_{bias}_{form}" for bias in BIASES for path, form in
-               (("blockwise", "score_mod"), ("blockwise", "bias"), ("dense", "bias"))),
-             "blockwise_documents_mask_mod", "blockwise_documents_mask", "blockwise_causal_mask_mod", *MECHANISMS)
-IMPLEMENTATIONS = ("attnjax_dense", "attnjax_blockwise", REFERENCE, "flax_linen", *FLEX_ROWS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,101 +45,77 @@ class Setting:
     length: int
 
 
-def attention_fn(name: str, causal: bool, block_sizes: BlockSizes) -> Callable:
-    """``(q, k, v) -> out`` for one implementation, ``[B, T, N, H]`` layout."""
-    if name == "attnjax_dense":
-        return lambda q, k, v: dot_product_attention(q, k, v, is_causal=causal, implementation="dense")
-    if name == "attnjax_blockwise":
-        return lambda q, k, v: dot_product_attention(q, k, v, is_causal=causal, implementation="blockwise",
-                                                     block_sizes=block_sizes)
-    if name == "jax_nn_xla":
-        return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="xla")
-    if name == "flax_linen":
-        def flax_attention(q, k, v):
-            mask = None
-            if causal:  # built from iota inside the traced function, as a model would
-                T, S = q.shape[1], k.shape[1]
-                mask = (jnp.arange(S)[None, :] <= jnp.arange(T)[:, None])[None, None]
-            return nn.dot_product_attention(q, k, v, mask=mask)
-        return flax_attention
-    return flex_fn(name, causal, block_sizes)
+def _positions(q):  # query and key positions, [T] each
+    return jnp.arange(q.shape[1]), jnp.arange(q.shape[1])
 
 
-def flex_fn(name: str, causal: bool, block_sizes: BlockSizes) -> Callable:
-    """``(q, k, v) -> out`` for a row of :data:`FLEX_ROWS` (blockwise or dense attnjax with a hook, its
-    materialized form, or a mechanism on its blockwise path with freshly initialized parameters)."""
-    def run(q, k, v, path="blockwise", **kw):
-        return dot_product_attention(q, k, v, is_causal=kw.pop("is_causal", causal), implementation=path,
-                                     block_sizes=block_sizes, **kw)
-
-    if name in MECHANISMS:
-        def mechanism(q, k, v):
-            B, T, N, H = q.shape
-            kw = init_attention_params(name, jax.random.key(0), head_dim=H, num_heads=N)
-            if name == "forgetting":  # gates as a layer would give them: log sigmoid of a random projection
-                kw["log_forget"] = jax.nn.log_sigmoid(3.0 + jax.random.normal(jax.random.key(1), (B, T, N)))
-            return get_attention(name)(q, k, v, is_causal=causal or name == "stick_breaking",
-                                       implementation="blockwise", block_sizes=block_sizes, **kw)
-        return mechanism
-    if name.startswith("blockwise_documents") or name == "blockwise_causal_mask_mod":
-        def masked(q, k, v):
-            ids = jnp.broadcast_to(jnp.arange(q.shape[1]) * DOCUMENTS // q.shape[1], q.shape[:2])
-            if name == "blockwise_causal_mask_mod":
-                return run(q, k, v, is_causal=False, mask_mod=ops.causal_mask_mod())
-            if name.endswith("mask_mod"):
-                return run(q, k, v, mask_mod=ops.segment_mask_mod(ids))
-            return run(q, k, v, mask=ops.segment_mask(ids))
-        return masked
-    path, bias_name, form = name.split("_", 2)
-    if form not in ("score_mod", "bias") or bias_name not in BIASES:
-        raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
-
-    def biased(q, k, v):
-        N, T = q.shape[2], q.shape[1]
-        if bias_name == "alibi":
-            slopes = ops.alibi_slopes(N)
-            if form == "score_mod":
-                return run(q, k, v, path, **ops.alibi_score_mod(slopes, is_causal=causal).keywords())
-            positions = jnp.arange(T)
-            return run(q, k, v, path, bias=ops.alibi_bias(positions, positions, slopes, is_causal=causal))
-        table = ops.t5_table_init(jax.random.key(0), 32, N)
-        if form == "score_mod":
-            return run(q, k, v, path, **ops.t5_score_mod(table, is_causal=causal).keywords())
-        positions = jnp.arange(T)
-        return run(q, k, v, path, bias=ops.t5_relative_bias(table, positions, positions, is_causal=causal))
-    return biased
+def _documents(q):  # segment ids [B, T]: T split into DOCUMENTS equal documents
+    return jnp.broadcast_to(jnp.arange(q.shape[1]) * DOCUMENTS // q.shape[1], q.shape[:2])
 
 
-def benchmark_fn(attn: Callable, passes: str) -> Callable:
-    """Jitted forward (``(q, k, v) -> out``) or forward+backward (``(q, k, v, dout) -> (dq, dk, dv)``)."""
-    if passes == "fwd":
-        return jax.jit(attn)
-    if passes == "fwd+bwd":
-        return jax.jit(lambda q, k, v, dout: jax.vjp(attn, q, k, v)[1](dout))
-    raise ValueError(f"passes must be 'fwd' or 'fwd+bwd', got {passes!r}")
+def _t5_table(q):
+    return ops.t5_table_init(jax.random.key(0), 32, q.shape[2])
 
 
-def flops(setting: Setting, batch: int, heads: int, head_dim: int) -> float:
-    fwd = 4.0 * batch * heads * setting.length * setting.length * head_dim
-    total = fwd * (3.5 if setting.passes == "fwd+bwd" else 1.0)
-    return total * (0.5 if setting.causal else 1.0)
+# The flex-attention issue's rows: a bias or mask in the kernel (a score_mod/mask_mod) against the same one
+# materialized, built inside the timed function as a model builds it. (q, causal) -> attnjax's keywords.
+HOOKS = {
+    "alibi_score_mod": lambda q, causal: ops.alibi_score_mod(ops.alibi_slopes(q.shape[2]), is_causal=causal).keywords(),
+    "alibi_bias": lambda q, causal: {"bias": ops.alibi_bias(*_positions(q), ops.alibi_slopes(q.shape[2]),
+                                                            is_causal=causal)},
+    "t5_score_mod": lambda q, causal: ops.t5_score_mod(_t5_table(q), is_causal=causal).keywords(),
+    "t5_bias": lambda q, causal: {"bias": ops.t5_relative_bias(_t5_table(q), *_positions(q), is_causal=causal)},
+    "documents_mask_mod": lambda q, causal: {"mask_mod": ops.segment_mask_mod(_documents(q))},
+    "documents_mask": lambda q, causal: {"mask": ops.segment_mask(_documents(q))},
+    "causal_mask_mod": lambda q, causal: {"is_causal": False, "mask_mod": ops.causal_mask_mod()},
+}
+HOOKED = (*(("blockwise", hook) for hook in HOOKS), ("dense", "alibi_bias"), ("dense", "t5_bias"))
 
 
-def setting_inputs(setting: Setting, config: ml_collections.ConfigDict) -> tuple[jnp.ndarray, ...]:
-    """``q, k, v`` (and ``dout`` for fwd+bwd), ``[B, T, N, H]`` standard normal, shared by every row."""
-    shape = (config.batch, setting.length, config.heads, config.head_dim)
-    keys = jax.random.split(jax.random.PRNGKey(setting.length), 4 if setting.passes == "fwd+bwd" else 3)
-    return tuple(jax.random.normal(k, shape, jnp.float32).astype(setting.dtype) for k in keys)
+def _attnjax(path: str, hook: str | None, q, k, v, causal: bool, block_sizes: BlockSizes):
+    """attnjax on ``path`` (dense ignores the block sizes) with the keywords of ``HOOKS[hook]`` (None: none)."""
+    hooks = HOOKS[hook](q, causal) if hook else {}
+    return dot_product_attention(q, k, v, implementation=path, block_sizes=block_sizes,
+                                 **{"is_causal": causal, **hooks})
+
+
+def _flax_linen(q, k, v, causal: bool, block_sizes: BlockSizes):
+    mask = None
+    if causal:  # built from iota inside the traced function, as a model would
+        mask = (jnp.arange(k.shape[1])[None, :] <= jnp.arange(q.shape[1])[:, None])[None, None]
+    return nn.dot_product_attention(q, k, v, mask=mask)
+
+
+def _mechanism(name: str, q, k, v, causal: bool, block_sizes: BlockSizes):
+    """A mechanism on its blockwise path with freshly initialized parameters."""
+    B, T, N, H = q.shape
+    kw = init_attention_params(name, jax.random.key(0), head_dim=H, num_heads=N)
+    if name == "forgetting":  # gates as a layer would give them: log sigmoid of a random projection
+        kw["log_forget"] = jax.nn.log_sigmoid(3.0 + jax.random.normal(jax.random.key(1), (B, T, N)))
+    return get_attention(name)(q, k, v, is_causal=causal or name == "stick_breaking", implementation="blockwise",
+                               block_sizes=block_sizes, **kw)
+
+
+# Every row: (q, k, v, causal, block_sizes) -> out, [B, T, N, H] layout.
+ROWS: dict[str, Callable] = {
+    "attnjax_dense": functools.partial(_attnjax, "dense", None),
+    "attnjax_blockwise": functools.partial(_attnjax, "blockwise", None),
+    REFERENCE: lambda q, k, v, causal, _: jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="xla"),
+    "flax_linen": _flax_linen,
+    **{f"{path}_{hook}": functools.partial(_attnjax, path, hook) for path, hook in HOOKED},
+    **{name: functools.partial(_mechanism, name) for name in MECHANISMS},
+}
+IMPLEMENTATIONS = tuple(ROWS)
 
 
 def prepare_row(name: str, setting: Setting, config: ml_collections.ConfigDict,
                 block_sizes: BlockSizes) -> tuple[dict[str, Any], Callable | None]:
-    """Compiles one row and checks its memory; returns the row and the compiled function if it may run."""
-    B, N, H = config.batch, config.heads, config.head_dim
-    fn = benchmark_fn(attention_fn(name, setting.causal, block_sizes), setting.passes)
-    spec = jax.ShapeDtypeStruct((B, setting.length, N, H), jnp.dtype(setting.dtype))
-    specs = (spec,) * (4 if setting.passes == "fwd+bwd" else 3)
-    compiled, facts = bench.compile_within(fn, specs, config.budget_gib)
+    """Compiles one row, jitted forward (``(q, k, v) -> out``) or forward+backward (``(q, k, v, dout) -> (dq, dk,
+    dv)``), and checks its memory; returns the row and the compiled function if it may run."""
+    attn = lambda q, k, v: ROWS[name](q, k, v, setting.causal, block_sizes)  # noqa: E731
+    fn = jax.jit(attn if setting.passes == "fwd" else lambda q, k, v, dout: jax.vjp(attn, q, k, v)[1](dout))
+    spec = jax.ShapeDtypeStruct((config.batch, setting.length, config.heads, config.head_dim), jnp.dtype(setting.dtype))
+    compiled, facts = bench.compile_within(fn, (spec,) * (4 if setting.passes == "fwd+bwd" else 3), config.budget_gib)
     row: dict[str, Any] = {**dataclasses.asdict(setting), "implementation": name, **facts}
     if compiled is not None and setting.length > config.max_timed_length:
         row["status"] = "memory only"
@@ -155,13 +125,17 @@ def prepare_row(name: str, setting: Setting, config: ml_collections.ConfigDict,
 
 def time_group(setting: Setting, prepared: list[tuple[dict[str, Any], Callable | None]],
                config: ml_collections.ConfigDict) -> None:
-    """Times the runnable rows of one setting round-robin on shared inputs; fills in the median time,
-    GFLOP/s and the ratio to ``jax.nn``."""
+    """Times the runnable rows of one setting round-robin on the same standard normal ``q, k, v`` (and ``dout``);
+    fills in the median time, the useful GFLOP/s and the ratio to ``jax.nn``."""
     runnable = [(row, fn) for row, fn in prepared if fn is not None]
     if not runnable:
         return
-    bench.time_rows(runnable, setting_inputs(setting, config), config.repeats,
-                    flops(setting, config.batch, config.heads, config.head_dim))
+    shape = (config.batch, setting.length, config.heads, config.head_dim)
+    keys = jax.random.split(jax.random.PRNGKey(setting.length), 4 if setting.passes == "fwd+bwd" else 3)
+    inputs = tuple(jax.random.normal(k, shape, jnp.float32).astype(setting.dtype) for k in keys)
+    flops = 4.0 * config.batch * config.heads * setting.length * setting.length * config.head_dim
+    flops *= (3.5 if setting.passes == "fwd+bwd" else 1.0) * (0.5 if setting.causal else 1.0)
+    bench.time_rows(runnable, inputs, config.repeats, flops)
     if reference := next((row for row, _ in runnable if row["implementation"] == REFERENCE), None):
         for row, _ in runnable:
             row["ratio_to_jax_nn"] = reference["seconds"] / row["seconds"]
@@ -207,12 +181,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     sweep.check_names("implementation", sweep.names(config.implementations), IMPLEMENTATIONS)
     sweep.check_names("pass", sweep.names(config.passes), ("fwd", "fwd+bwd"))
     sweep.check_names("dtype", sweep.names(config.dtypes), ("float32", "bfloat16", "float16"))
-    for c in sweep.numbers(config.causal, int, "causal"):
-        if c not in (0, 1):
-            raise ValueError(f"config.causal entries must be 0 or 1, got {config.causal!r}")
-    lengths = sweep.numbers(config.lengths, int, "lengths")
-    if not lengths or min(lengths) < 1:
-        raise ValueError(f"config.lengths must list positive lengths, got {config.lengths!r}")
+    sweep.numbers(config.causal, int, "causal", low=0, high=1)
+    sweep.numbers(config.lengths, int, "lengths", low=1)
 
 
 def run(config: ml_collections.ConfigDict) -> dict[str, Any]:

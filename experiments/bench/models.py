@@ -13,8 +13,9 @@ the median round is reported. Writes ``summary.md`` and ``results.json`` to ``co
 
 from __future__ import annotations
 
+import itertools
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -65,18 +66,6 @@ class PlainFlaxRNN(nn.Module):
         return nn.Dense(self.output_size)(nn.RNN(cell)(inputs))
 
 
-def _pairs(config: ml_collections.ConfigDict, vocab: int) -> dict[str, tuple[nn.Module, nn.Module]]:
-    t = config.transformer
-    attnjax_transformer = build_model("transformer", vocab, dict(
-        num_layers=t.num_layers, d_model=t.d_model, num_heads=t.num_heads, mlp_dim=t.mlp_dim))
-    plain = PlainFlaxTransformer(t.num_layers, t.d_model, t.num_heads, t.mlp_dim, vocab)
-    pairs = {"transformer": (attnjax_transformer, plain)}
-    for cell in ("lstm", "gru"):
-        pairs[cell] = (build_model(cell, vocab, dict(hidden_size=config.hidden_size)),
-                       PlainFlaxRNN(cell, config.hidden_size, vocab))
-    return pairs
-
-
 def _compile(model: nn.Module, batch: int, length: int, vocab: int, lr: float) -> dict[str, Any]:
     """Initializes ``model`` and compiles its train step on a ``[batch, length, vocab]`` batch."""
     rng = np.random.default_rng(0)
@@ -94,37 +83,26 @@ def _compile(model: nn.Module, batch: int, length: int, vocab: int, lr: float) -
 
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the first bad field (before anything is compiled)."""
-    sweep.int_pairs(config.study_settings, "study_settings", "BATCHxLENGTH", "x")
-    _decode_setting(config)
+    _settings(config)
     sweep.check_ints(config, vocab=1, hidden_size=1, repeats=1, steps_per_round=1)
 
 
-def _decode_setting(config: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
-    """``(batch, prompt, tokens)`` of ``config.decode_setting`` (None when empty: skipped)."""
-    if not config.decode_setting:
-        return None
-    parts = str(config.decode_setting).split("x")
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"config.decode_setting must be BATCHxPROMPTxTOKENS (positive ints) or empty, got "
-                         f"{config.decode_setting!r}")
-    return int(parts[0]), int(parts[1]), int(parts[2])
+def _settings(config: ml_collections.ConfigDict) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """``(batch, length)`` of every study setting and ``(batch, prompt, tokens)`` of every decoding setting."""
+    return (sweep.int_tuples(config.study_settings, "study_settings", "BATCHxLENGTH", "x"),
+            sweep.int_tuples(config.decode_setting, "decode_setting", "BATCHxPROMPTxTOKENS", "x", size=3))
 
 
-def decode_rows(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+def decode_rows(config: ml_collections.ConfigDict, settings: Sequence[tuple[int, ...]]) -> list[dict[str, Any]]:
     """Seconds per generated token of greedy decoding with the key/value cache and without it (every step a
-    forward pass over the whole sequence), for the study Transformer as an LM and the LSTM, timed round-robin."""
-    setting = _decode_setting(config)
-    if setting is None:
-        return []
-    batch, prompt, tokens = setting
-    t, vocab = config.transformer, config.vocab
-    inputs = jax.nn.one_hot(np.random.default_rng(0).integers(0, vocab, (batch, prompt + tokens - 1)), vocab)
-    data = {"inputs": inputs, "prompt_lengths": np.full((batch,), prompt, np.int32)}
-    models = {"transformer_lm": build_model("transformer_lm", vocab, dict(
-        num_layers=t.num_layers, d_model=t.d_model, num_heads=t.num_heads, mlp_dim=t.mlp_dim)),
-        "lstm": build_model("lstm", vocab, dict(hidden_size=config.hidden_size))}
-    rows = []
-    for name, model in models.items():
+    forward pass over the whole sequence), for the study Transformer as an LM and the LSTM, timed round-robin, at
+    every ``(batch, prompt, tokens)`` of ``settings``."""
+    vocab, rows = config.vocab, []
+    models = {"transformer_lm": build_model("transformer_lm", vocab, config.transformer.to_dict()),
+              "lstm": build_model("lstm", vocab, dict(hidden_size=config.hidden_size))}
+    for (batch, prompt, tokens), (name, model) in itertools.product(settings, models.items()):
+        inputs = jax.nn.one_hot(np.random.default_rng(0).integers(0, vocab, (batch, prompt + tokens - 1)), vocab)
+        data = {"inputs": inputs, "prompt_lengths": np.full((batch,), prompt, np.int32)}
         params = jax.jit(model.init)(jax.random.key(0), inputs)["params"]
         calls = [(lambda cached=cached: greedy_decode(model, params, data, tokens, cached=cached), ())
                  for cached in (True, False)]
@@ -137,9 +115,13 @@ def decode_rows(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
 def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Times every pair at every setting; writes results.json and summary.md to ``config.out``."""
-    rows, vocab = [], config.vocab
-    for batch, length in sweep.int_pairs(config.study_settings, "study_settings", "BATCHxLENGTH", "x"):
-        for name, (ours, plain) in _pairs(config, vocab).items():
+    (study, decoding), rows, vocab = _settings(config), [], config.vocab
+    t, hidden = config.transformer.to_dict(), config.hidden_size  # per network: attnjax's and the same in plain flax
+    pairs = {"transformer": (build_model("transformer", vocab, t), PlainFlaxTransformer(**t, output_size=vocab)),
+             **{cell: (build_model(cell, vocab, dict(hidden_size=hidden)), PlainFlaxRNN(cell, hidden, vocab))
+                for cell in ("lstm", "gru")}}
+    for batch, length in study:
+        for name, (ours, plain) in pairs.items():
             runs = [_compile(m, batch, length, vocab, config.learning_rate) for m in (ours, plain)]
             if runs[0]["params"] != runs[1]["params"]:
                 raise AssertionError(f"{name}: attnjax has {runs[0]['params']} parameters, plain flax "
@@ -151,20 +133,16 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
             print("| " + " | ".join(_study_row(rows[-1])) + " |", flush=True)
     long_rows = []
     if config.long_length > 0:
-        t = config.transformer
-        runs = {}
-        for implementation in ("blockwise", "dense"):
-            model = build_model("transformer", vocab, dict(
-                num_layers=t.num_layers, d_model=t.d_model, num_heads=t.num_heads, mlp_dim=t.mlp_dim,
-                attention=dict(implementation=implementation)))
-            runs[implementation] = _compile(model, 1, config.long_length, vocab, config.learning_rate)
+        runs = {implementation: _compile(build_model("transformer", vocab, {
+            **config.transformer.to_dict(), "attention": dict(implementation=implementation)}), 1, config.long_length,
+            vocab, config.learning_rate) for implementation in ("blockwise", "dense")}
         seconds = dict(zip(runs, bench.medians([(r["step"], ()) for r in runs.values()], config.repeats)))
         for implementation, r in runs.items():
             long_rows.append({"implementation": implementation, "length": config.long_length,
                               "seconds_per_step": seconds[implementation], "temp_bytes": r["temp_bytes"],
                               "speedup_vs_dense": seconds["dense"] / seconds[implementation],
                               "memory_vs_dense": r["temp_bytes"] / runs["dense"]["temp_bytes"]})
-    decode = decode_rows(config)
+    decode = decode_rows(config, decoding)
     table = markdown(rows, long_rows, config, decode)
     results = {"config": config.to_dict(), "study": rows, "long": long_rows, "decode": decode}
     bench.write_benchmark(config.out, "Model benchmark", results, table)

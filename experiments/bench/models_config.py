@@ -10,7 +10,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.transformer = ml_collections.ConfigDict(dict(num_layers=2, d_model=64, num_heads=4, mlp_dim=256))
     c.hidden_size = 64  # LSTM / GRU units
     c.long_length = 4096  # blockwise vs dense Transformer at batch 1 (0: skip)
-    c.decode_setting = "32x40x40"  # BATCHxPROMPTxTOKENS: greedy decoding with vs without the cache ("": skip)
+    c.decode_setting = "32x40x40"  # BATCHxPROMPTxTOKENS, comma-separated: greedy decoding with vs without the cache
     c.learning_rate = 1e-3
     c.repeats = 5  # timed rounds; the median is reported
     c.steps_per_round = 5  # timed steps per round at the study sizes (1 at the long length)

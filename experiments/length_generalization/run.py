@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax.numpy as jnp
 import ml_collections
@@ -97,9 +97,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 raise ValueError(f"model {model!r} must map [B, L, V] to per-position logits here (pooling=None)")
 
 
-def cell_config(config: ml_collections.ConfigDict, cell: sweep.Cell) -> dict[str, Any]:
-    """What a cell's fingerprint covers: the protocol keys and its model's fields."""
-    protocol = {k: config[k] for k in PROTOCOL_KEYS}
+def cell_config(config: ml_collections.ConfigDict, cell: sweep.Cell, keys: Sequence[str] = PROTOCOL_KEYS
+                ) -> dict[str, Any]:
+    """What a cell's fingerprint covers: the protocol ``keys`` and its model's fields."""
+    protocol = {k: config[k] for k in keys}
     if config.micro_batches != 1:  # only when set: cells without it keep their fingerprints
         protocol["micro_batches"] = config.micro_batches
     protocol["recipe"] = recipe(config, cell["lr"], cell["recipe"]).to_dict()

@@ -14,7 +14,7 @@ import numpy as np
 
 from attnjax import stats
 from attnjax.data import TASKS
-from attnjax.data.tasks import TIERS
+from attnjax.data.tasks import ALL_TASKS, TIERS
 from attnjax.sweep import fitting
 from attnjax.sweep.fitting import Entry, choose_setting, fit_count_line, fit_text, underfit_flag  # noqa: F401
 from attnjax.sweep.published import load_published
@@ -47,8 +47,9 @@ def label(model: str, variant: str) -> str:
 
 
 def task_order(tasks) -> list[str]:
-    """Tasks grouped by tier (regular first), in registry order within a tier."""
-    return sorted(set(tasks), key=lambda t: (TIERS.index(TASKS[t].tier), list(TASKS).index(t)))
+    """Tasks grouped by tier (regular first), in registry order within a tier (the decoder study's decimal
+    addition too)."""
+    return sorted(set(tasks), key=lambda t: (TIERS.index(ALL_TASKS[t].tier), list(ALL_TASKS).index(t)))
 
 
 def model_rank(model: str) -> tuple[int, str]:

@@ -16,14 +16,8 @@ Presets (``--config=experiments/mnist1d/config.py:PRESET``):
   (residual second layer), CNN 25-25-25 channels, kernels 5-3-3, stride 2, padding 1, flattened; GRU
   bidirectional, hidden 6, every step's output flattened into the linear read-out; 5 seeds; every encoding.
 
-Differences from the reference in ``paper``: Flax's initializers (LeCun-normal weights, zero biases, orthogonal
-GRU recurrent kernels) instead of PyTorch's uniform ones, and no second GRU bias (5,110 parameters, theirs
-5,134: the same function class); the CNN flattens [positions, channels] (a fixed reordering of the read-out's
-weights); 8,000 updates (their loop makes 8,001); the shuffle is our fixed permutation (``permutation_seed``),
-not theirs (``np.random.seed(42)``); 5 seeds vary the initialization only (they report one run). The attention
-models and their recipe (``recipe_pilot``) are ours. The other presets also clip at global norm 1.0, draw
-batches at random, train a unidirectional GRU of hidden 32 on its last state, and take their lrs from
-``lr_pilot``; the sample-efficiency grid is ours.
+Differences from the reference, per preset: ``protocol_reference`` (``paper``, ``recipe_pilot``) and ``protocol``
+(the others, which also draw batches at random) in ``published.json`` beside this file, shown on every page.
 """
 
 import ml_collections

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from attnjax.sweep import ok_runs
 from attnjax.sweep.plots import curves_figure, save_figures
 from attnjax.sweep.published import check, comparison_section, load_published, protocol_section
-from attnjax.sweep.report import (best_setting, group_runs, held_out_metric, markdown_table, mean, minutes, page,
+from attnjax.sweep.report import (StudyPage, best_setting, group_runs, held_out_metric, markdown_table, mean, minutes,
                                  paired, pct, run_header, section, seed_curve, seed_values, seeds_ci_text, setting,
-                                 spec_section, write_summary)
+                                 spec_section)
 
 CURVE_FILE, LEARNING_FILE = "sample_efficiency.png", "learning_curves.png"
 DATASETS = ("normal", "shuffled")
@@ -144,14 +143,11 @@ def body(results: Mapping[str, Any], runs: list[dict]) -> list[str]:
                                   lrs=", ".join(f"{k} {v}" for k, v in sorted(lrs.items())) or "none")
 
 
-def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
-    return page(results, "MNIST-1D: normal vs shuffled positions, and sample efficiency", figures, body)
+def figures(results: Mapping[str, Any], runs: list[dict], workdir: str) -> list[str]:
+    """``sample_efficiency.png`` and ``learning_curves.png``, where there is something to draw."""
+    return save_figures(workdir, {CURVE_FILE: sample_efficiency_figure(group(runs), held_out_metric(runs)),
+                                  LEARNING_FILE: learning_curves_figure(runs)})
 
 
-def write_report(results: dict[str, Any], workdir: str) -> str:
-    """Writes ``summary.md``, ``sample_efficiency.png`` and ``learning_curves.png`` into ``workdir``; returns the
-    summary."""
-    runs = ok_runs(results)
-    figures = {CURVE_FILE: sample_efficiency_figure(group(runs), held_out_metric(runs)) if runs else None,
-               LEARNING_FILE: learning_curves_figure(runs)}
-    return write_summary(workdir, summary_markdown(results, save_figures(workdir, figures)))
+PAGE = StudyPage("MNIST-1D: normal vs shuffled positions, and sample efficiency", body, figures)
+summary_markdown, write_report = PAGE.summary_markdown, PAGE.write_report

@@ -20,11 +20,11 @@ from attnjax import sweep
 from attnjax.sweep.training import optimizer_for, recipe, recipe_fingerprint
 from attnjax.data.batching import fixed_size_batches
 from attnjax.data.mnist1d import NUM_CLASSES, NUM_TRAIN, SEQ_LENGTH, load_mnist1d
-from attnjax.nn import build_model, count_params, get_model_spec, model_kind
-from attnjax.ops.positional import get_positional
+from attnjax.nn import build_model, count_params, get_model_spec
+from attnjax.ops.positional import POSITIONAL
 from attnjax.parallel.mesh import data_mesh
 from attnjax.sweep.report import describe_fit
-from attnjax.train import create_train_state, evaluate, fit
+from attnjax.train import create_train_state, evaluate
 from experiments.mnist1d import report
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "config.py")
@@ -59,21 +59,14 @@ def cells(config: ConfigDict) -> list[sweep.Cell]:
 def validate(config: ConfigDict) -> None:
     """Resolves every name and builds every model config; raises ValueError/TypeError otherwise."""
     sweep.check_ints(config, num_seeds=1, batch_size=1, eval_batch_size=1, num_steps=0, log_every=1)
-    if not 0 <= config.validation_size < NUM_TRAIN:
-        raise ValueError(f"validation_size must be in [0, {NUM_TRAIN}), got {config.validation_size}")
-    sizes, available = sweep.numbers(config.train_sizes, int, "train_sizes"), NUM_TRAIN - config.validation_size
-    if not sizes or any(not 1 <= s <= available for s in sizes):
-        raise ValueError(f"train_sizes must be in [1, {available}] (4000 minus validation_size), got {sizes}")
+    sweep.numbers(config.validation_size, int, "validation_size", low=0, high=NUM_TRAIN - 1)
+    sweep.numbers(config.train_sizes, int, "train_sizes", low=1, high=NUM_TRAIN - config.validation_size)
     sweep.check_names("dataset", sweep.names(config.datasets), DATASETS, key="datasets")
     sweep.check_names("batch_order", [config.batch_order], BATCH_ORDERS)
     models = sweep.check_models(sweep.names(config.models), config, config.learning_rates, config.get("recipes"))
-    for p in sweep.names(config.positionals):
-        get_positional(p)
+    sweep.check_names("positional encoding", sweep.names(config.positionals), POSITIONAL)
     sweep.check_recipes(config, models, config.get("recipes"))
-    for model in models:
-        for variant in variants(config, model):
-            if model_kind(model, model_fields(config, model, variant)) != "classifier":
-                raise ValueError(f"model {model!r} must be a classifier ([B, L] -> [B, C]); set its pooling")
+    sweep.check_kind("classifier", {m: [model_fields(config, m, v) for v in variants(config, m)] for m in models})
 
 
 def cell_config(config: ConfigDict, cell: sweep.Cell) -> dict[str, Any]:
@@ -123,13 +116,11 @@ def run_cell(cell: sweep.Cell, config: ConfigDict, context: sweep.Context) -> di
         return batches(x[idx], y[idx], config.batch_size)[0]
 
     t0 = time.perf_counter()
-    with open(context.log_path(cell), "w", encoding="utf-8") as log_file:
-        # data_rng: checkpoints save train_rng's position, so a resumed cell draws the same batches.
-        state, history = fit(state, batch, config.num_steps, rng=cell.key("steps", paired), mesh=mesh,
-                             log_every=config.log_every, log_file=log_file, data_rng=train_rng,
-                             # A validation split is scored at every log record: the pilot's learning curves.
-                             validate=(lambda s: evaluate(s, scored, mesh=mesh)) if held == "val" else None,
-                             **context.fit_options(cell))
+    # data_rng: checkpoints save train_rng's position, so a resumed cell draws the same batches.
+    state, history = context.fit(cell, state, batch, config.num_steps, rng=cell.key("steps", paired), mesh=mesh,
+                                 log_every=config.log_every, data_rng=train_rng,
+                                 # A validation split is scored at every log record: the pilot's learning curves.
+                                 validate=(lambda s: evaluate(s, scored, mesh=mesh)) if held == "val" else None)
     train_seconds = time.perf_counter() - t0
     train = evaluate(state, batches(x, y, config.eval_batch_size), mesh=mesh)
     scored = evaluate(state, scored, mesh=mesh)

@@ -10,11 +10,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from attnjax.plots import plot_weight_maps
-from attnjax.sweep import ok_runs
 from attnjax.sweep.plots import curves_figure, save_figures
 from attnjax.sweep.published import check, comparison_section, load_published, protocol_section
-from attnjax.sweep.report import (markdown_table, mean, minutes, page, paired, pct, run_header, section, seed_values,
-                                 seeds_ci_text, write_summary)
+from attnjax.sweep.report import (StudyPage, markdown_table, mean, minutes, paired, pct, run_header, section,
+                                 seed_values, seeds_ci_text)
 
 CURVES_FILE = "accuracy_vs_length.png"
 LABELS = {("rnn_seq2seq", "none"): "RNNencdec", ("rnn_seq2seq", "additive"): "RNNsearch",
@@ -127,7 +126,7 @@ def comparisons(g, task: str, n: int, m: int, floor: float) -> list:
     return out
 
 
-def write_figures(results: Mapping[str, Any], runs: Sequence[dict], workdir: str) -> list[str]:
+def figures(results: Mapping[str, Any], runs: Sequence[dict], workdir: str) -> list[str]:
     """Greedy accuracy against source length (a panel per metric and task), and one PNG per cross-attention map."""
     n, m, g = results["config"]["train_max_length"], results["config"]["test_max_length"], group(runs)
     xs, panels = list(range(1, m + 1)), {}
@@ -169,12 +168,6 @@ def body(results: Mapping[str, Any], runs: list[dict]) -> list[str]:
     return out + protocol_section(PUBLISHED["protocol"], **config)
 
 
-def summary_markdown(results: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
-    title = "Attention vs no attention in seq2seq (Bahdanau et al. 2014): accuracy vs source length"
-    return page(results, title, figures, body)
-
-
-def write_report(results: dict[str, Any], workdir: str) -> str:
-    """Writes ``summary.md``, ``accuracy_vs_length.png`` and the attention maps; returns the summary."""
-    runs = ok_runs(results)
-    return write_summary(workdir, summary_markdown(results, write_figures(results, runs, workdir) if runs else []))
+PAGE = StudyPage("Attention vs no attention in seq2seq (Bahdanau et al. 2014): accuracy vs source length", body,
+                 figures)
+summary_markdown, write_report = PAGE.summary_markdown, PAGE.write_report

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
@@ -18,12 +19,11 @@ from ml_collections import ConfigDict
 from attnjax import sweep
 from attnjax.sweep.training import optimizer_for, recipe_fingerprint
 from attnjax.data.seq2seq import SEQ2SEQ_TASKS, get_seq2seq_task, seq2seq_length_batch, seq2seq_training_batch
-from attnjax.nn import build_model, count_params, model_kind
+from attnjax.nn import build_model, count_params, greedy_attention_weights
 from attnjax.nn.rnn_seq2seq import SEQ2SEQ_ATTENTION
 from attnjax.parallel.mesh import data_mesh
 from attnjax.train import create_train_state, evaluate_seq2seq_lengths, seq2seq_train_step
 from experiments.seq2seq_attention import report
-from experiments.seq2seq_attention.maps import attention_maps
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), "config.py")
 RNN_MODEL = "rnn_seq2seq"  # one cell per attention kind in config.rnn_attentions
@@ -62,19 +62,16 @@ def validate(config: ConfigDict) -> None:
     sweep.check_names("eval_split", [config.eval_split], ("test", "validation"))
     if config.attention_map_task:
         sweep.check_names("attention_map_task", [config.attention_map_task], SEQ2SEQ_TASKS)
-        lengths = sweep.numbers(config.attention_map_lengths, int, "attention_map_lengths")
-        if not lengths or any(not 1 <= k <= m for k in lengths):
-            raise ValueError(f"attention_map_lengths must be in [1, test_max_length={m}], got {lengths}")
+        sweep.numbers(config.attention_map_lengths, int, "attention_map_lengths", low=1, high=m)
     models = sweep.check_models(sweep.names(config.models), config, config.learning_rates)
     if RNN_MODEL in models:
         sweep.check_names("rnn attention", sweep.names(config.rnn_attentions), SEQ2SEQ_ATTENTION, key="rnn_attentions")
     sweep.check_recipes(config, models)
+    fields = {model: [model_fields(config, model, v) for v in variants(config, model)] for model in models}
+    sweep.check_kind("seq2seq", fields)
     for model in models:
-        for fields in (model_fields(config, model, v) for v in variants(config, model)):
-            if model_kind(model, fields) != "seq2seq":  # the blocks were built by check_models
-                raise ValueError(f"model {model!r} must be a seq2seq model (source, target_inputs -> logits)")
-            if fields.get("max_len", m) < m:
-                raise ValueError(f"{model}.max_len={fields['max_len']} must cover test_max_length={m}")
+        if (max_len := min(f.get("max_len", m) for f in fields[model])) < m:
+            raise ValueError(f"{model}.max_len={max_len} must cover test_max_length={m}")
 
 
 def cell_config(config: ConfigDict, cell: sweep.Cell) -> dict[str, Any]:
@@ -116,6 +113,38 @@ def run_cell(cell: sweep.Cell, config: ConfigDict, context: sweep.Context) -> di
                   "final_train_accuracy": history[-1]["accuracy"] if history else None,
                   "num_params": count_params(state.params), "train_seconds": train_seconds,
                   "eval_seconds": time.perf_counter() - t0 - train_seconds}
+
+
+def attention_maps(model_name: str, fields: dict[str, Any], task: Any, alphabet_size: int, params: Any,
+                   lengths: Sequence[int], rng: np.random.Generator) -> dict[str, Any]:
+    """Cross-attention ``[P, n, n]`` of one example per length in ``lengths``, on the model's own greedy tokens
+    (:func:`attnjax.nn.greedy_attention_weights`). Every length is padded to the longest, so each model compiles
+    one program.
+
+    Returns:
+        ``{str(n): {"weights": [P, n, n], "titles": [P], "source", "target", "prediction": [n]}}``, weights
+        rounded to 4 decimals; P panels: the RNN decoder's one attention, or every Transformer decoder layer's
+        cross-attention heads, layer-major.
+    """
+    a, pad = alphabet_size, max(lengths)
+    model = build_model(model_name, a, fields)
+    # The RNN decoder's one attention; the Transformer decoder's cross-attention, not its self-attention.
+    module = None if model_name == RNN_MODEL else "cross_attention"
+    decode = jax.jit(lambda p, s, n: greedy_attention_weights(model, p, s, n, pad, module))
+    maps = {}
+    for length in lengths:
+        b = seq2seq_length_batch(task, rng, 1, length, pad, a)
+        tokens, layers = jax.device_get(decode(params, b["source"], b["source_lengths"]))
+        layers = [w[0] for w in layers]
+        if module is None:  # [T, S]
+            weights, titles = layers[0][None], ["decoder attention"]
+        else:  # [N, T, S] per decoder layer
+            weights = np.concatenate(layers)
+            titles = [f"layer {i} head {h}" for i, w in enumerate(layers) for h in range(len(w))]
+        maps[str(length)] = {"weights": np.round(weights[:, :length, :length], 4).tolist(), "titles": titles,
+                             "source": b["source"][0, :length].argmax(-1).tolist(),
+                             "target": b["targets"][0, :length].tolist(), "prediction": tokens[0, :length].tolist()}
+    return maps
 
 
 def describe(r: dict[str, Any]) -> str:

@@ -29,7 +29,9 @@ def test_committed_runs_match_the_code_so_a_rerun_trains_nothing():
     from attnjax import sweep
 
     runs = sorted(p for p in (ROOT / report.RESULTS_ROOT).glob("*/*/results.json") if p.parent.parent.name != "bench")
-    assert {p.parent.parent.name for p in runs} == set(report.STUDIES)  # results/bench holds benchmarks
+    # results/bench holds benchmarks; decoder_generalization (issue 26) has no committed piece yet: drop it from
+    # this set once its first results.json is committed.
+    assert {p.parent.parent.name for p in runs} == set(report.STUDIES) - {"decoder_generalization"}
     for path in runs:
         study, preset = path.parent.parent.name, path.parent.name
         committed = json.loads(path.read_text())

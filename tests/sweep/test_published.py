@@ -77,3 +77,21 @@ def test_spec_section_and_page_skeleton():
     text = report.page(results, "Title", [], lambda results, runs: pytest.fail("no runs: no body"))
     assert text.startswith("# Title\n\nNo finished cells.\n") and "- `c`: boom" in text
     assert math.isnan(published.compare_direction("d", [0.1, 0.2], "up").published)
+
+
+def test_study_page_draws_figures_only_for_ok_runs_and_links_them(tmp_path):
+    drawn = []
+
+    def figures(results, runs, workdir):
+        drawn.append([r["seed"] for r in runs])
+        (tmp_path / "curve.png").write_bytes(b"png")
+        return ["curve.png"]
+
+    page = report.StudyPage("Study", lambda results, runs: [f"{len(runs)} runs"], figures)
+    ok = {"cell": {"seed": 0}, "metrics": {"acc": 1.0}, "status": "ok"}
+    results = {"config": {}, "cells": {"a": ok, "b": {"cell": {"seed": 1}, "status": "failed", "error": "boom"}}}
+    text = page.write_report(results, str(tmp_path))
+    assert drawn == [[0]] and text == (tmp_path / "summary.md").read_text() == page.summary_markdown(
+        results, ["curve.png"])
+    assert text.startswith("# Study\n\n1 runs\n") and "- `b`: boom" in text and "![curve.png](curve.png)" in text
+    assert "## Plots" not in page.write_report({"config": {}, "cells": {}}, str(tmp_path / "none")) and drawn == [[0]]

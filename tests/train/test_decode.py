@@ -155,6 +155,13 @@ def test_scores_on_a_hand_made_batch(cached):
                                         "greedy_sequences_correct")} == {
         "correct": 2 + 1 + 2, "greedy_correct": 2 + 1 + 0, "count": 7, "sequences": 3, "sequences_correct": 1,
         "greedy_sequences_correct": 1}
+    rows = decode.decoder_eval_rows(Successor(), {}, batch, cached=cached)  # the same sums, row by row
+    assert {k: np.asarray(rows[k]).tolist() for k in ("correct", "greedy_correct", "count", "sequences_correct",
+                                                      "greedy_sequences_correct")} == {
+        "correct": [2, 1, 2], "greedy_correct": [2, 1, 0], "count": [2, 2, 3], "sequences_correct": [1, 0, 0],
+        "greedy_sequences_correct": [1, 0, 0]}
+    for k in decode.SUM_KEYS:
+        np.testing.assert_allclose(np.sum(rows[k]), sums[k], rtol=1e-6, err_msg=k)
     scores = reduce_seq2seq_metrics([sums])
     assert scores["token_accuracy"] == 5 / 7 and scores["greedy_token_accuracy"] == 3 / 7
     assert scores["sequence_accuracy"] == scores["greedy_sequence_accuracy"] == 1 / 3
