@@ -50,12 +50,8 @@ def variants(config: ml_collections.ConfigDict, model: str) -> list[str]:
 
 
 def cells(config: ml_collections.ConfigDict) -> list[sweep.Cell]:
-    """The grid: task x model x variant x the model's recipes x the model's lrs x seed."""
-    return sweep.grid(task=sweep.names(config.tasks), model=sweep.names(config.models),
-                      variant=lambda f: variants(config, f["model"]),
-                      recipe=lambda f: sweep.names(config.recipes[f["model"]]),
-                      lr=lambda f: sweep.names(config.learning_rates[f["model"]]),
-                      seed=range(config.first_seed, config.first_seed + config.num_seeds))
+    """The encoder study's grid (task x model x variant x recipe x lr x seed) over :func:`variants`."""
+    return encoder.cells(config, variants)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

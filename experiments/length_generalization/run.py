@@ -60,10 +60,12 @@ def model_fields(config: ml_collections.ConfigDict, model: str, variant: str) ->
     return fields
 
 
-def cells(config: ml_collections.ConfigDict) -> list[sweep.Cell]:
-    """The grid: task x model x variant x the model's recipes x the model's lrs x seed."""
+def cells(config: ml_collections.ConfigDict, variant_names: Callable | None = None) -> list[sweep.Cell]:
+    """The grid: task x model x variant x the model's recipes x the model's lrs x seed; ``variant_names(config,
+    model)`` lists a model's variants (default :func:`variants`)."""
+    listed = variant_names or variants
     return sweep.grid(task=sweep.names(config.tasks), model=sweep.names(config.models),
-                      variant=lambda f: variants(config, f["model"]),
+                      variant=lambda f: listed(config, f["model"]),
                       recipe=lambda f: sweep.names(config.recipes[f["model"]]),
                       lr=lambda f: sweep.names(config.learning_rates[f["model"]]),
                       seed=range(config.first_seed, config.first_seed + config.num_seeds))
