@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from attnjax import data, sweep
-from attnjax.nn import Execution, apply_with_attention_weights, build_model, count_params, get_model_spec, model_kind
+from attnjax.nn import Execution, apply_with_attention_weights, build_model, count_params, get_model_spec
 from attnjax.nn.models import takes_execution
 from attnjax.ops.positional import POSITIONAL, RANDOMIZED_EVAL, get_positional
 from attnjax.ops.registry import ATTENTION
@@ -93,10 +93,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                          f"{no_dtype} have none: drop them from config.models or use compute_dtype='float32'")
     sweep.check_recipes(config, models, config.recipes)
     stop_rule(config)
-    for model in models:
-        for variant in variants(config, model):
-            if model_kind(model, model_fields(config, model, variant)) != "sequence":
-                raise ValueError(f"model {model!r} must map [B, L, V] to per-position logits here (pooling=None)")
+    sweep.check_kind("sequence", {m: [model_fields(config, m, v) for v in variants(config, m)] for m in models})
 
 
 def cell_config(config: ml_collections.ConfigDict, cell: sweep.Cell, keys: Sequence[str] = PROTOCOL_KEYS
